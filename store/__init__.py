@@ -1,0 +1,34 @@
+"""Break-glass events and their persistence. Never imports `bot`."""
+
+from store.base import Page, Store, mutate
+from store.errors import (
+    ConcurrentModification,
+    EventNotFound,
+    InvalidTransition,
+    StackedAccess,
+    StoreError,
+    StoreUnavailable,
+)
+from store.model import BreakGlassEvent, ReasonCode, Status, is_event_id, new_event_id
+from store.url import DEFAULT_STORE_URL, InvalidStoreURL, open_store, parse_store_url
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "BreakGlassEvent",
+    "ConcurrentModification",
+    "EventNotFound",
+    "InvalidStoreURL",
+    "InvalidTransition",
+    "Page",
+    "ReasonCode",
+    "StackedAccess",
+    "Status",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "is_event_id",
+    "mutate",
+    "new_event_id",
+    "open_store",
+    "parse_store_url",
+]

@@ -1,0 +1,147 @@
+"""The `Store` protocol: what every backend guarantees."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from store.errors import ConcurrentModification, StoreError
+from store.model import BreakGlassEvent, Status
+
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of events, newest first; pass `cursor` back to get the next page (None = no more)."""
+
+    items: list[BreakGlassEvent] = field(default_factory=list)
+    cursor: str | None = None
+
+
+class InvalidCursor(StoreError, ValueError):
+    pass
+
+
+def encode_cursor(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor(f"invalid pagination cursor {cursor!r}") from exc
+    if not isinstance(value, dict):
+        raise InvalidCursor(f"invalid pagination cursor {cursor!r}")
+    return value
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    return limit
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence of break-glass events.
+
+    Invariant (atomic on every backend): one invoker never holds two *effective* events on one
+    profile, i.e. two events with status active whose expires_at is in the future.
+    Every write bumps `version`; writes are conditional, so a lost race raises instead of overwriting.
+    """
+
+    def create(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        """Store a new active event. Raises StackedAccess(existing) if the invoker already holds an
+        effective event on the profile (an active event past its expiry does not block)."""
+        ...
+
+    def get(self, event_id: str) -> BreakGlassEvent:
+        """Raises EventNotFound."""
+        ...
+
+    def close(
+        self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
+    ) -> BreakGlassEvent:
+        """active -> closed, adding `outbox` entries in the same write. Raises InvalidTransition
+        (carrying the current event) when the event is no longer active, e.g. another closer won."""
+        ...
+
+    def expire(self, event_id: str, *, now: datetime, outbox: Sequence[str] = ()) -> BreakGlassEvent:
+        """active -> expired, only when now >= expires_at. Raises InvalidTransition otherwise."""
+        ...
+
+    def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        """Generic conditional update: write `event` (status unchanged) if the stored version still
+        equals `event.version`; returns it with version + 1. Raises ConcurrentModification."""
+        ...
+
+    def list_active(self) -> list[BreakGlassEvent]:
+        """Every event whose status is active (including ones past expiry not yet swept), oldest first.
+        Cost is proportional to the number of active events, not to history."""
+        ...
+
+    def list_by_invoker(self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+        ...
+
+    def list_by_profile(self, profile: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+        ...
+
+    def list_by_status(self, status: Status, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+        ...
+
+    def list_owed(self, *, now: datetime, limit: int = 100) -> list[BreakGlassEvent]:
+        """Events with announcements still owed whose next attempt is due (outbox_next_at <= now)."""
+        ...
+
+    def list_unreviewed(self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+        """Ended, not yet reviewed events, oldest ended first."""
+        ...
+
+    def count_by_invoker_since(self, invoker: str, since: datetime) -> int:
+        ...
+
+    def count_by_profile_since(self, profile: str, since: datetime) -> int:
+        ...
+
+    def last_by_invoker_and_profile(self, invoker: str, profile: str) -> BreakGlassEvent | None:
+        """The invoker's most recently created event on the profile, any status."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable if the backend does not answer."""
+        ...
+
+    def close_store(self) -> None:
+        ...
+
+
+def mutate(
+    store: Store,
+    event_id: str,
+    change: Callable[[BreakGlassEvent], BreakGlassEvent | None],
+    *,
+    attempts: int = 8,
+) -> BreakGlassEvent:
+    """Read-modify-write with optimistic locking: re-reads and re-applies `change` on conflict.
+
+    `change` returns the new event, or None when nothing needs writing (the current event is returned).
+    It may raise (e.g. InvalidTransition) to abort.
+    """
+    for _ in range(attempts):
+        current = store.get(event_id)
+        new = change(current)
+        if new is None:
+            return current
+        try:
+            return store.save(new)
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(event_id, f"still conflicting after {attempts} attempts")

@@ -1,0 +1,54 @@
+"""Typed store errors. Callers (the bot) turn these into what users see; nothing here knows about Slack."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from store.model import BreakGlassEvent
+
+
+class StoreError(Exception):
+    """Base class of every error a `Store` raises on purpose."""
+
+
+class EventNotFound(StoreError):
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"no break-glass event with id {event_id!r}")
+        self.event_id = event_id
+
+
+class StackedAccess(StoreError):
+    """The invoker already holds an active, unexpired event on the same profile."""
+
+    def __init__(self, existing: BreakGlassEvent) -> None:
+        super().__init__(
+            f"{existing.invoker} already has active break-glass event {existing.id} on profile "
+            f"{existing.profile!r} until {existing.expires_at.isoformat()}"
+        )
+        self.existing = existing
+
+
+class InvalidTransition(StoreError):
+    """A state change that the event's current state does not allow (e.g. closing an expired event)."""
+
+    def __init__(self, event: BreakGlassEvent, attempted: str, reason: str) -> None:
+        super().__init__(f"cannot {attempted} event {event.id}: {reason}")
+        self.event = event
+        self.attempted = attempted
+        self.reason = reason
+
+
+class ConcurrentModification(StoreError):
+    """The event changed between read and write (optimistic lock lost); re-read and retry."""
+
+    def __init__(self, event_id: str, detail: str = "the event was modified concurrently") -> None:
+        super().__init__(f"event {event_id}: {detail}")
+        self.event_id = event_id
+
+
+class StoreUnavailable(StoreError):
+    """The backend could not be reached or refused the request (throttling, 5xx, disk, locks).
+
+    Nothing was written: the operation may be retried.
+    """

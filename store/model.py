@@ -1,0 +1,280 @@
+"""The break-glass event, its reason codes and its state machine (active -> closed | expired)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from store.errors import InvalidTransition
+from store.timeutil import ensure_utc
+
+MIN_JUSTIFICATION = 20
+MAX_JUSTIFICATION = 1000
+MAX_INCIDENT = 200
+MAX_CLOSE_REASON = 500
+MAX_REVIEW_NOTES = 2000
+MAX_DURATION = timedelta(hours=4)
+EVENT_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+class ReasonCode(StrEnum):
+    INCIDENT = "incident"
+    MAINTENANCE = "maintenance"
+    SECURITY = "security"
+    RECOVERY = "recovery"
+    OTHER = "other"
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    CLOSED = "closed"
+    EXPIRED = "expired"
+
+    @property
+    def ended(self) -> bool:
+        return self is not Status.ACTIVE
+
+
+def new_event_id() -> str:
+    """16 lowercase hex characters (64 bits) from the OS CSPRNG."""
+    return secrets.token_hex(8)
+
+
+def is_event_id(value: str) -> bool:
+    return bool(EVENT_ID_RE.match(value))
+
+
+# Characters that are refused in free text: C0/C1 controls (except tab and newlines), and the
+# unassigned/surrogate categories. Everything else (RTL marks, zero-width joiners, emoji, mrkdwn
+# punctuation) is stored exactly as typed and escaped wherever it is shown.
+_ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+
+
+def _check_text(value: str, *, what: str) -> str:
+    for ch in value:
+        category = unicodedata.category(ch)
+        if (category == "Cc" and ch not in _ALLOWED_CONTROLS) or category in ("Cs", "Cn"):
+            raise ValueError(f"{what} contains a control or unassigned character (U+{ord(ch):04X})")
+    return value
+
+
+def validate_justification(value: str) -> str:
+    text = _check_text(value.strip(), what="justification")
+    if len(text) < MIN_JUSTIFICATION:
+        if not text:
+            raise ValueError(f"justification is required ({MIN_JUSTIFICATION}-{MAX_JUSTIFICATION} characters)")
+        raise ValueError(
+            f"justification is too short: {len(text)} characters, at least {MIN_JUSTIFICATION} needed"
+        )
+    if len(text) > MAX_JUSTIFICATION:
+        raise ValueError(f"justification is too long: {len(text)} characters, at most {MAX_JUSTIFICATION}")
+    return text
+
+
+def validate_incident(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = _check_text(value.strip(), what="incident")
+    if not text:
+        return None
+    if len(text) > MAX_INCIDENT:
+        raise ValueError(f"incident is too long: {len(text)} characters, at most {MAX_INCIDENT}")
+    if any(ch in text for ch in "\r\n"):
+        raise ValueError("incident must be a single line (a ticket id or URL)")
+    return text
+
+
+def validate_free_text(value: str, *, what: str, max_length: int) -> str:
+    text = _check_text(value.strip(), what=what)
+    if not text:
+        raise ValueError(f"{what} is required")
+    if len(text) > max_length:
+        raise ValueError(f"{what} is too long: {len(text)} characters, at most {max_length}")
+    return text
+
+
+def validate_duration(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("duration must be positive")
+    if value > MAX_DURATION:
+        raise ValueError("duration exceeds the 4 hour hard cap")
+    return value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(ensure_utc)]
+_NonEmpty = Field(min_length=1, max_length=256)
+
+
+class BreakGlassEvent(BaseModel):
+    """One break-glass invocation and its whole life; immutable (transitions return a new copy)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    id: str = Field(default_factory=new_event_id, pattern=EVENT_ID_RE.pattern)
+    invoker: str = _NonEmpty
+    slack_user_id: str = _NonEmpty
+    profile: str = _NonEmpty
+    reason_code: ReasonCode
+    justification: Annotated[str, AfterValidator(validate_justification)]
+    incident: Annotated[str | None, AfterValidator(validate_incident)] = None
+    duration: Annotated[timedelta, AfterValidator(validate_duration)]
+    status: Status = Status.ACTIVE
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    expires_at: UtcDatetime
+    ended_at: UtcDatetime | None = None
+    closed_by: str | None = None
+    closed_reason: str | None = None
+    request_id: str | None = None
+
+    # Slack audit trail: where the audit message lives, and the announcements still owed (the outbox).
+    audit_channel: str | None = None
+    audit_ts: str | None = None
+    outbox: tuple[str, ...] = ()
+    outbox_attempts: int = Field(default=0, ge=0)
+    outbox_next_at: UtcDatetime | None = None
+
+    warned_at: UtcDatetime | None = None
+    escalated: bool = False
+    reviewed_by: str | None = None
+    reviewed_at: UtcDatetime | None = None
+    review_notes: str | None = None
+
+    version: int = Field(default=1, ge=1)
+
+    @field_validator("closed_reason")
+    @classmethod
+    def _closed_reason(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return validate_free_text(value, what="close reason", max_length=MAX_CLOSE_REASON)
+
+    @field_validator("review_notes")
+    @classmethod
+    def _review_notes(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return validate_free_text(value, what="review notes", max_length=MAX_REVIEW_NOTES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BreakGlassEvent:
+        if self.expires_at != self.created_at + self.duration:
+            raise ValueError("expires_at must equal created_at + duration")
+        if self.status is Status.ACTIVE and (self.ended_at or self.closed_by or self.closed_reason):
+            raise ValueError("an active event has no ended_at, closed_by or closed_reason")
+        if self.status is Status.CLOSED and not (self.ended_at and self.closed_by and self.closed_reason):
+            raise ValueError("a closed event needs ended_at, closed_by and closed_reason")
+        if self.status is Status.EXPIRED and not self.ended_at:
+            raise ValueError("an expired event needs ended_at")
+        if self.reviewed_at is not None and (self.status is Status.ACTIVE or not self.reviewed_by):
+            raise ValueError("only an ended event can be reviewed, and a review names its reviewer")
+        return self
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        invoker: str,
+        slack_user_id: str,
+        profile: str,
+        reason_code: ReasonCode | str,
+        justification: str,
+        duration: timedelta,
+        now: datetime,
+        incident: str | None = None,
+        request_id: str | None = None,
+        **extra: Any,
+    ) -> BreakGlassEvent:
+        now = ensure_utc(now)
+        return cls(
+            invoker=invoker,
+            slack_user_id=slack_user_id,
+            profile=profile,
+            reason_code=ReasonCode(reason_code),
+            justification=justification,
+            incident=incident,
+            duration=validate_duration(duration),
+            created_at=now,
+            updated_at=now,
+            expires_at=now + duration,
+            request_id=request_id,
+            **extra,
+        )
+
+    # -- state machine ------------------------------------------------------------------------
+
+    def is_effective(self, now: datetime) -> bool:
+        """Does this event grant access at `now`? (active and not yet past its expiry)"""
+        return self.status is Status.ACTIVE and ensure_utc(now) < self.expires_at
+
+    def is_due(self, now: datetime) -> bool:
+        return self.status is Status.ACTIVE and ensure_utc(now) >= self.expires_at
+
+    def close(self, *, by: str, reason: str, now: datetime) -> BreakGlassEvent:
+        if self.status is not Status.ACTIVE:
+            raise InvalidTransition(self, "close", f"it is already {self.status.value}")
+        if not by.strip():
+            raise ValueError("closed_by is required")
+        now = ensure_utc(now)
+        return self._with(
+            status=Status.CLOSED,
+            closed_by=by,
+            closed_reason=validate_free_text(reason, what="close reason", max_length=MAX_CLOSE_REASON),
+            ended_at=now,
+            updated_at=now,
+        )
+
+    def expire(self, *, now: datetime) -> BreakGlassEvent:
+        if self.status is not Status.ACTIVE:
+            raise InvalidTransition(self, "expire", f"it is already {self.status.value}")
+        now = ensure_utc(now)
+        if now < self.expires_at:
+            raise InvalidTransition(self, "expire", "it is not due yet")
+        return self._with(status=Status.EXPIRED, ended_at=now, updated_at=now)
+
+    def review(self, *, by: str, notes: str, now: datetime) -> BreakGlassEvent:
+        if self.status is Status.ACTIVE:
+            raise InvalidTransition(self, "review", "it is still active")
+        if self.reviewed_at is not None:
+            raise InvalidTransition(self, "review", f"it was already reviewed by {self.reviewed_by}")
+        now = ensure_utc(now)
+        return self._with(
+            reviewed_by=by,
+            reviewed_at=now,
+            review_notes=validate_free_text(notes, what="review notes", max_length=MAX_REVIEW_NOTES),
+            updated_at=now,
+        )
+
+    def with_outbox(self, *add: str, remove: tuple[str, ...] = ()) -> BreakGlassEvent:
+        """Add/remove owed announcements (kept in insertion order, no duplicates)."""
+        items = [item for item in self.outbox if item not in remove]
+        items += [item for item in add if item not in items]
+        changes: dict[str, Any] = {"outbox": tuple(items)}
+        if not items:
+            changes.update(outbox_attempts=0, outbox_next_at=None)
+        return self._with(**changes)
+
+    def _with(self, **changes: Any) -> BreakGlassEvent:
+        """A validated copy with `changes` applied (model_copy does not validate)."""
+        data = self.model_dump()
+        data.update(changes)
+        return BreakGlassEvent.model_validate(data)
+
+    def updated(self, **changes: Any) -> BreakGlassEvent:
+        """A validated copy for non-status changes; status goes through close/expire only."""
+        if "status" in changes and changes["status"] != self.status:
+            raise InvalidTransition(self, "update", "status changes only through close or expire")
+        return self._with(**changes)
+
+
+def with_version(event: BreakGlassEvent, version: int) -> BreakGlassEvent:
+    """The same event stamped with a new version (used by stores on every successful write)."""
+    return event.model_copy(update={"version": version})

@@ -1,0 +1,288 @@
+"""SQLite store: the embedded default. One file, WAL mode, safe across threads and processes.
+
+Every write runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's single write lock before
+reading; the stacking check and the insert therefore happen atomically with respect to every other
+writer on the same file, whether a thread of this process or another process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from store.base import DEFAULT_PAGE_SIZE, Page, check_limit, decode_cursor, encode_cursor
+from store.errors import (
+    ConcurrentModification,
+    EventNotFound,
+    InvalidTransition,
+    StackedAccess,
+    StoreUnavailable,
+)
+from store.model import BreakGlassEvent, Status, with_version
+from store.timeutil import format_ts
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id             TEXT PRIMARY KEY,
+    invoker        TEXT NOT NULL,
+    profile        TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    expires_at     TEXT NOT NULL,
+    ended_at       TEXT,
+    owed           INTEGER NOT NULL DEFAULT 0,
+    outbox_next_at TEXT,
+    unreviewed     INTEGER NOT NULL DEFAULT 0,
+    version        INTEGER NOT NULL,
+    data           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_invoker ON events (invoker, created_at, id);
+CREATE INDEX IF NOT EXISTS events_profile ON events (profile, created_at, id);
+CREATE INDEX IF NOT EXISTS events_status ON events (status, created_at, id);
+CREATE INDEX IF NOT EXISTS events_invoker_profile ON events (invoker, profile, created_at);
+CREATE INDEX IF NOT EXISTS events_owed ON events (outbox_next_at) WHERE owed = 1;
+CREATE INDEX IF NOT EXISTS events_unreviewed ON events (ended_at, id) WHERE unreviewed = 1;
+"""
+
+_COLUMNS = "id, invoker, profile, status, created_at, expires_at, ended_at, owed, outbox_next_at, unreviewed, version, data"
+
+
+def _row(event: BreakGlassEvent) -> tuple[Any, ...]:
+    return (
+        event.id,
+        event.invoker,
+        event.profile,
+        event.status.value,
+        format_ts(event.created_at),
+        format_ts(event.expires_at),
+        format_ts(event.ended_at) if event.ended_at else None,
+        1 if event.outbox else 0,
+        format_ts(event.outbox_next_at or event.updated_at) if event.outbox else None,
+        1 if event.status.ended and event.reviewed_at is None else 0,
+        event.version,
+        event.model_dump_json(),
+    )
+
+
+def _event(data: str) -> BreakGlassEvent:
+    return BreakGlassEvent.model_validate_json(data)
+
+
+class SQLiteStore:
+    """`Store` on one SQLite file. `path` may be ':memory:' only for single-connection use in tests."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = str(path)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if self.path != ":memory:":
+            Path(self.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self._busy_timeout,
+                    isolation_level=None,  # autocommit; transactions are explicit
+                    check_same_thread=False,
+                )
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreUnavailable(f"SQLite commit failed: {exc}") from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite query failed: {exc}") from exc
+
+    def close_store(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def ping(self) -> None:
+        self._query("SELECT 1")
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def create(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        if event.status is not Status.ACTIVE:
+            raise InvalidTransition(event, "create", "only active events can be created")
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT data FROM events WHERE invoker = ? AND profile = ? AND status = 'active' "
+                "AND expires_at > ? ORDER BY created_at DESC LIMIT 1",
+                (event.invoker, event.profile, format_ts(event.created_at)),
+            ).fetchone()
+            if row is not None:
+                raise StackedAccess(_event(row[0]))
+            try:
+                conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 12)})", _row(event))
+            except sqlite3.IntegrityError as exc:
+                raise ConcurrentModification(event.id, "an event with this id already exists") from exc
+        return event
+
+    def get(self, event_id: str) -> BreakGlassEvent:
+        rows = self._query("SELECT data FROM events WHERE id = ?", (event_id,))
+        if not rows:
+            raise EventNotFound(event_id)
+        return _event(rows[0][0])
+
+    def _replace(self, conn: sqlite3.Connection, old: BreakGlassEvent, new: BreakGlassEvent) -> BreakGlassEvent:
+        new = with_version(new, old.version + 1)
+        row = _row(new)
+        cursor = conn.execute(
+            f"UPDATE events SET ({_COLUMNS}) = ({', '.join('?' * 12)}) WHERE id = ? AND version = ? AND status = ?",
+            (*row, old.id, old.version, old.status.value),
+        )
+        if cursor.rowcount != 1:
+            raise ConcurrentModification(new.id)
+        return new
+
+    def _transition(self, event_id: str, apply: Any) -> BreakGlassEvent:
+        with self._write() as conn:
+            row = conn.execute("SELECT data FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is None:
+                raise EventNotFound(event_id)
+            current = _event(row[0])
+            return self._replace(conn, current, apply(current))
+
+    def close(
+        self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
+    ) -> BreakGlassEvent:
+        return self._transition(
+            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox)
+        )
+
+    def expire(self, event_id: str, *, now: datetime, outbox: Sequence[str] = ()) -> BreakGlassEvent:
+        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox))
+
+    def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        with self._write() as conn:
+            row = conn.execute("SELECT data FROM events WHERE id = ?", (event.id,)).fetchone()
+            if row is None:
+                raise EventNotFound(event.id)
+            current = _event(row[0])
+            if current.version != event.version or current.status is not event.status:
+                raise ConcurrentModification(event.id)
+            return self._replace(conn, current, event)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _page(self, where: str, params: Sequence[Any], limit: int, cursor: str | None) -> Page:
+        check_limit(limit)
+        sql = f"SELECT created_at, id, data FROM events WHERE {where}"
+        args = list(params)
+        if cursor is not None:
+            position = decode_cursor(cursor)
+            sql += " AND (created_at, id) < (?, ?)"
+            args += [position.get("c"), position.get("i")]
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = self._query(sql, [*args, limit + 1])
+        items = [_event(r[2]) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor({"c": last[0], "i": last[1]})
+        return Page(items=items, cursor=next_cursor)
+
+    def list_active(self) -> list[BreakGlassEvent]:
+        rows = self._query("SELECT data FROM events WHERE status = 'active' ORDER BY created_at, id")
+        return [_event(r[0]) for r in rows]
+
+    def list_by_invoker(self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+        return self._page("invoker = ?", [invoker], limit, cursor)
+
+    def list_by_profile(self, profile: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+        return self._page("profile = ?", [profile], limit, cursor)
+
+    def list_by_status(self, status: Status, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+        return self._page("status = ?", [Status(status).value], limit, cursor)
+
+    def list_owed(self, *, now: datetime, limit: int = 100) -> list[BreakGlassEvent]:
+        rows = self._query(
+            "SELECT data FROM events WHERE owed = 1 AND outbox_next_at <= ? ORDER BY outbox_next_at LIMIT ?",
+            (format_ts(now), check_limit(limit)),
+        )
+        return [_event(r[0]) for r in rows]
+
+    def list_unreviewed(self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+        check_limit(limit)
+        sql = "SELECT ended_at, id, data FROM events WHERE unreviewed = 1"
+        args: list[Any] = []
+        if cursor is not None:
+            position = decode_cursor(cursor)
+            sql += " AND (ended_at, id) > (?, ?)"
+            args += [position.get("e"), position.get("i")]
+        rows = self._query(sql + " ORDER BY ended_at, id LIMIT ?", [*args, limit + 1])
+        items = [_event(r[2]) for r in rows[:limit]]
+        next_cursor = encode_cursor({"e": rows[limit - 1][0], "i": rows[limit - 1][1]}) if len(rows) > limit else None
+        return Page(items=items, cursor=next_cursor)
+
+    def count_by_invoker_since(self, invoker: str, since: datetime) -> int:
+        rows = self._query(
+            "SELECT COUNT(*) FROM events WHERE invoker = ? AND created_at >= ?", (invoker, format_ts(since))
+        )
+        return int(rows[0][0])
+
+    def count_by_profile_since(self, profile: str, since: datetime) -> int:
+        rows = self._query(
+            "SELECT COUNT(*) FROM events WHERE profile = ? AND created_at >= ?", (profile, format_ts(since))
+        )
+        return int(rows[0][0])
+
+    def last_by_invoker_and_profile(self, invoker: str, profile: str) -> BreakGlassEvent | None:
+        rows = self._query(
+            "SELECT data FROM events WHERE invoker = ? AND profile = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            (invoker, profile),
+        )
+        return _event(rows[0][0]) if rows else None
