@@ -1,0 +1,548 @@
+"""Every piece of Block Kit the bot sends: messages, modals, App Home. Built with slack_sdk's models.
+
+User-supplied text (justification, incident, close reason, review notes, identities) goes through
+`escape()` wherever it lands in mrkdwn, so nobody can ping `<!channel>` or fake a link through it.
+Times are rendered with Slack date tokens so every reader sees their own local time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+    StaticSelectElement,
+)
+from slack_sdk.models.views import View
+
+from bot import ids
+from bot.durations import format_duration
+from store import BreakGlassEvent, ReasonCode, Status
+
+MAX_SECTION = 3000
+_STATUS_LABEL = {Status.ACTIVE: "ACTIVE", Status.CLOSED: "CLOSED", Status.EXPIRED: "EXPIRED"}
+_STATUS_EMOJI = {Status.ACTIVE: ":rotating_light:", Status.CLOSED: ":lock:", Status.EXPIRED: ":hourglass:"}
+REASON_LABELS = {
+    ReasonCode.INCIDENT: "Incident",
+    ReasonCode.MAINTENANCE: "Maintenance",
+    ReasonCode.SECURITY: "Security",
+    ReasonCode.RECOVERY: "Recovery",
+    ReasonCode.OTHER: "Other",
+}
+Blocks = list[dict[str, Any]]
+
+
+# -- text helpers ---------------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack mrkdwn treats as control (&, <, >)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def quote(text: str) -> str:
+    """Escaped text as a mrkdwn block quote (each line quoted, so text cannot break out of it)."""
+    return "\n".join("&gt; " + line for line in escape(text).splitlines() or [""])
+
+
+def user(user_id: str) -> str:
+    return f"<@{user_id}>" if user_id[:1] in ("U", "W") and user_id.isalnum() else escape(user_id)
+
+
+def group(group_id: str) -> str:
+    return f"<!subteam^{group_id}>" if group_id.isalnum() else escape(group_id)
+
+
+def date(value: datetime, fmt: str = "{date_short_pretty} {time}") -> str:
+    """A Slack date token (reader's local time) with a UTC fallback for clients that cannot render it."""
+    fallback = value.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(value.timestamp())}^{fmt}|{fallback}>"
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _plain(text: str) -> PlainTextObject:
+    return PlainTextObject(text=text, emoji=True)
+
+
+def _dump(blocks: list[Block]) -> Blocks:
+    return [b.to_dict() for b in blocks]
+
+
+def reason_label(event: BreakGlassEvent) -> str:
+    return REASON_LABELS[event.reason_code]
+
+
+# -- buttons ----------------------------------------------------------------------------------------
+
+
+def close_button(event: BreakGlassEvent) -> ButtonElement:
+    return ButtonElement(
+        text="Close",
+        action_id=ids.ACTION_CLOSE,
+        value=event.id,
+        style="danger",
+        confirm=ConfirmObject(
+            title="Close break-glass access?",
+            text=f"This ends {event.profile} access for {event.slack_user_id} now."[:300],
+            confirm="Close access",
+            deny="Keep it",
+        ),
+    )
+
+
+def review_button(event: BreakGlassEvent) -> ButtonElement:
+    return ButtonElement(text="Mark reviewed", action_id=ids.ACTION_REVIEW, value=event.id, style="primary")
+
+
+# -- the audit message -------------------------------------------------------------------------------
+
+
+def audit_header(event: BreakGlassEvent) -> str:
+    return _truncate(f"Break-glass {event.profile}: {_STATUS_LABEL[event.status]}", 150)
+
+
+def audit_text(event: BreakGlassEvent) -> str:
+    """Notification fallback text (also escaped: it is rendered as mrkdwn in notifications)."""
+    return escape(
+        f"Break-glass {_STATUS_LABEL[event.status].lower()}: {event.invoker} on {event.profile} "
+        f"({event.reason_code.value}), event {event.id}"
+    )
+
+
+def event_fields(event: BreakGlassEvent) -> list[MarkdownTextObject]:
+    fields = [
+        f"*Invoker*\n{user(event.slack_user_id)}"
+        + (f" ({escape(event.invoker)})" if event.invoker != event.slack_user_id else ""),
+        f"*Profile*\n`{escape(event.profile)}`",
+        f"*Reason*\n{reason_label(event)}",
+        f"*Duration*\n{format_duration(event.duration)}",
+        f"*{'Expires' if event.status is Status.ACTIVE else 'Was due to expire'}*\n{date(event.expires_at)}",
+        f"*Event id*\n`{event.id}`",
+    ]
+    if event.incident:
+        fields.append(f"*Incident*\n{escape(_truncate(event.incident, 200))}")
+    if event.status is not Status.ACTIVE and event.ended_at:
+        fields.append(f"*Ended*\n{date(event.ended_at)}")
+    return [MarkdownTextObject(text=f) for f in fields[:10]]
+
+
+def audit_message(event: BreakGlassEvent) -> Blocks:
+    blocks: list[Block] = [
+        HeaderBlock(text=_plain(f"{_STATUS_EMOJI[event.status]} {audit_header(event)}")),
+        SectionBlock(fields=event_fields(event)),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION)
+            )
+        ),
+    ]
+    if event.escalated:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=":warning: *Escalated*: repeated break-glass use within the rate-limit window"
+                    )
+                ]
+            )
+        )
+    if event.status is Status.CLOSED:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=_truncate(
+                            f"Closed by {user(event.closed_by or '')} {date(event.ended_at or event.updated_at)}: "
+                            f"{escape(event.closed_reason or '')}",
+                            MAX_SECTION,
+                        )
+                    )
+                ]
+            )
+        )
+    elif event.status is Status.EXPIRED:
+        blocks.append(
+            ContextBlock(
+                elements=[MarkdownTextObject(text=f"Expired {date(event.ended_at or event.expires_at)}")]
+            )
+        )
+    if event.reviewed_at is not None:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=_truncate(
+                            f":white_check_mark: Reviewed by {user(event.reviewed_by or '')} {date(event.reviewed_at)}: "
+                            f"{escape(event.review_notes or '')}",
+                            MAX_SECTION,
+                        )
+                    )
+                ]
+            )
+        )
+    if event.status is Status.ACTIVE:
+        blocks.append(ActionsBlock(block_id=ids.BLOCK_EVENT_ACTIONS, elements=[close_button(event)]))
+    elif event.reviewed_at is None:
+        blocks.append(ActionsBlock(block_id=ids.BLOCK_EVENT_ACTIONS, elements=[review_button(event)]))
+    return _dump(blocks)
+
+
+# -- thread replies and DMs ---------------------------------------------------------------------------
+
+
+def _section(text: str) -> Blocks:
+    return _dump([SectionBlock(text=MarkdownTextObject(text=_truncate(text, MAX_SECTION)))])
+
+
+def thread_escalation(event: BreakGlassEvent, security: list[str], count_window: str) -> tuple[str, Blocks]:
+    mentions = " ".join(group(g) if g.startswith("S") else user(g) for g in security) or "security"
+    text = (
+        f":warning: {mentions}: escalation. {user(event.slack_user_id)} has invoked break-glass repeatedly "
+        f"within {count_window}; this event ({event.id}) needs attention."
+    )
+    return text, _section(text)
+
+
+def thread_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Blocks]:
+    text = f":alarm_clock: Expires in {format_duration(remaining)} ({date(event.expires_at, '{time}')})."
+    return text, _section(text)
+
+
+def thread_closed(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    text = f":lock: Closed by {user(event.closed_by or '')}: {escape(event.closed_reason or '')}"
+    return text, _section(text)
+
+
+def thread_expired(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    text = f":hourglass: Expired {date(event.ended_at or event.expires_at)}; access ended."
+    return text, _section(text)
+
+
+def thread_reviewed(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    text = (
+        f":white_check_mark: Reviewed by {user(event.reviewed_by or '')}: {escape(event.review_notes or '')}"
+    )
+    return text, _section(text)
+
+
+def dm_invoked(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    text = (
+        f":rotating_light: Break-glass access to `{escape(event.profile)}` is active until {date(event.expires_at)} "
+        f"(event `{event.id}`). Every step is posted to the security audit channel. Close it as soon as you are done."
+    )
+    blocks = [
+        SectionBlock(text=MarkdownTextObject(text=text)),
+        ActionsBlock(block_id=ids.BLOCK_EVENT_ACTIONS, elements=[close_button(event)]),
+    ]
+    return text, _dump(blocks)
+
+
+def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Blocks]:
+    text = (
+        f":alarm_clock: Your break-glass access to `{escape(event.profile)}` expires in {format_duration(remaining)} "
+        f"({date(event.expires_at, '{time}')}), event `{event.id}`."
+    )
+    blocks = [
+        SectionBlock(text=MarkdownTextObject(text=text)),
+        ActionsBlock(block_id=ids.BLOCK_EVENT_ACTIONS, elements=[close_button(event)]),
+    ]
+    return text, _dump(blocks)
+
+
+def dm_closed(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    text = (
+        f":lock: Your break-glass access to `{escape(event.profile)}` (event `{event.id}`) was closed by "
+        f"{user(event.closed_by or '')}: {escape(event.closed_reason or '')}"
+    )
+    return text, _section(text)
+
+
+def dm_expired(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    text = (
+        f":hourglass: Your break-glass access to `{escape(event.profile)}` (event `{event.id}`) has expired."
+    )
+    return text, _section(text)
+
+
+# -- ephemeral replies ---------------------------------------------------------------------------------
+
+
+def event_line(event: BreakGlassEvent) -> str:
+    when = (
+        f"until {date(event.expires_at)}"
+        if event.status is Status.ACTIVE
+        else f"{event.status.value} {date(event.ended_at or event.updated_at)}"
+    )
+    who = user(event.slack_user_id)
+    return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}"
+
+
+def event_list(title: str, events: list[BreakGlassEvent], empty: str) -> tuple[str, Blocks]:
+    if not events:
+        return empty, _section(empty)
+    lines = [f"*{escape(title)}*"] + [event_line(e) for e in events[:40]]
+    text = "\n".join(lines)
+    return text, _section(text)
+
+
+def event_status(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=f"*{escape(audit_header(event))}*")),
+        SectionBlock(fields=event_fields(event)),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION)
+            )
+        ),
+    ]
+    if event.status is Status.CLOSED:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=_truncate(
+                            f"Closed by {user(event.closed_by or '')}: {escape(event.closed_reason or '')}",
+                            MAX_SECTION,
+                        )
+                    )
+                ]
+            )
+        )
+    return audit_text(event), _dump(blocks)
+
+
+def message(text: str) -> tuple[str, Blocks]:
+    """An ephemeral reply built from bot-authored mrkdwn (callers escape any user text they include)."""
+    return text, _section(text)
+
+
+HELP = (
+    "*Break-glass*: emergency access to an AWS profile, announced to security.\n"
+    "`/breakglass` — open the form\n"
+    "`/breakglass <profile> <duration> <reason> <justification…>` — invoke in one line, "
+    "e.g. `/breakglass prod 1h incident DB failover stuck, need to promote replica`\n"
+    "`/breakglass list` — active events (yours; everyone's for incident commanders and security)\n"
+    "`/breakglass status <id>` — one event\n"
+    "`/breakglass close <id> <reason…>` — end access now\n"
+    "`/breakglass history [profile]` — recent events\n"
+    "`/breakglass review` — ended events awaiting review (security)\n"
+    "`/breakglass help` — this message"
+)
+
+
+# -- modals ------------------------------------------------------------------------------------------------
+
+
+def _options(pairs: list[tuple[str, str]]) -> list[Option]:
+    return [Option(value=value, text=_truncate(label, 75)) for value, label in pairs]
+
+
+def invoke_modal(
+    profiles: list[tuple[str, str]], durations: list[timedelta], *, private_metadata: str = ""
+) -> dict[str, Any]:
+    """The /breakglass modal. `profiles` are (name, label) the user may invoke; durations the union offered."""
+    blocks: list[Block] = [
+        InputBlock(
+            block_id=ids.PROFILE,
+            label="Profile",
+            element=StaticSelectElement(
+                action_id=ids.PROFILE, placeholder="Choose a profile", options=_options(profiles[:100])
+            ),
+        ),
+        InputBlock(
+            block_id=ids.REASON,
+            label="Reason",
+            element=StaticSelectElement(
+                action_id=ids.REASON,
+                placeholder="Why do you need access?",
+                options=_options([(r.value, REASON_LABELS[r]) for r in ReasonCode]),
+            ),
+        ),
+        InputBlock(
+            block_id=ids.JUSTIFICATION,
+            label="Justification",
+            hint="20 to 1000 characters: what is broken and what you will do. Security reads this.",
+            element=PlainTextInputElement(
+                action_id=ids.JUSTIFICATION, multiline=True, min_length=20, max_length=1000
+            ),
+        ),
+        InputBlock(
+            block_id=ids.DURATION,
+            label="Duration",
+            hint="Access ends automatically; close it earlier when you are done.",
+            element=StaticSelectElement(
+                action_id=ids.DURATION,
+                placeholder="How long?",
+                options=_options(
+                    [(str(int(d.total_seconds())), format_duration(d)) for d in durations[:100]]
+                ),
+            ),
+        ),
+        InputBlock(
+            block_id=ids.INCIDENT,
+            label="Incident",
+            optional=True,
+            hint="Ticket id or URL (required for some profiles).",
+            element=PlainTextInputElement(action_id=ids.INCIDENT, max_length=200),
+        ),
+    ]
+    view = View(
+        type="modal",
+        callback_id=ids.CALLBACK_INVOKE,
+        title="Break glass",
+        submit="Get access",
+        close="Cancel",
+        private_metadata=private_metadata,
+        blocks=blocks,
+    )
+    return view.to_dict()
+
+
+def no_profiles_modal() -> dict[str, Any]:
+    return View(
+        type="modal",
+        title="Break glass",
+        close="Close",
+        blocks=[
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text="You are not allowed to invoke break-glass on any profile. Ask security if you think this is wrong."
+                )
+            )
+        ],
+    ).to_dict()
+
+
+def close_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]:
+    return View(
+        type="modal",
+        callback_id=ids.CALLBACK_CLOSE,
+        title="Close break-glass",
+        submit="Close access",
+        close="Cancel",
+        private_metadata=private_metadata,
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=event_line(event))),
+            InputBlock(
+                block_id=ids.CLOSE_REASON,
+                label="Why is access no longer needed?",
+                element=PlainTextInputElement(action_id=ids.CLOSE_REASON, multiline=True, max_length=500),
+            ),
+        ],
+    ).to_dict()
+
+
+def review_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]:
+    return View(
+        type="modal",
+        callback_id=ids.CALLBACK_REVIEW,
+        title="Review break-glass",
+        submit="Mark reviewed",
+        close="Cancel",
+        private_metadata=private_metadata,
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=event_line(event))),
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION)
+                )
+            ),
+            InputBlock(
+                block_id=ids.REVIEW_NOTES,
+                label="Review notes",
+                element=PlainTextInputElement(action_id=ids.REVIEW_NOTES, multiline=True, max_length=2000),
+            ),
+        ],
+    ).to_dict()
+
+
+# -- App Home ------------------------------------------------------------------------------------------------
+
+
+def home(
+    *,
+    mine_active: list[BreakGlassEvent],
+    mine_recent: list[BreakGlassEvent],
+    all_active: list[BreakGlassEvent] | None,
+    unreviewed: list[BreakGlassEvent] | None,
+    can_review: bool,
+) -> dict[str, Any]:
+    blocks: list[Block] = [
+        HeaderBlock(text=_plain("Break glass")),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text="Emergency access to an AWS profile. Every step is announced to security."
+            )
+        ),
+        ActionsBlock(
+            block_id="home_actions",
+            elements=[
+                ButtonElement(
+                    text="Break glass", action_id=ids.ACTION_OPEN_MODAL, style="danger", value="open"
+                )
+            ],
+        ),
+        DividerBlock(),
+        SectionBlock(text=MarkdownTextObject(text="*Your active access*")),
+    ]
+    budget = 90  # stay under Slack's 100-block limit for views
+
+    def add_events(events: list[BreakGlassEvent], button: str | None, empty: str) -> None:
+        nonlocal budget
+        if not events:
+            blocks.append(ContextBlock(elements=[MarkdownTextObject(text=empty)]))
+            budget -= 1
+            return
+        for event in events:
+            if budget <= 2:
+                blocks.append(
+                    ContextBlock(
+                        elements=[MarkdownTextObject(text="…more not shown; use `/breakglass list`")]
+                    )
+                )
+                return
+            accessory = (
+                close_button(event)
+                if button == "close"
+                else review_button(event)
+                if button == "review"
+                else None
+            )
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=event_line(event)), accessory=accessory))
+            budget -= 1
+
+    add_events(mine_active, "close", "You hold no break-glass access.")
+    blocks.append(SectionBlock(text=MarkdownTextObject(text="*Your recent events*")))
+    add_events(mine_recent, None, "No history yet.")
+    if all_active is not None:
+        blocks += [DividerBlock(), SectionBlock(text=MarkdownTextObject(text="*All active access*"))]
+        add_events(all_active, "close", "Nobody holds break-glass access.")
+    if unreviewed is not None:
+        blocks += [DividerBlock(), SectionBlock(text=MarkdownTextObject(text="*Awaiting review*"))]
+        add_events(unreviewed, "review" if can_review else None, "Nothing awaits review.")
+    return View(type="home", blocks=blocks).to_dict()
+
+
+def review_reminder(events: list[BreakGlassEvent], age: timedelta) -> tuple[str, Blocks]:
+    text = f":mag: {len(events)} break-glass event(s) ended more than {format_duration(age)} ago and still await review:"
+    lines = [text] + [event_line(e) for e in events[:30]]
+    if len(events) > 30:
+        lines.append(f"…and {len(events) - 30} more (`/breakglass review`).")
+    body = "\n".join(lines)
+    return text, _section(body)

@@ -1,0 +1,186 @@
+"""`breakglass-bot` (also `python -m bot`).
+
+breakglass-bot                 Socket Mode if SLACK_APP_TOKEN is set, else HTTP on $PORT (gunicorn)
+breakglass-bot http            HTTP: POST /slack/events, GET /healthz (gunicorn, threaded)
+breakglass-bot socket          Socket Mode
+breakglass-bot clock           the scheduler alone (when web processes run with BREAKGLASS_SCHEDULER=off)
+breakglass-bot check-policy F  validate a policy file and print a summary
+breakglass-bot create-table    create the DynamoDB table named by BREAKGLASS_STORE (or --store)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+log = logging.getLogger("bot.cli")
+
+
+def _wait_for_sigterm(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %s received, shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_http(threads: int = 32) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    from bot.config import ConfigError, load_settings
+    from bot.runtime import fail
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        fail(exc.render())
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            config = {
+                "bind": f"0.0.0.0:{settings.port}",
+                "workers": 1,  # one process: one embedded scheduler; scale with threads or more replicas
+                "worker_class": "gthread",
+                "threads": threads,
+                "backlog": 2048,
+                "timeout": 60,
+                "graceful_timeout": 20,
+                "keepalive": 5,
+                "accesslog": None,
+            }
+            for key, value in config.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from bot.wsgi import build_wsgi
+
+            return build_wsgi()
+
+    print(
+        f"breakglass: serving HTTP on port {settings.port} (POST /slack/events, GET /healthz)",
+        file=sys.stderr,
+    )
+    Server().run()
+
+
+def run_socket() -> None:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.runtime import build, fail
+
+    runtime = build()
+    if runtime.settings.slack_app_token is None:
+        fail(
+            "breakglass cannot start:\n  - SLACK_APP_TOKEN is not set: Socket Mode needs an app-level token (xapp-...)"
+        )
+    handler = SocketModeHandler(runtime.bolt, runtime.settings.slack_app_token.get_secret_value())
+    stop = threading.Event()
+    _wait_for_sigterm(stop)
+    if runtime.settings.breakglass_scheduler == "embedded":
+        runtime.scheduler.start()
+    handler.connect()
+    log.info("connected to Slack in Socket Mode")
+    print("breakglass: connected in Socket Mode", file=sys.stderr)
+    stop.wait()
+    runtime.scheduler.shutdown(wait=True)
+    handler.close()
+
+
+def run_clock() -> None:
+    from bot.config import ConfigError, load_settings
+    from bot.runtime import build, fail
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        fail(exc.render())
+    runtime = build(settings)
+    stop = threading.Event()
+    _wait_for_sigterm(stop)
+    runtime.scheduler.start()
+    print("breakglass: scheduler running (warnings, expiry, outbox)", file=sys.stderr)
+    stop.wait()
+    runtime.scheduler.shutdown(wait=True)
+
+
+def check_policy(path: str) -> int:
+    from bot.policy import PolicyError, load_policy, summarize
+
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(summarize(policy))
+    return 0
+
+
+def create_table(store_url: str | None) -> int:
+    from bot.config import Settings
+    from store.dynamodb import create_table as create
+    from store.dynamodb import make_client
+    from store.url import InvalidStoreURL, parse_store_url
+
+    url = store_url or Settings(_env_file=".env").breakglass_store  # type: ignore[call-arg]
+    try:
+        kind, table = parse_store_url(url)
+    except InvalidStoreURL as exc:
+        print(f"create-table: {exc}", file=sys.stderr)
+        return 2
+    if kind != "dynamodb":
+        print(f"create-table: {url} is a SQLite store; its schema is created on first use", file=sys.stderr)
+        return 0
+    for line in create(make_client(), table):
+        print(line)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="breakglass-bot", description="Break-glass access via Slack.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="Socket Mode if SLACK_APP_TOKEN is set, else HTTP (default)")
+    http = sub.add_parser("http", help="serve HTTP on $PORT with gunicorn")
+    http.add_argument("--threads", type=int, default=32)
+    sub.add_parser("socket", help="connect with Socket Mode")
+    sub.add_parser("clock", help="run only the scheduler")
+    check = sub.add_parser("check-policy", help="validate a policy file")
+    check.add_argument("file")
+    table = sub.add_parser("create-table", help="create the DynamoDB table (idempotent)")
+    table.add_argument("--store", help="store URL (default: BREAKGLASS_STORE)")
+    args = parser.parse_args(argv)
+
+    command = args.command or "run"
+    if command == "check-policy":
+        return check_policy(args.file)
+    if command == "create-table":
+        return create_table(args.store)
+    if command == "clock":
+        run_clock()
+        return 0
+    if command == "socket":
+        run_socket()
+        return 0
+    if command == "http":
+        run_http(args.threads)
+        return 0
+    from bot.config import ConfigError, load_settings
+    from bot.runtime import fail
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        fail(exc.render())
+    if settings.socket_mode:
+        run_socket()
+    else:
+        run_http()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Settings from the environment (and an optional .env file), checked all at once at start-up."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from store.url import DEFAULT_STORE_URL, InvalidStoreURL, parse_store_url
+
+MANIFEST_HINT = "create the Slack app from manifest.yml (see README.md, 'Set up Slack')"
+_CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+class ConfigError(Exception):
+    """Every problem with the settings, each with how to fix it. Never contains a secret."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+    def render(self) -> str:
+        return "breakglass cannot start:\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    breakglass_audit_channel: str | None = None
+    breakglass_store: str = DEFAULT_STORE_URL
+    breakglass_policy: Path | None = None
+    breakglass_scheduler: Literal["embedded", "off"] = "embedded"
+    port: int = Field(default=3000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def secrets(self) -> list[str]:
+        """Secret values, so logging can redact them."""
+        return [
+            s.get_secret_value()
+            for s in (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token)
+            if s is not None and s.get_secret_value()
+        ]
+
+
+def load_settings(*, need_slack: bool = True, env_file: str | None = ".env") -> Settings:
+    """Read settings; raise ConfigError naming every problem (missing or malformed), never a value."""
+    try:
+        settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError(problems) from None
+    problems = check_settings(settings, need_slack=need_slack)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def check_settings(settings: Settings, *, need_slack: bool = True) -> list[str]:
+    problems: list[str] = []
+    if need_slack:
+        token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+        if not token:
+            problems.append(
+                f"SLACK_BOT_TOKEN is not set: {MANIFEST_HINT}, install it to your workspace and copy "
+                "the Bot User OAuth Token (xoxb-...)"
+            )
+        elif not token.startswith("xoxb-"):
+            problems.append("SLACK_BOT_TOKEN does not look like a bot token: it must start with xoxb-")
+        app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
+        if app_token is not None and not app_token.startswith("xapp-"):
+            problems.append(
+                "SLACK_APP_TOKEN must be an app-level token starting with xapp- "
+                "(Basic Information > App-Level Tokens, scope connections:write); unset it to serve HTTP"
+            )
+        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+        if not secret and app_token is None:
+            problems.append(
+                f"SLACK_SIGNING_SECRET is not set (needed to verify requests over HTTP): {MANIFEST_HINT} "
+                "and copy Basic Information > Signing Secret; or set SLACK_APP_TOKEN for Socket Mode"
+            )
+    channel = settings.breakglass_audit_channel
+    if channel is not None and not _CHANNEL_RE.match(channel):
+        problems.append(
+            f"BREAKGLASS_AUDIT_CHANNEL={channel!r} is not a channel id: use the id (C0123456), not the name"
+        )
+    try:
+        parse_store_url(settings.breakglass_store)
+    except InvalidStoreURL as exc:
+        problems.append(f"BREAKGLASS_STORE: {exc}")
+    if settings.breakglass_policy is not None and not settings.breakglass_policy.is_file():
+        problems.append(f"BREAKGLASS_POLICY: no such file {str(settings.breakglass_policy)!r}")
+    return problems

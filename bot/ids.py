@@ -1,0 +1,28 @@
+"""Block, action and callback ids: a public contract (documented in README.md). Never rename."""
+
+COMMAND = "/breakglass"
+
+# Modals (callback_id)
+CALLBACK_INVOKE = "breakglass_invoke"
+CALLBACK_CLOSE = "breakglass_close"
+CALLBACK_REVIEW = "breakglass_review"
+
+# Invoke modal input blocks: each block_id equals its element's action_id.
+PROFILE = "profile"
+REASON = "reason"
+JUSTIFICATION = "justification"
+DURATION = "duration"
+INCIDENT = "incident"
+INVOKE_FIELDS = (PROFILE, REASON, JUSTIFICATION, DURATION, INCIDENT)
+
+# Close / review modals
+CLOSE_REASON = "close_reason"
+REVIEW_NOTES = "review_notes"
+
+# Buttons (action_id); value = the 16-hex event id
+ACTION_CLOSE = "close_event"
+ACTION_REVIEW = "review_event"
+ACTION_OPEN_MODAL = "open_breakglass"  # App Home "Break glass" button
+
+# Block ids of messages (stable, so updates replace the same blocks)
+BLOCK_EVENT_ACTIONS = "event_actions"

@@ -1,0 +1,756 @@
+"""The break-glass policy file: which AWS profiles exist, who may invoke them, for how long, and the limits.
+
+The policy is a YAML file validated by the pydantic models :class:`Policy`, :class:`ProfilePolicy` and
+:class:`RateLimits`. :func:`load_policy` reads a file (or the built-in :data:`DEFAULT_POLICY_YAML`),
+:func:`parse_policy` parses a string, and every problem is reported as one :class:`PolicyError` that
+lists each bad key in dotted form (``profiles.prod.durations[2]``) with the reason.
+:func:`summarize` renders a policy for ``breakglass-bot check-policy FILE``.
+
+This module depends on nothing else in ``bot`` except :mod:`bot.durations`.
+"""
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from bot.durations import Duration, PositiveDuration, compact_duration, format_duration
+
+__all__ = [
+    "BUILTIN_SOURCE",
+    "DEFAULT_DURATIONS",
+    "DEFAULT_POLICY_YAML",
+    "HARD_CAP",
+    "Identity",
+    "Policy",
+    "PolicyError",
+    "ProfilePolicy",
+    "RateLimits",
+    "load_policy",
+    "parse_policy",
+    "summarize",
+]
+
+HARD_CAP = timedelta(hours=4)
+"""No profile may grant access for longer than this, whatever the policy file says."""
+
+DEFAULT_DURATIONS: tuple[timedelta, ...] = (
+    timedelta(minutes=15),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+    timedelta(hours=2),
+    timedelta(hours=4),
+)
+"""Durations offered by a profile that does not list its own (those up to its ``max_duration``)."""
+
+BUILTIN_SOURCE = "<built-in>"
+"""The ``path`` of a :class:`PolicyError` about :data:`DEFAULT_POLICY_YAML`."""
+
+DEFAULT_POLICY_YAML = """\
+# breakglass policy -- the built-in example, used when no policy file is configured.
+# Copy it to a file, edit it, and check it with:  breakglass-bot check-policy FILE
+#
+# Durations are written 90s, 15m, 1h, 1h30m or 400d; a plain number is seconds.
+# Slack ids: users U.../W..., user groups S..., channels C.../G...
+
+# audit_channel: C0123456   # overrides the BREAKGLASS_AUDIT_CHANNEL environment variable
+
+# Warn the holder this long before their access expires.
+warn_before: 15m
+
+# How often expired access is looked for and revoked.
+sweep_interval: 30s
+
+# Optional limits on how often break-glass access is taken.
+rate_limits:
+  cooldown: 0          # a person may invoke the same profile again as soon as their access ends
+  # window: 24h        # the window for the limits below
+  # per_user: 5        # at most this many events per person (all profiles) per window
+  # per_profile: 20    # at most this many events per profile (all people) per window
+  # escalate_after: 3  # the Nth event by one person per window is allowed but escalated
+
+profiles:
+  # Anyone in the workspace may take sandbox access for up to an hour.
+  sandbox:
+    description: Sandbox account
+    durations: [15m, 30m, 1h]
+
+  # Anyone may take production access for up to the 4h hard cap, but must name an incident.
+  prod:
+    description: Production account
+    durations: [15m, 30m, 1h, 2h, 4h]
+    require_incident: true
+    # invokers: [S0SRE]            # omit to allow everyone; list user ids and/or user-group ids
+    # audit_channel: C0PRODAUDIT   # a separate audit channel for this profile
+"""
+"""The built-in policy (see :func:`load_policy`): ``sandbox`` and ``prod``, both open to everyone."""
+
+Identity = Literal["slack_id", "email", "email_local_part"]
+"""How a person is identified to AWS and in the audit records."""
+
+_PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_PRINCIPAL_ID_RE = re.compile(r"[UWS][A-Z0-9]{2,}")
+_CHANNEL_ID_RE = re.compile(r"[CGD][A-Z0-9]{2,}")
+_TIME_OF_DAY_RE = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+_MIN_SWEEP_INTERVAL = timedelta(seconds=1)
+_MAX_SWEEP_INTERVAL = timedelta(hours=1)
+_MIN_RETENTION = timedelta(days=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used, with every problem found in it.
+
+    ``path`` is the file as given (or ``"<built-in>"``); ``problems`` is a list of ``(key, reason)``
+    pairs, ``key`` in dotted form with list indices (``profiles.prod.durations[2]``), or ``""`` for a
+    problem with the file as a whole (unreadable, empty, invalid YAML...).
+    """
+
+    def __init__(self, path: str | Path, problems: Sequence[tuple[str, str]]) -> None:
+        self.path = str(path)
+        self.problems: list[tuple[str, str]] = list(problems)
+        super().__init__(self.path, self.problems)
+
+    def __str__(self) -> str:
+        lines = [f"invalid policy file {self.path}:"]
+        lines.extend(f"  - {key}: {reason}" if key else f"  - {reason}" for key, reason in self.problems)
+        return "\n".join(lines)
+
+
+class _NestedProblems(ValueError):
+    """Raised by a validator to report problems at locations below the field it validates."""
+
+    def __init__(self, problems: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{_render_loc(loc, None)}: {reason}" for loc, reason in self.problems))
+
+
+def _show(value: object) -> str:
+    """A value as the policy author wrote it in YAML, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return str(value)
+
+
+def _render_key(key: object, first: bool) -> str:
+    if isinstance(key, str) and _PLAIN_KEY_RE.fullmatch(key):
+        return key if first else f".{key}"
+    if isinstance(key, str):
+        return f"[{json.dumps(key)}]"
+    return f"[{_show(key)}]"
+
+
+def _render_loc(loc: Iterable[str | int], data: object) -> str:
+    """Render a pydantic error location as ``profiles.prod.durations[2]``.
+
+    ``data`` is the validated input, walked alongside so that list indices (``[2]``) can be told
+    apart from mapping keys that happen to be numbers.
+    """
+    out = ""
+    node = data
+    for part in loc:
+        if part == "[key]":
+            continue
+        if isinstance(node, dict):
+            # pydantic reports a YAML key `true` as 1: show the key as it is in the data.
+            same_type = [k for k in node if k == part and type(k) is type(part)]
+            key = (same_type or [k for k in node if k == part] or [part])[0]
+            out += _render_key(key, first=not out)
+            node = node.get(key)
+        elif isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list | tuple) and 0 <= part < len(node) else None
+        else:
+            out += _render_key(part, first=not out)
+            node = None
+    return out
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model whose keys are directly at ``loc`` (used to suggest the key meant by a typo)."""
+    if not loc:
+        return Policy
+    if loc == ("rate_limits",):
+        return RateLimits
+    if len(loc) == 2 and loc[0] == "profiles":
+        return ProfilePolicy
+    return None
+
+
+def _reason(error: Any) -> str:
+    """Turn one pydantic error into a reason a policy author can act on."""
+    kind = error["type"]
+    loc = tuple(error["loc"])
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    if kind == "missing":
+        if loc == ("profiles",):
+            return "is missing; define at least one profile"
+        return "is required"
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        if model is None or not isinstance(loc[-1], str):
+            return "unknown key"
+        known = list(model.model_fields)
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        if close:
+            return f"unknown key; did you mean {close[0]}?"
+        return f"unknown key; expected one of: {', '.join(known)}"
+    if kind == "string_type":
+        return f"must be text, not {_show(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false, not {_show(value)}"
+    if kind in ("list_type", "tuple_type"):
+        return f"must be a list, not {_show(value)}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        if value is None and len(loc) == 2 and loc[0] == "profiles":
+            return "has no settings; write {} to use the defaults"
+        return f"must be a mapping of keys to values, not {_show(value)}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '?')}, not {_show(value)}"
+    return str(error["msg"])
+
+
+def _problems_from_validation_error(exc: ValidationError, data: object) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        nested = (error.get("ctx") or {}).get("error")
+        if isinstance(nested, _NestedProblems):
+            problems.extend((_render_loc(loc + sub, data), reason) for sub, reason in nested.problems)
+        else:
+            problems.append((_render_loc(loc, data), _reason(error)))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Field types
+
+
+def _check_profile_name(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"profile names must be text, but YAML read this one as {_show(value)}; quote it")
+    if not _PROFILE_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid profile name: use up to 64 letters, digits, '_', '.', '@' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _id_hint(value: str, prefix: str, pattern: re.Pattern[str]) -> str:
+    if value.startswith(prefix):
+        return f"; use the id, not the {prefix}name"
+    if pattern.fullmatch(value.upper()):
+        return "; Slack ids are upper case"
+    return ""
+
+
+def _check_principal_id(value: object) -> str:
+    what = "a Slack user id (U... or W...) or user-group id (S...)"
+    if not isinstance(value, str):
+        raise ValueError(f"must be {what}, not {_show(value)}")
+    if not _PRINCIPAL_ID_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not {what}{_id_hint(value, '@', _PRINCIPAL_ID_RE)}")
+    return value
+
+
+def _check_channel_id(value: object) -> str:
+    what = "a Slack channel id (C..., G... or D...)"
+    if not isinstance(value, str):
+        raise ValueError(f"must be {what}, not {_show(value)}")
+    if not _CHANNEL_ID_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not {what}{_id_hint(value, '#', _CHANNEL_ID_RE)}")
+    return value
+
+
+def _check_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number, not {_show(value)}")
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _exceeds_hard_cap(value: timedelta) -> str:
+    return f"{compact_duration(value)} exceeds the {compact_duration(HARD_CAP)} hard cap"
+
+
+def _within_hard_cap(value: timedelta) -> timedelta:
+    if value > HARD_CAP:
+        raise ValueError(_exceeds_hard_cap(value))
+    return value
+
+
+def _parse_time_of_day(value: object) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str) and (match := _TIME_OF_DAY_RE.fullmatch(value.strip())):
+        return time(int(match.group(1)), int(match.group(2)))
+    raise ValueError(f'{_show(value)} is not a time of day: use HH:MM (UTC), such as "09:00"')
+
+
+ProfileName = Annotated[str, BeforeValidator(_check_profile_name)]
+"""A profile name: 1-64 of ``A-Z a-z 0-9 _ . @ -``, starting with a letter or digit."""
+
+PrincipalId = Annotated[str, BeforeValidator(_check_principal_id)]
+"""A Slack user id (``U...``/``W...``) or user-group id (``S...``)."""
+
+ChannelId = Annotated[str, BeforeValidator(_check_channel_id)]
+"""A Slack channel id (``C...``, ``G...`` or ``D...``)."""
+
+Count = Annotated[int, BeforeValidator(_check_count)]
+"""A whole number >= 1."""
+
+CappedDuration = Annotated[PositiveDuration, AfterValidator(_within_hard_cap)]
+"""A duration > 0 and <= :data:`HARD_CAP`."""
+
+TimeOfDay = Annotated[
+    time,
+    BeforeValidator(_parse_time_of_day),
+    PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str, when_used="json"),
+]
+"""A time of day (UTC) written ``HH:MM``."""
+
+
+def _dedupe(ids: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(ids))
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+
+
+class RateLimits(BaseModel):
+    """Limits on how often break-glass access may be taken (all off by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cooldown: Duration = timedelta(0)
+    """After an event on a profile ends, the same person waits this long before invoking it again."""
+    window: PositiveDuration = timedelta(hours=24)
+    """The window that ``per_user``, ``per_profile`` and ``escalate_after`` count events in."""
+    per_user: Count | None = None
+    """At most this many events by one person (all profiles) within ``window``."""
+    per_profile: Count | None = None
+    """At most this many events on one profile (all people) within ``window``."""
+    escalate_after: Count | None = None
+    """The Nth (and later) event by one person within ``window`` is allowed but escalated."""
+
+
+class ProfilePolicy(BaseModel):
+    """What the policy says about one AWS profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str | None = None
+    """Shown in the modal."""
+    max_duration: CappedDuration = HARD_CAP
+    """The longest access this profile grants; at most :data:`HARD_CAP`."""
+    durations: tuple[PositiveDuration, ...] = Field(default=None, validate_default=True)
+    """Durations offered in the modal, ascending; default :data:`DEFAULT_DURATIONS` up to ``max_duration``."""
+    invokers: tuple[PrincipalId, ...] | None = None
+    """User and user-group ids who may invoke this profile; ``None`` means everyone in the workspace."""
+    require_incident: bool = False
+    """Whether the incident field must be filled in."""
+    audit_channel: ChannelId | None = None
+    """Audit channel for this profile, instead of the policy's."""
+
+    @field_validator("durations", mode="before")
+    @classmethod
+    def _default_durations(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            return value
+        max_duration = info.data.get("max_duration", HARD_CAP)
+        return [d for d in DEFAULT_DURATIONS if d <= max_duration] or [max_duration]
+
+    @field_validator("durations")
+    @classmethod
+    def _check_durations(cls, value: tuple[timedelta, ...], info: ValidationInfo) -> tuple[timedelta, ...]:
+        if not value:
+            raise ValueError("must offer at least one duration; omit durations for the default list")
+        max_duration: timedelta | None = info.data.get("max_duration")
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        first_seen: dict[timedelta, int] = {}
+        for index, duration in enumerate(value):
+            if duration in first_seen:
+                problems.append(
+                    (
+                        (index,),
+                        f"{compact_duration(duration)} is listed more than once "
+                        f"(first at durations[{first_seen[duration]}])",
+                    )
+                )
+            else:
+                first_seen[duration] = index
+            if duration > HARD_CAP:
+                problems.append(((index,), _exceeds_hard_cap(duration)))
+            elif max_duration is not None and duration > max_duration:
+                problems.append(
+                    (
+                        (index,),
+                        f"{compact_duration(duration)} exceeds max_duration {compact_duration(max_duration)}",
+                    )
+                )
+        if problems:
+            raise _NestedProblems(problems)
+        return tuple(sorted(value))
+
+    @field_validator("invokers", mode="before")
+    @classmethod
+    def _invokers_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("is empty; list user or user-group ids, or omit invokers to allow everyone")
+        return value
+
+    @field_validator("invokers")
+    @classmethod
+    def _check_invokers(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError(
+                "is empty, so nobody could invoke this profile; list user or user-group ids, "
+                "or omit invokers to allow everyone"
+            )
+        return None if value is None else _dedupe(value)
+
+    @property
+    def allows_everyone(self) -> bool:
+        """Whether everyone in the workspace may invoke this profile (no ``invokers`` list)."""
+        return self.invokers is None
+
+    def may_invoke(self, user_id: str, group_ids: Iterable[str] = ()) -> bool:
+        """Whether the user, who is a member of the given user groups, may invoke this profile."""
+        if self.invokers is None:
+            return True
+        allowed = set(self.invokers)
+        return user_id in allowed or not allowed.isdisjoint(group_ids)
+
+
+class Policy(BaseModel):
+    """The whole policy file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    audit_channel: ChannelId | None = None
+    """Audit channel; overrides the ``BREAKGLASS_AUDIT_CHANNEL`` environment variable."""
+    warn_before: PositiveDuration = timedelta(minutes=15)
+    """Warn the holder this long before their access expires; less than :data:`HARD_CAP`."""
+    sweep_interval: PositiveDuration = timedelta(seconds=30)
+    """How often expired access is looked for; between 1s and 1h."""
+    retention: PositiveDuration = timedelta(days=400)
+    """How long audit records are kept after expiry (DynamoDB ttl); at least 1d."""
+    identity: Identity = "slack_id"
+    """How a person is identified: Slack user id, email address, or the part of it before the @."""
+    review_reminder_after: PositiveDuration = timedelta(hours=24)
+    """Ended events unreviewed for longer than this are listed in the daily reminder."""
+    review_reminder_time: TimeOfDay = time(9, 0)
+    """Time of day (UTC) the daily review reminder is posted."""
+    incident_commanders: tuple[PrincipalId, ...] = ()
+    """Incident commanders: user and user-group ids."""
+    security: tuple[PrincipalId, ...] = ()
+    """The security team: user and user-group ids."""
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    """Limits on how often access is taken."""
+    profiles: dict[ProfileName, ProfilePolicy]
+    """The profiles that may be invoked, by name; at least one."""
+
+    @field_validator("warn_before")
+    @classmethod
+    def _check_warn_before(cls, value: timedelta) -> timedelta:
+        if value >= HARD_CAP:
+            raise ValueError(
+                f"must be less than the {compact_duration(HARD_CAP)} hard cap, got {compact_duration(value)}"
+            )
+        return value
+
+    @field_validator("sweep_interval")
+    @classmethod
+    def _check_sweep_interval(cls, value: timedelta) -> timedelta:
+        if value < _MIN_SWEEP_INTERVAL:
+            raise ValueError(
+                f"must be at least {compact_duration(_MIN_SWEEP_INTERVAL)}, got {compact_duration(value)}"
+            )
+        if value > _MAX_SWEEP_INTERVAL:
+            raise ValueError(
+                f"must be at most {compact_duration(_MAX_SWEEP_INTERVAL)}, got {compact_duration(value)}"
+            )
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _check_retention(cls, value: timedelta) -> timedelta:
+        if value < _MIN_RETENTION:
+            raise ValueError(
+                f"must be at least {compact_duration(_MIN_RETENTION)}, got {compact_duration(value)}"
+            )
+        return value
+
+    @field_validator("incident_commanders", "security", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return () if value is None else value
+
+    @field_validator("incident_commanders", "security")
+    @classmethod
+    def _dedupe_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _dedupe(value)
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("profiles")
+    @classmethod
+    def _at_least_one_profile(cls, value: dict[str, ProfilePolicy]) -> dict[str, ProfilePolicy]:
+        if not value:
+            raise ValueError("at least one profile is required")
+        return value
+
+    def profile(self, name: str) -> ProfilePolicy | None:
+        """The profile called ``name`` (case-sensitive), or ``None``."""
+        return self.profiles.get(name)
+
+    def audit_channel_for(self, profile_name: str, default: str | None) -> str | None:
+        """Where to audit events on ``profile_name``: its own channel, else the policy's, else ``default``."""
+        profile = self.profile(profile_name)
+        if profile is not None and profile.audit_channel:
+            return profile.audit_channel
+        return self.audit_channel or default
+
+    def all_durations(self) -> list[timedelta]:
+        """Every duration any profile offers, ascending, without duplicates."""
+        return sorted({d for profile in self.profiles.values() for d in profile.durations})
+
+    def principals_referenced(self) -> set[str]:
+        """Every user and user-group id the policy mentions (to check they exist)."""
+        ids = set(self.incident_commanders) | set(self.security)
+        for profile in self.profiles.values():
+            ids.update(profile.invokers or ())
+        return ids
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects duplicate keys and does not read ``10:30`` as a base-60 number."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            ident = (key_node.tag, key_node.value)
+            if ident in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key_node.value!r}",
+                    key_node.start_mark,
+                )
+            seen.add(ident)
+        return super().construct_mapping(node, deep=deep)
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_PolicyLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_PolicyLoader.add_implicit_resolver(
+    _INT_TAG,
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+
+        |[-+]?0[0-7_]+
+        |[-+]?(?:0|[1-9][0-9_]*)
+        |[-+]?0x[0-9a-fA-F_]+)$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789"),
+)
+_PolicyLoader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+        |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    loader = _PolicyLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and not exc.context.startswith("while "):
+            problem = f"{exc.context}, {exc.problem}"
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise PolicyError(source, [("", f"invalid YAML{where}: {problem}")]) from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [("", f"invalid YAML: {exc}")]) from exc
+    finally:
+        loader.dispose()
+
+
+def parse_policy(text: str, source: str = "<string>") -> Policy:
+    """Parse and validate policy YAML; ``source`` names it in a :class:`PolicyError`."""
+    data = _load_yaml(text, source)
+    if data is None:
+        raise PolicyError(source, [("", "the file is empty; it must define at least one profile")])
+    if not isinstance(data, dict):
+        raise PolicyError(
+            source, [("", f"the top level must be a mapping of keys such as profiles:, not {_show(data)}")]
+        )
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(source, _problems_from_validation_error(exc, data)) from exc
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """Load and validate the policy file at ``path``; ``None`` loads the built-in :data:`DEFAULT_POLICY_YAML`.
+
+    Raises :class:`PolicyError` naming the file if it cannot be read or is not a valid policy.
+    """
+    if path is None:
+        return parse_policy(DEFAULT_POLICY_YAML, BUILTIN_SOURCE)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise PolicyError(path, [("", "file not found")]) from exc
+    except IsADirectoryError as exc:
+        raise PolicyError(path, [("", "is a directory, not a file")]) from exc
+    except PermissionError as exc:
+        raise PolicyError(path, [("", "cannot read the file: permission denied")]) from exc
+    except OSError as exc:
+        raise PolicyError(path, [("", f"cannot read the file: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        reason = f"the file is not UTF-8 text (bad byte on line {line})"
+        raise PolicyError(path, [("", reason)]) from exc
+    return parse_policy(text, str(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# Summary
+
+_IDENTITY_WORDS: dict[str, str] = {
+    "slack_id": "Slack user id",
+    "email": "email address",
+    "email_local_part": "email address before the @",
+}
+
+
+def _long_words(td: timedelta) -> str:
+    """Like format_duration, but a single day reads "24 hours"."""
+    whole_days = td % timedelta(days=1) == timedelta(0)
+    return format_duration(td, use_days=whole_days and td > timedelta(days=1))
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _ids(ids: Iterable[str]) -> str:
+    return ", ".join(ids) or "none"
+
+
+def _rate_limit_lines(limits: RateLimits) -> list[str]:
+    window = _long_words(limits.window)
+    lines = []
+    if limits.cooldown:
+        lines.append(
+            f"cooldown of {format_duration(limits.cooldown)}: after an event on a profile ends, "
+            "the same person waits that long before invoking that profile again"
+        )
+    else:
+        lines.append("no cooldown")
+    if limits.per_user is not None:
+        lines.append(f"at most {_plural(limits.per_user, 'event')} per person per {window}")
+    if limits.per_profile is not None:
+        lines.append(f"at most {_plural(limits.per_profile, 'event')} per profile per {window}")
+    if limits.escalate_after is not None:
+        lines.append(
+            f"the {_ordinal(limits.escalate_after)} and later events by one person within {window} "
+            "are allowed but escalated"
+        )
+    if limits.per_user is None and limits.per_profile is None and limits.escalate_after is None:
+        lines.append("no limit on the number of events")
+    return lines
+
+
+def summarize(policy: Policy) -> str:
+    """A readable multi-line summary of the policy, for ``breakglass-bot check-policy FILE``."""
+    if policy.audit_channel:
+        audit = f"{policy.audit_channel} (overrides BREAKGLASS_AUDIT_CHANNEL)"
+    else:
+        audit = "not set in the policy; BREAKGLASS_AUDIT_CHANNEL is used"
+    lines = [
+        f"Audit channel: {audit}",
+        f"Expiry warning: {format_duration(policy.warn_before)} before access expires",
+        f"Sweep interval: every {format_duration(policy.sweep_interval)}",
+        f"Audit retention: {format_duration(policy.retention)} after expiry",
+        f"Identity: {policy.identity} ({_IDENTITY_WORDS[policy.identity]})",
+        f"Review reminder: ended events unreviewed for more than {_long_words(policy.review_reminder_after)} "
+        f"are listed daily at {policy.review_reminder_time.strftime('%H:%M')} UTC",
+        f"Incident commanders: {_ids(policy.incident_commanders)}",
+        f"Security: {_ids(policy.security)}",
+        "Rate limits:",
+        *(f"  - {line}" for line in _rate_limit_lines(policy.rate_limits)),
+        f"Profiles ({len(policy.profiles)}):",
+    ]
+    for name, profile in policy.profiles.items():
+        lines.append(f"  {name}: {profile.description}" if profile.description else f"  {name}")
+        invokers = "everyone" if profile.invokers is None else _ids(profile.invokers)
+        lines.append(f"    who may invoke: {invokers}")
+        lines.append(f"    durations: {', '.join(format_duration(d) for d in profile.durations)}")
+        lines.append(f"    max duration: {format_duration(profile.max_duration)}")
+        lines.append(f"    incident required: {'yes' if profile.require_incident else 'no'}")
+        if profile.audit_channel:
+            lines.append(f"    audit channel: {profile.audit_channel} (overrides the policy's)")
+    return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""Warnings and expiry on time, exactly once, across restarts and replicas.
+
+Two kinds of work run on an APScheduler BackgroundScheduler:
+  * exact-time jobs per active event: a warning at `warn_at` and the expiry at `expires_at`;
+  * a sweep every `sweep_interval` over *active events only* (cost independent of history) that does
+    whatever is due and was missed (restarts, events created by other replicas), schedules exact-time
+    jobs for events it has not seen, and retries owed Slack announcements (the outbox).
+Every state change is a conditional store write: when several replicas race, exactly one wins and only
+the winner announces.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from bot import blocks
+from bot.announce import Announcer
+from bot.clock import Clock
+from bot.policy import Policy
+from bot.service import BreakGlassService
+from store import BreakGlassEvent, StoreError
+
+log = logging.getLogger(__name__)
+
+REMINDER_JOB = "review-reminder"
+SWEEP_JOB = "sweep"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        service: BreakGlassService,
+        announcer: Announcer,
+        policy: Policy,
+        clock: Clock,
+        default_audit_channel: str | None = None,
+    ) -> None:
+        self.service = service
+        self.announcer = announcer
+        self.policy = policy
+        self.clock = clock
+        self.default_audit_channel = default_audit_channel
+        self._scheduler: BackgroundScheduler | None = None
+        self._lock = threading.Lock()
+        self._sweep_lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None and self._scheduler.running
+
+    def start(self) -> None:
+        """Start once (idempotent); schedules jobs for every active event, then sweeps periodically."""
+        with self._lock:
+            if self._scheduler is not None:
+                return
+            scheduler = BackgroundScheduler(
+                timezone=UTC,
+                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+                executors={"default": {"type": "threadpool", "max_workers": 8}},
+            )
+            scheduler.add_job(
+                self.sweep,
+                "interval",
+                seconds=self.policy.sweep_interval.total_seconds(),
+                id=SWEEP_JOB,
+                next_run_time=datetime.now(UTC),
+            )
+            reminder = self.policy.review_reminder_time
+            scheduler.add_job(
+                self.remind_reviews,
+                CronTrigger(hour=reminder.hour, minute=reminder.minute, timezone=UTC),
+                id=REMINDER_JOB,
+            )
+            scheduler.start()
+            self._scheduler = scheduler
+        log.info("scheduler started", extra={"action": "scheduler", "outcome": "started"})
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking new work; with wait=True, in-flight jobs finish first."""
+        with self._lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.shutdown(wait=wait)
+            log.info("scheduler stopped", extra={"action": "scheduler", "outcome": "stopped"})
+
+    # -- exact-time jobs ------------------------------------------------------------------------
+
+    def _wall(self, when: datetime) -> datetime:
+        """Map a time on the injected clock to wall-clock time for APScheduler."""
+        return datetime.now(UTC) + (when - self.clock.now())
+
+    def track(self, event: BreakGlassEvent) -> None:
+        """Schedule the warning and expiry of an active event (replacing earlier jobs for it)."""
+        scheduler = self._scheduler
+        if scheduler is None or not event.is_effective(self.clock.now()):
+            return
+        if event.warned_at is None:
+            scheduler.add_job(
+                self.run_warning,
+                "date",
+                run_date=self._wall(self.service.warn_at(event)),
+                args=[event.id],
+                id=f"warn:{event.id}",
+                replace_existing=True,
+            )
+        scheduler.add_job(
+            self.run_expiry,
+            "date",
+            run_date=self._wall(event.expires_at),
+            args=[event.id],
+            id=f"expire:{event.id}",
+            replace_existing=True,
+        )
+
+    def untrack(self, event: BreakGlassEvent) -> None:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        for job_id in (f"warn:{event.id}", f"expire:{event.id}"):
+            job = scheduler.get_job(job_id)
+            if job is not None:
+                job.remove()
+
+    def on_event(self, event: BreakGlassEvent) -> None:
+        """Hook after any change: active events get jobs, ended ones lose them."""
+        if event.status.ended:
+            self.untrack(event)
+        else:
+            self.track(event)
+
+    def run_warning(self, event_id: str) -> None:
+        try:
+            if self.service.warn(event_id) is not None:
+                self.announcer.deliver(event_id)
+        except StoreError as exc:
+            log.warning("warning job failed, the sweep will retry: %s", exc, extra={"event_id": event_id})
+
+    def run_expiry(self, event_id: str) -> None:
+        try:
+            expired = self.service.expire(event_id)
+            if expired is not None:
+                self.announcer.deliver(event_id)
+                self.untrack(expired)
+        except StoreError as exc:
+            log.warning("expiry job failed, the sweep will retry: %s", exc, extra={"event_id": event_id})
+
+    # -- the sweep ---------------------------------------------------------------------------------
+
+    def sweep(self) -> dict[str, int]:
+        """Do everything due now; returns counts (for tests and logs). Never raises."""
+        counts = {"active": 0, "warned": 0, "expired": 0, "owed": 0}
+        if not self._sweep_lock.acquire(blocking=False):
+            return counts  # a sweep is already running in this process
+        try:
+            now = self.clock.now()
+            active = self.service.store.list_active()
+            counts["active"] = len(active)
+            for event in active:
+                if event.is_due(now):
+                    if self.service.expire(event.id) is not None:
+                        counts["expired"] += 1
+                        self.announcer.deliver(event.id)
+                        self.untrack(event)
+                elif event.warned_at is None and now >= self.service.warn_at(event):
+                    if self.service.warn(event.id) is not None:
+                        counts["warned"] += 1
+                        self.announcer.deliver(event.id)
+                    self.track(event)
+                else:
+                    self.track(event)
+            counts["owed"] = self.announcer.deliver_owed()
+        except StoreError as exc:
+            log.warning(
+                "sweep failed, will retry next interval: %s",
+                exc,
+                extra={"action": "sweep", "outcome": "error"},
+            )
+        finally:
+            self._sweep_lock.release()
+        return counts
+
+    # -- review reminder ------------------------------------------------------------------------------
+
+    def remind_reviews(self) -> int:
+        """Post the list of events unreviewed for longer than `review_reminder_after`. Returns how many."""
+        channel = self.policy.audit_channel or self.default_audit_channel
+        if channel is None:
+            return 0
+        cutoff = self.clock.now() - self.policy.review_reminder_after
+        try:
+            stale = [e for e in self.service.unreviewed(limit=200) if e.ended_at and e.ended_at <= cutoff]
+            if stale:
+                text, body = blocks.review_reminder(stale, self.policy.review_reminder_after)
+                self.announcer.client.chat_postMessage(channel=channel, text=text, blocks=body)
+        except Exception:  # a reminder failing must not stop the scheduler
+            log.exception("review reminder failed", extra={"action": "review-reminder"})
+            return 0
+        return len(stale)

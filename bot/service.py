@@ -1,0 +1,400 @@
+"""The use cases — invoke, close, warn, expire, review — written against `Store`, a `Clock` and the policy.
+
+Nothing here talks to Slack directly: announcements are recorded in the event's outbox (in the same
+store write as the change that owes them) and delivered by `bot.announce.Announcer`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot import announce as kinds
+from bot import ids
+from bot.clock import Clock
+from bot.directory import Directory
+from bot.durations import format_duration, parse_duration
+from bot.errors import NotAuthorized, RateLimited, ValidationFailed
+from bot.policy import Policy, ProfilePolicy
+from store import (
+    BreakGlassEvent,
+    EventNotFound,
+    InvalidTransition,
+    ReasonCode,
+    StackedAccess,
+    Status,
+    Store,
+    is_event_id,
+    mutate,
+)
+from store.model import validate_free_text, validate_incident, validate_justification
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Roles:
+    incident_commander: bool = False
+    security: bool = False
+
+    @property
+    def can_see_all(self) -> bool:
+        return self.incident_commander or self.security
+
+
+@dataclass(frozen=True)
+class InvokeRequest:
+    user_id: str
+    profile: str | None
+    reason: str | None
+    justification: str | None
+    duration: str | None  # whole seconds ("3600", from the modal) or a duration ("1h", fast path)
+    incident: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CloseResult:
+    event: BreakGlassEvent
+    closed_now: bool  # False: it had already ended (closed or expired) before this request
+
+
+def _fmt_utc(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _plain_until(value: datetime, now: datetime) -> str:
+    """Plain text (modal errors cannot hold Slack date tokens): absolute UTC plus relative."""
+    remaining = value - now
+    if remaining <= timedelta(0):
+        return _fmt_utc(value)
+    return f"{_fmt_utc(value)} (in {format_duration(_round_up_minute(remaining))})"
+
+
+def _round_up_minute(delta: timedelta) -> timedelta:
+    seconds = int(delta.total_seconds())
+    if seconds >= 60:
+        seconds = -(-seconds // 60) * 60
+    return timedelta(seconds=max(seconds, 1))
+
+
+class BreakGlassService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        policy: Policy,
+        directory: Directory,
+        clock: Clock,
+        default_audit_channel: str | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.directory = directory
+        self.clock = clock
+        self.default_audit_channel = default_audit_channel
+
+    # -- who may do what --------------------------------------------------------------------
+
+    def roles(self, user_id: str) -> Roles:
+        return Roles(
+            incident_commander=self.directory.is_member(user_id, self.policy.incident_commanders),
+            security=self.directory.is_member(user_id, self.policy.security),
+        )
+
+    def may_invoke(self, user_id: str, profile: ProfilePolicy) -> bool:
+        return profile.invokers is None or self.directory.is_member(user_id, profile.invokers)
+
+    def profiles_for(self, user_id: str) -> list[str]:
+        return [name for name, p in self.policy.profiles.items() if self.may_invoke(user_id, p)]
+
+    def durations_for(self, profiles: list[str]) -> list[timedelta]:
+        offered = {d for name in profiles for d in self.policy.profiles[name].durations}
+        return sorted(offered)
+
+    def may_close(self, user_id: str, event: BreakGlassEvent) -> bool:
+        return user_id == event.slack_user_id or self.roles(user_id).can_see_all
+
+    def warn_at(self, event: BreakGlassEvent) -> datetime:
+        """When the expiry warning is due: warn_before ahead, but never in the first half of the event."""
+        return event.expires_at - min(self.policy.warn_before, event.duration / 2)
+
+    # -- invoke -------------------------------------------------------------------------------
+
+    def validate(self, request: InvokeRequest) -> tuple[ProfilePolicy, BreakGlassEvent]:
+        """Check every field on the server; raise ValidationFailed with one message per bad field."""
+        errors: dict[str, str] = {}
+        now = self.clock.now()
+        profile_name = (request.profile or "").strip()
+        profile = self.policy.profile(profile_name) if profile_name else None
+        if not profile_name:
+            errors[ids.PROFILE] = "Choose a profile."
+        elif profile is None:
+            errors[ids.PROFILE] = f"There is no profile called {profile_name!r}."
+        elif not self.may_invoke(request.user_id, profile):
+            errors[ids.PROFILE] = f"You are not allowed to invoke break-glass on {profile_name!r}."
+
+        reason = (request.reason or "").strip().lower()
+        if reason not in ReasonCode.__members__.values():
+            choices = ", ".join(r.value for r in ReasonCode)
+            errors[ids.REASON] = (
+                f"Choose a reason: {choices}." if not reason else f"Unknown reason {reason!r}: use {choices}."
+            )
+
+        justification = request.justification or ""
+        try:
+            justification = validate_justification(justification)
+        except ValueError as exc:
+            errors[ids.JUSTIFICATION] = str(exc).capitalize() + "."
+
+        duration: timedelta | None = None
+        raw = (request.duration or "").strip()
+        try:
+            duration = timedelta(seconds=int(raw)) if raw.isdigit() else parse_duration(raw)
+        except (ValueError, OverflowError) as exc:
+            errors[ids.DURATION] = "Choose a duration." if not raw else f"{exc}."
+        if duration is not None and profile is not None and duration not in profile.durations:
+            allowed = ", ".join(format_duration(d) for d in profile.durations)
+            errors[ids.DURATION] = (
+                f"{format_duration(duration)} is not offered for {profile_name!r}: choose {allowed}."
+            )
+
+        incident: str | None = None
+        try:
+            incident = validate_incident(request.incident)
+        except ValueError as exc:
+            errors[ids.INCIDENT] = str(exc).capitalize() + "."
+        if (
+            incident is None
+            and ids.INCIDENT not in errors
+            and profile is not None
+            and profile.require_incident
+        ):
+            errors[ids.INCIDENT] = f"Profile {profile_name!r} requires an incident ticket id or URL."
+        if errors:
+            raise ValidationFailed(errors)
+        assert profile is not None
+        assert duration is not None
+        invoker = self.directory.identity(request.user_id, self.policy.identity)
+        event = BreakGlassEvent.new(
+            invoker=invoker,
+            slack_user_id=request.user_id,
+            profile=profile_name,
+            reason_code=reason,
+            justification=justification,
+            duration=duration,
+            incident=incident,
+            now=now,
+            request_id=request.request_id,
+            audit_channel=self.policy.audit_channel_for(profile_name, self.default_audit_channel),
+        )
+        return profile, event
+
+    def invoke(self, request: InvokeRequest) -> BreakGlassEvent:
+        """Validate, apply rate limits, then store atomically (refusing stacked access).
+
+        The announcements (audit message, DM, escalation) are owed in the outbox of the stored event.
+        """
+        _, event = self.validate(request)
+        escalated = self._check_rate_limits(event)
+        owed = [kinds.AUDIT_POST, kinds.DM_INVOKED] + ([kinds.ESCALATION] if escalated else [])
+        event = event.updated(escalated=escalated).with_outbox(*owed)
+        try:
+            stored = self.store.create(event)
+        except StackedAccess as exc:
+            existing = exc.existing
+            raise ValidationFailed(
+                {
+                    ids.PROFILE: f"You already have active break-glass event {existing.id} on "
+                    f"{existing.profile!r} until {_plain_until(existing.expires_at, self.clock.now())}. "
+                    "Close it first, or keep using it."
+                }
+            ) from exc
+        log.info(
+            "break-glass invoked",
+            extra={
+                "event_id": stored.id,
+                "slack_user": stored.slack_user_id,
+                "profile": stored.profile,
+                "action": "invoke",
+                "outcome": "escalated" if escalated else "ok",
+            },
+        )
+        return stored
+
+    def _check_rate_limits(self, event: BreakGlassEvent) -> bool:
+        """Raise RateLimited when a limit refuses; return True when the invocation must be escalated."""
+        limits = self.policy.rate_limits
+        now = event.created_at
+        if limits.cooldown:
+            last = self.store.last_by_invoker_and_profile(event.invoker, event.profile)
+            if last is not None and not last.is_effective(now):
+                ended = last.ended_at or last.expires_at
+                if now < ended + limits.cooldown:
+                    retry = ended + limits.cooldown
+                    raise RateLimited(
+                        f"Cooldown: your last event on {event.profile!r} ended {_fmt_utc(ended)}; you may invoke "
+                        f"it again at {_plain_until(retry, now)}.",
+                        retry,
+                    )
+        since = now - limits.window
+        window = format_duration(limits.window)
+        if limits.per_user:
+            count = self.store.count_by_invoker_since(event.invoker, since)
+            if count >= limits.per_user:
+                page = self.store.list_by_invoker(event.invoker, limit=limits.per_user)
+                retry = page.items[-1].created_at + limits.window if page.items else None
+                raise RateLimited(
+                    f"Rate limit: at most {limits.per_user} break-glass events per person per {window}."
+                    + (f" You may invoke again at {_plain_until(retry, now)}." if retry else ""),
+                    retry,
+                )
+        if limits.per_profile:
+            count = self.store.count_by_profile_since(event.profile, since)
+            if count >= limits.per_profile:
+                page = self.store.list_by_profile(event.profile, limit=limits.per_profile)
+                retry = page.items[-1].created_at + limits.window if page.items else None
+                raise RateLimited(
+                    f"Rate limit: at most {limits.per_profile} break-glass events on {event.profile!r} per {window}."
+                    + (f" It may be invoked again at {_plain_until(retry, now)}." if retry else ""),
+                    retry,
+                )
+        if limits.escalate_after:
+            return self.store.count_by_invoker_since(event.invoker, since) + 1 >= limits.escalate_after
+        return False
+
+    # -- close --------------------------------------------------------------------------------
+
+    def get(self, event_id: str) -> BreakGlassEvent:
+        event_id = event_id.strip().lower()
+        if not is_event_id(event_id):
+            raise ValidationFailed(
+                {"event": f"{event_id!r} is not an event id (16 hex characters, e.g. 3f9a0c1b2d4e5f60)."}
+            )
+        return self.store.get(event_id)
+
+    def check_close(self, user_id: str, event_id: str) -> BreakGlassEvent:
+        event = self.get(event_id)
+        if not self.may_close(user_id, event):
+            raise NotAuthorized(
+                f"Only the invoker, an incident commander or security can close event {event.id}."
+            )
+        return event
+
+    def close(self, event_id: str, *, by: str, reason: str) -> CloseResult:
+        event = self.check_close(by, event_id)
+        try:
+            reason = validate_free_text(reason, what="close reason", max_length=500)
+        except ValueError as exc:
+            raise ValidationFailed({ids.CLOSE_REASON: str(exc).capitalize() + "."}) from exc
+        if event.status.ended:
+            return CloseResult(event, closed_now=False)
+        owed = [kinds.AUDIT_UPDATE, kinds.CLOSE_THREAD] + (
+            [kinds.CLOSE_DM] if by != event.slack_user_id else []
+        )
+        try:
+            closed = self.store.close(event.id, by=by, reason=reason, now=self.clock.now(), outbox=owed)
+        except InvalidTransition as exc:  # lost a race with another closer or the expiry
+            return CloseResult(exc.event, closed_now=False)
+        log.info(
+            "break-glass closed",
+            extra={
+                "event_id": closed.id,
+                "slack_user": by,
+                "profile": closed.profile,
+                "action": "close",
+                "outcome": "ok",
+            },
+        )
+        return CloseResult(closed, closed_now=True)
+
+    # -- scheduler work -----------------------------------------------------------------------
+
+    def warn(self, event_id: str) -> BreakGlassEvent | None:
+        """Record the expiry warning once (conditional write); None when not due or already done."""
+        now = self.clock.now()
+        won: list[BreakGlassEvent] = []
+
+        def change(ev: BreakGlassEvent) -> BreakGlassEvent | None:
+            if ev.warned_at is not None or not ev.is_effective(now) or now < self.warn_at(ev):
+                return None
+            won.append(ev)
+            return ev.updated(warned_at=now).with_outbox(kinds.WARN_THREAD, kinds.WARN_DM)
+
+        result = mutate(self.store, event_id, change)
+        if not won or result.warned_at != now:
+            return None
+        log.info("expiry warning", extra={"event_id": event_id, "action": "warn", "outcome": "ok"})
+        return result
+
+    def expire(self, event_id: str) -> BreakGlassEvent | None:
+        """Expire once (conditional write); None when not due or already ended (another replica won)."""
+        try:
+            expired = self.store.expire(
+                event_id,
+                now=self.clock.now(),
+                outbox=(kinds.AUDIT_UPDATE, kinds.EXPIRE_THREAD, kinds.EXPIRE_DM),
+            )
+        except (InvalidTransition, EventNotFound):
+            return None
+        log.info("break-glass expired", extra={"event_id": event_id, "action": "expire", "outcome": "ok"})
+        return expired
+
+    # -- review -------------------------------------------------------------------------------
+
+    def check_review(self, user_id: str, event_id: str) -> BreakGlassEvent:
+        event = self.get(event_id)
+        if not self.roles(user_id).security:
+            raise NotAuthorized("Only security can mark break-glass events as reviewed.")
+        if event.status is Status.ACTIVE:
+            raise ValidationFailed(
+                {ids.REVIEW_NOTES: f"Event {event.id} is still active: review it after it ends."}
+            )
+        return event
+
+    def review(self, event_id: str, *, by: str, notes: str) -> BreakGlassEvent:
+        self.check_review(by, event_id)
+        try:
+            validate_free_text(notes, what="review notes", max_length=2000)
+        except ValueError as exc:
+            raise ValidationFailed({ids.REVIEW_NOTES: str(exc).capitalize() + "."}) from exc
+        now = self.clock.now()
+        reviewed = mutate(
+            self.store,
+            event_id.strip().lower(),
+            lambda ev: ev.review(by=by, notes=notes, now=now).with_outbox(
+                kinds.AUDIT_UPDATE, kinds.REVIEW_THREAD
+            ),
+        )
+        log.info(
+            "break-glass reviewed", extra={"event_id": reviewed.id, "slack_user": by, "action": "review"}
+        )
+        return reviewed
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def active_for(self, user_id: str) -> list[BreakGlassEvent]:
+        """Active events the user should see: their own, or all for incident commanders and security."""
+        now = self.clock.now()
+        active = [e for e in self.store.list_active() if e.is_effective(now)]
+        if self.roles(user_id).can_see_all:
+            return active
+        return [e for e in active if e.slack_user_id == user_id]
+
+    def history(self, user_id: str, profile: str | None = None, limit: int = 10) -> list[BreakGlassEvent]:
+        if profile:
+            if self.policy.profile(profile) is None:
+                raise ValidationFailed({"profile": f"There is no profile called {profile!r}."})
+            if not self.roles(user_id).can_see_all and profile not in self.profiles_for(user_id):
+                return [
+                    e
+                    for e in self.store.list_by_profile(profile, limit=50).items
+                    if e.slack_user_id == user_id
+                ][:limit]
+            return self.store.list_by_profile(profile, limit=limit).items
+        invoker = self.directory.identity(user_id, self.policy.identity)
+        return self.store.list_by_invoker(invoker, limit=limit).items
+
+    def unreviewed(self, limit: int = 25) -> list[BreakGlassEvent]:
+        return self.store.list_unreviewed(limit=limit).items

@@ -1,0 +1,1 @@
+"""Slack surfaces, split by kind: commands, views (modal submissions), actions (buttons), home."""

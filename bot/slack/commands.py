@@ -1,0 +1,184 @@
+"""`/breakglass`: opens the modal, runs subcommands, and the one-line fast path. Replies are ephemeral."""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot import blocks, ids
+from bot.errors import BreakglassError, ValidationFailed
+from bot.service import InvokeRequest
+from bot.slack.context import Components, InvokeMetadata
+from bot.slack.errors import user_message
+from store import BreakGlassEvent, StoreError
+
+log = logging.getLogger(__name__)
+
+USAGE = (
+    "Usage: `/breakglass <profile> <duration> <reason> <justification…>` "
+    "(optionally `incident=<ticket or URL>` anywhere after the reason), "
+    "e.g. `/breakglass prod 1h incident DB failover stuck, need to promote replica`. "
+    "Or `/breakglass` alone to open the form; `/breakglass help` for everything else."
+)
+SUBCOMMANDS = ("help", "list", "status", "close", "history", "review")
+
+
+def unescape_command_text(text: str) -> str:
+    """Slack sends &, < and > in slash-command text as HTML entities: recover what the user typed."""
+    return html.unescape(text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+
+
+def parse_fast_path(user_id: str, words: list[str], request_id: str | None) -> InvokeRequest:
+    """`<profile> <duration> <reason> <justification…>`; `incident=X` may appear among the justification."""
+    missing = ["profile", "duration", "reason", "justification"][len(words) :]
+    if missing:
+        raise ValidationFailed({"usage": f"Missing {', '.join(missing)}. {USAGE}"})
+    profile, duration, reason, *rest = words
+    incident = None
+    justification_words = []
+    for word in rest:
+        if incident is None and word.lower().startswith("incident="):
+            incident = word.split("=", 1)[1]
+        else:
+            justification_words.append(word)
+    return InvokeRequest(
+        user_id=user_id,
+        profile=profile,
+        reason=reason,
+        justification=" ".join(justification_words),
+        duration=duration,
+        incident=incident,
+        request_id=request_id,
+    )
+
+
+class CommandHandler:
+    def __init__(self, components: Components) -> None:
+        self.c = components
+
+    def __call__(self, ack: Ack, command: dict[str, Any], client: Any, respond: Any) -> None:
+        user_id = command["user_id"]
+        text = unescape_command_text(command.get("text") or "").strip()
+        words = text.split()
+        if not words:
+            ack()
+            self.open_modal(command.get("trigger_id", ""), user_id, command.get("channel_id"), respond)
+            return
+        event: BreakGlassEvent | None = None
+        try:
+            reply, event = self.dispatch(user_id, words, command)
+        except (BreakglassError, StoreError) as exc:
+            message = blocks.escape(user_message(exc))
+            if (
+                isinstance(exc, ValidationFailed)
+                and words[0].lower() not in SUBCOMMANDS
+                and "usage" not in exc.errors
+            ):
+                message += "\n" + USAGE
+            reply = blocks.message(":x: " + message)
+        except Exception as exc:  # one clear answer, never silence  # noqa: BLE001 - shown to the user, logged with a reference
+            reply = blocks.message(":x: " + blocks.escape(user_message(exc)))
+        text_out, body = reply
+        ack(text=text_out, blocks=body)
+        if event is not None:
+            self.c.after_ack(event)
+
+    def open_modal(self, trigger_id: str, user_id: str, channel_id: str | None, respond: Any) -> None:
+        try:
+            profiles = self.c.service.profiles_for(user_id)
+            if profiles:
+                view = blocks.invoke_modal(
+                    [(name, self._label(name)) for name in profiles],
+                    self.c.service.durations_for(profiles),
+                    private_metadata=InvokeMetadata(channel_id=channel_id).model_dump_json(),
+                )
+            else:
+                view = blocks.no_profiles_modal()
+            self.c.client.views_open(trigger_id=trigger_id, view=view)
+        except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
+            log.warning("could not open the break-glass modal: %s", exc, extra={"slack_user": user_id})
+            detail = (
+                user_message(exc) if isinstance(exc, BreakglassError) else "Slack did not accept the request"
+            )
+            if respond is not None:
+                try:
+                    respond(
+                        text=blocks.escape(f"Could not open the break-glass form ({detail}). {USAGE}"),
+                        response_type="ephemeral",
+                    )
+                except (SlackApiError, SlackClientError, OSError):
+                    log.warning("could not tell the user the modal failed", extra={"slack_user": user_id})
+
+    def _label(self, name: str) -> str:
+        profile = self.c.policy.profiles[name]
+        return f"{name} — {profile.description}" if profile.description else name
+
+    def dispatch(
+        self, user_id: str, words: list[str], command: dict[str, Any]
+    ) -> tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]:
+        service = self.c.service
+        name, args = words[0].lower(), words[1:]
+        if name == "help":
+            return blocks.message(blocks.HELP), None
+        if name == "list":
+            roles = service.roles(user_id)
+            title = "All active break-glass access" if roles.can_see_all else "Your active break-glass access"
+            return blocks.event_list(
+                title, service.active_for(user_id), "No active break-glass access."
+            ), None
+        if name == "status":
+            if len(args) != 1:
+                raise ValidationFailed({"usage": "Usage: `/breakglass status <event id>`"})
+            return blocks.event_status(service.get(args[0])), None
+        if name == "close":
+            if len(args) < 2:
+                raise ValidationFailed({"usage": "Usage: `/breakglass close <event id> <reason…>`"})
+            result = service.close(args[0], by=user_id, reason=" ".join(args[1:]))
+            if not result.closed_now:
+                return blocks.message(self.already_ended(result.event)), None
+            return blocks.message(
+                f":lock: Closed event `{result.event.id}` on `{blocks.escape(result.event.profile)}`."
+            ), result.event
+        if name == "history":
+            profile = args[0] if args else None
+            events = service.history(user_id, profile)
+            title = f"Recent break-glass events on {profile}" if profile else "Your recent break-glass events"
+            return blocks.event_list(title, events, "No break-glass events yet."), None
+        if name == "review":
+            if not service.roles(user_id).security:
+                raise ValidationFailed({"review": "Only security can list events awaiting review."})
+            return blocks.event_list(
+                "Ended events awaiting review", service.unreviewed(), "Nothing awaits review."
+            ), None
+        if len(words) == 1 and self.c.policy.profile(words[0]) is None:
+            return blocks.message(f"Unknown command `{blocks.escape(words[0])}`.\n{blocks.HELP}"), None
+        request = parse_fast_path(user_id, words, command.get("trigger_id"))
+        event = service.invoke(request)
+        return blocks.message(self.granted(event)), event
+
+    @staticmethod
+    def granted(event: BreakGlassEvent) -> str:
+        return (
+            f":rotating_light: Break-glass access to `{blocks.escape(event.profile)}` granted until "
+            f"{blocks.date(event.expires_at)} (event `{event.id}`). It is announced to security; "
+            "close it when you are done."
+        )
+
+    @staticmethod
+    def already_ended(event: BreakGlassEvent) -> str:
+        if event.closed_by:
+            return (
+                f"Event `{event.id}` was already closed by {blocks.user(event.closed_by)} "
+                f"{blocks.date(event.ended_at or event.updated_at)}."
+            )
+        return f"Event `{event.id}` already {event.status.value} {blocks.date(event.ended_at or event.expires_at)}."
+
+
+def register(app: App, components: Components) -> CommandHandler:
+    handler = CommandHandler(components)
+    app.command(ids.COMMAND)(handler)
+    return handler

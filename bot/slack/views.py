@@ -1,0 +1,108 @@
+"""Modal submissions: invoke, close, review. Errors come back inline (`response_action: errors`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk.models.blocks import MarkdownTextObject, SectionBlock
+from slack_sdk.models.views import View
+
+from bot import blocks, ids
+from bot.service import InvokeRequest
+from bot.slack.commands import CommandHandler
+from bot.slack.context import Components, EventMetadata, parse_metadata
+from bot.slack.errors import modal_errors
+
+log = logging.getLogger(__name__)
+
+
+def state_value(view: dict[str, Any], block_id: str) -> str | None:
+    """The submitted value of an input block (plain text or static select), or None."""
+    block = ((view.get("state") or {}).get("values") or {}).get(block_id) or {}
+    element = block.get(block_id) or (next(iter(block.values())) if block else {})
+    if not isinstance(element, dict):
+        return None
+    if element.get("type") == "static_select" or "selected_option" in element:
+        option = element.get("selected_option") or {}
+        return option.get("value") if isinstance(option, dict) else None
+    value = element.get("value")
+    return value if isinstance(value, str) else None
+
+
+def notice_view(title: str, text: str) -> dict[str, Any]:
+    return View(
+        type="modal",
+        title=title[:24],
+        close="Close",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=text[:3000]))],
+    ).to_dict()
+
+
+def register(app: App, c: Components) -> None:
+    @app.view(ids.CALLBACK_INVOKE)
+    def invoke(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        request = InvokeRequest(
+            user_id=body["user"]["id"],
+            profile=state_value(view, ids.PROFILE),
+            reason=state_value(view, ids.REASON),
+            justification=state_value(view, ids.JUSTIFICATION),
+            duration=state_value(view, ids.DURATION),
+            incident=state_value(view, ids.INCIDENT),
+            request_id=view.get("id"),
+        )
+        try:
+            event = c.service.invoke(request)
+        except Exception as exc:  # every failure becomes an inline error; nothing was granted  # noqa: BLE001 - shown to the user, logged with a reference
+            ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
+            return
+        ack(response_action="update", view=notice_view("Access granted", CommandHandler.granted(event)))
+        c.after_ack(event)
+
+    @app.view(ids.CALLBACK_CLOSE)
+    def close(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        meta = parse_metadata(EventMetadata, view.get("private_metadata"))
+        if not isinstance(meta, EventMetadata):
+            ack(
+                response_action="errors",
+                errors={ids.CLOSE_REASON: "This form is damaged; close it and click Close again."},
+            )
+            return
+        try:
+            result = c.service.close(
+                meta.event_id, by=body["user"]["id"], reason=state_value(view, ids.CLOSE_REASON) or ""
+            )
+        except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+            ack(response_action="errors", errors=modal_errors(exc, (ids.CLOSE_REASON,)))
+            return
+        if not result.closed_now:
+            ack(
+                response_action="update",
+                view=notice_view("Already ended", CommandHandler.already_ended(result.event)),
+            )
+            return
+        ack()
+        c.after_ack(result.event)
+
+    @app.view(ids.CALLBACK_REVIEW)
+    def review(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        meta = parse_metadata(EventMetadata, view.get("private_metadata"))
+        if not isinstance(meta, EventMetadata):
+            ack(
+                response_action="errors",
+                errors={ids.REVIEW_NOTES: "This form is damaged; close it and try again."},
+            )
+            return
+        try:
+            event = c.service.review(
+                meta.event_id, by=body["user"]["id"], notes=state_value(view, ids.REVIEW_NOTES) or ""
+            )
+        except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+            ack(response_action="errors", errors=modal_errors(exc, (ids.REVIEW_NOTES,)))
+            return
+        ack()
+        c.after_ack(event)
+
+
+__all__ = ["blocks", "notice_view", "register", "state_value"]

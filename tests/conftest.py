@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.app import BreakglassApp, create_app, make_client
+from bot.clock import ManualClock
+from bot.config import Settings
+from bot.policy import Policy, parse_policy
+from store.sqlite import SQLiteStore
+from tests.fake_slack import FakeSlack
+from tests.harness import BOT_TOKEN, SIGNING_SECRET, BotServer, SlackSender
+
+TEST_POLICY = """
+audit_channel: C0AUDIT
+warn_before: 15m
+sweep_interval: 30s
+incident_commanders: [U0IC, S0ONCALL]
+security: [S0SEC]
+profiles:
+  sandbox:
+    description: Sandbox account
+    durations: [15m, 30m, 1h]
+  prod:
+    durations: [15m, 30m, 1h, 2h, 4h]
+    invokers: [S0SRE]
+    require_incident: true
+"""
+
+USERS = {
+    "U0001": {"email": "alice@example.com", "name": "alice"},
+    "U0002": {"email": "bob@example.com", "name": "bob"},
+    "U0SRE": {"email": "sre@example.com", "name": "sre"},
+    "U0IC": {"email": "ic@example.com", "name": "ic"},
+    "U0SECA": {"email": "sec@example.com", "name": "sec"},
+    "U0ONCALL": {"email": "oncall@example.com", "name": "oncall"},
+}
+GROUPS = {"S0SRE": ["U0SRE"], "S0SEC": ["U0SECA"], "S0ONCALL": ["U0ONCALL"]}
+
+
+def test_settings(fake: FakeSlack, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "slack_bot_token": BOT_TOKEN,
+        "slack_signing_secret": SIGNING_SECRET,
+        "slack_api_url": fake.url,
+        "breakglass_audit_channel": "C0AUDIT",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    with FakeSlack(token=BOT_TOKEN, users=USERS, usergroups=GROUPS) as server:
+        yield server
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return parse_policy(TEST_POLICY, "test-policy.yml")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@dataclass
+class Bot:
+    runtime: BreakglassApp
+    server: BotServer
+    slack: SlackSender
+    fake: FakeSlack
+    clock: ManualClock
+    store: SQLiteStore
+
+    @property
+    def service(self):
+        return self.runtime.service
+
+
+def make_bot(
+    fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock, **settings: object
+) -> Bot:
+    config = test_settings(fake, **settings)
+    runtime = create_app(config, store, make_client(config, timeout=5), policy=policy, clock=clock)
+    server = BotServer(runtime).start()
+    return Bot(runtime, server, SlackSender(server.url, fake), fake, clock, store)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "breakglass.db")
+    yield s
+    s.close_store()
+
+
+@pytest.fixture
+def bot(fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock) -> Iterator[Bot]:
+    b = make_bot(fake, store, policy, clock)
+    yield b
+    b.runtime.scheduler.shutdown(wait=False)
+    b.server.stop()
