@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -41,7 +42,9 @@ EXPIRE_DM = "expire_dm"
 REVIEW_THREAD = "review_thread"
 AUDIT_UPDATE = "audit_update"
 
-LEASE = timedelta(seconds=30)
+LEASE = timedelta(minutes=2)
+# Stop starting new sends once a delivery has run this long, so it ends well inside its lease.
+SEND_BUDGET = 45.0
 MAX_BACKOFF = timedelta(minutes=5)
 SLACK_ERRORS = (SlackApiError, SlackClientError, OSError)
 
@@ -120,7 +123,11 @@ class Announcer:
         updates: dict[str, Any] = {}
         failure: Exception | None = None
         current = event
+        started = time.monotonic()
         for kind in event.outbox:
+            if time.monotonic() - started > SEND_BUDGET:
+                failure = AnnouncementFailed("delivery took too long; the rest is retried")
+                break
             try:
                 updates |= self._send(kind, current)
                 current = current.updated(**updates) if updates else current

@@ -82,6 +82,11 @@ class BreakglassApp:
     def announcer(self) -> Announcer:
         return self.components.announcer
 
+    def shutdown(self, timeout: float = 20.0) -> None:
+        """Clean stop: no new scheduled work, in-flight jobs and post-ack deliveries finish."""
+        self.scheduler.shutdown(wait=True)
+        self.components.inflight.wait_idle(timeout)
+
     def health(self) -> tuple[int, dict[str, Any]]:
         try:
             self.store.ping()

@@ -87,8 +87,8 @@ def run_socket() -> None:
     log.info("connected to Slack in Socket Mode")
     print("breakglass: connected in Socket Mode", file=sys.stderr)
     stop.wait()
-    runtime.scheduler.shutdown(wait=True)
     handler.close()
+    runtime.shutdown()
 
 
 def run_clock() -> None:
@@ -105,7 +105,7 @@ def run_clock() -> None:
     runtime.scheduler.start()
     print("breakglass: scheduler running (warnings, expiry, outbox)", file=sys.stderr)
     stop.wait()
-    runtime.scheduler.shutdown(wait=True)
+    runtime.shutdown()
 
 
 def check_policy(path: str) -> int:

@@ -56,7 +56,7 @@ def build_wsgi() -> WSGIApp:
     runtime = build()
     if runtime.settings.breakglass_scheduler == "embedded":
         runtime.scheduler.start()
-        atexit.register(runtime.scheduler.shutdown)
+    atexit.register(runtime.shutdown)
     return WSGIApp(runtime)
 
 

@@ -11,6 +11,7 @@ from bot.app import BreakglassApp, create_app, make_client
 from bot.clock import ManualClock
 from bot.config import Settings
 from bot.policy import Policy, parse_policy
+from bot.service import BreakGlassService
 from store.sqlite import SQLiteStore
 from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, BotServer, SlackSender
@@ -79,8 +80,12 @@ class Bot:
     store: SQLiteStore
 
     @property
-    def service(self):
+    def service(self) -> BreakGlassService:
         return self.runtime.service
+
+    def idle(self) -> None:
+        """Wait until work the bot does after acking (announcements, App Home) has finished."""
+        assert self.runtime.components.inflight.wait_idle(15)
 
 
 def make_bot(

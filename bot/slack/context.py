@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,28 @@ def parse_metadata(model: type[BaseModel], raw: str | None) -> BaseModel | None:
         return None
 
 
+class InFlight:
+    """Counts post-ack work still running, so shutdown (and tests) can wait for it to finish."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._idle:
+            self._count -= 1
+            if self._count == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout=timeout)
+
+
 @dataclass
 class Components:
     service: BreakGlassService
@@ -51,8 +74,14 @@ class Components:
     on_event: list[Callable[[BreakGlassEvent], None]] = field(default_factory=list)
     lazy_delivery: bool = False  # Lambda: announcements go to a lazy listener instead of inline
 
+    inflight: InFlight = field(default_factory=lambda: InFlight())
+
     def after_ack(self, event: BreakGlassEvent) -> None:
         """Work done after Slack has its answer: deliver owed announcements, then notify hooks."""
+        with self.inflight:
+            self._after_ack(event)
+
+    def _after_ack(self, event: BreakGlassEvent) -> None:
         if not self.lazy_delivery:
             delivered = self.announcer.deliver(event.id)
             event = delivered or event
