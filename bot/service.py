@@ -290,11 +290,14 @@ class BreakGlassService:
             raise ValidationFailed({ids.CLOSE_REASON: str(exc).capitalize() + "."}) from exc
         if event.status.ended:
             return CloseResult(event, closed_now=False)
+        now = self.clock.now()
+        if event.is_due(now):  # the access already ran out (the sweep is late): it expired, not closed
+            return CloseResult(self.expire(event.id) or self.store.get(event.id), closed_now=False)
         owed = [kinds.AUDIT_UPDATE, kinds.CLOSE_THREAD] + (
             [kinds.CLOSE_DM] if by != event.slack_user_id else []
         )
         try:
-            closed = self.store.close(event.id, by=by, reason=reason, now=self.clock.now(), outbox=owed)
+            closed = self.store.close(event.id, by=by, reason=reason, now=now, outbox=owed)
         except InvalidTransition as exc:  # lost a race with another closer or the expiry
             return CloseResult(exc.event, closed_now=False)
         log.info(

@@ -43,7 +43,7 @@ USERS = {
 GROUPS = {"S0SRE": ["U0SRE"], "S0SEC": ["U0SECA"], "S0ONCALL": ["U0ONCALL"]}
 
 
-def test_settings(fake: FakeSlack, **overrides: object) -> Settings:
+def settings_for(fake: FakeSlack, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "slack_bot_token": BOT_TOKEN,
         "slack_signing_secret": SIGNING_SECRET,
@@ -91,7 +91,7 @@ class Bot:
 def make_bot(
     fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock, **settings: object
 ) -> Bot:
-    config = test_settings(fake, **settings)
+    config = settings_for(fake, **settings)
     runtime = create_app(config, store, make_client(config, timeout=5), policy=policy, clock=clock)
     server = BotServer(runtime).start()
     return Bot(runtime, server, SlackSender(server.url, fake), fake, clock, store)

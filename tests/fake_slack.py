@@ -522,6 +522,14 @@ class FakeSlack:
             "users.lookupByEmail": self._users_lookup_by_email,
         }
 
+    app_token: str = "xapp-test-app-token"
+    socket_mode_url: str | None = None  # set by a Socket Mode test to its local WebSocket server
+    socket_opens: int = 0
+
+    def _record_socket_open(self) -> None:
+        with self._lock:
+            self.socket_opens += 1
+
     def _clear_state(self) -> None:
         self._calls: list[Call] = []
         self._invalid_calls: list[Call] = []
@@ -892,6 +900,11 @@ class FakeSlack:
 
     def _dispatch(self, method: str, params: dict, token: str | None) -> tuple[int, Any, bool]:
         """Answer a request that is not failed on purpose: (status, body, rejected as invalid Block Kit)."""
+        if method == "apps.connections.open":  # Socket Mode: app-level token, answers a WebSocket URL
+            if token != self.app_token or not self.socket_mode_url:
+                return 200, {"ok": False, "error": "invalid_auth"}, False
+            self._record_socket_open()
+            return 200, {"ok": True, "url": self.socket_mode_url}, False
         if method != "response_url":
             if token != self.token:
                 return 200, {"ok": False, "error": "invalid_auth"}, False

@@ -138,8 +138,10 @@ class CommandHandler:
             if len(args) < 2:
                 raise ValidationFailed({"usage": "Usage: `/breakglass close <event id> <reason…>`"})
             result = service.close(args[0], by=user_id, reason=" ".join(args[1:]))
-            if not result.closed_now:
-                return blocks.message(self.already_ended(result.event)), None
+            if not result.closed_now:  # announce what is still owed (e.g. it was just recorded as expired)
+                return blocks.message(self.already_ended(result.event)), (
+                    result.event if result.event.outbox else None
+                )
             return blocks.message(
                 f":lock: Closed event `{result.event.id}` on `{blocks.escape(result.event.profile)}`."
             ), result.event

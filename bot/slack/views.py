@@ -81,6 +81,8 @@ def register(app: App, c: Components) -> None:
                 response_action="update",
                 view=notice_view("Already ended", CommandHandler.already_ended(result.event)),
             )
+            if result.event.outbox:  # e.g. it was just recorded as expired: announce that now
+                c.after_ack(result.event)
             return
         ack()
         c.after_ack(result.event)

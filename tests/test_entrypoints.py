@@ -1,0 +1,166 @@
+"""The real entry points as subprocesses: `breakglass-bot http` under gunicorn, config errors, check-policy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.fake_slack import FakeSlack
+from tests.harness import BOT_TOKEN, SIGNING_SECRET, SlackSender, http
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "BREAKGLASS_"))}
+    env.update(extra)
+    return env
+
+
+def test_missing_settings_exit_2_naming_each_problem(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [BIN / "breakglass-bot"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN is not set" in result.stderr
+    assert "SLACK_SIGNING_SECRET is not set" in result.stderr
+    assert "manifest.yml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_settings_never_print_secrets(tmp_path: Path) -> None:
+    secret = "sekrit-signing-value-123456"
+    env = clean_env(
+        SLACK_BOT_TOKEN="xoxp-user-token-not-a-bot-token-98765",
+        SLACK_SIGNING_SECRET=secret,
+        SLACK_APP_TOKEN="not-an-app-token-55555",
+        BREAKGLASS_AUDIT_CHANNEL="#security",
+        BREAKGLASS_STORE="postgres://x",
+    )
+    result = subprocess.run(
+        [BIN / "breakglass-bot"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    out = result.stdout + result.stderr
+    for problem in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "BREAKGLASS_AUDIT_CHANNEL", "BREAKGLASS_STORE"):
+        assert problem in out
+    for value in ("xoxp-user-token-not-a-bot-token-98765", secret, "not-an-app-token-55555"):
+        assert value not in out
+
+
+def test_missing_audit_channel_and_bad_policy(tmp_path: Path) -> None:
+    env = clean_env(SLACK_BOT_TOKEN="xoxb-1-2-3", SLACK_SIGNING_SECRET="s" * 32)
+    result = subprocess.run(
+        [BIN / "breakglass-bot", "clock"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "BREAKGLASS_AUDIT_CHANNEL" in result.stderr
+    policy = tmp_path / "policy.yml"
+    policy.write_text("profiles:\n  prod:\n    durations: [5h]\n")
+    env["BREAKGLASS_POLICY"] = str(policy)
+    env["BREAKGLASS_AUDIT_CHANNEL"] = "C0AUDIT"
+    result = subprocess.run(
+        [BIN / "breakglass-bot", "clock"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert str(policy) in result.stderr
+    assert "profiles.prod.durations[0]" in result.stderr
+    assert "4h" in result.stderr
+
+
+def test_check_policy(tmp_path: Path) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text(
+        "audit_channel: C0AUDIT\nprofiles:\n  prod:\n    durations: [15m, 1h]\n    invokers: [S0SRE]\n"
+    )
+    result = subprocess.run(
+        [BIN / "breakglass-bot", "check-policy", str(good)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "prod" in result.stdout
+    assert "S0SRE" in result.stdout
+    bad = tmp_path / "bad.yml"
+    bad.write_text("profils: {}\n")
+    result = subprocess.run(
+        [BIN / "breakglass-bot", "check-policy", str(bad)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "profils" in result.stderr
+
+
+@pytest.fixture
+def http_bot(tmp_path: Path) -> Iterator[tuple[str, FakeSlack, subprocess.Popen]]:
+    with FakeSlack(token=BOT_TOKEN, users={"U0001": {"email": "a@example.com"}}) as fake:
+        port = free_port()
+        env = clean_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=fake.url,
+            BREAKGLASS_AUDIT_CHANNEL="C0AUDIT",
+            BREAKGLASS_STORE=f"sqlite:///{tmp_path / 'bot.db'}",
+            PORT=str(port),
+        )
+        process = subprocess.Popen(
+            [BIN / "breakglass-bot", "http"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if http("GET", url + "/healthz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            process.kill()
+            pytest.fail("bot did not start: " + process.communicate()[1][-2000:])
+        yield url, fake, process
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_http_server_under_gunicorn_handles_20_concurrent_connections(http_bot) -> None:
+    url, fake, process = http_bot
+    sender = SlackSender(url, fake)
+
+    def one(i: int) -> int:
+        if i % 2:
+            return http("GET", url + "/healthz", timeout=10).status
+        return sender.command("help", user=f"U{i:04d}").status
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(one, range(60)))
+    assert statuses == [200] * 60
+    # a signed invocation works end to end through gunicorn
+    response = sender.invoke(user="U0001", profile="sandbox", duration="900")
+    assert response.json["response_action"] == "update", response.text
+    fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "C0AUDIT")
+    # forged requests are refused
+    assert SlackSender(url, fake, secret="wrong").command("help").status == 401
+    # SIGTERM: a clean, prompt exit
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    logs = process.stderr.read()
+    assert SIGNING_SECRET not in logs
+    assert BOT_TOKEN not in logs
