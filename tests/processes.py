@@ -1,0 +1,84 @@
+"""Run the real `breakglass-bot` as subprocesses (gunicorn HTTP), for cross-process tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.harness import BOT_TOKEN, SIGNING_SECRET, http
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "BREAKGLASS_"))}
+    env.update(extra)
+    return env
+
+
+class BotProcess:
+    """`breakglass-bot http` on a free port, pointed at a fake Slack and a given store."""
+
+    def __init__(self, cwd: Path, slack_url: str, store_url: str, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cwd = cwd
+        self.env = clean_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack_url,
+            BREAKGLASS_AUDIT_CHANNEL="C0AUDIT",
+            BREAKGLASS_STORE=store_url,
+            PORT=str(self.port),
+            **env,
+        )
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 30) -> BotProcess:
+        self.process = subprocess.Popen(
+            [BIN / "breakglass-bot", "http"],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    "bot exited: " + (self.process.stderr.read() if self.process.stderr else "")
+                )
+            try:
+                if http("GET", self.url + "/healthz", timeout=1).status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError("bot did not become healthy in time")
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stderr(self) -> str:
+        assert self.process is not None and self.process.stderr is not None
+        return self.process.stderr.read()

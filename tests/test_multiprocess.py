@@ -1,0 +1,163 @@
+"""Two real bot processes (gunicorn) on one store — one SQLite file, or one DynamoDB table on a moto
+server — sharing one fake Slack: the invariants hold across processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from store import Status, open_store
+from store.dynamodb import create_table
+from tests.fake_slack import FakeSlack
+from tests.harness import BOT_TOKEN, SlackSender
+from tests.processes import BotProcess, free_port
+
+POLICY = """
+audit_channel: C0AUDIT
+warn_before: 2s
+sweep_interval: 1s
+incident_commanders: [U0IC]
+profiles:
+  sandbox:
+    durations: [4s, 1h]
+"""
+AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, dict[str, str]]:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}", {}
+    moto = request.getfixturevalue("moto_url")
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto)
+    table = f"bg-{time.monotonic_ns()}"
+    create_table(boto3.client("dynamodb", endpoint_url=moto, region_name="us-east-1"), table)
+    return f"dynamodb://{table}", {**AWS, "AWS_ENDPOINT_URL_DYNAMODB": moto}
+
+
+@pytest.fixture
+def two_bots(
+    backend: tuple[str, dict[str, str]], tmp_path: Path
+) -> Iterator[tuple[list[BotProcess], FakeSlack, str]]:
+    store_url, env = backend
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    with FakeSlack(token=BOT_TOKEN, users={"U0001": {"email": "a@example.com"}}) as fake:
+        bots = [
+            BotProcess(tmp_path, fake.url, store_url, BREAKGLASS_POLICY=str(policy), **env) for _ in range(2)
+        ]
+        starters = [threading.Thread(target=b.start) for b in bots]
+        for t in starters:
+            t.start()
+        for t in starters:
+            t.join()
+        try:
+            yield bots, fake, store_url
+        finally:
+            for b in bots:
+                b.kill()
+
+
+def test_concurrent_submissions_split_across_processes_make_one_event(two_bots) -> None:
+    bots, fake, store_url = two_bots
+    senders = [SlackSender(b.url, fake) for b in bots]
+
+    def submit(i: int) -> dict:
+        return senders[i % 2].invoke(user="U0001", profile="sandbox", duration="3600").json
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(submit, range(20)))
+    granted = [r for r in results if r["response_action"] == "update"]
+    refused = [r for r in results if r["response_action"] == "errors"]
+    assert len(granted) == 1, results
+    assert len(refused) == 19
+    store = open_store(store_url)
+    events = store.list_by_invoker("U0001").items
+    assert len(events) == 1
+    assert all(events[0].id in r["errors"]["profile"] for r in refused), refused
+    fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "C0AUDIT")
+    time.sleep(0.5)
+    assert (
+        len([c for c in fake.calls_to("chat.postMessage") if c.ok and c.params.get("channel") == "C0AUDIT"])
+        == 1
+    )
+
+
+def test_two_schedulers_one_warning_one_expiry_and_one_close(two_bots) -> None:
+    bots, fake, store_url = two_bots
+    sender = SlackSender(bots[0].url, fake)
+    assert sender.invoke(user="U0001", profile="sandbox", duration="4").json["response_action"] == "update"
+    assert sender.invoke(user="U0002", profile="sandbox", duration="3600").json["response_action"] == "update"
+    store = open_store(store_url)
+    short = store.list_by_invoker("U0001").items[0]
+    long = store.list_by_invoker("U0002").items[0]
+    # two people close the long event at once, one through each process
+    closers = [SlackSender(b.url, fake) for b in bots]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(
+            pool.map(
+                lambda pair: pair[0].command(f"close {long.id} all done here", user=pair[1]),
+                [(closers[0], "U0002"), (closers[1], "U0IC")],
+            )
+        )
+    fake.wait_for("chat.postMessage", where=lambda c: "has expired" in c.params.get("text", ""), timeout=10)
+    time.sleep(2.5)  # two more sweeps on both processes: nothing more may be announced
+    texts = [c.params.get("text", "") for c in fake.calls_to("chat.postMessage") if c.ok]
+    assert sum("expires in" in t and short.id in t for t in texts) == 1, texts
+    assert sum("has expired" in t for t in texts) == 1, texts
+    assert sum(t.startswith(":lock: Closed by") for t in texts) == 1, texts
+    closed = store.get(long.id)
+    assert closed.status is Status.CLOSED
+    assert store.get(short.id).status is Status.EXPIRED
+
+
+def test_sigkill_after_store_write_then_restart_announces_once(two_bots) -> None:
+    bots, fake, store_url = two_bots
+    bots[1].kill()  # one process only for this test
+    fake.set_down(True)
+    sender = SlackSender(bots[0].url, fake)
+    response = sender.invoke(user="U0001", profile="sandbox", duration="3600")
+    assert response.json["response_action"] == "update"  # granted although Slack is down
+    bots[0].kill()  # SIGKILL: no chance to deliver
+    store = open_store(store_url)
+    event = store.list_by_invoker("U0001").items[0]
+    assert "audit_post" in store.get(event.id).outbox
+    fake.set_down(False)
+    restarted = bots[0].start()
+    fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "C0AUDIT", timeout=15)
+    fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "U0001", timeout=15)
+    time.sleep(2)
+    posts = [c for c in fake.calls_to("chat.postMessage") if c.ok]
+    assert len([c for c in posts if c.params.get("channel") == "C0AUDIT"]) == 1
+    assert (
+        len([c for c in posts if c.params.get("channel") == "U0001" and event.id in json.dumps(c.params)])
+        == 1
+    )
+    assert store.get(event.id).outbox == ()
+    assert restarted.terminate() == 0
