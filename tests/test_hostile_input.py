@@ -125,3 +125,10 @@ def test_escape_removes_every_control_character_of_mrkdwn(value: str) -> None:
     assert "<" not in escaped
     assert ">" not in escaped
     assert escaped.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "").count("&") == 0
+
+
+def test_bot_authored_help_and_usage_have_no_raw_angle_brackets() -> None:
+    from bot.slack.commands import USAGE
+
+    for text in (blocks.HELP, blocks.escape(USAGE)):
+        assert "<" not in OUR_TOKENS.sub("", text)

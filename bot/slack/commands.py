@@ -78,7 +78,7 @@ class CommandHandler:
                 and words[0].lower() not in SUBCOMMANDS
                 and "usage" not in exc.errors
             ):
-                message += "\n" + USAGE
+                message += "\n" + blocks.escape(USAGE)
             reply = blocks.message(":x: " + message)
         except Exception as exc:  # one clear answer, never silence  # noqa: BLE001 - shown to the user, logged with a reference
             reply = blocks.message(":x: " + blocks.escape(user_message(exc)))
