@@ -148,3 +148,53 @@ def test_http_server_under_gunicorn_handles_20_concurrent_connections(http_bot) 
     logs = process.stderr.read()
     assert SIGNING_SECRET not in logs
     assert BOT_TOKEN not in logs
+
+
+def test_procfile_web_command_serves_bot_wsgi_app(tmp_path: Path) -> None:
+    """`gunicorn bot.wsgi:app` as in the Procfile: several workers, scheduler off (the clock process runs it)."""
+    with FakeSlack(token=BOT_TOKEN) as fake:
+        port = free_port()
+        env = clean_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=fake.url,
+            BREAKGLASS_AUDIT_CHANNEL="C0AUDIT",
+            BREAKGLASS_STORE=f"sqlite:///{tmp_path / 'web.db'}",
+            BREAKGLASS_SCHEDULER="off",
+        )
+        process = subprocess.Popen(
+            [
+                BIN / "gunicorn",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "bot.wsgi:app",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            health = None
+            while time.monotonic() < deadline:
+                try:
+                    health = http("GET", url + "/healthz", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            assert health is not None
+            assert health.status == 200
+            assert health.json["scheduler"] is False
+            assert SlackSender(url, fake).command("help").json["text"].startswith("*Break-glass*")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
