@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from store.errors import ConcurrentModification, StoreError
+from store.errors import ConcurrentModification, InvalidTransition, StoreError
 from store.model import BreakGlassEvent, Status
 
 DEFAULT_PAGE_SIZE = 25
@@ -41,6 +41,21 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidCursor(f"invalid pagination cursor {cursor!r}")
     return value
+
+
+# What a stacking claim is made of: `save` never changes these (close and expire end the claim instead).
+CLAIM_FIELDS = ("invoker", "profile", "created_at", "duration", "expires_at")
+
+
+def check_save(current: BreakGlassEvent, event: BreakGlassEvent) -> None:
+    """Raise unless writing `event` over the stored `current` is a valid `Store.save`."""
+    if current.version != event.version:
+        raise ConcurrentModification(event.id)
+    if current.status is not event.status:
+        raise InvalidTransition(current, "save", "status changes only through close or expire")
+    changed = [name for name in CLAIM_FIELDS if getattr(current, name) != getattr(event, name)]
+    if changed:
+        raise InvalidTransition(current, "save", f"{', '.join(changed)} never change after creation")
 
 
 def check_limit(limit: int) -> int:
@@ -80,7 +95,9 @@ class Store(Protocol):
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
         """Generic conditional update: write `event` (status unchanged) if the stored version still
-        equals `event.version`; returns it with version + 1. Raises ConcurrentModification."""
+        equals `event.version`; returns it with version + 1. Raises ConcurrentModification (stale
+        copy), EventNotFound, and InvalidTransition if `event` changes the status or a claim field
+        (invoker, profile, created_at, duration, expires_at)."""
         ...
 
     def list_active(self) -> list[BreakGlassEvent]:
@@ -88,14 +105,17 @@ class Store(Protocol):
         Cost is proportional to the number of active events, not to history."""
         ...
 
-    def list_by_invoker(self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
-        ...
+    def list_by_invoker(
+        self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page: ...
 
-    def list_by_profile(self, profile: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
-        ...
+    def list_by_profile(
+        self, profile: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page: ...
 
-    def list_by_status(self, status: Status, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
-        ...
+    def list_by_status(
+        self, status: Status, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page: ...
 
     def list_owed(self, *, now: datetime, limit: int = 100) -> list[BreakGlassEvent]:
         """Events with announcements still owed whose next attempt is due (outbox_next_at <= now)."""
@@ -105,11 +125,9 @@ class Store(Protocol):
         """Ended, not yet reviewed events, oldest ended first."""
         ...
 
-    def count_by_invoker_since(self, invoker: str, since: datetime) -> int:
-        ...
+    def count_by_invoker_since(self, invoker: str, since: datetime) -> int: ...
 
-    def count_by_profile_since(self, profile: str, since: datetime) -> int:
-        ...
+    def count_by_profile_since(self, profile: str, since: datetime) -> int: ...
 
     def last_by_invoker_and_profile(self, invoker: str, profile: str) -> BreakGlassEvent | None:
         """The invoker's most recently created event on the profile, any status."""
@@ -119,8 +137,7 @@ class Store(Protocol):
         """Raise StoreUnavailable if the backend does not answer."""
         ...
 
-    def close_store(self) -> None:
-        ...
+    def close_store(self) -> None: ...
 
 
 def mutate(

@@ -7,6 +7,8 @@ Table layout (compatible with Sentinel's break-glass table):
   updated_at, expires_at, ttl, closed_by, closed_reason, request_id. Timestamps are fixed-width UTC.
   Two sparse GSIs hold only the items that need attention: `gsi-outbox` (owed_pk, outbox_next_at) for
   owed Slack announcements and `gsi-review` (review_pk, ended_at) for ended events awaiting review.
+  When an event owes announcements but has no outbox_next_at, the index key holds updated_at and
+  `outbox_next_at_implicit` (BOOL) records that, so the event reads back unchanged.
 
 Stacking guard: a second item, id "guard#<json [invoker, profile]>", written in the *same*
 TransactWriteItems as the event, conditional on no guard existing or the guarded event being past its
@@ -29,7 +31,15 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from store.base import DEFAULT_PAGE_SIZE, Page, check_limit, decode_cursor, encode_cursor
+from store.base import (
+    DEFAULT_PAGE_SIZE,
+    InvalidCursor,
+    Page,
+    check_limit,
+    check_save,
+    decode_cursor,
+    encode_cursor,
+)
 from store.errors import (
     ConcurrentModification,
     EventNotFound,
@@ -37,7 +47,7 @@ from store.errors import (
     StackedAccess,
     StoreUnavailable,
 )
-from store.model import BreakGlassEvent, Status, with_version
+from store.model import BreakGlassEvent, Status, is_event_id, with_version
 from store.timeutil import format_ts, parse_ts
 
 DEFAULT_RETENTION = timedelta(days=400)
@@ -49,9 +59,21 @@ GSI_REVIEW = "gsi-review"
 OWED = "owed"
 UNREVIEWED = "unreviewed"
 GUARD_PREFIX = "guard#"
+# Set when the event owes announcements but has no outbox_next_at: the `gsi-outbox` sort key then holds
+# updated_at, and this marker says so, so that reading the item back restores outbox_next_at = None.
+IMPLICIT_NEXT_AT = "outbox_next_at_implicit"
+_INDEX_ONLY = ("ttl", "owed_pk", "review_pk", IMPLICIT_NEXT_AT)
 
 _NS = 1_000_000_000
-_TIME_FIELDS = ("created_at", "updated_at", "expires_at", "ended_at", "outbox_next_at", "warned_at", "reviewed_at")
+_TIME_FIELDS = (
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "ended_at",
+    "outbox_next_at",
+    "warned_at",
+    "reviewed_at",
+)
 _UNAVAILABLE_CODES = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -77,7 +99,8 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
         if key in _TIME_FIELDS:
             item[key] = format_ts(value)
         elif key == "duration":
-            item[key] = int(value.total_seconds() * _NS)  # nanoseconds, like Go's time.Duration
+            # nanoseconds, like Go's time.Duration; integer arithmetic (float seconds lose microseconds)
+            item[key] = (value // timedelta(microseconds=1)) * (_NS // 1_000_000)
         elif key in ("reason_code", "status"):
             item[key] = str(value.value)
         elif key == "outbox":
@@ -89,16 +112,18 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
     item["ttl"] = int((event.expires_at + retention).timestamp())
     if event.outbox:
         item["owed_pk"] = OWED
-        item["outbox_next_at"] = format_ts(event.outbox_next_at or event.updated_at)
+        if event.outbox_next_at is None:
+            item["outbox_next_at"] = format_ts(event.updated_at)
+            item[IMPLICIT_NEXT_AT] = True
     if event.status.ended and event.reviewed_at is None:
         item["review_pk"] = UNREVIEWED
     return item
 
 
 def from_item(item: dict[str, Any]) -> BreakGlassEvent:
-    data = {k: v for k, v in item.items() if k not in ("ttl", "owed_pk", "review_pk")}
-    if data.get("outbox_next_at") and not data.get("outbox"):
-        data.pop("outbox_next_at")
+    data = {k: v for k, v in item.items() if k not in _INDEX_ONLY}
+    if item.get(IMPLICIT_NEXT_AT):
+        data.pop("outbox_next_at", None)
     for key in _TIME_FIELDS:
         if key in data:
             data[key] = parse_ts(data[key])
@@ -196,7 +221,7 @@ class DynamoDBStore:
         }
 
     def _backoff(self, attempt: int) -> None:
-        time.sleep(min(0.5, 0.01 * (2**attempt)) * random.random())  # noqa: S311 - jitter only
+        time.sleep(min(0.5, 0.01 * (2**attempt)) * random.random())  # jitter only, not security
 
     def close_store(self) -> None:
         return None
@@ -258,7 +283,8 @@ class DynamoDBStore:
         return event if event.is_effective(now) else None
 
     def get(self, event_id: str) -> BreakGlassEvent:
-        if event_id.startswith(GUARD_PREFIX):
+        # Only event ids are looked up: never a guard item, and no empty key (a ValidationException).
+        if not is_event_id(event_id):
             raise EventNotFound(event_id)
         item = self._get_item(event_id)
         if item is None:
@@ -272,14 +298,18 @@ class DynamoDBStore:
         put["ExpressionAttributeValues"] = {":v": {"N": str(old.version)}, ":s": {"S": old.status.value}}
         return put
 
-    def _transition(self, event_id: str, apply: Callable[[BreakGlassEvent], BreakGlassEvent]) -> BreakGlassEvent:
+    def _transition(
+        self, event_id: str, apply: Callable[[BreakGlassEvent], BreakGlassEvent]
+    ) -> BreakGlassEvent:
         for attempt in range(self._conflict_attempts):
             current = self.get(event_id)
-            new = with_version(apply(current), current.version + 1)  # raises InvalidTransition when not active
+            # apply() raises InvalidTransition when the event is no longer active (or not due)
+            new = with_version(apply(current), current.version + 1)
             put = self._conditional_put(current, new)
             try:
                 self._call(
-                    "transact_write_items", TransactItems=[{"Put": put}, {"Update": self._guard_release(current)}]
+                    "transact_write_items",
+                    TransactItems=[{"Put": put}, {"Update": self._guard_release(current)}],
                 )
                 return new
             except ClientError as exc:
@@ -304,12 +334,18 @@ class DynamoDBStore:
     def close(
         self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
     ) -> BreakGlassEvent:
-        return self._transition(event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox))
+        return self._transition(
+            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox)
+        )
 
     def expire(self, event_id: str, *, now: datetime, outbox: Sequence[str] = ()) -> BreakGlassEvent:
         return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox))
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        # Read first: the fields behind the stacking guard (invoker, profile, created_at, expiry) must
+        # not change here, or the guard would protect the wrong claim. The write stays conditional on
+        # the version, so nothing can change between this read and the write.
+        check_save(self.get(event.id), event)
         new = with_version(event, event.version + 1)
         try:
             self._call("put_item", **self._conditional_put(event, new))
@@ -355,8 +391,10 @@ class DynamoDBStore:
         }
         if cursor is not None:
             start = decode_cursor(cursor)
-            if set(start) != {"id", key_attr, sort_attr} or not all(isinstance(v, str) for v in start.values()):
-                raise ValueError(f"invalid pagination cursor {cursor!r}")
+            if set(start) != {"id", key_attr, sort_attr} or not all(
+                isinstance(v, str) for v in start.values()
+            ):
+                raise InvalidCursor(f"invalid pagination cursor {cursor!r}")
             kwargs["ExclusiveStartKey"] = {k: {"S": v} for k, v in start.items()}
         items: list[dict[str, Any]] = []
         while len(items) <= limit:
@@ -369,7 +407,9 @@ class DynamoDBStore:
         next_cursor = None
         if len(items) > limit:
             last = items[limit - 1]
-            next_cursor = encode_cursor({"id": last["id"], key_attr: last[key_attr], sort_attr: last[sort_attr]})
+            next_cursor = encode_cursor(
+                {"id": last["id"], key_attr: last[key_attr], sort_attr: last[sort_attr]}
+            )
         return Page(items=[from_item(i) for i in items[:limit]], cursor=next_cursor)
 
     def list_active(self) -> list[BreakGlassEvent]:
@@ -381,13 +421,19 @@ class DynamoDBStore:
         )
         return [from_item(i) for i in items]
 
-    def list_by_invoker(self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+    def list_by_invoker(
+        self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page:
         return self._page(GSI_INVOKER, "invoker", invoker, "created_at", limit, cursor)
 
-    def list_by_profile(self, profile: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+    def list_by_profile(
+        self, profile: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page:
         return self._page(GSI_PROFILE, "profile", profile, "created_at", limit, cursor)
 
-    def list_by_status(self, status: Status, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+    def list_by_status(
+        self, status: Status, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page:
         return self._page(GSI_STATUS, "status", Status(status).value, "created_at", limit, cursor)
 
     def list_unreviewed(self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
@@ -483,15 +529,22 @@ def create_table(client: Any, table: str, *, wait: bool = True, pitr: bool = Tru
         report.append(f"table {table} already exists")
     if wait:
         client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    existing = {i["IndexName"] for i in client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])}
+    existing = {
+        i["IndexName"]
+        for i in client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+    }
     missing = set(_INDEXES) - existing
     if missing:
-        report.append(f"WARNING: table {table} lacks indexes {sorted(missing)}: add them before running the bot")
+        report.append(
+            f"WARNING: table {table} lacks indexes {sorted(missing)}: add them before running the bot"
+        )
     ttl = client.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == "ttl":
         report.append("TTL on `ttl` already enabled")
     else:
-        client.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+        client.update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+        )
         report.append("enabled TTL on `ttl` (expiry + retention)")
     if pitr:
         backups = client.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]

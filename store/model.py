@@ -68,7 +68,9 @@ def validate_justification(value: str) -> str:
     text = _check_text(value.strip(), what="justification")
     if len(text) < MIN_JUSTIFICATION:
         if not text:
-            raise ValueError(f"justification is required ({MIN_JUSTIFICATION}-{MAX_JUSTIFICATION} characters)")
+            raise ValueError(
+                f"justification is required ({MIN_JUSTIFICATION}-{MAX_JUSTIFICATION} characters)"
+            )
         raise ValueError(
             f"justification is too short: {len(text)} characters, at least {MIN_JUSTIFICATION} needed"
         )
@@ -245,6 +247,8 @@ class BreakGlassEvent(BaseModel):
             raise InvalidTransition(self, "review", "it is still active")
         if self.reviewed_at is not None:
             raise InvalidTransition(self, "review", f"it was already reviewed by {self.reviewed_by}")
+        if not by.strip():
+            raise ValueError("reviewed_by is required")
         now = ensure_utc(now)
         return self._with(
             reviewed_by=by,
@@ -256,7 +260,9 @@ class BreakGlassEvent(BaseModel):
     def with_outbox(self, *add: str, remove: tuple[str, ...] = ()) -> BreakGlassEvent:
         """Add/remove owed announcements (kept in insertion order, no duplicates)."""
         items = [item for item in self.outbox if item not in remove]
-        items += [item for item in add if item not in items]
+        for item in add:  # one at a time, so that duplicates within `add` are dropped too
+            if item not in items:
+                items.append(item)
         changes: dict[str, Any] = {"outbox": tuple(items)}
         if not items:
             changes.update(outbox_attempts=0, outbox_next_at=None)

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from store.base import DEFAULT_PAGE_SIZE, Page, check_limit, decode_cursor, encode_cursor
+from store.base import (
+    DEFAULT_PAGE_SIZE,
+    InvalidCursor,
+    Page,
+    check_limit,
+    check_save,
+    decode_cursor,
+    encode_cursor,
+)
 from store.errors import (
     ConcurrentModification,
     EventNotFound,
@@ -75,6 +84,14 @@ def _event(data: str) -> BreakGlassEvent:
     return BreakGlassEvent.model_validate_json(data)
 
 
+def _position(cursor: str, *keys: str) -> list[str]:
+    """The cursor's values for `keys` (exactly those keys, all strings), or InvalidCursor."""
+    position = decode_cursor(cursor)
+    if set(position) != set(keys) or not all(isinstance(position[k], str) for k in keys):
+        raise InvalidCursor(f"invalid pagination cursor {cursor!r}")
+    return [position[k] for k in keys]
+
+
 class SQLiteStore:
     """`Store` on one SQLite file. `path` may be ':memory:' only for single-connection use in tests."""
 
@@ -86,13 +103,35 @@ class SQLiteStore:
         self._lock = threading.Lock()
         if self.path != ":memory:":
             Path(self.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        conn = self._conn()
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._initialise(self._conn())
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked"
+        # at once (without the busy timeout) when another process is opening the same new file: retry.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+        # The schema in one write transaction: BEGIN IMMEDIATE waits for the write lock (busy timeout)
+        # instead of upgrading a read lock mid-statement, which SQLite refuses to wait for.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -127,6 +166,9 @@ class SQLiteStore:
             raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
         try:
             yield conn
+        except sqlite3.Error as exc:  # disk full, I/O error...: nothing was written
+            conn.execute("ROLLBACK")
+            raise StoreUnavailable(f"SQLite write to {self.path} failed: {exc}") from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -166,7 +208,8 @@ class SQLiteStore:
             if row is not None:
                 raise StackedAccess(_event(row[0]))
             try:
-                conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 12)})", _row(event))
+                # only constant column names are interpolated; every value is a bound parameter
+                conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 12)})", _row(event))  # noqa: S608
             except sqlite3.IntegrityError as exc:
                 raise ConcurrentModification(event.id, "an event with this id already exists") from exc
         return event
@@ -177,11 +220,13 @@ class SQLiteStore:
             raise EventNotFound(event_id)
         return _event(rows[0][0])
 
-    def _replace(self, conn: sqlite3.Connection, old: BreakGlassEvent, new: BreakGlassEvent) -> BreakGlassEvent:
+    def _replace(
+        self, conn: sqlite3.Connection, old: BreakGlassEvent, new: BreakGlassEvent
+    ) -> BreakGlassEvent:
         new = with_version(new, old.version + 1)
         row = _row(new)
         cursor = conn.execute(
-            f"UPDATE events SET ({_COLUMNS}) = ({', '.join('?' * 12)}) WHERE id = ? AND version = ? AND status = ?",
+            f"UPDATE events SET ({_COLUMNS}) = ({', '.join('?' * 12)}) WHERE id = ? AND version = ? AND status = ?",  # noqa: S608
             (*row, old.id, old.version, old.status.value),
         )
         if cursor.rowcount != 1:
@@ -212,20 +257,18 @@ class SQLiteStore:
             if row is None:
                 raise EventNotFound(event.id)
             current = _event(row[0])
-            if current.version != event.version or current.status is not event.status:
-                raise ConcurrentModification(event.id)
+            check_save(current, event)
             return self._replace(conn, current, event)
 
     # -- reads --------------------------------------------------------------------------------
 
     def _page(self, where: str, params: Sequence[Any], limit: int, cursor: str | None) -> Page:
         check_limit(limit)
-        sql = f"SELECT created_at, id, data FROM events WHERE {where}"
+        sql = f"SELECT created_at, id, data FROM events WHERE {where}"  # noqa: S608 - `where` is a constant of this class
         args = list(params)
         if cursor is not None:
-            position = decode_cursor(cursor)
             sql += " AND (created_at, id) < (?, ?)"
-            args += [position.get("c"), position.get("i")]
+            args += _position(cursor, "c", "i")
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         rows = self._query(sql, [*args, limit + 1])
         items = [_event(r[2]) for r in rows[:limit]]
@@ -239,13 +282,19 @@ class SQLiteStore:
         rows = self._query("SELECT data FROM events WHERE status = 'active' ORDER BY created_at, id")
         return [_event(r[0]) for r in rows]
 
-    def list_by_invoker(self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+    def list_by_invoker(
+        self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page:
         return self._page("invoker = ?", [invoker], limit, cursor)
 
-    def list_by_profile(self, profile: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+    def list_by_profile(
+        self, profile: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page:
         return self._page("profile = ?", [profile], limit, cursor)
 
-    def list_by_status(self, status: Status, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page:
+    def list_by_status(
+        self, status: Status, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page:
         return self._page("status = ?", [Status(status).value], limit, cursor)
 
     def list_owed(self, *, now: datetime, limit: int = 100) -> list[BreakGlassEvent]:
@@ -260,12 +309,13 @@ class SQLiteStore:
         sql = "SELECT ended_at, id, data FROM events WHERE unreviewed = 1"
         args: list[Any] = []
         if cursor is not None:
-            position = decode_cursor(cursor)
             sql += " AND (ended_at, id) > (?, ?)"
-            args += [position.get("e"), position.get("i")]
+            args += _position(cursor, "e", "i")
         rows = self._query(sql + " ORDER BY ended_at, id LIMIT ?", [*args, limit + 1])
         items = [_event(r[2]) for r in rows[:limit]]
-        next_cursor = encode_cursor({"e": rows[limit - 1][0], "i": rows[limit - 1][1]}) if len(rows) > limit else None
+        next_cursor = (
+            encode_cursor({"e": rows[limit - 1][0], "i": rows[limit - 1][1]}) if len(rows) > limit else None
+        )
         return Page(items=items, cursor=next_cursor)
 
     def count_by_invoker_since(self, invoker: str, since: datetime) -> int:

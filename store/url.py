@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from store.base import Store
 
 DEFAULT_STORE_URL = "sqlite:///breakglass.db"
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
 
 class InvalidStoreURL(ValueError):
@@ -18,15 +20,24 @@ def parse_store_url(url: str) -> tuple[str, str]:
     """Return (kind, target): ("sqlite", path) or ("dynamodb", table). Raises InvalidStoreURL."""
     parts = urlsplit(url.strip())
     if parts.scheme == "sqlite":
-        # sqlite:///relative.db -> "relative.db"; sqlite:////abs/path.db -> "/abs/path.db"
-        path = (parts.netloc + parts.path)[1:] if parts.path.startswith("/") else parts.netloc + parts.path
+        # sqlite:///relative.db -> "relative.db"; sqlite:////abs/path.db -> "/abs/path.db";
+        # sqlite://relative.db and sqlite://dir/file.db (a "host" part) are relative paths too.
+        if parts.netloc:
+            path = parts.netloc + parts.path
+        else:
+            path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path:
-            raise InvalidStoreURL(f"{url!r}: give a file, e.g. sqlite:///breakglass.db or sqlite:////var/lib/bg.db")
+            raise InvalidStoreURL(
+                f"{url!r}: give a file, e.g. sqlite:///breakglass.db or sqlite:////var/lib/bg.db"
+            )
         return "sqlite", path
     if parts.scheme == "dynamodb":
-        table = parts.netloc or parts.path.lstrip("/")
-        if not table or "/" in table:
-            raise InvalidStoreURL(f"{url!r}: give a table name, e.g. dynamodb://breakglass-events")
+        # dynamodb://TABLE (or dynamodb:///TABLE); anything after the table name is a mistake
+        table = parts.netloc + parts.path if parts.netloc else parts.path.lstrip("/")
+        if not _TABLE_NAME.fullmatch(table) or parts.query or parts.fragment:
+            raise InvalidStoreURL(
+                f"{url!r}: give a table name (3-255 of A-Z a-z 0-9 _ . -), e.g. dynamodb://breakglass-events"
+            )
         return "dynamodb", table
     raise InvalidStoreURL(f"{url!r}: use sqlite:///path/to/file.db or dynamodb://TABLE")
 

@@ -1,0 +1,160 @@
+"""SQLite-specific promises: the stacking check holds across processes sharing one file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from store.errors import StoreUnavailable
+from store.model import Status
+from store.sqlite import SQLiteStore
+from tests.store_fixtures import T0, make_event
+
+# Each worker says "ready", waits for "go" on stdin (so that the processes race), tries `count` creates
+# for the same invoker and profile, and prints what happened as JSON. It opens the store before "ready",
+# or after "go" when `open_late` (then the processes also race to create the file and its schema).
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from datetime import datetime, timedelta
+    from store.errors import StackedAccess
+    from store.model import BreakGlassEvent
+    from store.sqlite import SQLiteStore
+
+    path, count, now = sys.argv[1], int(sys.argv[2]), datetime.fromisoformat(sys.argv[3])
+    open_late = sys.argv[4] == "late"
+    store = None if open_late else SQLiteStore(path)
+    print("ready", flush=True)
+    assert sys.stdin.readline().strip() == "go"
+    store = store or SQLiteStore(path)
+    created, stacked = [], []
+    for _ in range(count):
+        event = BreakGlassEvent.new(
+            invoker="alice@example.com", slack_user_id="U1", profile="prod-admin",
+            reason_code="incident", justification="Two processes racing for the same claim",
+            duration=timedelta(hours=1), now=now,
+        )
+        try:
+            created.append(store.create(event).id)
+        except StackedAccess as exc:
+            stacked.append(exc.existing.id)
+    print(json.dumps({"created": created, "stacked": stacked}), flush=True)
+    """
+)
+
+
+def _race(path: Path, *, processes: int, count: int, open_late: bool) -> list[dict[str, list[str]]]:
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                str(path),
+                str(count),
+                T0.isoformat(),
+                "late" if open_late else "early",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            line = worker.stdout.readline()
+            assert line.strip() == "ready", (line, worker.stderr.read() if worker.stderr else "")
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        results = []
+        for worker in workers:
+            out, err = worker.communicate(timeout=120)
+            assert worker.returncode == 0, err
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        return results
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+
+@pytest.mark.parametrize("precreated", [True, False], ids=["existing-file", "fresh-file"])
+def test_two_processes_on_one_file_create_exactly_one(tmp_path: Path, precreated: bool) -> None:
+    path = tmp_path / "shared.db"
+    if precreated:
+        SQLiteStore(path).close_store()
+    count = 25
+    results = _race(path, processes=2, count=count, open_late=not precreated)
+
+    created = [event_id for result in results for event_id in result["created"]]
+    stacked = [event_id for result in results for event_id in result["stacked"]]
+    assert len(created) == 1, results
+    assert len(stacked) == 2 * count - 1
+    assert set(stacked) == set(created)
+
+    store = SQLiteStore(path)
+    try:
+        assert [e.id for e in store.list_active()] == created
+        assert store.count_by_invoker_since("alice@example.com", T0) == 1
+    finally:
+        store.close_store()
+
+
+def test_store_persists_across_connections(tmp_path: Path) -> None:
+    path = tmp_path / "persist.db"
+    first = SQLiteStore(path)
+    event = first.create(make_event())
+    first.close_store()
+    second = SQLiteStore(path)
+    try:
+        assert second.get(event.id) == event
+        closed = second.close(event.id, by="bob", reason="done", now=T0)
+        assert second.get(event.id).status is Status.CLOSED
+        assert closed.version == 2
+    finally:
+        second.close_store()
+
+
+def test_store_reopens_after_close_store(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "reopen.db")
+    event = store.create(make_event())
+    store.close_store()
+    assert store.get(event.id) == event  # a new connection is opened on demand
+    store.close_store()
+
+
+def test_unopenable_path_is_store_unavailable(tmp_path: Path) -> None:
+    directory = tmp_path / "a-directory.db"
+    directory.mkdir()
+    with pytest.raises(StoreUnavailable):
+        SQLiteStore(directory)
+
+
+def test_write_lock_timeout_is_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    holder = SQLiteStore(path)
+    waiter = SQLiteStore(path, busy_timeout=0.05)
+    try:
+        conn = holder._conn()
+        conn.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+        try:
+            with pytest.raises(StoreUnavailable, match="busy"):
+                waiter.create(make_event())
+        finally:
+            conn.execute("ROLLBACK")
+        waiter.create(make_event())
+    finally:
+        holder.close_store()
+        waiter.close_store()
