@@ -5,6 +5,7 @@ surfaces onto a runtime-agnostic Bolt `App`."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +152,9 @@ def create_app(
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=False,
         logger=logging.getLogger("slack_bolt"),
+        # Listeners ack, then deliver announcements in the same thread; a large pool keeps slow Slack
+        # calls after one ack from delaying the next request's ack (Bolt's default is cpu_count + 4).
+        listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener"),
     )
 
     @bolt.error
