@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -194,8 +194,14 @@ class Scheduler:
         channel = self.policy.audit_channel or self.default_audit_channel
         if channel is None:
             return 0
-        cutoff = self.clock.now() - self.policy.review_reminder_after
+        now = self.clock.now()
+        cutoff = now - self.policy.review_reminder_after
         try:
+            # Every replica's scheduler fires at the same time: the first to claim the day posts.
+            if not self.service.store.claim(
+                f"review-reminder:{now.date().isoformat()}", now=now, hold=timedelta(hours=20)
+            ):
+                return 0
             stale = [e for e in self.service.unreviewed(limit=200) if e.ended_at and e.ended_at <= cutoff]
             if stale:
                 text, body = blocks.review_reminder(stale, self.policy.review_reminder_after)

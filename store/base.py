@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from store.errors import ConcurrentModification, InvalidTransition, StoreError
@@ -131,6 +131,13 @@ class Store(Protocol):
 
     def last_by_invoker_and_profile(self, invoker: str, profile: str) -> BreakGlassEvent | None:
         """The invoker's most recently created event on the profile, any status."""
+        ...
+
+    def claim(self, name: str, *, now: datetime, hold: timedelta) -> bool:
+        """Take the named lease until now + hold if nobody holds it (atomic across replicas).
+
+        True: the caller holds it. Used so that work done by every replica's scheduler (e.g. the daily
+        review reminder) happens once."""
         ...
 
     def ping(self) -> None:

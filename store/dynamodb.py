@@ -59,6 +59,7 @@ GSI_REVIEW = "gsi-review"
 OWED = "owed"
 UNREVIEWED = "unreviewed"
 GUARD_PREFIX = "guard#"
+CLAIM_PREFIX = "claim#"
 # Set when the event owes announcements but has no outbox_next_at: the `gsi-outbox` sort key then holds
 # updated_at, and this marker says so, so that reading the item back restores outbox_next_at = None.
 IMPLICIT_NEXT_AT = "outbox_next_at_implicit"
@@ -228,6 +229,25 @@ class DynamoDBStore:
 
     def ping(self) -> None:
         self._call("describe_table", TableName=self.table)
+
+    def claim(self, name: str, *, now: datetime, hold: timedelta) -> bool:
+        # A lease item with no index keys (out of every GSI), kept as long as the lease plus retention.
+        item = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(now + hold)}
+        item["ttl"] = int((now + hold + self.retention).timestamp())
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table,
+                Item=_ser(item),
+                ConditionExpression="attribute_not_exists(id) OR #u <= :now",
+                ExpressionAttributeNames={"#u": "until"},
+                ExpressionAttributeValues={":now": {"S": format_ts(now)}},
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     # -- writes -------------------------------------------------------------------------------
 

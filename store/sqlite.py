@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,10 @@ CREATE INDEX IF NOT EXISTS events_status ON events (status, created_at, id);
 CREATE INDEX IF NOT EXISTS events_invoker_profile ON events (invoker, profile, created_at);
 CREATE INDEX IF NOT EXISTS events_owed ON events (outbox_next_at) WHERE owed = 1;
 CREATE INDEX IF NOT EXISTS events_unreviewed ON events (ended_at, id) WHERE unreviewed = 1;
+CREATE TABLE IF NOT EXISTS claims (
+    name  TEXT PRIMARY KEY,
+    until TEXT NOT NULL
+);
 """
 
 _COLUMNS = "id, invoker, profile, status, created_at, expires_at, ended_at, owed, outbox_next_at, unreviewed, version, data"
@@ -193,6 +197,17 @@ class SQLiteStore:
 
     def ping(self) -> None:
         self._query("SELECT 1")
+
+    def claim(self, name: str, *, now: datetime, hold: timedelta) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT until FROM claims WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] > format_ts(now):
+                return False
+            conn.execute(
+                "INSERT INTO claims (name, until) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET until = excluded.until",
+                (name, format_ts(now + hold)),
+            )
+        return True
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -102,7 +102,18 @@ def test_daily_review_reminder_lists_old_unreviewed_events(
         body = str(reminder[0].params["blocks"])
         assert old.id in body
         assert new.id not in body
+        assert bot.runtime.scheduler.remind_reviews() == 0  # once a day, however many schedulers fire
+        assert (
+            len([c for c in fake.calls_to("chat.postMessage") if "await review" in c.params.get("text", "")])
+            == 1
+        )
         bot.service.review(old.id, by="U0SECA", notes="checked CloudTrail, all fine")
-        assert bot.runtime.scheduler.remind_reviews() == 0
+        clock.advance(timedelta(days=1))
+        assert bot.runtime.scheduler.remind_reviews() == 1  # the next day: only the newer one is left
+        latest = [c for c in fake.calls_to("chat.postMessage") if "await review" in c.params.get("text", "")][
+            -1
+        ]
+        assert new.id in str(latest.params["blocks"])
+        assert old.id not in str(latest.params["blocks"])
     finally:
         bot.server.stop()

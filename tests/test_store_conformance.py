@@ -653,3 +653,20 @@ def test_last_by_invoker_and_profile(store: Any) -> None:
     assert last.id == second.id
     assert last.status is Status.EXPIRED
     assert store.last_by_invoker_and_profile("alice@example.com", "nope") is None
+
+
+# -- claims (leases shared by replicas) ---------------------------------------------------------------
+
+
+def test_claim_is_held_until_it_runs_out(store: Any) -> None:
+    assert store.claim("reminder:2026-03-01", now=T0, hold=HOUR) is True
+    assert store.claim("reminder:2026-03-01", now=T0 + 59 * MINUTE, hold=HOUR) is False
+    assert store.claim("reminder:2026-03-02", now=T0, hold=HOUR) is True  # another name
+    assert store.claim("reminder:2026-03-01", now=T0 + HOUR, hold=HOUR) is True  # ran out
+    assert store.list_active() == []  # claims are not events
+
+
+def test_claim_under_contention_has_one_winner(store: Any) -> None:
+    results = run_concurrently(20, lambda _i: store.claim("daily", now=T0, hold=HOUR))
+    assert results.count(("ok", True)) == 1
+    assert results.count(("ok", False)) == 19
