@@ -1,0 +1,560 @@
+"""`breakglass-admin`: operate the store directly, on SQLite or DynamoDB.
+
+breakglass-admin create-table                       create the DynamoDB table (idempotent)
+breakglass-admin list [--status S] [--profile P] [--invoker I] [--since DATE] [--limit N]
+breakglass-admin show ID                            every field and the lifecycle timeline
+breakglass-admin close ID --reason TEXT --operator NAME
+breakglass-admin export --since DATE [--until DATE] --format csv|jsonl [--output FILE]
+
+`--store URL` (before or after the command; default $BREAKGLASS_STORE, else sqlite:///breakglass.db).
+Exit status: 0 ok, 1 not found or refused, 2 usage or configuration error. Messages go to stderr,
+data to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import heapq
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, suppress
+from datetime import UTC, datetime, time, timedelta
+from typing import IO, Any
+
+from store import (
+    DEFAULT_STORE_URL,
+    BreakGlassEvent,
+    EventNotFound,
+    InvalidStoreURL,
+    InvalidTransition,
+    Status,
+    Store,
+    StoreError,
+    is_event_id,
+    open_store,
+    parse_store_url,
+)
+from store.base import Page
+from store.model import MAX_CLOSE_REASON, validate_free_text
+from store.timeutil import format_ts
+
+OK, REFUSED, USAGE = 0, 1, 2
+PAGE_SIZE = 200
+PROGRESS_EVERY = 1000
+DEFAULT_LIST_LIMIT = 50
+OPERATOR_PREFIX = "operator:"
+_OPERATOR_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
+
+# The export's columns, in this order, forever: auditors' tooling relies on it. Add new ones at the end.
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "status",
+    "profile",
+    "invoker",
+    "slack_user_id",
+    "reason_code",
+    "justification",
+    "incident",
+    "duration_seconds",
+    "created_at",
+    "expires_at",
+    "warned_at",
+    "ended_at",
+    "closed_by",
+    "closed_reason",
+    "escalated",
+    "reviewed_by",
+    "reviewed_at",
+    "review_notes",
+    "audit_channel",
+    "audit_ts",
+    "request_id",
+    "outbox",
+    "updated_at",
+    "version",
+)
+
+
+class AdminError(Exception):
+    def __init__(self, message: str, code: int = USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# -- parsing ---------------------------------------------------------------------------------------
+
+
+def parse_date(text: str) -> datetime:
+    """YYYY-MM-DD (midnight UTC) or an ISO 8601 date-time (naive means UTC)."""
+    value = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), time(0), tzinfo=UTC)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+00:00]"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # exit 2 with usage, as argparse does, but testable
+        self.print_usage(sys.stderr)
+        raise AdminError(f"{self.prog}: error: {message}", USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    store_opt = argparse.ArgumentParser(add_help=False)
+    store_opt.add_argument(
+        "--store",
+        default=argparse.SUPPRESS,
+        help="store URL (default: $BREAKGLASS_STORE, else sqlite:///breakglass.db)",
+    )
+    parser = _Parser(
+        prog="breakglass-admin", description="Administer break-glass events.", parents=[store_opt]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("create-table", parents=[store_opt], help="create the DynamoDB table (idempotent)")
+
+    ls = sub.add_parser("list", parents=[store_opt], help="list events, newest first")
+    ls.add_argument("--status", choices=[s.value for s in Status])
+    ls.add_argument("--profile")
+    ls.add_argument("--invoker", help="the invoker's identity, e.g. alice@example.com")
+    ls.add_argument("--since", type=parse_date, help="only events created at or after DATE")
+    ls.add_argument("--limit", type=int, default=DEFAULT_LIST_LIMIT, help="at most N rows (default 50)")
+
+    show = sub.add_parser("show", parents=[store_opt], help="every field of one event and its timeline")
+    show.add_argument("id")
+
+    close = sub.add_parser("close", parents=[store_opt], help="close an active event, announced as in Slack")
+    close.add_argument("id")
+    close.add_argument("--reason", required=True)
+    close.add_argument("--operator", required=True, help="who is closing (recorded as operator:NAME)")
+
+    export = sub.add_parser("export", parents=[store_opt], help="export events for auditors")
+    export.add_argument("--since", type=parse_date, required=True, help="created at or after DATE")
+    export.add_argument("--until", type=parse_date, help="created before DATE")
+    export.add_argument("--format", choices=["csv", "jsonl"], required=True)
+    export.add_argument("--output", help="write to FILE instead of stdout")
+    return parser
+
+
+def store_url(args: argparse.Namespace) -> str:
+    return getattr(args, "store", None) or os.environ.get("BREAKGLASS_STORE") or DEFAULT_STORE_URL
+
+
+# -- streaming reads ---------------------------------------------------------------------------------
+
+
+def iter_pages(
+    fetch: Callable[..., Page], *, since: datetime | None = None, page_size: int | None = None
+) -> Iterator[BreakGlassEvent]:
+    """Events of one newest-first listing, page by page; stops at the first one created before `since`."""
+    cursor: str | None = None
+    while True:
+        page = fetch(limit=page_size or PAGE_SIZE, cursor=cursor)
+        for event in page.items:
+            if since is not None and event.created_at < since:
+                return
+            yield event
+        if page.cursor is None:
+            return
+        cursor = page.cursor
+
+
+def iter_all(store: Store, *, since: datetime | None = None) -> Iterator[BreakGlassEvent]:
+    """Every event (created >= since), newest first: a merge of the per-status listings.
+
+    Memory holds one page per status plus the ids already emitted (an event whose status changes during
+    the read can show up in two listings; it is emitted once, in the state first read).
+    """
+    streams = [
+        iter_pages(lambda status=status, **kw: store.list_by_status(status, **kw), since=since)
+        for status in Status
+    ]
+    seen: set[str] = set()
+    for event in heapq.merge(*streams, key=lambda e: (e.created_at, e.id), reverse=True):
+        if event.id not in seen:
+            seen.add(event.id)
+            yield event
+
+
+def select(
+    store: Store,
+    *,
+    status: str | None = None,
+    profile: str | None = None,
+    invoker: str | None = None,
+    since: datetime | None = None,
+) -> Iterator[BreakGlassEvent]:
+    """Events matching every filter, newest first, through the most selective index."""
+    source: Iterator[BreakGlassEvent]
+    if invoker is not None:
+        source = iter_pages(lambda **kw: store.list_by_invoker(invoker, **kw), since=since)
+    elif profile is not None:
+        source = iter_pages(lambda **kw: store.list_by_profile(profile, **kw), since=since)
+    elif status is not None:
+        source = iter_pages(lambda **kw: store.list_by_status(Status(status), **kw), since=since)
+    else:
+        source = iter_all(store, since=since)
+    for event in source:
+        if status is not None and event.status.value != status:
+            continue
+        if profile is not None and event.profile != profile:
+            continue
+        if invoker is not None and event.invoker != invoker:
+            continue
+        yield event
+
+
+# -- rendering ---------------------------------------------------------------------------------------
+
+
+def _ts(value: datetime | None) -> str:
+    return format_ts(value) if value is not None else ""
+
+
+def export_row(event: BreakGlassEvent) -> dict[str, Any]:
+    """One event as the export's columns (JSON types: strings, ints, bool, null)."""
+    return {
+        "id": event.id,
+        "status": event.status.value,
+        "profile": event.profile,
+        "invoker": event.invoker,
+        "slack_user_id": event.slack_user_id,
+        "reason_code": event.reason_code.value,
+        "justification": event.justification,
+        "incident": event.incident,
+        "duration_seconds": int(event.duration.total_seconds()),
+        "created_at": _ts(event.created_at),
+        "expires_at": _ts(event.expires_at),
+        "warned_at": _ts(event.warned_at) or None,
+        "ended_at": _ts(event.ended_at) or None,
+        "closed_by": event.closed_by,
+        "closed_reason": event.closed_reason,
+        "escalated": event.escalated,
+        "reviewed_by": event.reviewed_by,
+        "reviewed_at": _ts(event.reviewed_at) or None,
+        "review_notes": event.review_notes,
+        "audit_channel": event.audit_channel,
+        "audit_ts": event.audit_ts,
+        "request_id": event.request_id,
+        "outbox": list(event.outbox),
+        "updated_at": _ts(event.updated_at),
+        "version": event.version,
+    }
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(value)
+    return str(value)
+
+
+def _short(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _duration(value: timedelta) -> str:
+    minutes = int(value.total_seconds()) // 60
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+
+
+LIST_HEADER = ("ID", "STATUS", "PROFILE", "INVOKER", "CREATED (UTC)", "DURATION", "ENDED (UTC)", "REVIEWED")
+
+
+def table(rows: Iterable[tuple[str, ...]], header: tuple[str, ...] = LIST_HEADER) -> str:
+    rows = [header, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def list_row(event: BreakGlassEvent) -> tuple[str, ...]:
+    return (
+        event.id,
+        event.status.value,
+        event.profile,
+        event.invoker,
+        _short(event.created_at),
+        _duration(event.duration),
+        _short(event.ended_at),
+        event.reviewed_by or ("no" if event.status.ended else "-"),
+    )
+
+
+def timeline(event: BreakGlassEvent) -> list[tuple[datetime, str]]:
+    steps = [
+        (
+            event.created_at,
+            f"created by {event.invoker} ({event.slack_user_id}) on {event.profile} for "
+            f"{_duration(event.duration)}, expiring {_short(event.expires_at)}",
+        )
+    ]
+    if event.warned_at:
+        steps.append((event.warned_at, "expiry warning sent"))
+    if event.ended_at:
+        if event.status is Status.CLOSED:
+            steps.append((event.ended_at, f"closed by {event.closed_by}: {event.closed_reason}"))
+        else:
+            steps.append((event.ended_at, "expired"))
+    if event.reviewed_at:
+        steps.append((event.reviewed_at, f"reviewed by {event.reviewed_by}: {event.review_notes}"))
+    return sorted(steps, key=lambda step: step[0])
+
+
+def render_show(event: BreakGlassEvent) -> str:
+    lines = []
+    data = event.model_dump()
+    width = max(len(name) for name in data)
+    for name, value in data.items():
+        if isinstance(value, datetime):
+            text = format_ts(value)
+        elif isinstance(value, timedelta):
+            text = f"{_duration(value)} ({int(value.total_seconds())} s)"
+        elif isinstance(value, tuple):
+            text = ", ".join(value) if value else "-"
+        elif value is None:
+            text = "-"
+        else:
+            text = str(getattr(value, "value", value))
+        text = text.replace("\n", "\n" + " " * (width + 2))
+        lines.append(f"{name.ljust(width)}  {text}")
+    lines += ["", "timeline:"]
+    lines += [f"  {_short(when)}  {what}" for when, what in timeline(event)]
+    if event.status.ended and event.reviewed_at is None:
+        lines.append("  (awaiting security review)")
+    return "\n".join(lines)
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+
+def cmd_create_table(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from store.dynamodb import create_table, make_client
+
+    url = store_url(args)
+    kind, target = parse_store_url(url)
+    if kind != "dynamodb":
+        err(f"{url} is a SQLite store: its schema is created on first use, nothing to do")
+        return OK
+    try:
+        for line in create_table(make_client(), target):
+            print(line)
+    except (ClientError, BotoCoreError) as exc:
+        err(f"create-table failed: {exc}")
+        return USAGE
+    return OK
+
+
+def cmd_list(args: argparse.Namespace, store: Store) -> int:
+    if not 1 <= args.limit <= 100_000:
+        raise AdminError("--limit must be between 1 and 100000")
+    rows = []
+    for event in select(
+        store, status=args.status, profile=args.profile, invoker=args.invoker, since=args.since
+    ):
+        rows.append(list_row(event))
+        if len(rows) >= args.limit:
+            break
+    if not rows:
+        err("no matching events")
+        return OK
+    print(table(rows))
+    if len(rows) >= args.limit:
+        err(f"showing the first {args.limit}; use --limit or --since to see more")
+    return OK
+
+
+def _event_id(text: str) -> str:
+    event_id = text.strip().lower()
+    if not is_event_id(event_id):
+        raise AdminError(f"{text!r} is not an event id (16 hex characters, e.g. 3f9a0c1b2d4e5f60)")
+    return event_id
+
+
+def cmd_show(args: argparse.Namespace, store: Store) -> int:
+    event = store.get(_event_id(args.id))
+    print(render_show(event))
+    return OK
+
+
+def cmd_export(args: argparse.Namespace, store: Store) -> int:
+    if args.until is not None and args.until <= args.since:
+        raise AdminError("--until must be later than --since")
+    count = 0
+    with ExitStack() as stack:
+        out: IO[str] = (
+            stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
+            if args.output
+            else sys.stdout
+        )
+        writer = None
+        if args.format == "csv":
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(EXPORT_COLUMNS)
+        for event in iter_all(store, since=args.since):
+            if args.until is not None and event.created_at >= args.until:
+                continue
+            row = export_row(event)
+            if writer is not None:
+                writer.writerow([_csv_value(row[c]) for c in EXPORT_COLUMNS])
+            else:
+                out.write(json.dumps({c: row[c] for c in EXPORT_COLUMNS}, ensure_ascii=False) + "\n")
+            count += 1
+            if count % PROGRESS_EVERY == 0:
+                err(f"exported {count} events…")
+        out.flush()
+    err(f"exported {count} events" + (f" to {args.output}" if args.output else ""))
+    return OK
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    from bot import announce
+    from bot.app import create_app, resolve_policy
+    from bot.config import ConfigError, load_settings
+    from bot.logs import configure_logging
+    from bot.runtime import aws_secrets
+
+    event_id = _event_id(args.id)
+    operator = args.operator.strip()
+    if not _OPERATOR_RE.match(operator):
+        raise AdminError("--operator must be a name or email (letters, digits, . _ @ + -; at most 64)")
+    try:
+        reason = validate_free_text(args.reason, what="close reason", max_length=MAX_CLOSE_REASON)
+    except ValueError as exc:
+        raise AdminError(f"--reason: {exc}") from None
+    by = OPERATOR_PREFIX + operator
+    url = store_url(args)
+
+    slack_problems: list[str] = []
+    try:
+        settings = load_settings(need_slack=True)
+    except ConfigError as exc:
+        slack_problems = exc.problems
+        try:
+            settings = load_settings(need_slack=False)
+        except ConfigError as exc2:
+            raise AdminError(exc2.render()) from None
+    settings = settings.model_copy(update={"breakglass_store": url})
+    if not logging.getLogger().handlers:  # keep an embedding process's (or test runner's) logging
+        configure_logging(settings.log_level, settings.secrets() + aws_secrets())
+    try:
+        policy = resolve_policy(settings)
+    except ConfigError as exc:
+        raise AdminError(exc.render()) from None
+    store = open_store(url, retention=policy.retention)
+    runtime = None
+    try:
+        if not slack_problems:
+            try:
+                runtime = create_app(settings, store, policy=policy)
+            except ConfigError as exc:
+                slack_problems = exc.problems
+        store = runtime.service.store if runtime is not None else store
+        clock_now = runtime.components.clock.now() if runtime is not None else datetime.now(UTC)
+
+        event = store.get(event_id)
+        if event.status.ended:
+            who = f" by {event.closed_by}" if event.closed_by else ""
+            err(f"refused: event {event.id} is already {event.status.value}{who} at {_short(event.ended_at)}")
+            return REFUSED
+        if event.is_due(clock_now):
+            # The access already ran out and the sweep is late: it expired, it is not closed (as in Slack).
+            with suppress(InvalidTransition):
+                store.expire(
+                    event.id,
+                    now=clock_now,
+                    outbox=(announce.AUDIT_UPDATE, announce.EXPIRE_THREAD, announce.EXPIRE_DM),
+                )
+            _deliver(runtime, event.id, slack_problems)
+            err(f"refused: event {event.id} had already expired at {_short(event.expires_at)}")
+            return REFUSED
+        try:
+            closed = store.close(
+                event.id,
+                by=by,
+                reason=reason,
+                now=clock_now,
+                outbox=(announce.AUDIT_UPDATE, announce.CLOSE_THREAD, announce.CLOSE_DM),
+            )
+        except InvalidTransition as exc:
+            err(f"refused: event {event_id} ended meanwhile ({exc.event.status.value})")
+            return REFUSED
+        print(f"closed event {closed.id} on {closed.profile} (invoker {closed.invoker}) as {by}")
+        _deliver(runtime, closed.id, slack_problems)
+        return OK
+    finally:
+        if runtime is not None:
+            runtime.components.inflight.wait_idle(10)
+        store.close_store()
+
+
+def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
+    if runtime is None:
+        err(
+            "Slack settings are missing, so nothing was announced yet: the announcements are owed in the "
+            "event's outbox and the bot's sweep delivers them within its sweep interval.\n"
+            + "\n".join(f"  - {p}" for p in slack_problems)
+        )
+        return
+    delivered = runtime.announcer.deliver(event_id)
+    if delivered is not None and not delivered.outbox:
+        err("announced in the audit channel and to the invoker")
+    else:
+        err("some announcements could not be delivered now: they stay owed and the bot's sweep retries them")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "close":
+            return cmd_close(args)
+        url = store_url(args)
+        parse_store_url(url)
+        if args.command == "create-table":
+            return cmd_create_table(args)
+        store = open_store(url)
+        try:
+            handlers = {"list": cmd_list, "show": cmd_show, "export": cmd_export}
+            return handlers[args.command](args, store)
+        finally:
+            store.close_store()
+    except AdminError as exc:
+        err(str(exc))
+        return exc.code
+    except InvalidStoreURL as exc:
+        err(f"--store / BREAKGLASS_STORE: {exc}")
+        return USAGE
+    except EventNotFound as exc:
+        err(f"not found: {exc}")
+        return REFUSED
+    except StoreError as exc:
+        err(f"store error: {exc}")
+        return USAGE
+    except SystemExit as exc:  # argparse --help
+        return int(exc.code or 0) if isinstance(exc.code, int) else USAGE
+    except BrokenPipeError:  # `breakglass-admin export … | head`
+        return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

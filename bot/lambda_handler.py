@@ -1,0 +1,136 @@
+"""AWS Lambda entry points (see deploy/template.yaml).
+
+* `handler(event, context)`: Slack's HTTP requests through a Function URL or API Gateway (payload v1 or
+  v2). The app is built with `lazy_delivery=True`, hence `process_before_response=True`: each listener
+  acks within Lambda's request, and Slack announcements go to a Bolt *lazy listener*, which Bolt's
+  `LambdaLazyListenerRunner` runs in a second, asynchronous invocation of this same function
+  (`lambda:InvokeFunction` on itself). So the response to Slack never waits for the announcements.
+* `sweep_handler(event, context)`: an EventBridge schedule (every minute) runs one scheduler sweep:
+  warnings and expiries that are due, and owed announcements (the outbox), then returns the counts.
+
+The runtime (settings, store, Bolt app) is built once per container and cached at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from slack_bolt.adapter.aws_lambda import SlackRequestHandler
+from slack_bolt.adapter.aws_lambda.lazy_listener_runner import LambdaLazyListenerRunner
+from slack_bolt.listener.custom_listener import CustomListener
+
+from bot.app import BreakglassApp
+
+log = logging.getLogger(__name__)
+
+# Listeners whose ack records a change that owes announcements (they call `Components.after_ack`).
+ANNOUNCING_MODULES = frozenset({"bot.slack.commands", "bot.slack.views"})
+LAZY_FUNCTION_NAME = "deliver_owed_announcements"
+HEALTH_PATHS = ("/healthz",)
+
+_lock = threading.Lock()
+_runtime: BreakglassApp | None = None
+_slack: SlackRequestHandler | None = None
+
+
+def attach_lazy_delivery(runtime: BreakglassApp) -> int:
+    """Add a lazy listener that delivers owed announcements to every announcing listener.
+
+    `create_app` registers the listeners before any entry point sees them, and Bolt runs only the first
+    listener matching a request, so registering a second one would never run. Bolt's own structure for
+    `app.command(X)(ack=f, lazy=[g])` is a `CustomListener` with `lazy_functions=[g]`: we give the
+    existing listeners the same shape. Returns how many listeners were extended (idempotent).
+    """
+
+    def deliver_owed_announcements() -> None:
+        # The ack stored the change with its announcements in the outbox, due now: deliver every due
+        # entry (this event's and any retry that is due), like the sweep does.
+        attempted = runtime.announcer.deliver_owed()
+        log.info("lazy delivery of owed announcements", extra={"action": "announce", "attempted": attempted})
+
+    deliver_owed_announcements.__name__ = LAZY_FUNCTION_NAME
+    extended = 0
+    for listener in runtime.bolt._listeners:  # private: see the docstring
+        if not isinstance(listener, CustomListener):
+            continue
+        module = getattr(listener.ack_function, "__module__", "")
+        if module not in ANNOUNCING_MODULES:
+            continue
+        names = {getattr(f, "__name__", "") for f in listener.lazy_functions}
+        if LAZY_FUNCTION_NAME in names:
+            continue
+        listener.lazy_functions = [*listener.lazy_functions, deliver_owed_announcements]
+        extended += 1
+    return extended
+
+
+def install(runtime: BreakglassApp, *, lambda_client: Any = None) -> SlackRequestHandler:
+    """Use `runtime` for this container (tests pass their own runtime and a fake Lambda client)."""
+    global _runtime, _slack
+    if not runtime.components.lazy_delivery:
+        raise ValueError("the Lambda runtime must be built with lazy_delivery=True")
+    attach_lazy_delivery(runtime)
+    slack = SlackRequestHandler(runtime.bolt)
+    if lambda_client is not None:
+        runtime.bolt.listener_runner.lazy_listener_runner = LambdaLazyListenerRunner(
+            slack.logger, lambda_client=lambda_client
+        )
+    _runtime, _slack = runtime, slack
+    return slack
+
+
+def reset() -> None:
+    global _runtime, _slack
+    with _lock:
+        _runtime, _slack = None, None
+
+
+def runtime() -> BreakglassApp:
+    """The container's runtime, built from the environment on first use."""
+    with _lock:
+        if _runtime is None:
+            from bot.runtime import build
+
+            try:
+                install(build(lazy_delivery=True))
+            except SystemExit as exc:  # build() printed every configuration problem to stderr
+                raise RuntimeError("breakglass: invalid configuration, see the log above") from exc
+        assert _runtime is not None
+        return _runtime
+
+
+def _slack_handler() -> SlackRequestHandler:
+    runtime()
+    assert _slack is not None
+    return _slack
+
+
+def _method_and_path(event: dict[str, Any]) -> tuple[str | None, str]:
+    context = event.get("requestContext") or {}
+    http = context.get("http") or {}
+    method = http.get("method") or context.get("httpMethod")
+    path = event.get("rawPath") or event.get("path") or http.get("path") or "/"
+    return method, path
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """HTTP: Slack's POSTs (signature-verified by Bolt), plus GET /healthz."""
+    method, path = _method_and_path(event)
+    if method in ("GET", "HEAD") and path.rstrip("/").endswith(HEALTH_PATHS):
+        status, body = runtime().health()
+        return {
+            "statusCode": status,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body),
+        }
+    return _slack_handler().handle(event, context)
+
+
+def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+    """EventBridge schedule: one sweep (due warnings and expiries, owed announcements); returns counts."""
+    counts = runtime().scheduler.sweep()
+    log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
+    return counts

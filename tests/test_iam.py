@@ -1,0 +1,245 @@
+"""The IAM policies (docs/iam-policy*.json) and the SAM template grant exactly what store/dynamodb.py
+calls, on the table and its indexes only; the template's table matches `table_definition`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from store import dynamodb
+from store.dynamodb import table_definition
+from tests.store_fixtures import HOUR, T0, make_event
+
+pytest_plugins = ["tests.store_fixtures"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = (ROOT / "store" / "dynamodb.py").read_text()
+BOT_POLICY = json.loads((ROOT / "docs" / "iam-policy.json").read_text())
+ADMIN_POLICY = json.loads((ROOT / "docs" / "iam-policy-admin.json").read_text())
+TABLE_ARN = "arn:aws:dynamodb:REGION:ACCOUNT_ID:table/breakglass-events"
+INDEX_ARN = TABLE_ARN + "/index/*"
+
+# A TransactWriteItems request is authorised per item, by the action each item performs: there is no
+# IAM action named after the transaction itself (DynamoDB developer guide, "Using IAM with DynamoDB
+# transactions").
+TRANSACT_ITEM_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+WAITER_ACTIONS = {"table_exists": "DescribeTable", "table_not_exists": "DescribeTable"}
+
+
+def iam_action(operation: str) -> str:
+    return "dynamodb:" + "".join(part.capitalize() for part in operation.split("_"))
+
+
+def actions_of_store_class() -> set[str]:
+    """IAM actions of every `self._call("op", …)` in DynamoDBStore (the bot's runtime calls)."""
+    body = SOURCE.split("class DynamoDBStore", 1)[1].split("\ndef ", 1)[0]
+    operations = set(re.findall(r'self\._call\(\s*"(\w+)"', body))
+    assert operations, "no DynamoDB calls found: has store/dynamodb.py changed shape?"
+    actions = {
+        iam_action(op) for op in operations if op not in ("transact_write_items", "transact_get_items")
+    }
+    if "transact_write_items" in operations:
+        kinds = set(re.findall(r'\{\s*"(Put|Update|Delete|ConditionCheck)"\s*:', body))
+        assert kinds, "transact_write_items is called but no transaction item kinds were found"
+        actions |= {"dynamodb:" + TRANSACT_ITEM_ACTIONS[k] for k in kinds}
+    # Nothing may reach the client except through _call (which is what the scan above sees).
+    direct = set(re.findall(r"self\.client\.(\w+)\(", body))
+    assert not direct, f"DynamoDBStore calls the client directly: {direct}"
+    return actions
+
+
+def actions_of_table_setup() -> set[str]:
+    """IAM actions of `create_table(client, …)` (the admin CLI's create-table)."""
+    body = SOURCE.split("def create_table(", 1)[1]
+    operations = set(re.findall(r"\bclient\.(\w+)\(", body)) - {"get_waiter"}
+    actions = {iam_action(op) for op in operations}
+    actions |= {"dynamodb:" + WAITER_ACTIONS[w] for w in re.findall(r'get_waiter\(\s*"(\w+)"', body)}
+    return actions
+
+
+def policy_actions(policy: dict[str, Any]) -> set[str]:
+    return {a for s in policy["Statement"] for a in _list(s["Action"])}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_action_scan_sees_what_the_store_calls() -> None:
+    assert actions_of_store_class() == {
+        "dynamodb:DescribeTable",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+    }
+
+
+def test_bot_policy_grants_exactly_the_calls() -> None:
+    assert policy_actions(BOT_POLICY) == actions_of_store_class()
+
+
+def test_admin_policy_adds_exactly_table_setup() -> None:
+    expected = actions_of_store_class() | actions_of_table_setup()
+    assert policy_actions(ADMIN_POLICY) == expected
+    assert actions_of_table_setup() == {
+        "dynamodb:CreateTable",
+        "dynamodb:DescribeTable",
+        "dynamodb:DescribeTimeToLive",
+        "dynamodb:UpdateTimeToLive",
+        "dynamodb:DescribeContinuousBackups",
+        "dynamodb:UpdateContinuousBackups",
+    }
+
+
+@pytest.mark.parametrize("policy", [BOT_POLICY, ADMIN_POLICY], ids=["bot", "admin"])
+def test_policies_allow_only_on_the_table_and_its_indexes(policy: dict[str, Any]) -> None:
+    assert policy["Version"] == "2012-10-17"
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        resources = set(_list(statement["Resource"]))
+        assert resources <= {TABLE_ARN, INDEX_ARN}, statement
+        for action in _list(statement["Action"]):
+            assert "*" not in action
+            # Queries only ever go to an index (every query names IndexName); item actions to the table.
+            if action == "dynamodb:Query":
+                assert resources == {INDEX_ARN}
+            else:
+                assert resources == {TABLE_ARN}
+
+
+def test_every_query_goes_to_an_index(moto_dynamodb: tuple[Any, str]) -> None:
+    """Why Query is granted on `<table>/index/*` only: the store never queries the base table."""
+    client, table = moto_dynamodb
+    store = dynamodb.DynamoDBStore(table, client=client)
+    queries: list[dict[str, Any]] = []
+    client.meta.events.register(
+        "before-parameter-build.dynamodb.Query", lambda params, **_: queries.append(dict(params))
+    )
+    event = store.create(make_event())
+    store.close(event.id, by="U0IC", reason="over", now=T0 + HOUR)
+    store.list_active()
+    store.list_by_invoker(event.invoker)
+    store.list_by_profile(event.profile)
+    store.list_by_status(event.status)
+    store.list_unreviewed()
+    store.list_owed(now=T0 + 2 * HOUR)
+    store.count_by_invoker_since(event.invoker, T0)
+    store.count_by_profile_since(event.profile, T0)
+    store.last_by_invoker_and_profile(event.invoker, event.profile)
+    assert len(queries) >= 8
+    assert all(q.get("IndexName") in dynamodb._INDEXES for q in queries), queries
+
+
+# -- the SAM template -----------------------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return yaml.load((ROOT / "deploy" / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def _by(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    return {item[key]: item for item in items}
+
+
+def test_template_table_matches_table_definition(template: dict[str, Any]) -> None:
+    table = template["Resources"]["EventsTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert table["DeletionPolicy"] == "Retain"
+    props = table["Properties"]
+    expected = table_definition("x")
+    assert props["KeySchema"] == expected["KeySchema"]
+    assert (
+        sorted(props["AttributeDefinitions"], key=lambda a: a["AttributeName"])
+        == expected["AttributeDefinitions"]
+    )
+    assert _by(props["GlobalSecondaryIndexes"], "IndexName") == _by(
+        expected["GlobalSecondaryIndexes"], "IndexName"
+    )
+    assert props["BillingMode"] == expected["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert set(_by(props["GlobalSecondaryIndexes"], "IndexName")) == set(dynamodb._INDEXES)
+
+
+def _function_statements(template: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    function = template["Resources"][name]
+    assert function["Type"] == "AWS::Serverless::Function"
+    return [s for policy in function["Properties"]["Policies"] for s in policy["Statement"]]
+
+
+@pytest.mark.parametrize("name", ["HttpFunction", "SweepFunction"])
+def test_template_functions_match_the_bot_policy(template: dict[str, Any], name: str) -> None:
+    statements = _function_statements(template, name)
+    dynamo = [s for s in statements if any(a.startswith("dynamodb:") for a in _list(s["Action"]))]
+    assert {a for s in dynamo for a in _list(s["Action"])} == policy_actions(BOT_POLICY)
+    table_arn = {"Fn::GetAtt": ["EventsTable", "Arn"]}
+    index_arn = {"Fn::Sub": "${EventsTable.Arn}/index/*"}
+    for statement in dynamo:
+        resources = _list(statement["Resource"])
+        expected = [index_arn] if _list(statement["Action"]) == ["dynamodb:Query"] else [table_arn]
+        assert resources == expected, statement
+    others = [s for s in statements if s not in dynamo]
+    if name == "HttpFunction":  # the lazy listener invokes its own function, nothing else
+        (invoke,) = others
+        assert invoke["Action"] == ["lambda:InvokeFunction"]
+        assert invoke["Resource"]["Fn::Sub"].endswith(":function:${AWS::StackName}-http")
+        function_name = template["Resources"][name]["Properties"]["FunctionName"]
+        assert function_name == {"Fn::Sub": "${AWS::StackName}-http"}
+    else:
+        assert others == []
+
+
+def test_template_wiring(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    http = resources["HttpFunction"]["Properties"]
+    assert http["Handler"] == "bot.lambda_handler.handler"
+    assert http["FunctionUrlConfig"] == {"AuthType": "NONE"}  # Bolt verifies Slack's signature
+    sweep = resources["SweepFunction"]["Properties"]
+    assert sweep["Handler"] == "bot.lambda_handler.sweep_handler"
+    (schedule,) = sweep["Events"].values()
+    assert schedule["Type"] == "Schedule"
+    assert schedule["Properties"]["Schedule"] == "rate(1 minute)"
+    params = template["Parameters"]
+    assert params["SlackBotToken"]["NoEcho"] is True
+    assert params["SlackSigningSecret"]["NoEcho"] is True
+    assert "NoEcho" not in params["AuditChannel"]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["BREAKGLASS_STORE"] == {"Fn::Sub": "dynamodb://${EventsTable}"}
+    assert env["BREAKGLASS_SCHEDULER"] == "off"
+    assert env["SLACK_BOT_TOKEN"] == {"Ref": "SlackBotToken"}
+    assert env["SLACK_SIGNING_SECRET"] == {"Ref": "SlackSigningSecret"}
+    assert env["BREAKGLASS_AUDIT_CHANNEL"] == {"Ref": "AuditChannel"}
