@@ -238,7 +238,9 @@ class BreakGlassService:
                         f"it again at {_plain_until(retry, now)}.",
                         retry,
                     )
-        since = now - limits.window
+        # The window is (now - window, now]: an event leaves it exactly `window` after it was created, which
+        # is the retry time the refusals below announce (stores count created_at >= since, to the microsecond).
+        since = now - limits.window + timedelta(microseconds=1)
         window = format_duration(limits.window)
         if limits.per_user:
             count = self.store.count_by_invoker_since(event.invoker, since)

@@ -77,6 +77,7 @@ def test_submission_stores_then_announces(bot: Bot) -> None:
     assert close["action_id"] == "close_event" and close["value"] == event.id and "confirm" in close
     dm = bot.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "U0001")[0]
     assert event.id in json.dumps(dm.params["blocks"]) and "close_event" in json.dumps(dm.params["blocks"])
+    bot.idle()  # the delivery records the audit message's ts after Slack answered
     stored = bot.store.get(event.id)
     assert stored.audit_channel == "C0AUDIT" and stored.audit_ts
     assert stored.outbox == ()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from typing import Any
 
@@ -29,7 +28,8 @@ SUBCOMMANDS = ("help", "list", "status", "close", "history", "review")
 
 def unescape_command_text(text: str) -> str:
     """Slack sends &, < and > in slash-command text as HTML entities: recover what the user typed."""
-    return html.unescape(text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+    # Exactly Slack's three entities, &amp; last; no general HTML unescaping (a typed "&amp;" must stay so).
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def parse_fast_path(user_id: str, words: list[str], request_id: str | None) -> InvokeRequest:
