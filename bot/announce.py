@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk import WebClient
@@ -53,6 +53,16 @@ class AnnouncementFailed(Exception):
     pass
 
 
+def lease(event: BreakGlassEvent, now: datetime) -> BreakGlassEvent:
+    """`event` holding the delivery lease: nobody else delivers it until now + LEASE."""
+    return event.updated(outbox_next_at=now + LEASE, outbox_attempts=event.outbox_attempts + 1)
+
+
+def owns_lease(event: BreakGlassEvent) -> bool:
+    """Was `event` just created holding its delivery lease (version 1 is the created write itself)?"""
+    return event.version == 1 and event.outbox_attempts == 1 and event.outbox_next_at is not None
+
+
 def backoff(attempts: int) -> timedelta:
     """2 s, 4 s, 8 s … capped at 5 minutes, with ±20 % jitter."""
     base = min(MAX_BACKOFF.total_seconds(), 2.0 ** max(1, attempts))
@@ -77,10 +87,15 @@ class Announcer:
 
     # -- delivery ---------------------------------------------------------------------------
 
-    def deliver(self, event_id: str) -> BreakGlassEvent | None:
-        """Deliver everything `event_id` owes. Returns the event afterwards (None if another replica holds it)."""
+    def deliver(self, event_id: str, *, claimed: BreakGlassEvent | None = None) -> BreakGlassEvent | None:
+        """Deliver everything `event_id` owes. Returns the event afterwards (None if another replica holds it).
+
+        `claimed`: the event as written by a change that already took the delivery lease in the same write
+        (a new invocation is created holding it), so no separate claim write is needed.
+        """
         for _ in range(4):
-            event = self._claim(event_id)
+            event = claimed or self._claim(event_id)
+            claimed = None
             if event is None:
                 return None
             event = self._send_owed(event)
@@ -111,7 +126,7 @@ class Announcer:
                 ev.outbox_next_at is not None and ev.outbox_next_at > now and ev.outbox_attempts > 0
             ):
                 raise _NothingToDo
-            return ev.updated(outbox_next_at=now + LEASE, outbox_attempts=ev.outbox_attempts + 1)
+            return lease(ev, now)
 
         try:
             return mutate(self.store, event_id, claim, attempts=3)

@@ -87,6 +87,7 @@ class BreakglassApp:
         """Clean stop: no new scheduled work, in-flight jobs and post-ack deliveries finish."""
         self.scheduler.shutdown(wait=True)
         self.components.inflight.wait_idle(timeout)
+        self.components.workers.shutdown(wait=True)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:
@@ -114,6 +115,7 @@ def create_app(
     service = BreakGlassService(
         store=store, policy=policy, directory=directory, clock=clock, default_audit_channel=channel or None
     )
+    service.lease_on_invoke = not lazy_delivery
     announcer = Announcer(store=store, client=client, policy=policy, clock=clock)
     components = Components(
         service=service,

@@ -94,6 +94,8 @@ class BreakGlassService:
         self.directory = directory
         self.clock = clock
         self.default_audit_channel = default_audit_channel
+        # False where the delivery runs elsewhere (Lambda's lazy listener claims it like the sweep does).
+        self.lease_on_invoke = True
 
     # -- who may do what --------------------------------------------------------------------
 
@@ -199,7 +201,11 @@ class BreakGlassService:
         _, event = self.validate(request)
         escalated = self._check_rate_limits(event)
         owed = [kinds.AUDIT_POST, kinds.DM_INVOKED] + ([kinds.ESCALATION] if escalated else [])
+        # Created holding the delivery lease: this process delivers right after the ack without another
+        # write; if it dies first, the lease runs out and any replica's sweep delivers.
         event = event.updated(escalated=escalated).with_outbox(*owed)
+        if self.lease_on_invoke:
+            event = kinds.lease(event, event.created_at)
         try:
             stored = self.store.create(event)
         except StackedAccess as exc:

@@ -1,8 +1,9 @@
 """SQLite store: the embedded default. One file, WAL mode, safe across threads and processes.
 
-Every write runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's single write lock before
-reading; the stacking check and the insert therefore happen atomically with respect to every other
-writer on the same file, whether a thread of this process or another process.
+Every write is a single SQL statement, which SQLite applies atomically under its one write lock: the
+stacking check and the insert are one `INSERT … SELECT … WHERE NOT EXISTS`, and updates are conditional
+on the version, status and claim they were computed from. So they hold against every other writer on
+the same file, whether a thread of this process or another process.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from store.model import BreakGlassEvent, Status, with_version
 from store.timeutil import format_ts
 
 SCHEMA_VERSION = 1
+_ATTEMPTS = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -105,6 +106,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         if self.path != ":memory:":
             Path(self.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -161,26 +163,22 @@ class SQLiteStore:
                 self._connections.append(conn)
         return conn
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
-        try:
-            yield conn
-        except sqlite3.Error as exc:  # disk full, I/O error...: nothing was written
-            conn.execute("ROLLBACK")
-            raise StoreUnavailable(f"SQLite write to {self.path} failed: {exc}") from exc
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise StoreUnavailable(f"SQLite commit failed: {exc}") from exc
+    def _execute_write(self, sql: str, params: Sequence[Any]) -> int:
+        """One write statement (atomic on its own in autocommit mode); returns the row count.
+
+        Threads of this process queue on a lock rather than meeting SQLite's busy handler, which sleeps
+        in growing steps (up to 100 ms) while another connection holds the write lock: that turned 20
+        concurrent one-millisecond writes into second-long tails. Other processes still meet the busy
+        handler (busy_timeout). One statement per write also means one round trip through the GIL while
+        the lock is held.
+        """
+        with self._write_lock:
+            try:
+                return self._conn().execute(sql, params).rowcount
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:  # locked past busy_timeout, disk full, I/O error: nothing written
+                raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
         try:
@@ -199,35 +197,40 @@ class SQLiteStore:
         self._query("SELECT 1")
 
     def claim(self, name: str, *, now: datetime, hold: timedelta) -> bool:
-        with self._write() as conn:
-            row = conn.execute("SELECT until FROM claims WHERE name = ?", (name,)).fetchone()
-            if row is not None and row[0] > format_ts(now):
-                return False
-            conn.execute(
-                "INSERT INTO claims (name, until) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET until = excluded.until",
-                (name, format_ts(now + hold)),
-            )
-        return True
+        taken = self._execute_write(
+            "INSERT INTO claims (name, until) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET until = excluded.until WHERE claims.until <= ?",
+            (name, format_ts(now + hold), format_ts(now)),
+        )
+        return taken == 1
 
     # -- writes -------------------------------------------------------------------------------
 
     def create(self, event: BreakGlassEvent) -> BreakGlassEvent:
         if event.status is not Status.ACTIVE:
             raise InvalidTransition(event, "create", "only active events can be created")
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT data FROM events WHERE invoker = ? AND profile = ? AND status = 'active' "
-                "AND expires_at > ? ORDER BY created_at DESC LIMIT 1",
-                (event.invoker, event.profile, format_ts(event.created_at)),
-            ).fetchone()
-            if row is not None:
-                raise StackedAccess(_event(row[0]))
+        now = format_ts(event.created_at)
+        for _ in range(_ATTEMPTS):
             try:
-                # only constant column names are interpolated; every value is a bound parameter
-                conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 12)})", _row(event))  # noqa: S608
+                # The stacking check and the insert are one statement, hence one atomic write.
+                inserted = self._execute_write(
+                    f"INSERT INTO events ({_COLUMNS}) SELECT {', '.join('?' * 12)} WHERE NOT EXISTS ("  # noqa: S608 - constant columns; values are bound
+                    "SELECT 1 FROM events WHERE invoker = ? AND profile = ? AND status = 'active' AND expires_at > ?)",
+                    (*_row(event), event.invoker, event.profile, now),
+                )
             except sqlite3.IntegrityError as exc:
                 raise ConcurrentModification(event.id, "an event with this id already exists") from exc
-        return event
+            if inserted == 1:
+                return event
+            rows = self._query(
+                "SELECT data FROM events WHERE invoker = ? AND profile = ? AND status = 'active' "
+                "AND expires_at > ? ORDER BY created_at DESC LIMIT 1",
+                (event.invoker, event.profile, now),
+            )
+            if rows:
+                raise StackedAccess(_event(rows[0][0]))
+            # the blocking event ended between the two statements: try again
+        raise ConcurrentModification(event.id, "the stacking check kept changing; try again")
 
     def get(self, event_id: str) -> BreakGlassEvent:
         rows = self._query("SELECT data FROM events WHERE id = ?", (event_id,))
@@ -235,26 +238,35 @@ class SQLiteStore:
             raise EventNotFound(event_id)
         return _event(rows[0][0])
 
-    def _replace(
-        self, conn: sqlite3.Connection, old: BreakGlassEvent, new: BreakGlassEvent
-    ) -> BreakGlassEvent:
+    def _replace(self, old: BreakGlassEvent, new: BreakGlassEvent) -> BreakGlassEvent | None:
+        """Write `new` over `old` if the row still is `old` (same version, status and claim); None if not."""
         new = with_version(new, old.version + 1)
-        row = _row(new)
-        cursor = conn.execute(
-            f"UPDATE events SET ({_COLUMNS}) = ({', '.join('?' * 12)}) WHERE id = ? AND version = ? AND status = ?",  # noqa: S608
-            (*row, old.id, old.version, old.status.value),
+        updated = self._execute_write(
+            f"UPDATE events SET ({_COLUMNS}) = ({', '.join('?' * 12)}) "  # noqa: S608 - constant columns; values are bound
+            "WHERE id = ? AND version = ? AND status = ? AND invoker = ? AND profile = ? AND created_at = ? "
+            "AND expires_at = ?",
+            (
+                *_row(new),
+                old.id,
+                old.version,
+                old.status.value,
+                old.invoker,
+                old.profile,
+                format_ts(old.created_at),
+                format_ts(old.expires_at),
+            ),
         )
-        if cursor.rowcount != 1:
-            raise ConcurrentModification(new.id)
-        return new
+        return new if updated == 1 else None
 
-    def _transition(self, event_id: str, apply: Any) -> BreakGlassEvent:
-        with self._write() as conn:
-            row = conn.execute("SELECT data FROM events WHERE id = ?", (event_id,)).fetchone()
-            if row is None:
-                raise EventNotFound(event_id)
-            current = _event(row[0])
-            return self._replace(conn, current, apply(current))
+    def _transition(
+        self, event_id: str, apply: Callable[[BreakGlassEvent], BreakGlassEvent]
+    ) -> BreakGlassEvent:
+        for _ in range(_ATTEMPTS):
+            current = self.get(event_id)
+            written = self._replace(current, apply(current))  # apply raises InvalidTransition once ended
+            if written is not None:
+                return written
+        raise ConcurrentModification(event_id, f"still conflicting after {_ATTEMPTS} attempts")
 
     def close(
         self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
@@ -267,13 +279,13 @@ class SQLiteStore:
         return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox))
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
-        with self._write() as conn:
-            row = conn.execute("SELECT data FROM events WHERE id = ?", (event.id,)).fetchone()
-            if row is None:
-                raise EventNotFound(event.id)
-            current = _event(row[0])
-            check_save(current, event)
-            return self._replace(conn, current, event)
+        # `event` carries the version it was read at; the UPDATE applies only if the row is still that
+        # version with the same status and claim. Only when it does not do we read, to say why.
+        written = self._replace(event, event)
+        if written is not None:
+            return written
+        check_save(self.get(event.id), event)  # EventNotFound, InvalidTransition or ConcurrentModification
+        raise ConcurrentModification(event.id)
 
     # -- reads --------------------------------------------------------------------------------
 

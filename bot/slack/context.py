@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from slack_sdk import WebClient
 
-from bot.announce import Announcer
+from bot.announce import Announcer, owns_lease
 from bot.clock import Clock
 from bot.policy import Policy
 from bot.service import BreakGlassService
@@ -75,15 +76,34 @@ class Components:
     lazy_delivery: bool = False  # Lambda: announcements go to a lazy listener instead of inline
 
     inflight: InFlight = field(default_factory=lambda: InFlight())
+    # Post-ack work runs on a few dedicated threads rather than in the request's listener thread: the
+    # ack of the next request then competes with 4 delivery threads for the interpreter, not with dozens.
+    workers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-ack")
+    )
 
     def after_ack(self, event: BreakGlassEvent) -> None:
-        """Work done after Slack has its answer: deliver owed announcements, then notify hooks."""
-        with self.inflight:
+        """Work done after Slack has its answer: deliver owed announcements, then notify hooks.
+
+        Queued, not awaited; `inflight.wait_idle()` waits for it (shutdown, tests). If the queue is lost
+        (crash), nothing is: the announcements are owed in the store and the sweep delivers them."""
+        self.inflight.__enter__()
+        try:
+            self.workers.submit(self._run_after_ack, event)
+        except RuntimeError:  # shutting down: the sweep of the next process delivers
+            self.inflight.__exit__()
+
+    def _run_after_ack(self, event: BreakGlassEvent) -> None:
+        try:
             self._after_ack(event)
+        except Exception:
+            log.exception("post-ack work failed; the sweep will retry", extra={"event_id": event.id})
+        finally:
+            self.inflight.__exit__()
 
     def _after_ack(self, event: BreakGlassEvent) -> None:
         if not self.lazy_delivery:
-            delivered = self.announcer.deliver(event.id)
+            delivered = self.announcer.deliver(event.id, claimed=event if owns_lease(event) else None)
             event = delivered or event
         for hook in self.on_event:
             try:

@@ -13,6 +13,7 @@ from bot import blocks
 from bot.errors import BreakglassError
 from bot.slack.context import Components
 from store import BreakGlassEvent, StoreError
+from store.model import MAX_DURATION
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +21,41 @@ log = logging.getLogger(__name__)
 def render(c: Components, user_id: str) -> dict[str, Any]:
     service = c.service
     roles = service.roles(user_id)
-    now = c.clock.now()
-    active = [e for e in service.store.list_active() if e.is_effective(now)]
-    mine = [e for e in active if e.slack_user_id == user_id]
-    recent = [e for e in service.history(user_id, limit=10) if e.status.ended]
+    mine, recent = own_events(c, user_id)
+    all_active = None
+    if roles.can_see_all:
+        now = c.clock.now()
+        all_active = [e for e in service.store.list_active() if e.is_effective(now)]
     return blocks.home(
         mine_active=mine,
         mine_recent=recent,
-        all_active=active if roles.can_see_all else None,
+        all_active=all_active,
         unreviewed=service.unreviewed(limit=20) if roles.can_see_all else None,
         can_review=roles.security,
     )
+
+
+def own_events(
+    c: Components, user_id: str, recent_limit: int = 10
+) -> tuple[list[BreakGlassEvent], list[BreakGlassEvent]]:
+    """The user's effective events and recent ended ones, reading only their newest events: anything still
+    effective was created within the 4-hour cap, so paging stops there (cost independent of others' events)."""
+    now = c.clock.now()
+    invoker = c.service.directory.identity(user_id, c.policy.identity)
+    horizon = now - MAX_DURATION
+    active: list[BreakGlassEvent] = []
+    recent: list[BreakGlassEvent] = []
+    cursor: str | None = None
+    while True:
+        page = c.service.store.list_by_invoker(invoker, limit=20, cursor=cursor)
+        for event in page.items:
+            if event.is_effective(now):
+                active.append(event)
+            elif len(recent) < recent_limit:
+                recent.append(event)
+        cursor = page.cursor
+        if cursor is None or not page.items or page.items[-1].created_at < horizon:
+            return active, recent
 
 
 def publish(c: Components, user_id: str) -> None:
