@@ -133,6 +133,14 @@ def create_app(
         default_audit_channel=channel or None,
     )
     components.on_event += [scheduler.on_event, home.refresh_for(components)]
+    if lazy_delivery:
+        # Lambda: each listener that records owed announcements gets this lazy listener, which Bolt runs
+        # after the ack in a second invocation; it delivers whatever is due (this request's included).
+        def deliver_owed_announcements() -> None:
+            announcer.deliver_owed()
+
+        components.lazy.append(deliver_owed_announcements)
+        announcer.on_change = home.refresh_for(components)
 
     token = client.token or ""
 

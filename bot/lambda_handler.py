@@ -20,14 +20,12 @@ from typing import Any
 
 from slack_bolt.adapter.aws_lambda import SlackRequestHandler
 from slack_bolt.adapter.aws_lambda.lazy_listener_runner import LambdaLazyListenerRunner
-from slack_bolt.listener.custom_listener import CustomListener
 
 from bot.app import BreakglassApp
 
 log = logging.getLogger(__name__)
 
-# Listeners whose ack records a change that owes announcements (they call `Components.after_ack`).
-ANNOUNCING_MODULES = frozenset({"bot.slack.commands", "bot.slack.views"})
+# The lazy listener `create_app(..., lazy_delivery=True)` adds to every announcing listener.
 LAZY_FUNCTION_NAME = "deliver_owed_announcements"
 HEALTH_PATHS = ("/healthz",)
 
@@ -36,43 +34,11 @@ _runtime: BreakglassApp | None = None
 _slack: SlackRequestHandler | None = None
 
 
-def attach_lazy_delivery(runtime: BreakglassApp) -> int:
-    """Add a lazy listener that delivers owed announcements to every announcing listener.
-
-    `create_app` registers the listeners before any entry point sees them, and Bolt runs only the first
-    listener matching a request, so registering a second one would never run. Bolt's own structure for
-    `app.command(X)(ack=f, lazy=[g])` is a `CustomListener` with `lazy_functions=[g]`: we give the
-    existing listeners the same shape. Returns how many listeners were extended (idempotent).
-    """
-
-    def deliver_owed_announcements() -> None:
-        # The ack stored the change with its announcements in the outbox, due now: deliver every due
-        # entry (this event's and any retry that is due), like the sweep does.
-        attempted = runtime.announcer.deliver_owed()
-        log.info("lazy delivery of owed announcements", extra={"action": "announce", "attempted": attempted})
-
-    deliver_owed_announcements.__name__ = LAZY_FUNCTION_NAME
-    extended = 0
-    for listener in runtime.bolt._listeners:  # private: see the docstring
-        if not isinstance(listener, CustomListener):
-            continue
-        module = getattr(listener.ack_function, "__module__", "")
-        if module not in ANNOUNCING_MODULES:
-            continue
-        names = {getattr(f, "__name__", "") for f in listener.lazy_functions}
-        if LAZY_FUNCTION_NAME in names:
-            continue
-        listener.lazy_functions = [*listener.lazy_functions, deliver_owed_announcements]
-        extended += 1
-    return extended
-
-
 def install(runtime: BreakglassApp, *, lambda_client: Any = None) -> SlackRequestHandler:
     """Use `runtime` for this container (tests pass their own runtime and a fake Lambda client)."""
     global _runtime, _slack
     if not runtime.components.lazy_delivery:
         raise ValueError("the Lambda runtime must be built with lazy_delivery=True")
-    attach_lazy_delivery(runtime)
     slack = SlackRequestHandler(runtime.bolt)
     if lambda_client is not None:
         runtime.bolt.listener_runner.lazy_listener_runner = LambdaLazyListenerRunner(

@@ -11,10 +11,12 @@ the winner announces.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
+from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
@@ -98,27 +100,18 @@ class Scheduler:
         return datetime.now(UTC) + (when - self.clock.now())
 
     def track(self, event: BreakGlassEvent) -> None:
-        """Schedule the warning and expiry of an active event (replacing earlier jobs for it)."""
+        """Schedule the warning and expiry of an active event, once (the sweep calls this for every
+        active event: jobs that already exist are left alone)."""
         scheduler = self._scheduler
         if scheduler is None or not event.is_effective(self.clock.now()):
             return
+        jobs = [(f"expire:{event.id}", self.run_expiry, event.expires_at)]
         if event.warned_at is None:
-            scheduler.add_job(
-                self.run_warning,
-                "date",
-                run_date=self._wall(self.service.warn_at(event)),
-                args=[event.id],
-                id=f"warn:{event.id}",
-                replace_existing=True,
-            )
-        scheduler.add_job(
-            self.run_expiry,
-            "date",
-            run_date=self._wall(event.expires_at),
-            args=[event.id],
-            id=f"expire:{event.id}",
-            replace_existing=True,
-        )
+            jobs.append((f"warn:{event.id}", self.run_warning, self.service.warn_at(event)))
+        for job_id, func, when in jobs:
+            if scheduler.get_job(job_id) is None:
+                with contextlib.suppress(ConflictingIdError):  # added by another thread meanwhile
+                    scheduler.add_job(func, "date", run_date=self._wall(when), args=[event.id], id=job_id)
 
     def untrack(self, event: BreakGlassEvent) -> None:
         scheduler = self._scheduler

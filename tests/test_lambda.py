@@ -214,13 +214,16 @@ def test_health_check(fake: FakeSlack, sqlite_store: SQLiteStore, policy: Policy
     assert json.loads(response["body"])["status"] == "ok"
 
 
-def test_lazy_listener_attached_once_to_announcing_listeners(
+def test_lazy_listener_on_every_announcing_listener(
     fake: FakeSlack, sqlite_store: SQLiteStore, policy: Policy, clock: ManualClock
 ) -> None:
     runtime = build_runtime(fake, sqlite_store, policy, clock)
-    first = lambda_handler.attach_lazy_delivery(runtime)
-    assert first == 4  # /breakglass and the invoke, close and review modals
-    assert lambda_handler.attach_lazy_delivery(runtime) == 0
+    lazy = [
+        [f.__name__ for f in listener.lazy_functions]
+        for listener in runtime.bolt._listeners  # Bolt keeps registered listeners here
+    ]
+    # /breakglass and the invoke, close and review modals; the buttons and App Home announce nothing
+    assert lazy.count([lambda_handler.LAZY_FUNCTION_NAME]) == 4
 
 
 def test_install_requires_lazy_delivery(

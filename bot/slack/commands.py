@@ -182,5 +182,5 @@ class CommandHandler:
 
 def register(app: App, components: Components) -> CommandHandler:
     handler = CommandHandler(components)
-    app.command(ids.COMMAND)(handler)
+    app.command(ids.COMMAND)(ack=handler, lazy=components.lazy)
     return handler

@@ -74,6 +74,8 @@ class Components:
     # schedule its warning and expiry), and how to refresh a user's App Home.
     on_event: list[Callable[[BreakGlassEvent], None]] = field(default_factory=list)
     lazy_delivery: bool = False  # Lambda: announcements go to a lazy listener instead of inline
+    # Bolt lazy listeners added to every listener that records owed announcements (Lambda only).
+    lazy: list[Callable[..., None]] = field(default_factory=list)
 
     inflight: InFlight = field(default_factory=lambda: InFlight())
     # Post-ack work runs on a few dedicated threads rather than in the request's listener thread: the
@@ -102,9 +104,10 @@ class Components:
             self.inflight.__exit__()
 
     def _after_ack(self, event: BreakGlassEvent) -> None:
-        if not self.lazy_delivery:
-            delivered = self.announcer.deliver(event.id, claimed=event if owns_lease(event) else None)
-            event = delivered or event
+        if self.lazy_delivery:
+            return  # the lazy listener delivers (and refreshes App Home) outside Slack's 3-second window
+        delivered = self.announcer.deliver(event.id, claimed=event if owns_lease(event) else None)
+        event = delivered or event
         for hook in self.on_event:
             try:
                 hook(event)

@@ -41,7 +41,6 @@ def notice_view(title: str, text: str) -> dict[str, Any]:
 
 
 def register(app: App, c: Components) -> None:
-    @app.view(ids.CALLBACK_INVOKE)
     def invoke(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         request = InvokeRequest(
             user_id=body["user"]["id"],
@@ -60,7 +59,6 @@ def register(app: App, c: Components) -> None:
         ack(response_action="update", view=notice_view("Access granted", CommandHandler.granted(event)))
         c.after_ack(event)
 
-    @app.view(ids.CALLBACK_CLOSE)
     def close(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = parse_metadata(EventMetadata, view.get("private_metadata"))
         if not isinstance(meta, EventMetadata):
@@ -87,7 +85,6 @@ def register(app: App, c: Components) -> None:
         ack()
         c.after_ack(result.event)
 
-    @app.view(ids.CALLBACK_REVIEW)
     def review(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = parse_metadata(EventMetadata, view.get("private_metadata"))
         if not isinstance(meta, EventMetadata):
@@ -105,6 +102,13 @@ def register(app: App, c: Components) -> None:
             return
         ack()
         c.after_ack(event)
+
+    for callback_id, listener in (
+        (ids.CALLBACK_INVOKE, invoke),
+        (ids.CALLBACK_CLOSE, close),
+        (ids.CALLBACK_REVIEW, review),
+    ):
+        app.view(callback_id)(ack=listener, lazy=c.lazy)
 
 
 __all__ = ["blocks", "notice_view", "register", "state_value"]
