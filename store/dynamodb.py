@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
 from store.base import (
     DEFAULT_PAGE_SIZE,
@@ -75,6 +75,7 @@ _TIME_FIELDS = (
     "warned_at",
     "reviewed_at",
 )
+_WRITES = {"transact_write_items", "put_item", "update_item", "delete_item"}
 _UNAVAILABLE_CODES = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -156,10 +157,13 @@ def _cancellation_codes(exc: ClientError) -> list[str]:
 
 def make_client(region: str | None = None, endpoint_url: str | None = None) -> Any:
     """A DynamoDB client from the standard AWS environment (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, keys)."""
+    # DynamoDB answers in milliseconds; these bounds are for when it does not. Two attempts of at most
+    # ~1 s each keep a failing write inside Slack's 3-second ack window, so the user is always told
+    # (a timed-out write is reported as "may have been recorded", see StoreUnavailable.maybe_written).
     config = Config(
-        retries={"mode": "standard", "max_attempts": 4},
-        connect_timeout=3,
-        read_timeout=5,
+        retries={"mode": "standard", "max_attempts": 2},
+        connect_timeout=1,
+        read_timeout=1,
         max_pool_connections=50,
     )
     return boto3.session.Session().client(
@@ -202,7 +206,10 @@ class DynamoDBStore:
                 ) from exc
             raise
         except BotoCoreError as exc:
-            raise StoreUnavailable(f"DynamoDB {operation} failed: {type(exc).__name__}") from exc
+            ambiguous = isinstance(exc, ReadTimeoutError) and operation in _WRITES
+            raise StoreUnavailable(
+                f"DynamoDB {operation} failed: {type(exc).__name__}", maybe_written=ambiguous
+            ) from exc
 
     def _get_item(self, key: str) -> dict[str, Any] | None:
         result = self._call("get_item", TableName=self.table, Key={"id": {"S": key}}, ConsistentRead=True)
@@ -280,9 +287,13 @@ class DynamoDBStore:
                     raise
                 codes = _cancellation_codes(exc)
                 if codes and codes[0] == "ConditionalCheckFailed":
+                    if self._already_written(event):
+                        return event  # botocore retried a transaction whose first attempt was applied
                     raise ConcurrentModification(event.id, "an event with this id already exists") from exc
                 if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
                     existing = self._guarding_event(guard["id"], event.created_at)
+                    if existing is not None and existing.id == event.id:
+                        return event  # likewise: the guard is ours
                     if existing is not None:
                         raise StackedAccess(existing) from exc
                     continue  # the guard was released in between: try again
@@ -291,6 +302,10 @@ class DynamoDBStore:
                     continue
                 raise StoreUnavailable(f"DynamoDB transaction cancelled: {codes}") from exc
         raise StoreUnavailable("DynamoDB: too many conflicting transactions on this invoker and profile")
+
+    def _already_written(self, event: BreakGlassEvent) -> bool:
+        item = self._get_item(event.id)
+        return item is not None and from_item(item) == event
 
     def _guarding_event(self, key: str, now: datetime) -> BreakGlassEvent | None:
         guard = self._get_item(key)

@@ -50,5 +50,10 @@ class ConcurrentModification(StoreError):
 class StoreUnavailable(StoreError):
     """The backend could not be reached or refused the request (throttling, 5xx, disk, locks).
 
-    Nothing was written: the operation may be retried.
+    Nothing was written (the operation may be retried), unless `maybe_written`: a write whose answer
+    never came (a read timeout) may have been applied.
     """
+
+    def __init__(self, message: str, *, maybe_written: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_written = maybe_written

@@ -189,3 +189,50 @@ def test_home_publish_failing_is_harmless(bot: Bot) -> None:
         == 200
     )
     assert bot.slack.invoke(user="U0001").json["response_action"] == "update"
+
+
+def test_write_timeout_is_reported_as_uncertain_not_as_nothing_granted(
+    ddb_bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    from bot.slack.errors import STORE_UNCERTAIN
+
+    original = ddb_bot.store.client.transact_write_items
+
+    def applied_then_timed_out(**kwargs: Any) -> None:
+        original(**kwargs)  # DynamoDB applied it, but the answer never came back
+        raise ReadTimeoutError(endpoint_url="http://dynamodb")
+
+    monkeypatch.setattr(ddb_bot.store.client, "transact_write_items", applied_then_timed_out)
+    body = ddb_bot.slack.invoke(user="U0001").json
+    assert body["errors"]["profile"] == STORE_UNCERTAIN
+    assert "/breakglass list" in STORE_UNCERTAIN
+    monkeypatch.undo()
+    (event,) = ddb_bot.store.list_active()  # it was recorded: the user was not told otherwise
+    ddb_bot.runtime.scheduler.sweep()
+    ddb_bot.clock.advance(600)
+    ddb_bot.runtime.scheduler.sweep()
+    audit = [
+        c for c in ddb_bot.fake.calls_to("chat.postMessage") if c.ok and c.params.get("channel") == "C0AUDIT"
+    ]
+    assert len(audit) == 1  # and announced by the sweep
+    assert event.id in json.dumps(audit[0].params)
+
+
+def test_a_retried_create_whose_first_attempt_landed_succeeds(
+    ddb_bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore retries a transaction after a timeout; if the first attempt was applied, the retry's
+    condition failures name our own event and guard: that is success, not stacked access."""
+    original = ddb_bot.store.client.transact_write_items
+
+    def applied_then_replayed(**kwargs: Any) -> Any:
+        original(**kwargs)
+        return original(**kwargs)  # the retry: cancelled, both conditions fail
+
+    monkeypatch.setattr(ddb_bot.store.client, "transact_write_items", applied_then_replayed)
+    body = ddb_bot.slack.invoke(user="U0001").json
+    assert body["response_action"] == "update", body
+    monkeypatch.undo()
+    assert len(ddb_bot.store.list_active()) == 1

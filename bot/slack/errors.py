@@ -19,6 +19,10 @@ STORE_DOWN = (
     "Could not reach the break-glass store, so nothing was recorded and no access was granted or changed. "
     "Try again in a moment; if it keeps failing, tell security."
 )
+STORE_UNCERTAIN = (
+    "The break-glass store did not answer in time, so we cannot tell whether your request was recorded. "
+    "Check `/breakglass list` before trying again: if it was recorded, it is announced as usual."
+)
 
 
 def user_message(exc: BaseException) -> str:
@@ -32,7 +36,7 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, InvalidTransition):
         return f"Event {exc.event.id} cannot be changed: {exc.reason}."
     if isinstance(exc, StoreUnavailable):
-        return STORE_DOWN
+        return STORE_UNCERTAIN if exc.maybe_written else STORE_DOWN
     reference = secrets.token_hex(4)
     log.error("unexpected error (reference %s)", reference, exc_info=exc, extra={"outcome": "error"})
     return (
