@@ -97,6 +97,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """EventBridge schedule: one sweep (due warnings and expiries, owed announcements); returns counts."""
-    counts = runtime().scheduler.sweep()
+    scheduler = runtime().scheduler
+    counts = scheduler.sweep()
+    counts["reminded"] = scheduler.remind_if_due()  # the daily review reminder, once a day across runs
     log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
     return counts

@@ -182,6 +182,12 @@ class Scheduler:
 
     # -- review reminder ------------------------------------------------------------------------------
 
+    def remind_if_due(self) -> int:
+        """For runtimes without a cron (Lambda's minute sweep): post today's reminder once it is due."""
+        if self.clock.now().time() < self.policy.review_reminder_time:
+            return 0
+        return self.remind_reviews()
+
     def remind_reviews(self) -> int:
         """Post the list of events unreviewed for longer than `review_reminder_after`. Returns how many."""
         channel = self.policy.audit_channel or self.default_audit_channel

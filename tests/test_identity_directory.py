@@ -117,3 +117,25 @@ def test_daily_review_reminder_lists_old_unreviewed_events(
         assert old.id not in str(latest.params["blocks"])
     finally:
         bot.server.stop()
+
+
+def test_reminder_for_cron_less_runtimes_waits_for_its_time(fake: FakeSlack, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    clock = ManualClock(datetime(2026, 11, 25, 8, 59, tzinfo=UTC))
+    policy = parse_policy(TEST_POLICY + "review_reminder_after: 1h\nreview_reminder_time: '09:00'\n", "p.yml")
+    bot = make_bot(fake, SQLiteStore(tmp_path / "r.db"), policy, clock)
+    try:
+        bot.slack.invoke(user="U0001")
+        bot.idle()
+        (event,) = bot.store.list_active()
+        clock.set(datetime(2026, 11, 25, 7, 0, tzinfo=UTC))
+        bot.service.close(event.id, by="U0001", reason="finished")
+        clock.set(datetime(2026, 11, 25, 8, 59, tzinfo=UTC))
+        assert bot.runtime.scheduler.remind_if_due() == 0  # before 09:00 UTC
+        clock.set(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+        assert bot.runtime.scheduler.remind_if_due() == 1
+        clock.set(datetime(2026, 11, 25, 9, 1, tzinfo=UTC))
+        assert bot.runtime.scheduler.remind_if_due() == 0  # once that day
+    finally:
+        bot.server.stop()
