@@ -429,47 +429,67 @@ def no_profiles_modal() -> dict[str, Any]:
     ).to_dict()
 
 
-def close_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]:
+def _event_form(
+    event: BreakGlassEvent,
+    *,
+    callback_id: str,
+    title: str,
+    submit: str,
+    private_metadata: str,
+    context: list[Block],
+    field: str,
+    label: str,
+    max_length: int,
+) -> dict[str, Any]:
+    """A modal about one event with one required multiline input (block_id = action_id = `field`)."""
     return View(
         type="modal",
+        callback_id=callback_id,
+        title=title,
+        submit=submit,
+        close="Cancel",
+        private_metadata=private_metadata,
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=event_line(event))),
+            *context,
+            InputBlock(
+                block_id=field,
+                label=label,
+                element=PlainTextInputElement(action_id=field, multiline=True, max_length=max_length),
+            ),
+        ],
+    ).to_dict()
+
+
+def close_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]:
+    return _event_form(
+        event,
         callback_id=ids.CALLBACK_CLOSE,
         title="Close break-glass",
         submit="Close access",
-        close="Cancel",
         private_metadata=private_metadata,
-        blocks=[
-            SectionBlock(text=MarkdownTextObject(text=event_line(event))),
-            InputBlock(
-                block_id=ids.CLOSE_REASON,
-                label="Why is access no longer needed?",
-                element=PlainTextInputElement(action_id=ids.CLOSE_REASON, multiline=True, max_length=500),
-            ),
-        ],
-    ).to_dict()
+        context=[],
+        field=ids.CLOSE_REASON,
+        label="Why is access no longer needed?",
+        max_length=500,
+    )
 
 
 def review_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]:
-    return View(
-        type="modal",
+    justification = SectionBlock(
+        text=MarkdownTextObject(text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION))
+    )
+    return _event_form(
+        event,
         callback_id=ids.CALLBACK_REVIEW,
         title="Review break-glass",
         submit="Mark reviewed",
-        close="Cancel",
         private_metadata=private_metadata,
-        blocks=[
-            SectionBlock(text=MarkdownTextObject(text=event_line(event))),
-            SectionBlock(
-                text=MarkdownTextObject(
-                    text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION)
-                )
-            ),
-            InputBlock(
-                block_id=ids.REVIEW_NOTES,
-                label="Review notes",
-                element=PlainTextInputElement(action_id=ids.REVIEW_NOTES, multiline=True, max_length=2000),
-            ),
-        ],
-    ).to_dict()
+        context=[justification],
+        field=ids.REVIEW_NOTES,
+        label="Review notes",
+        max_length=2000,
+    )
 
 
 # -- App Home ------------------------------------------------------------------------------------------------

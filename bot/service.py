@@ -7,6 +7,7 @@ store write as the change that owes them) and delivered by `bot.announce.Announc
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +22,7 @@ from store import (
     BreakGlassEvent,
     EventNotFound,
     InvalidTransition,
+    Page,
     ReasonCode,
     StackedAccess,
     Status,
@@ -248,29 +250,49 @@ class BreakGlassService:
         # is the retry time the refusals below announce (stores count created_at >= since, to the microsecond).
         since = now - limits.window + timedelta(microseconds=1)
         window = format_duration(limits.window)
+        invoker_count = 0
+        if limits.per_user or limits.escalate_after:
+            invoker_count = self.store.count_by_invoker_since(event.invoker, since)
         if limits.per_user:
-            count = self.store.count_by_invoker_since(event.invoker, since)
-            if count >= limits.per_user:
-                page = self.store.list_by_invoker(event.invoker, limit=limits.per_user)
-                retry = page.items[-1].created_at + limits.window if page.items else None
-                raise RateLimited(
-                    f"Rate limit: at most {limits.per_user} break-glass events per person per {window}."
-                    + (f" You may invoke again at {_plain_until(retry, now)}." if retry else ""),
-                    retry,
-                )
+            self._window_limit(
+                invoker_count,
+                limits.per_user,
+                lambda n: self.store.list_by_invoker(event.invoker, limit=n),
+                f"at most {limits.per_user} break-glass events per person per {window}",
+                "You may invoke again",
+                now,
+            )
         if limits.per_profile:
-            count = self.store.count_by_profile_since(event.profile, since)
-            if count >= limits.per_profile:
-                page = self.store.list_by_profile(event.profile, limit=limits.per_profile)
-                retry = page.items[-1].created_at + limits.window if page.items else None
-                raise RateLimited(
-                    f"Rate limit: at most {limits.per_profile} break-glass events on {event.profile!r} per {window}."
-                    + (f" It may be invoked again at {_plain_until(retry, now)}." if retry else ""),
-                    retry,
-                )
-        if limits.escalate_after:
-            return self.store.count_by_invoker_since(event.invoker, since) + 1 >= limits.escalate_after
-        return False
+            self._window_limit(
+                self.store.count_by_profile_since(event.profile, since),
+                limits.per_profile,
+                lambda n: self.store.list_by_profile(event.profile, limit=n),
+                f"at most {limits.per_profile} break-glass events on {event.profile!r} per {window}",
+                "It may be invoked again",
+                now,
+            )
+        # the Nth invocation within the window (this one included) is escalated
+        return limits.escalate_after is not None and invoker_count + 1 >= limits.escalate_after
+
+    def _window_limit(
+        self,
+        count: int,
+        limit: int,
+        newest: Callable[[int], Page],
+        rule: str,
+        retry_phrase: str,
+        now: datetime,
+    ) -> None:
+        """Refuse when `count` events already sit in the window; the retry time is when the oldest of the
+        newest `limit` events leaves it."""
+        if count < limit:
+            return
+        page = newest(limit)
+        retry = page.items[-1].created_at + self.policy.rate_limits.window if page.items else None
+        raise RateLimited(
+            f"Rate limit: {rule}." + (f" {retry_phrase} at {_plain_until(retry, now)}." if retry else ""),
+            retry,
+        )
 
     # -- close --------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Authorization is evaluated on the clicker (body.user.id), never on who the messa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -16,6 +17,7 @@ from bot.slack.commands import CommandHandler
 from bot.slack.context import Components, EventMetadata
 from bot.slack.errors import user_message
 from bot.slack.views import notice_view
+from store import BreakGlassEvent
 
 log = logging.getLogger(__name__)
 
@@ -38,47 +40,57 @@ def _channel(body: dict[str, Any]) -> str | None:
 
 
 def register(app: App, c: Components, commands: CommandHandler) -> None:
+    def open_form(
+        body: dict[str, Any],
+        action: dict[str, Any],
+        check: Callable[[str, str], BreakGlassEvent],
+        done: Callable[[BreakGlassEvent], str | None],
+        modal: Callable[[BreakGlassEvent, str], dict[str, Any]],
+        fallback: str,
+    ) -> None:
+        """A Close or Mark reviewed click: authorize the clicker, then open the form (or say why not)."""
+        user_id = body["user"]["id"]
+        try:
+            event = check(user_id, str(action.get("value", "")))
+            answer = done(event)
+            if answer is not None:
+                tell(c, body, answer)
+                return
+            meta = EventMetadata(event_id=event.id, channel_id=_channel(body)).model_dump_json()
+            c.client.views_open(trigger_id=body["trigger_id"], view=modal(event, meta))
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("could not open a form: %s", type(exc).__name__, extra={"slack_user": user_id})
+            tell(c, body, fallback)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+            tell(c, body, ":no_entry: " + blocks.escape(user_message(exc)))
+
     @app.action(ids.ACTION_CLOSE)
     def close_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        user_id = body["user"]["id"]
-        try:
-            event = c.service.check_close(user_id, str(action.get("value", "")))
-            if event.status.ended:
-                tell(c, body, CommandHandler.already_ended(event))
-                return
-            meta = EventMetadata(event_id=event.id, channel_id=_channel(body)).model_dump_json()
-            c.client.views_open(trigger_id=body["trigger_id"], view=blocks.close_modal(event, meta))
-        except (SlackApiError, SlackClientError, OSError) as exc:
-            log.warning(
-                "could not open the close modal: %s", type(exc).__name__, extra={"slack_user": user_id}
-            )
-            tell(c, body, "Could not open the close form. Use `/breakglass close <id> <reason>` instead.")
-        except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
-            tell(c, body, ":no_entry: " + blocks.escape(user_message(exc)))
+        open_form(
+            body,
+            action,
+            c.service.check_close,
+            lambda e: CommandHandler.already_ended(e) if e.status.ended else None,
+            blocks.close_modal,
+            "Could not open the close form. Use `/breakglass close &lt;id&gt; &lt;reason&gt;` instead.",
+        )
 
     @app.action(ids.ACTION_REVIEW)
     def review_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        user_id = body["user"]["id"]
-        try:
-            event = c.service.check_review(user_id, str(action.get("value", "")))
-            if event.reviewed_at is not None:
-                tell(
-                    c,
-                    body,
-                    f"Event `{event.id}` was already reviewed by {blocks.user(event.reviewed_by or '')}.",
-                )
-                return
-            meta = EventMetadata(event_id=event.id, channel_id=_channel(body)).model_dump_json()
-            c.client.views_open(trigger_id=body["trigger_id"], view=blocks.review_modal(event, meta))
-        except (SlackApiError, SlackClientError, OSError) as exc:
-            log.warning(
-                "could not open the review modal: %s", type(exc).__name__, extra={"slack_user": user_id}
-            )
-            tell(c, body, "Could not open the review form; try again.")
-        except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
-            tell(c, body, ":no_entry: " + blocks.escape(user_message(exc)))
+        open_form(
+            body,
+            action,
+            c.service.check_review,
+            lambda e: (
+                f"Event `{e.id}` was already reviewed by {blocks.user(e.reviewed_by or '')}."
+                if e.reviewed_at is not None
+                else None
+            ),
+            blocks.review_modal,
+            "Could not open the review form; try again.",
+        )
 
     @app.action(ids.ACTION_OPEN_MODAL)
     def open_clicked(ack: Ack, body: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -14,8 +15,10 @@ from bot.service import InvokeRequest
 from bot.slack.commands import CommandHandler
 from bot.slack.context import Components, EventMetadata, parse_metadata
 from bot.slack.errors import modal_errors
+from store import BreakGlassEvent
 
 log = logging.getLogger(__name__)
+Listener = Callable[[Ack, dict[str, Any], dict[str, Any]], None]
 
 
 def state_value(view: dict[str, Any], block_id: str) -> str | None:
@@ -59,54 +62,42 @@ def register(app: App, c: Components) -> None:
         ack(response_action="update", view=notice_view("Access granted", CommandHandler.granted(event)))
         c.after_ack(event)
 
-    def close(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        meta = parse_metadata(EventMetadata, view.get("private_metadata"))
-        if not isinstance(meta, EventMetadata):
-            ack(
-                response_action="errors",
-                errors={ids.CLOSE_REASON: "This form is damaged; close it and click Close again."},
-            )
-            return
-        try:
-            result = c.service.close(
-                meta.event_id, by=body["user"]["id"], reason=state_value(view, ids.CLOSE_REASON) or ""
-            )
-        except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
-            ack(response_action="errors", errors=modal_errors(exc, (ids.CLOSE_REASON,)))
-            return
-        if not result.closed_now:
-            ack(
-                response_action="update",
-                view=notice_view("Already ended", CommandHandler.already_ended(result.event)),
-            )
-            if result.event.outbox:  # e.g. it was just recorded as expired: announce that now
-                c.after_ack(result.event)
-            return
-        ack()
-        c.after_ack(result.event)
+    def event_form(
+        field: str, apply: Callable[[str, str, str], tuple[BreakGlassEvent, str | None]]
+    ) -> Listener:
+        """A close or review modal: event id from private_metadata, one text field; `apply` returns the
+        event and, when nothing was changed (it had already ended), what to tell the user instead."""
 
-    def review(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        meta = parse_metadata(EventMetadata, view.get("private_metadata"))
-        if not isinstance(meta, EventMetadata):
-            ack(
-                response_action="errors",
-                errors={ids.REVIEW_NOTES: "This form is damaged; close it and try again."},
-            )
-            return
-        try:
-            event = c.service.review(
-                meta.event_id, by=body["user"]["id"], notes=state_value(view, ids.REVIEW_NOTES) or ""
-            )
-        except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
-            ack(response_action="errors", errors=modal_errors(exc, (ids.REVIEW_NOTES,)))
-            return
-        ack()
-        c.after_ack(event)
+        def submit(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+            meta = parse_metadata(EventMetadata, view.get("private_metadata"))
+            if not isinstance(meta, EventMetadata):
+                ack(response_action="errors", errors={field: "This form is damaged; close it and try again."})
+                return
+            try:
+                event, notice = apply(meta.event_id, body["user"]["id"], state_value(view, field) or "")
+            except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+                ack(response_action="errors", errors=modal_errors(exc, (field,)))
+                return
+            if notice is None:
+                ack()
+            else:
+                ack(response_action="update", view=notice_view("Already ended", notice))
+            if notice is None or event.outbox:  # e.g. it was just recorded as expired: announce that now
+                c.after_ack(event)
+
+        return submit
+
+    def close(event_id: str, user_id: str, reason: str) -> tuple[BreakGlassEvent, str | None]:
+        result = c.service.close(event_id, by=user_id, reason=reason)
+        return result.event, None if result.closed_now else CommandHandler.already_ended(result.event)
+
+    def review(event_id: str, user_id: str, notes: str) -> tuple[BreakGlassEvent, str | None]:
+        return c.service.review(event_id, by=user_id, notes=notes), None
 
     for callback_id, listener in (
         (ids.CALLBACK_INVOKE, invoke),
-        (ids.CALLBACK_CLOSE, close),
-        (ids.CALLBACK_REVIEW, review),
+        (ids.CALLBACK_CLOSE, event_form(ids.CLOSE_REASON, close)),
+        (ids.CALLBACK_REVIEW, event_form(ids.REVIEW_NOTES, review)),
     ):
         app.view(callback_id)(ack=listener, lazy=c.lazy)
 
