@@ -415,19 +415,35 @@ class BreakGlassService:
             return active
         return [e for e in active if e.slack_user_id == user_id]
 
+    def status(self, user_id: str, event_id: str) -> BreakGlassEvent:
+        """One event, for those who may act on it: its invoker, incident commanders and security.
+        (Justifications can be sensitive; everyone else sees events in the audit channel, if a member.)"""
+        event = self.get(event_id)
+        if not self.may_close(user_id, event):
+            raise NotAuthorized(
+                f"Only the invoker, incident commanders and security can see event {event.id}."
+            )
+        return event
+
     def history(self, user_id: str, profile: str | None = None, limit: int = 10) -> list[BreakGlassEvent]:
-        if profile:
-            if self.policy.profile(profile) is None:
-                raise ValidationFailed({"profile": f"There is no profile called {profile!r}."})
-            if not self.roles(user_id).can_see_all and profile not in self.profiles_for(user_id):
-                return [
-                    e
-                    for e in self.store.list_by_profile(profile, limit=50).items
-                    if e.slack_user_id == user_id
-                ][:limit]
+        """Recent events, newest first: incident commanders and security see everyone's on a profile;
+        everyone else sees only their own."""
+        if profile and self.policy.profile(profile) is None:
+            raise ValidationFailed({"profile": f"There is no profile called {profile!r}."})
+        if profile and self.roles(user_id).can_see_all:
             return self.store.list_by_profile(profile, limit=limit).items
         invoker = self.directory.identity(user_id, self.policy.identity)
-        return self.store.list_by_invoker(invoker, limit=limit).items
+        if not profile:
+            return self.store.list_by_invoker(invoker, limit=limit).items
+        own: list[BreakGlassEvent] = []
+        cursor: str | None = None
+        for _ in range(5):  # the user's 250 newest events at most
+            page = self.store.list_by_invoker(invoker, limit=50, cursor=cursor)
+            own += [e for e in page.items if e.profile == profile]
+            cursor = page.cursor
+            if len(own) >= limit or cursor is None:
+                break
+        return own[:limit]
 
     def unreviewed(self, limit: int = 25) -> list[BreakGlassEvent]:
         return self.store.list_unreviewed(limit=limit).items

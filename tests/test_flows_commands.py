@@ -129,6 +129,15 @@ def test_status_shows_the_event_fields(bot: Bot) -> None:
     assert event.id in text_of(bot.slack.command(f"status   {event.id.upper()}  "))
 
 
+def test_status_is_for_the_invoker_incident_commanders_and_security(bot: Bot) -> None:
+    event = invoke(bot, user="U0001")
+    refused = answer(bot.slack.command(f"status {event.id}", user="U0002"))["text"]
+    assert "Only the invoker, incident commanders and security" in refused
+    assert GOOD not in refused  # the justification is not shown
+    for user in ("U0IC", "U0SECA"):
+        assert GOOD in text_of(bot.slack.command(f"status {event.id}", user=user))
+
+
 def test_status_of_a_closed_event_names_the_closer_and_reason(bot: Bot) -> None:
     event = invoke(bot)
     bot.slack.command(f"close {event.id} promoted the replica", user="U0IC")
@@ -228,6 +237,9 @@ def test_history_shows_own_events_and_history_of_a_profile(bot: Bot) -> None:
     sandbox = text_of(bot.slack.command("history sandbox", user="U0IC"))
     assert "Recent break-glass events on sandbox" in sandbox
     assert all(e.id in sandbox for e in (first, second, other))
+    # anyone else sees only their own events on a profile
+    own = text_of(bot.slack.command("history sandbox", user="U0002"))
+    assert other.id in own and first.id not in own and second.id not in own
 
     assert "No break-glass events yet." in text_of(bot.slack.command("history", user="U0SECA"))
     # prod is not open to U0001: only their own events on it (none)

@@ -133,7 +133,7 @@ class CommandHandler:
         if name == "status":
             if len(args) != 1:
                 raise ValidationFailed({"usage": "Usage: `/breakglass status <event id>`"})
-            return blocks.event_status(service.get(args[0])), None
+            return blocks.event_status(service.status(user_id, args[0])), None
         if name == "close":
             if len(args) < 2:
                 raise ValidationFailed({"usage": "Usage: `/breakglass close <event id> <reason…>`"})
