@@ -1,0 +1,34 @@
+"""A bare Bolt app that only acks /breakglass and the invoke modal: the baseline for ack latency.
+
+Served like the bot: `gunicorn -w 1 -k gthread --threads 32 bench.bare_app:app`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+
+bolt = App(
+    signing_secret=os.environ["SLACK_SIGNING_SECRET"],
+    # the fake Slack only: Bolt's authorization calls auth.test once, and nothing may leave 127.0.0.1
+    client=WebClient(token=os.environ["SLACK_BOT_TOKEN"], base_url=os.environ["SLACK_API_URL"]),
+    token_verification_enabled=False,
+    process_before_response=False,
+)
+
+
+@bolt.command("/breakglass")
+def _command(ack: Any) -> None:
+    ack()
+
+
+@bolt.view("breakglass_invoke")
+def _invoke(ack: Any) -> None:
+    ack()
+
+
+app = SlackRequestHandler(bolt)
