@@ -243,3 +243,17 @@ def test_template_wiring(template: dict[str, Any]) -> None:
     assert env["SLACK_BOT_TOKEN"] == {"Ref": "SlackBotToken"}
     assert env["SLACK_SIGNING_SECRET"] == {"Ref": "SlackSigningSecret"}
     assert env["BREAKGLASS_AUDIT_CHANNEL"] == {"Ref": "AuditChannel"}
+
+
+def test_sam_build_installs_this_project_and_its_dependencies(template: dict[str, Any]) -> None:
+    """`sam build` installs each function's dependencies from requirements.txt in its CodeUri:
+    that file must name this project, whose dependencies pyproject.toml declares."""
+    code_uri = template["Globals"]["Function"]["CodeUri"]
+    source = (ROOT / "deploy" / code_uri).resolve()
+    assert source == ROOT
+    requirements = [line.strip() for line in (source / "requirements.txt").read_text().splitlines()]
+    assert "." in requirements
+    for function in ("HttpFunction", "SweepFunction"):
+        handler = template["Resources"][function]["Properties"]["Handler"]
+        module, _, name = handler.rpartition(".")
+        assert callable(getattr(__import__(module, fromlist=[name]), name))

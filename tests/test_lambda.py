@@ -286,3 +286,42 @@ def test_sweep_handler_on_dynamodb(
     counts = lambda_handler.sweep_handler({}, None)
     assert counts["warned"] == 1
     assert store.get(running.id).warned_at == clock.now()
+
+
+def test_lazy_self_invocation_through_moto_lambda(
+    fake: FakeSlack,
+    sqlite_store: SQLiteStore,
+    policy: Policy,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The asynchronous self-invocation goes through a real boto3 Lambda client (moto, no Docker); the
+    payload it sent is then run as Lambda would run it."""
+    import boto3
+    from moto import mock_aws
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws(config={"lambda": {"use_docker": False}}):
+        lam = boto3.client("lambda", region_name="us-east-1")
+        sent: list[dict[str, Any]] = []
+        lam.meta.events.register(
+            "provide-client-params.lambda.Invoke", lambda params, **_: sent.append(dict(params))
+        )
+        lambda_handler.install(build_runtime(fake, sqlite_store, policy, clock), lambda_client=lam)
+        body = command_body(f"sandbox 15m maintenance {JUSTIFICATION}")
+        response = lambda_handler.handler(function_url_event(body, signed_headers(body)), LambdaContext())
+        assert response["statusCode"] == 200
+        (event,) = sqlite_store.list_active()
+        assert event.outbox  # nothing announced inside the ack
+        (invocation,) = sent
+        assert invocation["FunctionName"] == FUNCTION_ARN
+        assert invocation["InvocationType"] == "Event"
+        lazy_event = json.loads(invocation["Payload"])
+        assert lambda_handler.handler(lazy_event, LambdaContext())["statusCode"] == 200
+        assert sqlite_store.get(event.id).outbox == ()
+        assert [m for m in fake.channel_messages("C0AUDIT") if event.id in json.dumps(m)]
