@@ -414,6 +414,16 @@ def invoke_modal(
     return view.to_dict()
 
 
+def notice_modal(title: str, text: str) -> dict[str, Any]:
+    """A read-only modal with one message (bot-authored mrkdwn; callers escape user text)."""
+    return View(
+        type="modal",
+        title=title[:24],
+        close="Close",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=_truncate(text, MAX_SECTION)))],
+    ).to_dict()
+
+
 def no_profiles_modal() -> dict[str, Any]:
     return View(
         type="modal",

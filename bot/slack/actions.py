@@ -16,7 +16,6 @@ from bot import blocks, ids
 from bot.slack.commands import CommandHandler
 from bot.slack.context import Components, EventMetadata
 from bot.slack.errors import user_message
-from bot.slack.views import notice_view
 from store import BreakGlassEvent
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,9 @@ def tell(c: Components, body: dict[str, Any], text: str) -> None:
         if container.get("type") == "message" and container.get("channel_id"):
             c.client.chat_postEphemeral(channel=container["channel_id"], user=user_id, text=text)
         else:
-            c.client.views_open(trigger_id=body.get("trigger_id", ""), view=notice_view("Break glass", text))
+            c.client.views_open(
+                trigger_id=body.get("trigger_id", ""), view=blocks.notice_modal("Break glass", text)
+            )
     except (SlackApiError, SlackClientError, OSError) as exc:
         log.warning("could not answer a button click: %s", type(exc).__name__, extra={"slack_user": user_id})
 

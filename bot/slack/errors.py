@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import secrets
 
-from bot import ids
 from bot.errors import BreakglassError, ValidationFailed
 from store import EventNotFound, InvalidTransition, StoreUnavailable
 
@@ -58,6 +57,3 @@ def modal_errors(
             errors[key] = (errors[key] + " " + message) if key in errors else message
         return errors
     return {target: user_message(exc)}
-
-
-__all__ = ["ids", "modal_errors", "user_message"]

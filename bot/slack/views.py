@@ -7,8 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
-from slack_sdk.models.blocks import MarkdownTextObject, SectionBlock
-from slack_sdk.models.views import View
 
 from bot import blocks, ids
 from bot.service import InvokeRequest
@@ -34,15 +32,6 @@ def state_value(view: dict[str, Any], block_id: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def notice_view(title: str, text: str) -> dict[str, Any]:
-    return View(
-        type="modal",
-        title=title[:24],
-        close="Close",
-        blocks=[SectionBlock(text=MarkdownTextObject(text=text[:3000]))],
-    ).to_dict()
-
-
 def register(app: App, c: Components) -> None:
     def invoke(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         request = InvokeRequest(
@@ -59,7 +48,10 @@ def register(app: App, c: Components) -> None:
         except Exception as exc:  # every failure becomes an inline error; nothing was granted  # noqa: BLE001 - shown to the user, logged with a reference
             ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
             return
-        ack(response_action="update", view=notice_view("Access granted", CommandHandler.granted(event)))
+        ack(
+            response_action="update",
+            view=blocks.notice_modal("Access granted", CommandHandler.granted(event)),
+        )
         c.after_ack(event)
 
     def event_form(
@@ -81,7 +73,7 @@ def register(app: App, c: Components) -> None:
             if notice is None:
                 ack()
             else:
-                ack(response_action="update", view=notice_view("Already ended", notice))
+                ack(response_action="update", view=blocks.notice_modal("Already ended", notice))
             if notice is None or event.outbox:  # e.g. it was just recorded as expired: announce that now
                 c.after_ack(event)
 
@@ -100,6 +92,3 @@ def register(app: App, c: Components) -> None:
         (ids.CALLBACK_REVIEW, event_form(ids.REVIEW_NOTES, review)),
     ):
         app.view(callback_id)(ack=listener, lazy=c.lazy)
-
-
-__all__ = ["blocks", "notice_view", "register", "state_value"]
