@@ -105,6 +105,11 @@ def check_settings(settings: Settings, *, need_slack: bool = True) -> list[str]:
                 "and copy Basic Information > Signing Secret; or set SLACK_APP_TOKEN for Socket Mode"
             )
     channel = settings.breakglass_audit_channel
+    if need_slack and channel is None and settings.breakglass_policy is None:  # built-in policy: no channel
+        problems.append(
+            "BREAKGLASS_AUDIT_CHANNEL is not set: create the security audit channel, invite the bot, and set "
+            "its id (C0123456), or set audit_channel in a policy file (BREAKGLASS_POLICY)"
+        )
     if channel is not None and not _CHANNEL_RE.match(channel):
         problems.append(
             f"BREAKGLASS_AUDIT_CHANNEL={channel!r} is not a channel id: use the id (C0123456), not the name"

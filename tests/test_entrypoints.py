@@ -23,6 +23,7 @@ def test_missing_settings_exit_2_naming_each_problem(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "SLACK_BOT_TOKEN is not set" in result.stderr
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr
+    assert "BREAKGLASS_AUDIT_CHANNEL is not set" in result.stderr  # every problem at once
     assert "manifest.yml" in result.stderr
     assert "Traceback" not in result.stderr
 
