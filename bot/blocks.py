@@ -241,16 +241,21 @@ def thread_reviewed(event: BreakGlassEvent) -> tuple[str, Blocks]:
     return text, _section(text)
 
 
+def _with_close_button(text: str, event: BreakGlassEvent) -> Blocks:
+    return _dump(
+        [
+            SectionBlock(text=MarkdownTextObject(text=text)),
+            ActionsBlock(block_id=ids.BLOCK_EVENT_ACTIONS, elements=[close_button(event)]),
+        ]
+    )
+
+
 def dm_invoked(event: BreakGlassEvent) -> tuple[str, Blocks]:
     text = (
         f":rotating_light: Break-glass access to `{escape(event.profile)}` is active until {date(event.expires_at)} "
         f"(event `{event.id}`). Every step is posted to the security audit channel. Close it as soon as you are done."
     )
-    blocks = [
-        SectionBlock(text=MarkdownTextObject(text=text)),
-        ActionsBlock(block_id=ids.BLOCK_EVENT_ACTIONS, elements=[close_button(event)]),
-    ]
-    return text, _dump(blocks)
+    return text, _with_close_button(text, event)
 
 
 def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Blocks]:
@@ -258,11 +263,7 @@ def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Block
         f":alarm_clock: Your break-glass access to `{escape(event.profile)}` expires in {format_duration(remaining)} "
         f"({date(event.expires_at, '{time}')}), event `{event.id}`."
     )
-    blocks = [
-        SectionBlock(text=MarkdownTextObject(text=text)),
-        ActionsBlock(block_id=ids.BLOCK_EVENT_ACTIONS, elements=[close_button(event)]),
-    ]
-    return text, _dump(blocks)
+    return text, _with_close_button(text, event)
 
 
 def dm_closed(event: BreakGlassEvent) -> tuple[str, Blocks]:

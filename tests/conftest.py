@@ -1,17 +1,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from bot.app import BreakglassApp, create_app, make_client
 from bot.clock import ManualClock
 from bot.config import Settings
 from bot.policy import Policy, parse_policy
 from bot.service import BreakGlassService
+from store.dynamodb import DynamoDBStore, create_table
 from store.sqlite import SQLiteStore
 from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, BotServer, SlackSender
@@ -110,3 +114,27 @@ def bot(fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock)
     yield b
     b.runtime.scheduler.shutdown(wait=False)
     b.server.stop()
+
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextmanager
+def dynamodb_bot(
+    fake: FakeSlack, policy: Policy, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, table: str
+) -> Iterator[Bot]:
+    """A bot on a DynamoDB table in moto's in-process mock (dummy credentials)."""
+    for key, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, table)
+        bot = make_bot(fake, DynamoDBStore(table, client=client), policy, clock)  # type: ignore[arg-type]
+        try:
+            yield bot
+        finally:
+            bot.server.stop()

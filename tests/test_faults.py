@@ -11,13 +11,12 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from bot.clock import ManualClock
 from bot.policy import Policy
 from bot.slack.errors import STORE_DOWN
-from store.dynamodb import DynamoDBStore, create_table, guard_id
-from tests.conftest import Bot, make_bot
+from store.dynamodb import DynamoDBStore, guard_id
+from tests.conftest import Bot, dynamodb_bot, make_bot
 from tests.fake_slack import FakeSlack
 
 
@@ -25,18 +24,8 @@ from tests.fake_slack import FakeSlack
 def ddb_bot(
     fake: FakeSlack, policy: Policy, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Bot]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        create_table(client, "faults")
-        bot = make_bot(fake, DynamoDBStore("faults", client=client), policy, clock)  # type: ignore[arg-type]
+    with dynamodb_bot(fake, policy, clock, monkeypatch, "faults") as bot:
         yield bot
-        bot.server.stop()
 
 
 def _throttle(*args: Any, **kwargs: Any) -> None:

@@ -8,14 +8,12 @@ import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from bot.clock import ManualClock
 from bot.policy import parse_policy
-from store.dynamodb import DynamoDBStore, create_table, table_definition
-from tests.conftest import TEST_POLICY, Bot, make_bot
+from store.dynamodb import table_definition
+from tests.conftest import TEST_POLICY, Bot, dynamodb_bot
 from tests.fake_slack import FakeSlack
 
 SEED_ATTRIBUTES = {
@@ -39,19 +37,9 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d
 def sentinel_bot(
     fake: FakeSlack, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Bot, object]]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        create_table(client, "sentinel-breakglass")
-        policy = parse_policy(TEST_POLICY + "identity: email_local_part\n", "sentinel.yml")
-        bot = make_bot(fake, DynamoDBStore("sentinel-breakglass", client=client), policy, clock)  # type: ignore[arg-type]
-        yield bot, client
-        bot.server.stop()
+    policy = parse_policy(TEST_POLICY + "identity: email_local_part\n", "sentinel.yml")
+    with dynamodb_bot(fake, policy, clock, monkeypatch, "sentinel-breakglass") as bot:
+        yield bot, bot.store.client
 
 
 def go_time(text: str) -> datetime:
