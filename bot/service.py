@@ -227,6 +227,7 @@ class BreakGlassService:
                 "profile": stored.profile,
                 "action": "invoke",
                 "outcome": "escalated" if escalated else "ok",
+                "request_id": stored.request_id,
             },
         )
         return stored

@@ -48,8 +48,13 @@ def test_no_secret_in_debug_logs_or_slack_messages(bot: Bot, captured: io.String
         assert secret not in logs
         for call in bot.fake.calls:
             assert secret not in json.dumps(call.params)
-    for line in logs.splitlines():
-        json.loads(line)  # one JSON object per line
+    entries = [json.loads(line) for line in logs.splitlines()]  # one JSON object per line
+    invoked = [e for e in entries if e["msg"] == "break-glass invoked"]
+    assert invoked
+    for entry in invoked:
+        assert {"ts", "level", "event_id", "slack_user", "profile", "action", "outcome", "request_id"} <= set(
+            entry
+        )
 
 
 def test_unexpected_errors_show_a_reference_not_internals(
