@@ -54,17 +54,17 @@ def resolve_policy(settings: Settings) -> Policy:
         raise ConfigError([str(exc)]) from None
 
 
-def audit_channel(settings: Settings, policy: Policy) -> str:
+def audit_channel(settings: Settings, policy: Policy) -> str | None:
+    """The default audit channel (policy, then environment); every profile must end up with one."""
     channel = policy.audit_channel or settings.breakglass_audit_channel
-    missing = [name for name, p in policy.profiles.items() if not (p.audit_channel or channel)]
-    if missing:
+    if any(not (p.audit_channel or channel) for p in policy.profiles.values()):
         raise ConfigError(
             [
                 "no audit channel: set BREAKGLASS_AUDIT_CHANNEL (or audit_channel in the policy file) to the id "
                 "of the security audit channel (C0123456), and invite the bot to it"
             ]
         )
-    return channel or ""
+    return channel
 
 
 @dataclass
@@ -113,9 +113,13 @@ def create_app(
     clock = clock or SystemClock()
     directory = directory or Directory(client)
     service = BreakGlassService(
-        store=store, policy=policy, directory=directory, clock=clock, default_audit_channel=channel or None
+        store=store,
+        policy=policy,
+        directory=directory,
+        clock=clock,
+        default_audit_channel=channel,
+        lease_on_invoke=not lazy_delivery,
     )
-    service.lease_on_invoke = not lazy_delivery
     announcer = Announcer(store=store, client=client, policy=policy, clock=clock)
     components = Components(
         service=service,
@@ -130,7 +134,7 @@ def create_app(
         announcer=announcer,
         policy=policy,
         clock=clock,
-        default_audit_channel=channel or None,
+        default_audit_channel=channel,
     )
     components.on_event += [scheduler.on_event, home.refresh_for(components)]
     if lazy_delivery:

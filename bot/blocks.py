@@ -31,6 +31,7 @@ from slack_sdk.models.views import View
 from bot import ids
 from bot.durations import format_duration
 from store import BreakGlassEvent, ReasonCode, Status
+from store.model import MAX_CLOSE_REASON, MAX_INCIDENT, MAX_JUSTIFICATION, MAX_REVIEW_NOTES, MIN_JUSTIFICATION
 
 MAX_SECTION = 3000
 _STATUS_LABEL = {Status.ACTIVE: "ACTIVE", Status.CLOSED: "CLOSED", Status.EXPIRED: "EXPIRED"}
@@ -82,6 +83,12 @@ def _plain(text: str) -> PlainTextObject:
 
 def _dump(blocks: list[Block]) -> Blocks:
     return [b.to_dict() for b in blocks]
+
+
+def justification_section(event: BreakGlassEvent) -> SectionBlock:
+    return SectionBlock(
+        text=MarkdownTextObject(text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION))
+    )
 
 
 def reason_label(event: BreakGlassEvent) -> str:
@@ -146,11 +153,7 @@ def audit_message(event: BreakGlassEvent) -> Blocks:
     blocks: list[Block] = [
         HeaderBlock(text=_plain(f"{_STATUS_EMOJI[event.status]} {audit_header(event)}")),
         SectionBlock(fields=event_fields(event)),
-        SectionBlock(
-            text=MarkdownTextObject(
-                text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION)
-            )
-        ),
+        justification_section(event),
     ]
     if event.escalated:
         blocks.append(
@@ -294,6 +297,23 @@ def event_line(event: BreakGlassEvent) -> str:
     return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}"
 
 
+def granted(event: BreakGlassEvent) -> str:
+    return (
+        f":rotating_light: Break-glass access to `{escape(event.profile)}` granted until "
+        f"{date(event.expires_at)} (event `{event.id}`). It is announced to security; "
+        "close it when you are done."
+    )
+
+
+def already_ended(event: BreakGlassEvent) -> str:
+    if event.closed_by:
+        return (
+            f"Event `{event.id}` was already closed by {user(event.closed_by)} "
+            f"{date(event.ended_at or event.updated_at)}."
+        )
+    return f"Event `{event.id}` already {event.status.value} {date(event.ended_at or event.expires_at)}."
+
+
 def event_list(title: str, events: list[BreakGlassEvent], empty: str) -> tuple[str, Blocks]:
     if not events:
         return empty, _section(empty)
@@ -306,11 +326,7 @@ def event_status(event: BreakGlassEvent) -> tuple[str, Blocks]:
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=f"*{escape(audit_header(event))}*")),
         SectionBlock(fields=event_fields(event)),
-        SectionBlock(
-            text=MarkdownTextObject(
-                text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION)
-            )
-        ),
+        justification_section(event),
     ]
     if event.status is Status.CLOSED:
         blocks.append(
@@ -380,7 +396,10 @@ def invoke_modal(
             label="Justification",
             hint="20 to 1000 characters: what is broken and what you will do. Security reads this.",
             element=PlainTextInputElement(
-                action_id=ids.JUSTIFICATION, multiline=True, min_length=20, max_length=1000
+                action_id=ids.JUSTIFICATION,
+                multiline=True,
+                min_length=MIN_JUSTIFICATION,
+                max_length=MAX_JUSTIFICATION,
             ),
         ),
         InputBlock(
@@ -400,7 +419,7 @@ def invoke_modal(
             label="Incident",
             optional=True,
             hint="Ticket id or URL (required for some profiles).",
-            element=PlainTextInputElement(action_id=ids.INCIDENT, max_length=200),
+            element=PlainTextInputElement(action_id=ids.INCIDENT, max_length=MAX_INCIDENT),
         ),
     ]
     view = View(
@@ -482,24 +501,21 @@ def close_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]
         context=[],
         field=ids.CLOSE_REASON,
         label="Why is access no longer needed?",
-        max_length=500,
+        max_length=MAX_CLOSE_REASON,
     )
 
 
 def review_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]:
-    justification = SectionBlock(
-        text=MarkdownTextObject(text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION))
-    )
     return _event_form(
         event,
         callback_id=ids.CALLBACK_REVIEW,
         title="Review break-glass",
         submit="Mark reviewed",
         private_metadata=private_metadata,
-        context=[justification],
+        context=[justification_section(event)],
         field=ids.REVIEW_NOTES,
         label="Review notes",
-        max_length=2000,
+        max_length=MAX_REVIEW_NOTES,
     )
 
 

@@ -37,24 +37,37 @@ class Directory:
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def group_members(self, group_id: str) -> frozenset[str]:
+    def _cached(
+        self,
+        cache: dict[str, tuple[float, Any]],
+        key: str,
+        fetch: Callable[[], Any],
+        unavailable: str,
+    ) -> Any:
+        """`fetch()` at most once per `ttl` per key; on a Slack failure, a stale answer if there is one."""
         now = self._monotonic()
         with self._lock:
-            cached = self._groups.get(group_id)
+            cached = cache.get(key)
         if cached and now - cached[0] < self._ttl:
             return cached[1]
         try:
-            response = self._client.usergroups_users_list(usergroup=group_id)
-            members = frozenset(response.get("users") or [])
-        except (SlackApiError, SlackClientError, OSError) as exc:
+            value = fetch()
+        except (SlackApiError, SlackClientError, OSError, KeyError) as exc:
             if cached:
-                log.warning("usergroups.users.list failed for %s, using cached members: %s", group_id, exc)
+                log.warning("Slack lookup of %s failed, using the cached answer: %s", key, exc)
                 return cached[1]
-            raise DirectoryUnavailable(
-                "Could not read user-group membership from Slack to check your permissions. Try again shortly."
-            ) from exc
+            raise DirectoryUnavailable(unavailable) from exc
         with self._lock:
-            self._groups[group_id] = (now, members)
+            cache[key] = (now, value)
+        return value
+
+    def group_members(self, group_id: str) -> frozenset[str]:
+        members: frozenset[str] = self._cached(
+            self._groups,
+            group_id,
+            lambda: frozenset(self._client.usergroups_users_list(usergroup=group_id).get("users") or []),
+            "Could not read user-group membership from Slack to check your permissions. Try again shortly.",
+        )
         return members
 
     def is_member(self, user_id: str, principals: Iterable[str]) -> bool:
@@ -71,19 +84,12 @@ class Directory:
         return result
 
     def user(self, user_id: str) -> dict[str, Any]:
-        now = self._monotonic()
-        with self._lock:
-            cached = self._users.get(user_id)
-        if cached and now - cached[0] < self._ttl:
-            return cached[1]
-        try:
-            user = dict(self._client.users_info(user=user_id)["user"])
-        except (SlackApiError, SlackClientError, OSError, KeyError) as exc:
-            if cached:
-                return cached[1]
-            raise DirectoryUnavailable("Could not look up your Slack profile. Try again shortly.") from exc
-        with self._lock:
-            self._users[user_id] = (now, user)
+        user: dict[str, Any] = self._cached(
+            self._users,
+            user_id,
+            lambda: dict(self._client.users_info(user=user_id)["user"]),
+            "Could not look up your Slack profile. Try again shortly.",
+        )
         return user
 
     def identity(self, user_id: str, mode: str) -> str:

@@ -129,19 +129,31 @@ class Scheduler:
         else:
             self.track(event)
 
+    def _warn(self, event_id: str) -> bool:
+        """Record the warning (once, across replicas) and announce it if this call won."""
+        if self.service.warn(event_id) is None:
+            return False
+        self.announcer.deliver(event_id)
+        return True
+
+    def _expire(self, event_id: str) -> bool:
+        """Expire (once, across replicas), announce it and drop its jobs if this call won."""
+        expired = self.service.expire(event_id)
+        if expired is None:
+            return False
+        self.announcer.deliver(event_id)
+        self.untrack(expired)
+        return True
+
     def run_warning(self, event_id: str) -> None:
         try:
-            if self.service.warn(event_id) is not None:
-                self.announcer.deliver(event_id)
+            self._warn(event_id)
         except StoreError as exc:
             log.warning("warning job failed, the sweep will retry: %s", exc, extra={"event_id": event_id})
 
     def run_expiry(self, event_id: str) -> None:
         try:
-            expired = self.service.expire(event_id)
-            if expired is not None:
-                self.announcer.deliver(event_id)
-                self.untrack(expired)
+            self._expire(event_id)
         except StoreError as exc:
             log.warning("expiry job failed, the sweep will retry: %s", exc, extra={"event_id": event_id})
 
@@ -158,14 +170,9 @@ class Scheduler:
             counts["active"] = len(active)
             for event in active:
                 if event.is_due(now):
-                    if self.service.expire(event.id) is not None:
-                        counts["expired"] += 1
-                        self.announcer.deliver(event.id)
-                        self.untrack(event)
+                    counts["expired"] += self._expire(event.id)
                 elif event.warned_at is None and now >= self.service.warn_at(event):
-                    if self.service.warn(event.id) is not None:
-                        counts["warned"] += 1
-                        self.announcer.deliver(event.id)
+                    counts["warned"] += self._warn(event.id)
                     self.track(event)
                 else:
                     self.track(event)

@@ -30,7 +30,13 @@ from store import (
     is_event_id,
     mutate,
 )
-from store.model import validate_free_text, validate_incident, validate_justification
+from store.model import (
+    MAX_CLOSE_REASON,
+    MAX_REVIEW_NOTES,
+    validate_free_text,
+    validate_incident,
+    validate_justification,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,7 @@ class BreakGlassService:
         directory: Directory,
         clock: Clock,
         default_audit_channel: str | None = None,
+        lease_on_invoke: bool = True,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -97,7 +104,7 @@ class BreakGlassService:
         self.clock = clock
         self.default_audit_channel = default_audit_channel
         # False where the delivery runs elsewhere (Lambda's lazy listener claims it like the sweep does).
-        self.lease_on_invoke = True
+        self.lease_on_invoke = lease_on_invoke
 
     # -- who may do what --------------------------------------------------------------------
 
@@ -316,7 +323,7 @@ class BreakGlassService:
     def close(self, event_id: str, *, by: str, reason: str) -> CloseResult:
         event = self.check_close(by, event_id)
         try:
-            reason = validate_free_text(reason, what="close reason", max_length=500)
+            reason = validate_free_text(reason, what="close reason", max_length=MAX_CLOSE_REASON)
         except ValueError as exc:
             raise ValidationFailed({ids.CLOSE_REASON: str(exc).capitalize() + "."}) from exc
         if event.status.ended:
@@ -388,15 +395,15 @@ class BreakGlassService:
         return event
 
     def review(self, event_id: str, *, by: str, notes: str) -> BreakGlassEvent:
-        self.check_review(by, event_id)
+        event = self.check_review(by, event_id)
         try:
-            validate_free_text(notes, what="review notes", max_length=2000)
+            validate_free_text(notes, what="review notes", max_length=MAX_REVIEW_NOTES)
         except ValueError as exc:
             raise ValidationFailed({ids.REVIEW_NOTES: str(exc).capitalize() + "."}) from exc
         now = self.clock.now()
         reviewed = mutate(
             self.store,
-            event_id.strip().lower(),
+            event.id,
             lambda ev: ev.review(by=by, notes=notes, now=now).with_outbox(
                 kinds.AUDIT_UPDATE, kinds.REVIEW_THREAD
             ),

@@ -72,7 +72,7 @@ def register(app: App, c: Components, commands: CommandHandler) -> None:
             body,
             action,
             c.service.check_close,
-            lambda e: CommandHandler.already_ended(e) if e.status.ended else None,
+            lambda e: blocks.already_ended(e) if e.status.ended else None,
             blocks.close_modal,
             "Could not open the close form. Use `/breakglass close &lt;id&gt; &lt;reason&gt;` instead.",
         )

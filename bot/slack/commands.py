@@ -139,7 +139,7 @@ class CommandHandler:
                 raise ValidationFailed({"usage": "Usage: `/breakglass close <event id> <reason…>`"})
             result = service.close(args[0], by=user_id, reason=" ".join(args[1:]))
             if not result.closed_now:  # announce what is still owed (e.g. it was just recorded as expired)
-                return blocks.message(self.already_ended(result.event)), (
+                return blocks.message(blocks.already_ended(result.event)), (
                     result.event if result.event.outbox else None
                 )
             return blocks.message(
@@ -160,24 +160,7 @@ class CommandHandler:
             return blocks.message(f"Unknown command `{blocks.escape(words[0])}`.\n{blocks.HELP}"), None
         request = parse_fast_path(user_id, words, command.get("trigger_id"))
         event = service.invoke(request)
-        return blocks.message(self.granted(event)), event
-
-    @staticmethod
-    def granted(event: BreakGlassEvent) -> str:
-        return (
-            f":rotating_light: Break-glass access to `{blocks.escape(event.profile)}` granted until "
-            f"{blocks.date(event.expires_at)} (event `{event.id}`). It is announced to security; "
-            "close it when you are done."
-        )
-
-    @staticmethod
-    def already_ended(event: BreakGlassEvent) -> str:
-        if event.closed_by:
-            return (
-                f"Event `{event.id}` was already closed by {blocks.user(event.closed_by)} "
-                f"{blocks.date(event.ended_at or event.updated_at)}."
-            )
-        return f"Event `{event.id}` already {event.status.value} {blocks.date(event.ended_at or event.expires_at)}."
+        return blocks.message(blocks.granted(event)), event
 
 
 def register(app: App, components: Components) -> CommandHandler:

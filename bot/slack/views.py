@@ -10,7 +10,6 @@ from slack_bolt import Ack, App
 
 from bot import blocks, ids
 from bot.service import InvokeRequest
-from bot.slack.commands import CommandHandler
 from bot.slack.context import Components, EventMetadata, parse_metadata
 from bot.slack.errors import modal_errors
 from store import BreakGlassEvent
@@ -50,7 +49,7 @@ def register(app: App, c: Components) -> None:
             return
         ack(
             response_action="update",
-            view=blocks.notice_modal("Access granted", CommandHandler.granted(event)),
+            view=blocks.notice_modal("Access granted", blocks.granted(event)),
         )
         c.after_ack(event)
 
@@ -81,7 +80,7 @@ def register(app: App, c: Components) -> None:
 
     def close(event_id: str, user_id: str, reason: str) -> tuple[BreakGlassEvent, str | None]:
         result = c.service.close(event_id, by=user_id, reason=reason)
-        return result.event, None if result.closed_now else CommandHandler.already_ended(result.event)
+        return result.event, None if result.closed_now else blocks.already_ended(result.event)
 
     def review(event_id: str, user_id: str, notes: str) -> tuple[BreakGlassEvent, str | None]:
         return c.service.review(event_id, by=user_id, notes=notes), None
