@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, http
@@ -30,8 +31,16 @@ def clean_env(**extra: str) -> dict[str, str]:
 class BotProcess:
     """`breakglass-bot http` on a free port, pointed at a fake Slack and a given store."""
 
-    def __init__(self, cwd: Path, slack_url: str, store_url: str, **env: str) -> None:
+    def __init__(
+        self, cwd: Path, slack_url: str, store_url: str, *, command: Sequence[str] | None = None, **env: str
+    ) -> None:
+        """`command` replaces `breakglass-bot http`; "{port}" in its arguments becomes the chosen port."""
         self.port = free_port()
+        self.command = (
+            [arg.format(port=self.port) for arg in command]
+            if command
+            else [str(BIN / "breakglass-bot"), "http"]
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         self.cwd = cwd
         self.env = clean_env(
@@ -47,7 +56,7 @@ class BotProcess:
 
     def start(self, timeout: float = 30) -> BotProcess:
         self.process = subprocess.Popen(
-            [BIN / "breakglass-bot", "http"],
+            self.command,
             cwd=self.cwd,
             env=self.env,
             stdout=subprocess.DEVNULL,

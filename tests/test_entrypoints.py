@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +11,7 @@ import pytest
 
 from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, SlackSender, http
-from tests.processes import BIN, clean_env, free_port
+from tests.processes import BIN, BotProcess, clean_env
 
 
 def test_missing_settings_exit_2_naming_each_problem(tmp_path: Path) -> None:
@@ -89,49 +87,22 @@ def test_check_policy(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def http_bot(tmp_path: Path) -> Iterator[tuple[str, FakeSlack, subprocess.Popen]]:
+def http_bot(tmp_path: Path) -> Iterator[tuple[BotProcess, FakeSlack]]:
     with FakeSlack(token=BOT_TOKEN, users={"U0001": {"email": "a@example.com"}}) as fake:
-        port = free_port()
-        env = clean_env(
-            SLACK_BOT_TOKEN=BOT_TOKEN,
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_API_URL=fake.url,
-            BREAKGLASS_AUDIT_CHANNEL="C0AUDIT",
-            BREAKGLASS_STORE=f"sqlite:///{tmp_path / 'bot.db'}",
-            PORT=str(port),
-        )
-        process = subprocess.Popen(
-            [BIN / "breakglass-bot", "http"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if http("GET", url + "/healthz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            process.kill()
-            pytest.fail("bot did not start: " + process.communicate()[1][-2000:])
-        yield url, fake, process
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        bot = BotProcess(tmp_path, fake.url, f"sqlite:///{tmp_path / 'bot.db'}").start()
+        try:
+            yield bot, fake
+        finally:
+            bot.kill()
 
 
 def test_http_server_under_gunicorn_handles_20_concurrent_connections(http_bot) -> None:
-    url, fake, process = http_bot
-    sender = SlackSender(url, fake)
+    bot, fake = http_bot
+    sender = SlackSender(bot.url, fake)
 
     def one(i: int) -> int:
         if i % 2:
-            return http("GET", url + "/healthz", timeout=10).status
+            return http("GET", bot.url + "/healthz", timeout=10).status
         return sender.command("help", user=f"U{i:04d}").status
 
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -142,60 +113,29 @@ def test_http_server_under_gunicorn_handles_20_concurrent_connections(http_bot) 
     assert response.json["response_action"] == "update", response.text
     fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "C0AUDIT")
     # forged requests are refused
-    assert SlackSender(url, fake, secret="wrong").command("help").status == 401
+    assert SlackSender(bot.url, fake, secret="wrong").command("help").status == 401
     # SIGTERM: a clean, prompt exit
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
-    logs = process.stderr.read()
+    assert bot.terminate() == 0
+    logs = bot.stderr()
     assert SIGNING_SECRET not in logs
     assert BOT_TOKEN not in logs
 
 
 def test_procfile_web_command_serves_bot_wsgi_app(tmp_path: Path) -> None:
     """`gunicorn bot.wsgi:app` as in the Procfile: several workers, scheduler off (the clock process runs it)."""
+    gunicorn = [str(BIN / "gunicorn"), "--worker-class", "gthread", "--workers", "2", "--threads", "4"]
     with FakeSlack(token=BOT_TOKEN) as fake:
-        port = free_port()
-        env = clean_env(
-            SLACK_BOT_TOKEN=BOT_TOKEN,
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_API_URL=fake.url,
-            BREAKGLASS_AUDIT_CHANNEL="C0AUDIT",
-            BREAKGLASS_STORE=f"sqlite:///{tmp_path / 'web.db'}",
+        bot = BotProcess(
+            tmp_path,
+            fake.url,
+            f"sqlite:///{tmp_path / 'web.db'}",
+            command=[*gunicorn, "--bind", "127.0.0.1:{port}", "bot.wsgi:app"],
             BREAKGLASS_SCHEDULER="off",
-        )
-        process = subprocess.Popen(
-            [
-                BIN / "gunicorn",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "bot.wsgi:app",
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        ).start()
         try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            health = None
-            while time.monotonic() < deadline:
-                try:
-                    health = http("GET", url + "/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            assert health is not None
+            health = http("GET", bot.url + "/healthz")
             assert health.status == 200
             assert health.json["scheduler"] is False
-            assert SlackSender(url, fake).command("help").json["text"].startswith("*Break-glass*")
+            assert SlackSender(bot.url, fake).command("help").json["text"].startswith("*Break-glass*")
         finally:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0
+            assert bot.terminate() == 0

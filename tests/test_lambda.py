@@ -24,7 +24,7 @@ from bot.policy import Policy
 from store import Status, Store
 from store.dynamodb import DynamoDBStore
 from store.sqlite import SQLiteStore
-from tests.conftest import settings_for
+from tests.conftest import AWS_TEST_ENV, settings_for
 from tests.fake_slack import FakeSlack
 from tests.harness import SIGNING_SECRET, TEAM
 from tests.store_fixtures import make_event
@@ -300,11 +300,7 @@ def test_lazy_self_invocation_through_moto_lambda(
     import boto3
     from moto import mock_aws
 
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
+    for key, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(key, value)
     with mock_aws(config={"lambda": {"use_docker": False}}):
         lam = boto3.client("lambda", region_name="us-east-1")
