@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import Row, event, pct
-from bot.announce import AUDIT_POST, DM_INVOKED
 from bot.app import create_app, make_client
 from bot.clock import SystemClock
 from bot.config import Settings
 from bot.policy import parse_policy
+from store.model import OutboxKind
 from store.sqlite import SQLiteStore
 from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET
@@ -63,7 +63,7 @@ def run(rows: list[Row], *, count: int = 200, lead: float = 15.0) -> None:
                 created_at=now,
                 duration=timedelta(seconds=lead, milliseconds=5 * i),
                 audit_channel="C0AUDIT",
-            ).with_outbox(AUDIT_POST, DM_INVOKED)
+            ).with_outbox(OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED)
             store.create(ev)
             events.append(ev)
         offset = time.time() - time.monotonic()

@@ -22,7 +22,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any
 
@@ -31,7 +31,6 @@ from store import (
     BreakGlassEvent,
     EventNotFound,
     InvalidStoreURL,
-    InvalidTransition,
     Status,
     Store,
     StoreError,
@@ -428,11 +427,17 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_close(args: argparse.Namespace) -> int:
-    from bot import announce
+    """Close through the same use case as Slack (`BreakGlassService.close`, as operator `operator:NAME`),
+    then hand the event to the delivery pipeline; without Slack settings the steps stay owed for the sweep."""
+    from slack_sdk import WebClient
+
     from bot.app import create_app, resolve_policy
+    from bot.clock import SystemClock
     from bot.config import ConfigError, load_settings
+    from bot.directory import Directory
     from bot.logs import configure_logging
     from bot.runtime import aws_secrets
+    from bot.service import BreakGlassService
 
     event_id = _event_id(args.id)
     operator = args.operator.strip()
@@ -469,42 +474,26 @@ def cmd_close(args: argparse.Namespace) -> int:
                 runtime = create_app(settings, store, policy=policy)
             except ConfigError as exc:
                 slack_problems = exc.problems
-        store = runtime.service.store if runtime is not None else store
-        clock_now = runtime.components.clock.now() if runtime is not None else datetime.now(UTC)
-
-        event = store.get(event_id)
-        if event.status.ended:
+        if runtime is not None:
+            service = runtime.service
+        else:  # no Slack: the use case alone (an operator needs no Slack roles); delivery stays owed
+            service = BreakGlassService(
+                store=store, policy=policy, directory=Directory(WebClient()), clock=SystemClock()
+            )
+        result = service.close(event_id, by=by, reason=reason, operator=True)
+        event = result.event
+        if not result.closed_now:
+            if event.outbox:  # it was just recorded as expired (the sweep was late): announce that
+                _deliver(runtime, event.id, slack_problems)
             who = f" by {event.closed_by}" if event.closed_by else ""
             err(f"refused: event {event.id} is already {event.status.value}{who} at {_short(event.ended_at)}")
             return REFUSED
-        if event.is_due(clock_now):
-            # The access already ran out and the sweep is late: it expired, it is not closed (as in Slack).
-            with suppress(InvalidTransition):
-                store.expire(
-                    event.id,
-                    now=clock_now,
-                    outbox=(announce.AUDIT_UPDATE, announce.EXPIRE_THREAD, announce.EXPIRE_DM),
-                )
-            _deliver(runtime, event.id, slack_problems)
-            err(f"refused: event {event.id} had already expired at {_short(event.expires_at)}")
-            return REFUSED
-        try:
-            closed = store.close(
-                event.id,
-                by=by,
-                reason=reason,
-                now=clock_now,
-                outbox=(announce.AUDIT_UPDATE, announce.CLOSE_THREAD, announce.CLOSE_DM),
-            )
-        except InvalidTransition as exc:
-            err(f"refused: event {event_id} ended meanwhile ({exc.event.status.value})")
-            return REFUSED
-        print(f"closed event {closed.id} on {closed.profile} (invoker {closed.invoker}) as {by}")
-        _deliver(runtime, closed.id, slack_problems)
+        print(f"closed event {event.id} on {event.profile} (invoker {event.invoker}) as {by}")
+        _deliver(runtime, event.id, slack_problems)
         return OK
     finally:
         if runtime is not None:
-            runtime.components.inflight.wait_idle(10)
+            runtime.pipeline.shutdown(10)
         store.close_store()
 
 
@@ -516,7 +505,7 @@ def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
             + "\n".join(f"  - {p}" for p in slack_problems)
         )
         return
-    delivered = runtime.announcer.deliver(event_id)
+    delivered = runtime.pipeline.deliver(event_id)
     if delivered is not None and not delivered.outbox:
         err("announced in the audit channel and to the invoker")
     else:

@@ -12,16 +12,12 @@ from typing import Any
 from slack_bolt import App, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, ServerErrorRetryHandler
 
-from bot.announce import Announcer
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
+from bot.pipeline import LeaseBoundedRateLimitRetryHandler, Pipeline
 from bot.policy import Policy, PolicyError, load_policy
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
@@ -33,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def make_client(settings: Settings, *, timeout: int = 10) -> WebClient:
-    """The Web API client: Slack's own retry handlers for 429 (Retry-After), connection errors and 5xx."""
+    """The Web API client: Slack's own retry handlers for connection errors and 5xx, and its 429 handler
+    bounded, inside a delivery, by the delivery's lease (bot.pipeline)."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     return WebClient(
         token=token,
@@ -41,7 +38,7 @@ def make_client(settings: Settings, *, timeout: int = 10) -> WebClient:
         timeout=timeout,
         retry_handlers=[
             ConnectionErrorRetryHandler(max_retry_count=2),
-            RateLimitErrorRetryHandler(max_retry_count=3),
+            LeaseBoundedRateLimitRetryHandler(max_retry_count=3),
             ServerErrorRetryHandler(max_retry_count=2),
         ],
     )
@@ -80,14 +77,13 @@ class BreakglassApp:
         return self.components.service
 
     @property
-    def announcer(self) -> Announcer:
-        return self.components.announcer
+    def pipeline(self) -> Pipeline:
+        return self.components.pipeline
 
     def shutdown(self, timeout: float = 20.0) -> None:
         """Clean stop: no new scheduled work, in-flight jobs and post-ack deliveries finish."""
         self.scheduler.shutdown(wait=True)
-        self.components.inflight.wait_idle(timeout)
-        self.components.workers.shutdown(wait=True)
+        self.pipeline.shutdown(timeout)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:
@@ -112,39 +108,34 @@ def create_app(
     client = client or make_client(settings)
     clock = clock or SystemClock()
     directory = directory or Directory(client)
+    # Lambda cannot run threads after returning: there a Bolt lazy listener delivers (bot.pipeline).
+    pipeline = Pipeline(
+        store=store, client=client, policy=policy, clock=clock, post_ack_threads=not lazy_delivery
+    )
     service = BreakGlassService(
         store=store,
         policy=policy,
         directory=directory,
         clock=clock,
         default_audit_channel=channel,
-        lease_on_invoke=not lazy_delivery,
+        prepare_new=pipeline.hold_new,
     )
-    announcer = Announcer(store=store, client=client, policy=policy, clock=clock)
-    components = Components(
-        service=service,
-        announcer=announcer,
-        client=client,
-        policy=policy,
-        clock=clock,
-        lazy_delivery=lazy_delivery,
-    )
+    components = Components(service=service, pipeline=pipeline, client=client, policy=policy, clock=clock)
     scheduler = Scheduler(
         service=service,
-        announcer=announcer,
+        pipeline=pipeline,
         policy=policy,
         clock=clock,
         default_audit_channel=channel,
     )
-    components.on_event += [scheduler.on_event, home.refresh_for(components)]
+    pipeline.follow_ups += [scheduler.on_event, home.refresh_for(components)]
     if lazy_delivery:
-        # Lambda: each listener that records owed announcements gets this lazy listener, which Bolt runs
-        # after the ack in a second invocation; it delivers whatever is due (this request's included).
+        # Each listener that stores a change gets this lazy listener, which Bolt runs after the ack in a
+        # second invocation; it delivers whatever is due (this request's change included).
         def deliver_owed_announcements() -> None:
-            announcer.deliver_owed()
+            pipeline.deliver_owed()
 
         components.lazy.append(deliver_owed_announcements)
-        announcer.on_change = home.refresh_for(components)
 
     token = client.token or ""
 

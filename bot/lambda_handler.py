@@ -2,9 +2,10 @@
 
 * `handler(event, context)`: Slack's HTTP requests through a Function URL or API Gateway (payload v1 or
   v2). The app is built with `lazy_delivery=True`, hence `process_before_response=True`: each listener
-  acks within Lambda's request, and Slack announcements go to a Bolt *lazy listener*, which Bolt's
-  `LambdaLazyListenerRunner` runs in a second, asynchronous invocation of this same function
-  (`lambda:InvokeFunction` on itself). So the response to Slack never waits for the announcements.
+  acks within Lambda's request, and delivery goes to a Bolt *lazy listener* (calling the same
+  `bot.pipeline.Pipeline.deliver` as every other writer), which Bolt's `LambdaLazyListenerRunner` runs in
+  a second, asynchronous invocation of this same function (`lambda:InvokeFunction` on itself). So the
+  response to Slack never waits for the announcements.
 * `sweep_handler(event, context)`: an EventBridge schedule (every minute) runs one scheduler sweep:
   warnings and expiries that are due, and owed announcements (the outbox), then returns the counts.
 
@@ -37,7 +38,7 @@ _slack: SlackRequestHandler | None = None
 def install(runtime: BreakglassApp, *, lambda_client: Any = None) -> SlackRequestHandler:
     """Use `runtime` for this container (tests pass their own runtime and a fake Lambda client)."""
     global _runtime, _slack
-    if not runtime.components.lazy_delivery:
+    if runtime.pipeline.post_ack_threads:
         raise ValueError("the Lambda runtime must be built with lazy_delivery=True")
     slack = SlackRequestHandler(runtime.bolt)
     if lambda_client is not None:
@@ -97,8 +98,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """EventBridge schedule: one sweep (due warnings and expiries, owed announcements); returns counts."""
-    scheduler = runtime().scheduler
-    counts = scheduler.sweep()
-    counts["reminded"] = scheduler.remind_if_due()  # the daily review reminder, once a day across runs
+    counts = runtime().scheduler.sweep()  # includes the daily review reminder, once a day across runs
     log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
     return counts

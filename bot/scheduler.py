@@ -21,8 +21,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot import blocks
-from bot.announce import Announcer
 from bot.clock import Clock
+from bot.pipeline import Pipeline
 from bot.policy import Policy
 from bot.service import BreakGlassService
 from store import BreakGlassEvent, StoreError
@@ -38,13 +38,13 @@ class Scheduler:
         self,
         *,
         service: BreakGlassService,
-        announcer: Announcer,
+        pipeline: Pipeline,
         policy: Policy,
         clock: Clock,
         default_audit_channel: str | None = None,
     ) -> None:
         self.service = service
-        self.announcer = announcer
+        self.pipeline = pipeline
         self.policy = policy
         self.clock = clock
         self.default_audit_channel = default_audit_channel
@@ -130,19 +130,18 @@ class Scheduler:
             self.track(event)
 
     def _warn(self, event_id: str) -> bool:
-        """Record the warning (once, across replicas) and announce it if this call won."""
+        """Record the warning (once, across replicas) and hand it to the pipeline if this call won."""
         if self.service.warn(event_id) is None:
             return False
-        self.announcer.deliver(event_id)
+        self.pipeline.deliver(event_id)
         return True
 
     def _expire(self, event_id: str) -> bool:
-        """Expire (once, across replicas), announce it and drop its jobs if this call won."""
-        expired = self.service.expire(event_id)
-        if expired is None:
+        """Expire (once, across replicas) and hand it to the pipeline (which also drops its jobs) if this
+        call won."""
+        if self.service.expire(event_id) is None:
             return False
-        self.announcer.deliver(event_id)
-        self.untrack(expired)
+        self.pipeline.deliver(event_id)
         return True
 
     def run_warning(self, event_id: str) -> None:
@@ -161,12 +160,12 @@ class Scheduler:
 
     def sweep(self) -> dict[str, int]:
         """Do everything due now; returns counts (for tests and logs). Never raises."""
-        counts = {"active": 0, "warned": 0, "expired": 0, "owed": 0}
+        counts = {"active": 0, "warned": 0, "expired": 0, "owed": 0, "reminded": 0}
         if not self._sweep_lock.acquire(blocking=False):
             return counts  # a sweep is already running in this process
         try:
             now = self.clock.now()
-            active = self.service.store.list_active()
+            active = self.service.active()
             counts["active"] = len(active)
             for event in active:
                 if event.is_due(now):
@@ -176,7 +175,8 @@ class Scheduler:
                     self.track(event)
                 else:
                     self.track(event)
-            counts["owed"] = self.announcer.deliver_owed()
+            counts["owed"] = self.pipeline.deliver_owed()
+            counts["reminded"] = self.remind_if_due()  # also retries a reminder that failed earlier
         except StoreError as exc:
             log.warning(
                 "sweep failed, will retry next interval: %s",
@@ -190,29 +190,33 @@ class Scheduler:
     # -- review reminder ------------------------------------------------------------------------------
 
     def remind_if_due(self) -> int:
-        """For runtimes without a cron (Lambda's minute sweep): post today's reminder once it is due."""
+        """Post today's reminder once it is due and not yet posted (the sweep and Lambda's minute sweep call
+        this, so a reminder that failed is retried until it is posted)."""
         if self.clock.now().time() < self.policy.review_reminder_time:
             return 0
         return self.remind_reviews()
 
     def remind_reviews(self) -> int:
-        """Post the list of events unreviewed for longer than `review_reminder_after`. Returns how many."""
+        """Post the list of events unreviewed for longer than `review_reminder_after`, once a day across
+        replicas, through the pipeline's owed-task path. Returns how many events it listed."""
         channel = self.policy.audit_channel or self.default_audit_channel
         if channel is None:
             return 0
         now = self.clock.now()
         cutoff = now - self.policy.review_reminder_after
-        try:
-            # Every replica's scheduler fires at the same time: the first to claim the day posts.
-            if not self.service.store.claim(
-                f"review-reminder:{now.date().isoformat()}", now=now, hold=timedelta(hours=20)
-            ):
-                return 0
+        listed: list[int] = []
+
+        def send() -> None:
             stale = [e for e in self.service.unreviewed(limit=200) if e.ended_at and e.ended_at <= cutoff]
             if stale:
                 text, body = blocks.review_reminder(stale, self.policy.review_reminder_after)
-                self.announcer.client.chat_postMessage(channel=channel, text=text, blocks=body)
-        except Exception:  # a reminder failing must not stop the scheduler
+                self.pipeline.client.chat_postMessage(channel=channel, text=text, blocks=body)
+            listed.append(len(stale))
+
+        try:
+            self.pipeline.deliver_task(
+                f"review-reminder:{now.date().isoformat()}", send, done_for=timedelta(hours=36)
+            )
+        except StoreError:  # a reminder failing must not stop the scheduler; the next sweep retries
             log.exception("review reminder failed", extra={"action": "review-reminder"})
-            return 0
-        return len(stale)
+        return listed[0] if listed else 0

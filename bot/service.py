@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import announce as kinds
 from bot import ids
 from bot.clock import Clock
 from bot.directory import Directory
@@ -33,6 +32,7 @@ from store import (
 from store.model import (
     MAX_CLOSE_REASON,
     MAX_REVIEW_NOTES,
+    OutboxKind,
     validate_free_text,
     validate_incident,
     validate_justification,
@@ -96,15 +96,16 @@ class BreakGlassService:
         directory: Directory,
         clock: Clock,
         default_audit_channel: str | None = None,
-        lease_on_invoke: bool = True,
+        prepare_new: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.directory = directory
         self.clock = clock
         self.default_audit_channel = default_audit_channel
-        # False where the delivery runs elsewhere (Lambda's lazy listener claims it like the sweep does).
-        self.lease_on_invoke = lease_on_invoke
+        # Applied to a new invocation just before it is stored (the delivery pipeline uses it to be
+        # handed the event together with its creation, in the same write).
+        self.prepare_new = prepare_new
 
     # -- who may do what --------------------------------------------------------------------
 
@@ -209,12 +210,10 @@ class BreakGlassService:
         """
         _, event = self.validate(request)
         escalated = self._check_rate_limits(event)
-        owed = [kinds.AUDIT_POST, kinds.DM_INVOKED] + ([kinds.ESCALATION] if escalated else [])
-        # Created holding the delivery lease: this process delivers right after the ack without another
-        # write; if it dies first, the lease runs out and any replica's sweep delivers.
-        event = event.updated(escalated=escalated).with_outbox(*owed)
-        if self.lease_on_invoke:
-            event = kinds.lease(event, event.created_at)
+        owed = [OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED] + ([OutboxKind.ESCALATION] if escalated else [])
+        event = event.updated(escalated=escalated).with_outbox(*owed, version=event.version)
+        if self.prepare_new is not None:
+            event = self.prepare_new(event)
         try:
             stored = self.store.create(event)
         except StackedAccess as exc:
@@ -320,8 +319,10 @@ class BreakGlassService:
             )
         return event
 
-    def close(self, event_id: str, *, by: str, reason: str) -> CloseResult:
-        event = self.check_close(by, event_id)
+    def close(self, event_id: str, *, by: str, reason: str, operator: bool = False) -> CloseResult:
+        """Close an active event. `operator`: `by` is an operator of `breakglass-admin` (`operator:NAME`),
+        authorized by their access to the store, not by Slack roles; every other rule is the same."""
+        event = self.get(event_id) if operator else self.check_close(by, event_id)
         try:
             reason = validate_free_text(reason, what="close reason", max_length=MAX_CLOSE_REASON)
         except ValueError as exc:
@@ -331,8 +332,8 @@ class BreakGlassService:
         now = self.clock.now()
         if event.is_due(now):  # the access already ran out (the sweep is late): it expired, not closed
             return CloseResult(self.expire(event.id) or self.store.get(event.id), closed_now=False)
-        owed = [kinds.AUDIT_UPDATE, kinds.CLOSE_THREAD] + (
-            [kinds.CLOSE_DM] if by != event.slack_user_id else []
+        owed = [OutboxKind.AUDIT_UPDATE, OutboxKind.CLOSE_THREAD] + (
+            [OutboxKind.CLOSE_DM] if by != event.slack_user_id else []
         )
         try:
             closed = self.store.close(event.id, by=by, reason=reason, now=now, outbox=owed)
@@ -361,7 +362,7 @@ class BreakGlassService:
             if ev.warned_at is not None or not ev.is_effective(now) or now < self.warn_at(ev):
                 return None
             won.append(ev)
-            return ev.updated(warned_at=now).with_outbox(kinds.WARN_THREAD, kinds.WARN_DM)
+            return ev.updated(warned_at=now).with_outbox(OutboxKind.WARN_THREAD, OutboxKind.WARN_DM)
 
         result = mutate(self.store, event_id, change)
         if not won or result.warned_at != now:
@@ -375,7 +376,7 @@ class BreakGlassService:
             expired = self.store.expire(
                 event_id,
                 now=self.clock.now(),
-                outbox=(kinds.AUDIT_UPDATE, kinds.EXPIRE_THREAD, kinds.EXPIRE_DM),
+                outbox=(OutboxKind.AUDIT_UPDATE, OutboxKind.EXPIRE_THREAD, OutboxKind.EXPIRE_DM),
             )
         except (InvalidTransition, EventNotFound):
             return None
@@ -405,7 +406,7 @@ class BreakGlassService:
             self.store,
             event.id,
             lambda ev: ev.review(by=by, notes=notes, now=now).with_outbox(
-                kinds.AUDIT_UPDATE, kinds.REVIEW_THREAD
+                OutboxKind.AUDIT_UPDATE, OutboxKind.REVIEW_THREAD
             ),
         )
         log.info(
@@ -415,10 +416,22 @@ class BreakGlassService:
 
     # -- queries ------------------------------------------------------------------------------
 
+    def active(self) -> list[BreakGlassEvent]:
+        """Every active event, including ones past their expiry not yet swept (the scheduler's work list)."""
+        return self.store.list_active()
+
+    def all_effective(self) -> list[BreakGlassEvent]:
+        """Every event granting access now."""
+        now = self.clock.now()
+        return [e for e in self.store.list_active() if e.is_effective(now)]
+
+    def events_of(self, invoker: str, *, limit: int, cursor: str | None = None) -> Page:
+        """One invoker's events, newest first."""
+        return self.store.list_by_invoker(invoker, limit=limit, cursor=cursor)
+
     def active_for(self, user_id: str) -> list[BreakGlassEvent]:
         """Active events the user should see: their own, or all for incident commanders and security."""
-        now = self.clock.now()
-        active = [e for e in self.store.list_active() if e.is_effective(now)]
+        active = self.all_effective()
         if self.roles(user_id).can_see_all:
             return active
         return [e for e in active if e.slack_user_id == user_id]

@@ -140,6 +140,11 @@ class Store(Protocol):
         review reminder) happens once."""
         ...
 
+    def finish_claim(self, name: str, *, until: datetime) -> None:
+        """The holder of the named lease marks its work done: nobody can claim it again before `until`.
+        (A holder that fails simply lets its lease run out, and the next claim retries the work.)"""
+        ...
+
     def ping(self) -> None:
         """Raise StoreUnavailable if the backend does not answer."""
         ...

@@ -107,7 +107,9 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
             item[key] = str(value.value)
         elif key == "outbox":
             if value:
-                item[key] = list(value)
+                item[key] = [
+                    {"kind": str(entry.kind.value), "version": entry.version} for entry in event.outbox
+                ]
         else:
             item[key] = value
     # Audit records outlive the access: DynamoDB TTL deletes them only after the retention period.
@@ -255,6 +257,11 @@ class DynamoDBStore:
                 return False
             raise
         return True
+
+    def finish_claim(self, name: str, *, until: datetime) -> None:
+        item = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(until)}
+        item["ttl"] = int((until + self.retention).timestamp())
+        self._call("put_item", TableName=self.table, Item=_ser(item))
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -29,6 +30,44 @@ class ReasonCode(StrEnum):
     SECURITY = "security"
     RECOVERY = "recovery"
     OTHER = "other"
+
+
+class OutboxKind(StrEnum):
+    """A step an event owes after a stored change (its outbox). The delivery pipeline (bot/pipeline.py)
+    registers one handler per kind; adding a kind is one member here plus one handler there."""
+
+    AUDIT_POST = "audit_post"
+    DM_INVOKED = "dm_invoked"
+    ESCALATION = "escalation"
+    WARN_THREAD = "warn_thread"
+    WARN_DM = "warn_dm"
+    CLOSE_THREAD = "close_thread"
+    CLOSE_DM = "close_dm"
+    EXPIRE_THREAD = "expire_thread"
+    EXPIRE_DM = "expire_dm"
+    REVIEW_THREAD = "review_thread"
+    AUDIT_UPDATE = "audit_update"
+
+
+class OutboxEntry(BaseModel):
+    """One owed step: its kind and the event version it must show (the version of the write that owed it).
+
+    Two changes owing the same kind are two entries, so a later change never merges away a pending one,
+    and recording a sent entry removes exactly that entry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: OutboxKind
+    version: int = Field(ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_stored(cls, value: Any) -> Any:
+        # Outboxes stored before entries carried a version were plain kind strings: version 0 (any).
+        if isinstance(value, str):
+            return {"kind": value, "version": 0}
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return {"kind": value[0], "version": value[1]}
+        return value
 
 
 class Status(StrEnum):
@@ -138,7 +177,7 @@ class BreakGlassEvent(BaseModel):
     # Slack audit trail: where the audit message lives, and the announcements still owed (the outbox).
     audit_channel: str | None = None
     audit_ts: str | None = None
-    outbox: tuple[str, ...] = ()
+    outbox: tuple[OutboxEntry, ...] = ()
     outbox_attempts: int = Field(default=0, ge=0)
     outbox_next_at: UtcDatetime | None = None
 
@@ -257,16 +296,33 @@ class BreakGlassEvent(BaseModel):
             updated_at=now,
         )
 
-    def with_outbox(self, *add: str, remove: tuple[str, ...] = ()) -> BreakGlassEvent:
-        """Add/remove owed announcements (kept in insertion order, no duplicates)."""
-        items = [item for item in self.outbox if item not in remove]
-        for item in add:  # one at a time, so that duplicates within `add` are dropped too
-            if item not in items:
-                items.append(item)
+    def with_outbox(
+        self,
+        *add: OutboxKind | str,
+        remove: Iterable[OutboxEntry] = (),
+        version: int | None = None,
+    ) -> BreakGlassEvent:
+        """Add owed steps (stamped with `version`, by default the version this change will be stored as:
+        the current one + 1) and remove exactly the `remove` entries. Order is kept; an entry already owed
+        (same kind and version) is not added twice."""
+        stamp = self.version + 1 if version is None else version
+        removed = set(remove)
+        items = [item for item in self.outbox if item not in removed]
+        for kind in add:
+            entry = OutboxEntry(kind=OutboxKind(kind), version=stamp)
+            if entry not in items:
+                items.append(entry)
         changes: dict[str, Any] = {"outbox": tuple(items)}
         if not items:
             changes.update(outbox_attempts=0, outbox_next_at=None)
         return self._with(**changes)
+
+    @property
+    def owed_kinds(self) -> tuple[OutboxKind, ...]:
+        return tuple(entry.kind for entry in self.outbox)
+
+    def owes(self, kind: OutboxKind) -> bool:
+        return any(entry.kind is kind for entry in self.outbox)
 
     def _with(self, **changes: Any) -> BreakGlassEvent:
         """A validated copy with `changes` applied (model_copy does not validate)."""

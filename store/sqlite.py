@@ -204,6 +204,12 @@ class SQLiteStore:
         )
         return taken == 1
 
+    def finish_claim(self, name: str, *, until: datetime) -> None:
+        self._execute_write(
+            "INSERT INTO claims (name, until) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET until = excluded.until",
+            (name, format_ts(until)),
+        )
+
     # -- writes -------------------------------------------------------------------------------
 
     def create(self, event: BreakGlassEvent) -> BreakGlassEvent:

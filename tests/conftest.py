@@ -89,7 +89,7 @@ class Bot:
 
     def idle(self) -> None:
         """Wait until work the bot does after acking (announcements, App Home) has finished."""
-        assert self.runtime.components.inflight.wait_idle(15)
+        assert self.runtime.pipeline.inflight.wait_idle(15)
 
 
 def make_bot(

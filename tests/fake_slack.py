@@ -513,6 +513,7 @@ class FakeSlack:
             "chat.getPermalink": self._chat_get_permalink,
             "conversations.open": self._conversations_open,
             "conversations.info": self._conversations_info,
+            "conversations.history": self._conversations_history,
             "views.open": self._views_open,
             "views.push": self._views_push,
             "views.update": self._views_update,
@@ -1127,6 +1128,29 @@ class FakeSlack:
         if channel.startswith("D"):
             result["user"] = "U" + channel[1:]
         return {"channel": result}
+
+    def _conversations_history(self, params: dict) -> dict:
+        """Top-level messages, newest first, after ``oldest``; ``metadata`` only with include_all_metadata."""
+        channel = _required(params, "channel", "channel_not_found")
+        oldest = float(params.get("oldest") or 0)
+        limit = int(params.get("limit") or 100)
+        with_metadata = params.get("include_all_metadata") in (True, "1", "true")
+        found = []
+        for key in reversed(self._order):
+            msg = self._messages[key]
+            if (
+                key[0] != channel
+                or msg.get("thread_ts") not in (None, msg["ts"])
+                or float(msg["ts"]) <= oldest
+            ):
+                continue
+            out = copy.deepcopy(msg)
+            if not with_metadata:
+                out.pop("metadata", None)
+            found.append(out)
+            if len(found) >= limit:
+                break
+        return {"messages": found, "has_more": False}
 
     def _check_trigger(self, params: dict) -> None:
         trigger_id = params.get("trigger_id")

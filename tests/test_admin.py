@@ -15,9 +15,9 @@ import pytest
 from slack_sdk import WebClient
 
 from bot import admin
-from bot import announce as kinds
 from store import BreakGlassEvent, Status, Store
 from store.dynamodb import DynamoDBStore
+from store.model import OutboxKind
 from store.sqlite import SQLiteStore
 from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET
@@ -185,7 +185,7 @@ def test_close_without_slack_leaves_announcements_owed(
     assert closed.status is Status.CLOSED
     assert closed.closed_by == "operator:alice"
     assert closed.closed_reason == "incident over"
-    assert closed.outbox == (kinds.AUDIT_UPDATE, kinds.CLOSE_THREAD, kinds.CLOSE_DM)
+    assert closed.owed_kinds == (OutboxKind.AUDIT_UPDATE, OutboxKind.CLOSE_THREAD, OutboxKind.CLOSE_DM)
     assert [e.id for e in backend.store.list_owed(now=datetime.now(UTC) + timedelta(seconds=1))] == [event.id]
 
 

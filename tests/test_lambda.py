@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from bot import announce as kinds
 from bot import lambda_handler
 from bot.app import BreakglassApp, create_app, make_client
 from bot.clock import ManualClock
 from bot.policy import Policy
 from store import Status, Store
 from store.dynamodb import DynamoDBStore
+from store.model import OutboxKind
 from store.sqlite import SQLiteStore
 from tests.conftest import AWS_TEST_ENV, settings_for
 from tests.fake_slack import FakeSlack
@@ -266,7 +266,7 @@ def test_sweep_handler_on_dynamodb(
             now=clock.now() - timedelta(hours=2),
             slack_user_id="U0001",
             audit_channel="C0AUDIT",
-            outbox=(kinds.AUDIT_POST, kinds.DM_INVOKED),
+            outbox=(OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED),
         )
     )
     running = store.create(

@@ -18,11 +18,13 @@ from store.errors import InvalidTransition
 from store.model import (
     MAX_DURATION,
     BreakGlassEvent,
+    OutboxEntry,
     ReasonCode,
     Status,
     is_event_id,
     new_event_id,
 )
+from store.model import OutboxKind as K
 from store.sqlite import SQLiteStore
 from store.timeutil import TIMESTAMP_WIDTH, ensure_utc, format_ts, parse_ts
 from store.url import DEFAULT_STORE_URL, InvalidStoreURL, open_store, parse_store_url
@@ -287,7 +289,7 @@ def test_expires_at_is_created_at_plus_duration() -> None:
 
 
 def test_json_round_trip() -> None:
-    event = closed_event().with_outbox("a", "b").updated(escalated=True, audit_ts="1.2")
+    event = closed_event().with_outbox("audit_update", "close_thread").updated(escalated=True, audit_ts="1.2")
     assert BreakGlassEvent.model_validate_json(event.model_dump_json()) == event
 
 
@@ -425,27 +427,48 @@ def test_updated_returns_a_validated_copy() -> None:
 # -- outbox ------------------------------------------------------------------------------------
 
 
-def test_with_outbox_keeps_insertion_order_without_duplicates() -> None:
-    event = new().with_outbox("announce", "dm")
-    assert event.outbox == ("announce", "dm")
-    assert event.with_outbox("dm", "thread", "announce").outbox == ("announce", "dm", "thread")
-    assert new().with_outbox("a", "b", "a", "b").outbox == ("a", "b")
+def test_with_outbox_stamps_the_version_of_the_write_and_keeps_order() -> None:
+    event = new().with_outbox("audit_post", "dm_invoked", version=1)
+    assert event.outbox == (
+        OutboxEntry(kind=K.AUDIT_POST, version=1),
+        OutboxEntry(kind=K.DM_INVOKED, version=1),
+    )
+    again = event.with_outbox("dm_invoked", version=1)
+    assert again.outbox == event.outbox  # the same entry is not owed twice
+    assert new().with_outbox("audit_update").outbox == (OutboxEntry(kind=K.AUDIT_UPDATE, version=2),)
+    with pytest.raises(ValueError, match="no_such_kind"):
+        new().with_outbox("no_such_kind")
 
 
-def test_with_outbox_removes_and_adds() -> None:
-    event = new().with_outbox("a", "b", "c")
-    assert event.with_outbox(remove=("b",)).outbox == ("a", "c")
-    assert event.with_outbox(remove=("zzz",)).outbox == ("a", "b", "c")
-    assert event.with_outbox("a", remove=("a",)).outbox == ("b", "c", "a")  # re-queued at the end
-    assert event.with_outbox("d", remove=("a", "b")).outbox == ("c", "d")
+def test_a_later_change_never_merges_away_a_pending_update() -> None:
+    """Close owes audit_update at v2; a review owes it again at v3: both stay owed, and removing the
+    first (what an in-flight delivery sent) leaves the second."""
+    closed = new().with_outbox("audit_update", version=2)
+    reviewed = closed.with_outbox("audit_update", "review_thread", version=3)
+    assert reviewed.owed_kinds == (K.AUDIT_UPDATE, K.AUDIT_UPDATE, K.REVIEW_THREAD)
+    after = reviewed.with_outbox(remove=[OutboxEntry(kind=K.AUDIT_UPDATE, version=2)])
+    assert after.outbox == (
+        OutboxEntry(kind=K.AUDIT_UPDATE, version=3),
+        OutboxEntry(kind=K.REVIEW_THREAD, version=3),
+    )
+
+
+def test_outboxes_stored_as_kind_strings_still_read() -> None:
+    data = new().model_dump(mode="json") | {"outbox": ["audit_post", "dm_invoked"]}
+    event = BreakGlassEvent.model_validate(data)
+    assert event.outbox == (
+        OutboxEntry(kind=K.AUDIT_POST, version=0),
+        OutboxEntry(kind=K.DM_INVOKED, version=0),
+    )
+    assert BreakGlassEvent.model_validate_json(event.model_dump_json()) == event
 
 
 def test_clearing_the_outbox_resets_attempts_and_next_time() -> None:
-    event = new().with_outbox("a", "b").updated(outbox_attempts=3, outbox_next_at=T0 + HOUR)
-    partial = event.with_outbox(remove=("a",))
+    event = new().with_outbox("audit_post", "dm_invoked").updated(outbox_attempts=3, outbox_next_at=T0 + HOUR)
+    partial = event.with_outbox(remove=event.outbox[:1])
     assert partial.outbox_attempts == 3
     assert partial.outbox_next_at == T0 + HOUR
-    cleared = partial.with_outbox(remove=("b",))
+    cleared = partial.with_outbox(remove=partial.outbox)
     assert cleared.outbox == ()
     assert cleared.outbox_attempts == 0
     assert cleared.outbox_next_at is None

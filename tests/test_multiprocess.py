@@ -149,7 +149,7 @@ def test_sigkill_after_store_write_then_restart_announces_once(two_bots) -> None
     bots[0].kill()  # SIGKILL: no chance to deliver
     store = open_store(store_url)
     event = store.list_by_invoker("U0001").items[0]
-    assert "audit_post" in store.get(event.id).outbox
+    assert "audit_post" in store.get(event.id).owed_kinds
     fake.set_down(False)
     restarted = bots[0].start()
     fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "C0AUDIT", timeout=15)

@@ -104,7 +104,7 @@ def test_slack_down_at_invocation_then_back_delivers_once(bot: Bot) -> None:
     bot.idle()
     event = bot.store.list_active()[0]
     owed = bot.store.get(event.id)
-    assert "audit_post" in owed.outbox
+    assert "audit_post" in owed.owed_kinds
     assert owed.outbox_next_at is not None
     assert owed.outbox_next_at > bot.clock.now()  # backoff
     assert audit_posts(bot.fake) == []
@@ -136,7 +136,7 @@ def test_500_and_429_for_a_while_then_recovery(bot: Bot) -> None:
 def test_crash_between_store_write_and_slack_loses_nothing(bot: Bot) -> None:
     # The use case stores the event with its announcements owed; the process dies before any Slack call.
     event = bot.runtime.service.invoke(InvokeRequest("U0001", "sandbox", "incident", JUST, "3600"))
-    assert bot.store.get(event.id).outbox == ("audit_post", "dm_invoked")
+    assert bot.store.get(event.id).owed_kinds == ("audit_post", "dm_invoked")
     assert audit_posts(bot.fake) == []
     # ...or it died after claiming the delivery lease: the lease runs out and the sweep delivers.
     claimed = bot.store.save(

@@ -65,7 +65,7 @@ def test_every_field_round_trips(store: Any) -> None:
         request_id="req-123",
         audit_channel="C0AUDIT",
         audit_ts="1700000000.000100",
-        outbox=("announce", "dm-invoker"),
+        outbox=("audit_post", "dm_invoked"),
         outbox_attempts=2,
         outbox_next_at=T0 + timedelta(minutes=5, microseconds=7),
         warned_at=T0 + timedelta(minutes=50),
@@ -77,7 +77,7 @@ def test_every_field_round_trips(store: Any) -> None:
     assert store.get(event.id) == event
 
     closed = store.close(
-        event.id, by="bob@example.com", reason="done", now=T0 + 10 * MINUTE, outbox=("close",)
+        event.id, by="bob@example.com", reason="done", now=T0 + 10 * MINUTE, outbox=("close_thread",)
     )
     assert store.get(event.id) == closed
     reviewed = store.save(closed.review(by="carol@example.com", notes="looked fine ✅", now=T0 + 2 * HOUR))
@@ -89,13 +89,13 @@ def test_every_field_round_trips(store: Any) -> None:
     assert fetched.closed_by == "bob@example.com"
     assert fetched.closed_reason == "done"
     assert fetched.ended_at == T0 + 10 * MINUTE
-    assert fetched.outbox == ("announce", "dm-invoker", "close")
+    assert fetched.owed_kinds == ("audit_post", "dm_invoked", "close_thread")
     assert fetched.escalated is True
     assert fetched.version == 3
 
 
 def test_outbox_without_next_attempt_time_round_trips(store: Any) -> None:
-    event = make_event().with_outbox("announce")
+    event = make_event().with_outbox("audit_post")
     assert event.outbox_next_at is None
     store.create(event)
     assert store.get(event.id) == event
@@ -337,12 +337,12 @@ def test_ended_events_are_terminal(store: Any) -> None:
 
 
 def test_close_stores_outbox_with_the_status(store: Any) -> None:
-    event = store.create(make_event().with_outbox("announce"))
+    event = store.create(make_event().with_outbox("audit_post"))
     closed = store.close(
-        event.id, by="bob", reason="done", now=T0 + MINUTE, outbox=("close-announce", "announce", "dm")
+        event.id, by="bob", reason="done", now=T0 + MINUTE, outbox=("close_thread", "audit_post", "close_dm")
     )
     assert closed.status is Status.CLOSED
-    assert closed.outbox == ("announce", "close-announce", "dm")
+    assert closed.owed_kinds == ("audit_post", "close_thread", "close_dm")
     fetched = store.get(event.id)
     assert fetched == closed
     assert fetched.updated_at == T0 + MINUTE
@@ -350,9 +350,9 @@ def test_close_stores_outbox_with_the_status(store: Any) -> None:
 
 def test_expire_stores_outbox_with_the_status(store: Any) -> None:
     event = store.create(make_event())
-    expired = store.expire(event.id, now=T0 + HOUR, outbox=("expiry-announce",))
+    expired = store.expire(event.id, now=T0 + HOUR, outbox=("expire_thread",))
     assert store.get(event.id) == expired
-    assert expired.outbox == ("expiry-announce",)
+    assert expired.owed_kinds == ("expire_thread",)
     assert [e.id for e in store.list_owed(now=T0 + HOUR)] == [event.id]
 
 
@@ -558,16 +558,18 @@ def test_out_of_range_limits_are_refused(store: Any, limit: int) -> None:
 
 
 def test_list_owed_returns_due_announcements(store: Any) -> None:
-    due_later = store.create(make_event(profile="p1", outbox=("announce",), outbox_next_at=T0 + 10 * MINUTE))
-    due_now = store.create(make_event(profile="p2", now=T0 - MINUTE).with_outbox("announce"))  # updated_at
+    due_later = store.create(
+        make_event(profile="p1", outbox=("audit_post",), outbox_next_at=T0 + 10 * MINUTE)
+    )
+    due_now = store.create(make_event(profile="p2", now=T0 - MINUTE).with_outbox("audit_post"))  # updated_at
     store.create(make_event(profile="p3"))  # owes nothing
     assert [e.id for e in store.list_owed(now=T0 - 2 * MINUTE)] == []
     assert [e.id for e in store.list_owed(now=T0)] == [due_now.id]
     assert [e.id for e in store.list_owed(now=T0 + 10 * MINUTE)] == [due_now.id, due_later.id]
     assert [e.id for e in store.list_owed(now=T0 + 10 * MINUTE, limit=1)] == [due_now.id]
 
-    cleared = store.save(store.get(due_now.id).with_outbox(remove=("announce",)))
-    assert cleared.outbox == ()
+    cleared = store.save(store.get(due_now.id).with_outbox(remove=store.get(due_now.id).outbox))
+    assert cleared.owed_kinds == ()
     assert [e.id for e in store.list_owed(now=T0 + HOUR)] == [due_later.id]
 
     retry = store.get(due_later.id).updated(outbox_attempts=1, outbox_next_at=T0 + 30 * MINUTE)
@@ -575,7 +577,7 @@ def test_list_owed_returns_due_announcements(store: Any) -> None:
     assert store.list_owed(now=T0 + 20 * MINUTE) == []
     assert [e.id for e in store.list_owed(now=T0 + 30 * MINUTE)] == [due_later.id]
 
-    closed = store.close(due_now.id, by="bob", reason="done", now=T0 + 40 * MINUTE, outbox=("closed",))
+    closed = store.close(due_now.id, by="bob", reason="done", now=T0 + 40 * MINUTE, outbox=("close_thread",))
     assert [e.id for e in store.list_owed(now=T0 + 40 * MINUTE)] == [due_later.id, closed.id]
 
 

@@ -135,14 +135,14 @@ def test_ttl_retention_is_configurable(moto_dynamodb: tuple[Any, str]) -> None:
 
 
 def test_outbox_index_attributes(ddb: DynamoDBStore) -> None:
-    event = ddb.create(make_event().with_outbox("announce"))
+    event = ddb.create(make_event().with_outbox("audit_post"))
     item = raw_item(ddb, event.id)
     assert item["owed_pk"] == {"S": "owed"}
-    assert item["outbox"] == {"L": [{"S": "announce"}]}
+    assert item["outbox"] == {"L": [{"M": {"kind": {"S": "audit_post"}, "version": {"N": "2"}}}]}
     assert item["outbox_next_at"] == {"S": format_ts(event.updated_at)}  # the index sort key
     assert ddb.get(event.id).outbox_next_at is None  # ... but not the event's own value
 
-    cleared = ddb.save(event.with_outbox(remove=("announce",)))
+    cleared = ddb.save(event.with_outbox(remove=event.outbox))
     item = raw_item(ddb, cleared.id)
     assert "owed_pk" not in item
     assert "outbox_next_at" not in item
@@ -153,7 +153,7 @@ def test_outbox_index_attributes(ddb: DynamoDBStore) -> None:
 
 
 def test_guard_item_carries_no_index_attributes(ddb: DynamoDBStore) -> None:
-    event = ddb.create(make_event().with_outbox("announce"))
+    event = ddb.create(make_event().with_outbox("audit_post"))
     guard = raw_item(ddb, guard_id(event.invoker, event.profile))
     assert guard["id"]["S"].startswith(GUARD_PREFIX)
     assert guard["active_event_id"] == {"S": event.id}
@@ -161,16 +161,16 @@ def test_guard_item_carries_no_index_attributes(ddb: DynamoDBStore) -> None:
     assert {"invoker", "status", "profile", "created_at", "ended_at"} <= index_keys
     assert not index_keys & set(guard), sorted(index_keys & set(guard))
 
-    ddb.close(event.id, by="bob", reason="done", now=T0 + MINUTE, outbox=("closed",))
+    ddb.close(event.id, by="bob", reason="done", now=T0 + MINUTE, outbox=("close_thread",))
     guard = raw_item(ddb, guard_id(event.invoker, event.profile))
     assert "active_event_id" not in guard  # released in the same transaction as the close
     assert not index_keys & set(guard)
 
 
 def test_guard_never_appears_in_any_listing_or_index(ddb: DynamoDBStore) -> None:
-    first = ddb.create(make_event().with_outbox("announce"))
-    ddb.close(first.id, by="bob", reason="done", now=T0 + MINUTE, outbox=("closed",))
-    ddb.create(make_event(now=T0 + 2 * MINUTE).with_outbox("announce"))
+    first = ddb.create(make_event().with_outbox("audit_post"))
+    ddb.close(first.id, by="bob", reason="done", now=T0 + MINUTE, outbox=("close_thread",))
+    ddb.create(make_event(now=T0 + 2 * MINUTE).with_outbox("audit_post"))
     ddb.create(make_event(profile="other"))
     assert any(key.startswith(GUARD_PREFIX) for key in scan_ids(ddb))
 
@@ -207,11 +207,13 @@ def test_create_is_one_transaction_and_no_query(ddb: DynamoDBStore) -> None:
 def test_close_is_one_transaction_with_its_outbox(ddb: DynamoDBStore) -> None:
     event = ddb.create(make_event())
     counter = CallCounter(ddb.client)
-    closed = ddb.close(event.id, by="bob", reason="done", now=T0 + MINUTE, outbox=("closed",))
+    closed = ddb.close(event.id, by="bob", reason="done", now=T0 + MINUTE, outbox=("close_thread",))
     assert counter.calls == Counter({"GetItem": 1, "TransactWriteItems": 1})
     item = raw_item(ddb, event.id)
     assert item["status"] == {"S": "closed"}
-    assert item["outbox"] == {"L": [{"S": "closed"}]}
+    assert item["outbox"] == {
+        "L": [{"M": {"kind": {"S": "close_thread"}, "version": {"N": str(closed.version)}}}]
+    }
     assert item["owed_pk"] == {"S": "owed"}
     assert item["version"] == {"N": str(closed.version)}
 

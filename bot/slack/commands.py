@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot import blocks, ids
 from bot.errors import BreakglassError, ValidationFailed
 from bot.service import InvokeRequest
-from bot.slack.context import Components, InvokeMetadata
+from bot.slack.context import Components
 from bot.slack.errors import user_message
 from store import BreakGlassEvent, StoreError
 
@@ -94,7 +94,6 @@ class CommandHandler:
                 view = blocks.invoke_modal(
                     [(name, self._label(name)) for name in profiles],
                     self.c.service.durations_for(profiles),
-                    private_metadata=InvokeMetadata(channel_id=channel_id).model_dump_json(),
                 )
             else:
                 view = blocks.no_profiles_modal()

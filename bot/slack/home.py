@@ -24,8 +24,7 @@ def render(c: Components, user_id: str) -> dict[str, Any]:
     mine, recent = own_events(c, user_id)
     all_active = None
     if roles.can_see_all:
-        now = c.clock.now()
-        all_active = [e for e in service.store.list_active() if e.is_effective(now)]
+        all_active = service.all_effective()
     return blocks.home(
         mine_active=mine,
         mine_recent=recent,
@@ -47,7 +46,7 @@ def own_events(
     recent: list[BreakGlassEvent] = []
     cursor: str | None = None
     while True:
-        page = c.service.store.list_by_invoker(invoker, limit=20, cursor=cursor)
+        page = c.service.events_of(invoker, limit=20, cursor=cursor)
         for event in page.items:
             if event.is_effective(now):
                 active.append(event)
