@@ -672,3 +672,17 @@ def test_claim_under_contention_has_one_winner(store: Any) -> None:
     results = run_concurrently(20, lambda _i: store.claim("daily", now=T0, hold=HOUR))
     assert results.count(("ok", True)) == 1
     assert results.count(("ok", False)) == 19
+
+
+def test_a_finished_claim_is_not_taken_again_before_its_end(store: Any) -> None:
+    """An owed task (the daily reminder) claims a short lease; once done it is finished for the day; a
+    holder that failed simply lets its short lease run out, and the next claim retries."""
+    assert store.claim("task", now=T0, hold=2 * MINUTE) is True
+    assert store.claim("task", now=T0 + 3 * MINUTE, hold=2 * MINUTE) is True  # the failed holder's ran out
+    store.finish_claim("task", until=T0 + 36 * HOUR)
+    assert store.claim("task", now=T0 + 10 * MINUTE, hold=2 * MINUTE) is False
+    assert store.claim("task", now=T0 + 35 * HOUR, hold=2 * MINUTE) is False
+    assert store.claim("task", now=T0 + 36 * HOUR, hold=2 * MINUTE) is True
+    store.finish_claim("never-claimed", until=T0 + HOUR)
+    assert store.claim("never-claimed", now=T0, hold=MINUTE) is False
+    assert store.list_active() == []
