@@ -9,10 +9,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.policy import CHANNEL_ID_RE
 from store.url import DEFAULT_STORE_URL, InvalidStoreURL, parse_store_url
 
 MANIFEST_HINT = "create the Slack app from manifest.yml (see README.md, 'Set up Slack')"
-_CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 
 class ConfigError(Exception):
@@ -110,7 +110,7 @@ def check_settings(settings: Settings, *, need_slack: bool = True) -> list[str]:
             "BREAKGLASS_AUDIT_CHANNEL is not set: create the security audit channel, invite the bot, and set "
             "its id (C0123456), or set audit_channel in a policy file (BREAKGLASS_POLICY)"
         )
-    if channel is not None and not _CHANNEL_RE.match(channel):
+    if channel is not None and not CHANNEL_ID_RE.fullmatch(channel):
         problems.append(
             f"BREAKGLASS_AUDIT_CHANNEL={channel!r} is not a channel id: use the id (C0123456), not the name"
         )

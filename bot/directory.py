@@ -77,12 +77,6 @@ class Directory:
             return True
         return any(is_group(p) and user_id in self.group_members(p) for p in principals)
 
-    def members(self, principals: Iterable[str]) -> set[str]:
-        result: set[str] = set()
-        for principal in principals:
-            result |= self.group_members(principal) if is_group(principal) else {principal}
-        return result
-
     def user(self, user_id: str) -> dict[str, Any]:
         user: dict[str, Any] = self._cached(
             self._users,
@@ -103,8 +97,3 @@ class Directory:
                 "ask an admin to check the app's users:read.email scope."
             )
         return str(email) if mode == "email" else str(email).split("@", 1)[0]
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._groups.clear()
-            self._users.clear()

@@ -213,10 +213,11 @@ class Pipeline:
             lease = None
             if done:
                 break
-        try:
-            event = self.store.get(event_id)
-        except EventNotFound:
-            return None
+        if event is None:  # nothing was delivered here: follow-ups still see the change as stored
+            try:
+                event = self.store.get(event_id)
+            except EventNotFound:
+                return None
         for follow_up in self.follow_ups:
             try:
                 follow_up(event)

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from bot.durations import Duration, PositiveDuration, compact_duration, format_duration
+from store.model import MAX_DURATION
 
 __all__ = [
     "BUILTIN_SOURCE",
@@ -47,7 +48,7 @@ __all__ = [
     "summarize",
 ]
 
-HARD_CAP = timedelta(hours=4)
+HARD_CAP = MAX_DURATION  # the store's cap: one constant
 """No profile may grant access for longer than this, whatever the policy file says."""
 
 DEFAULT_DURATIONS: tuple[timedelta, ...] = (
@@ -106,7 +107,7 @@ Identity = Literal["slack_id", "email", "email_local_part"]
 
 _PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 _PRINCIPAL_ID_RE = re.compile(r"[UWS][A-Z0-9]{2,}")
-_CHANNEL_ID_RE = re.compile(r"[CGD][A-Z0-9]{2,}")
+CHANNEL_ID_RE = re.compile(r"[CGD][A-Z0-9]{2,}")  # also checks BREAKGLASS_AUDIT_CHANNEL (bot.config)
 _TIME_OF_DAY_RE = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -290,8 +291,8 @@ def _check_channel_id(value: object) -> str:
     what = "a Slack channel id (C..., G... or D...)"
     if not isinstance(value, str):
         raise ValueError(f"must be {what}, not {_show(value)}")
-    if not _CHANNEL_ID_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not {what}{_id_hint(value, '#', _CHANNEL_ID_RE)}")
+    if not CHANNEL_ID_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not {what}{_id_hint(value, '#', CHANNEL_ID_RE)}")
     return value
 
 
@@ -444,18 +445,6 @@ class ProfilePolicy(BaseModel):
             )
         return None if value is None else _dedupe(value)
 
-    @property
-    def allows_everyone(self) -> bool:
-        """Whether everyone in the workspace may invoke this profile (no ``invokers`` list)."""
-        return self.invokers is None
-
-    def may_invoke(self, user_id: str, group_ids: Iterable[str] = ()) -> bool:
-        """Whether the user, who is a member of the given user groups, may invoke this profile."""
-        if self.invokers is None:
-            return True
-        allowed = set(self.invokers)
-        return user_id in allowed or not allowed.isdisjoint(group_ids)
-
 
 class Policy(BaseModel):
     """The whole policy file."""
@@ -548,17 +537,6 @@ class Policy(BaseModel):
         if profile is not None and profile.audit_channel:
             return profile.audit_channel
         return self.audit_channel or default
-
-    def all_durations(self) -> list[timedelta]:
-        """Every duration any profile offers, ascending, without duplicates."""
-        return sorted({d for profile in self.profiles.values() for d in profile.durations})
-
-    def principals_referenced(self) -> set[str]:
-        """Every user and user-group id the policy mentions (to check they exist)."""
-        ids = set(self.incident_commanders) | set(self.security)
-        for profile in self.profiles.values():
-            ids.update(profile.invokers or ())
-        return ids
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The use cases — invoke, close, warn, expire, review — written against `Store`, a `Clock` and the policy.
 
 Nothing here talks to Slack directly: announcements are recorded in the event's outbox (in the same
-store write as the change that owes them) and delivered by `bot.announce.Announcer`.
+store write as the change that owes them) and delivered by `bot.pipeline.Pipeline`.
 """
 
 from __future__ import annotations

@@ -9,10 +9,6 @@ _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 TIMESTAMP_WIDTH = 27
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def ensure_utc(value: datetime) -> datetime:
     """Return `value` as a tz-aware UTC datetime; naive datetimes are refused, not guessed."""
     if value.tzinfo is None or value.utcoffset() is None:
