@@ -4,11 +4,25 @@ endpoint with signed requests wherever a request is involved."""
 
 from __future__ import annotations
 
+import base64
+import logging
+import time
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
+from slack_sdk.signature import SignatureVerifier
 
+from bot import lambda_handler
+from bot.clock import ManualClock
+from bot.policy import Policy
+from bot.verify import MAX_BODY_BYTES
 from store.model import BIDI_CONTROLS, validate_free_text, validate_incident, validate_justification
+from store.sqlite import SQLiteStore
 from tests.conftest import Bot
+from tests.fake_slack import FakeSlack
+from tests.harness import BOT_TOKEN, SIGNING_SECRET, Response, SlackSender, http
+from tests.processes import BotProcess
 from tests.test_flows_close import ephemerals, invoke, reply_text, settled
 from tests.test_flows_review_home import submit_review
 
@@ -108,3 +122,106 @@ def test_a_lone_security_member_is_told_to_add_a_second_one(bot: Bot) -> None:
     assert "Nobody else is in security" in body["errors"]["review_notes"]
     assert "S0SEC" in body["errors"]["review_notes"]
     assert bot.store.get(event_id).reviewed_at is None
+
+
+# -- requests are verified before they are parsed ---------------------------------------------------------
+
+MALFORMED = [
+    (b"\xff\xfe\x00garbage", "application/x-www-form-urlencoded"),
+    (b"{not json", "application/json"),
+    (b"[1, 2]", "application/json"),
+    (b"payload=%7Bnot+json", "application/x-www-form-urlencoded"),
+]
+
+
+def _unsigned(bot_url: str, body: bytes, content_type: str) -> Response:
+    headers = {
+        "Content-Type": content_type,
+        "X-Slack-Request-Timestamp": str(int(time.time())),
+        "X-Slack-Signature": "v0=" + "0" * 64,
+    }
+    return http("POST", bot_url + "/slack/events", body, headers)
+
+
+def _signed_raw(sender: SlackSender, body: bytes, content_type: str) -> Response:
+    """Signed over the raw bytes, as a sender holding the secret would sign any body."""
+    import hashlib
+    import hmac
+
+    ts = str(int(time.time()))
+    digest = hmac.new(SIGNING_SECRET.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256)
+    return sender.post(body, content_type, timestamp=int(ts), signature="v0=" + digest.hexdigest())
+
+
+@pytest.mark.parametrize(("body", "content_type"), MALFORMED)
+def test_unsigned_malformed_requests_get_401_and_one_log_line(
+    bot: Bot, body: bytes, content_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    response = _unsigned(bot.server.url, body, content_type)
+    assert response.status == 401
+    assert response.json == {"error": "invalid or missing Slack signature"}
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(records) == 1 and records[0].exc_info is None
+    assert bot.fake.calls == []
+
+
+@pytest.mark.parametrize(("body", "content_type"), MALFORMED)
+def test_signed_malformed_requests_get_400_and_one_log_line(
+    bot: Bot, body: bytes, content_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    response = _signed_raw(bot.slack, body, content_type)
+    assert response.status == 400, response.text
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(records) == 1 and records[0].exc_info is None
+    assert bot.fake.calls == [] and bot.store.list_active() == []
+
+
+def test_oversized_and_bad_length_requests_are_refused_unread(bot: Bot) -> None:
+    big = b"x" * (MAX_BODY_BYTES + 1)
+    assert _unsigned(bot.server.url, big, "application/json").status == 413
+    # a well-formed signed request still works behind the guard
+    assert bot.slack.invoke().json["response_action"] == "update"
+
+
+def test_lambda_verifies_before_parsing(
+    fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock
+) -> None:
+    from tests.test_lambda import FakeLambdaClient, LambdaContext, build_runtime, function_url_event
+
+    lambda_handler.install(build_runtime(fake, store, policy, clock), lambda_client=FakeLambdaClient())
+    try:
+        unsigned = function_url_event("x", {"content-type": "application/json"})
+        unsigned["body"] = base64.b64encode(b"\xff{not json").decode()
+        assert lambda_handler.handler(unsigned, LambdaContext())["statusCode"] == 401
+        ts = str(int(time.time()))
+        body = "{not json"
+        signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body)
+        signed = function_url_event(
+            body,
+            {
+                "content-type": "application/json",
+                "x-slack-request-timestamp": ts,
+                "x-slack-signature": signature,
+            },
+        )
+        assert lambda_handler.handler(signed, LambdaContext())["statusCode"] == 400
+        assert store.list_active() == []
+    finally:
+        lambda_handler.reset()
+
+
+def test_gunicorn_answers_malformed_requests_without_a_traceback(tmp_path: Path) -> None:
+    with FakeSlack(token=BOT_TOKEN, users={"U0001": {"email": "a@example.com"}}) as fake:
+        process = BotProcess(tmp_path, fake.url, f"sqlite:///{tmp_path / 'bot.db'}").start()
+        try:
+            sender = SlackSender(process.url, fake)
+            assert _unsigned(process.url, b"\xff\xfe{", "application/json").status == 401
+            assert _signed_raw(sender, b"{not json", "application/json").status == 400
+            assert sender.command("help").status == 200
+        finally:
+            assert process.terminate() == 0
+        logs = process.stderr()
+    assert "Traceback" not in logs
+    assert logs.count("refused a request to the Slack endpoint") == 2
