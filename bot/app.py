@@ -22,6 +22,7 @@ from bot.announce import Announcer
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
+from bot.errors import DirectoryUnavailable
 from bot.policy import Policy, PolicyError, load_policy
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
@@ -111,7 +112,12 @@ def create_app(
     channel = audit_channel(settings, policy)
     client = client or make_client(settings)
     clock = clock or SystemClock()
-    directory = directory or Directory(client)
+    directory = directory or Directory(client, team_id=settings.slack_team_id)
+    if not settings.slack_team_id:
+        try:  # learn the installed workspace at start-up, while Slack answers (see authorize below)
+            directory.home_team()
+        except DirectoryUnavailable as exc:
+            log.warning("%s Will ask again on the first request; set SLACK_TEAM_ID to avoid it.", exc.message)
     service = BreakGlassService(
         store=store,
         policy=policy,
@@ -148,9 +154,21 @@ def create_app(
 
     token = client.token or ""
 
-    def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult:
-        # A single-workspace app with a static bot token: no auth.test round trip per request, so a
-        # Slack outage does not stop the bot from recording invocations.
+    def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult | None:
+        # A single-workspace app with a static bot token. Requests from any other workspace (another
+        # install of the same app, a Slack Connect org) are refused. The installed workspace is
+        # SLACK_TEAM_ID, or learned once from auth.test (then no round trip per request).
+        try:
+            home = directory.home_team()
+        except DirectoryUnavailable as exc:
+            log.error("cannot authorize a request: %s", exc.message, extra={"outcome": "refused"})
+            return None
+        if team_id != home:
+            log.warning(
+                "refused a request from another Slack workspace",
+                extra={"action": "authorize", "outcome": "refused", "team": team_id},
+            )
+            return None
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
 
     bolt = App(
@@ -162,6 +180,9 @@ def create_app(
             base_url=client.base_url, timeout=client.timeout, retry_handlers=client.retry_handlers
         ),
         authorize=authorize,
+        user_facing_authorize_error_message=(
+            ":no_entry: breakglass only serves the Slack workspace it is installed in."
+        ),
         process_before_response=lazy_delivery,
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=False,

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from bot import announce as kinds
 from bot import ids
 from bot.clock import Clock
-from bot.directory import Directory
+from bot.directory import Admission, Directory
 from bot.durations import format_duration, parse_duration
 from bot.errors import DirectoryUnavailable, NotAuthorized, RateLimited, ValidationFailed
 from bot.policy import Policy, ProfilePolicy
@@ -111,8 +111,17 @@ class BreakGlassService:
         self.default_audit_channel = default_audit_channel
         # False where the delivery runs elsewhere (Lambda's lazy listener claims it like the sweep does).
         self.lease_on_invoke = lease_on_invoke
+        self.admission = Admission(
+            email_domains=policy.email_domains,
+            allow_guests=policy.allow_guests,
+            allow_external_users=policy.allow_external_users,
+        )
 
     # -- who may do what --------------------------------------------------------------------
+
+    def identity(self, user_id: str) -> str:
+        """The user's invoker identity (policy `identity`); NotAuthorized if the policy refuses them."""
+        return self.directory.identity(user_id, self.policy.identity, self.admission)
 
     def roles(self, user_id: str) -> Roles:
         return Roles(
@@ -193,7 +202,7 @@ class BreakGlassService:
             raise ValidationFailed(errors)
         assert profile is not None
         assert duration is not None
-        invoker = self.directory.identity(request.user_id, self.policy.identity)
+        invoker = self.identity(request.user_id)
         event = BreakGlassEvent.new(
             invoker=invoker,
             slack_user_id=request.user_id,
@@ -430,7 +439,7 @@ class BreakGlassService:
             return True
         if self.policy.identity == "slack_id":
             return False
-        return self.directory.identity(user_id, self.policy.identity) == event.invoker
+        return self.identity(user_id) == event.invoker
 
     def _other_reviewers(self, event: BreakGlassEvent) -> str:
         """Who else may review `event`: the security members other than its invoker, by name."""
@@ -477,7 +486,7 @@ class BreakGlassService:
             raise ValidationFailed({"profile": f"There is no profile called {profile!r}."})
         if profile and self.roles(user_id).can_see_all:
             return self.store.list_by_profile(profile, limit=limit).items
-        invoker = self.directory.identity(user_id, self.policy.identity)
+        invoker = self.identity(user_id)
         if not profile:
             return self.store.list_by_invoker(invoker, limit=limit).items
         own: list[BreakGlassEvent] = []
