@@ -5,6 +5,7 @@ endpoint with signed requests wherever a request is involved."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,11 +16,11 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot import lambda_handler
 from bot.clock import ManualClock
-from bot.policy import Policy
+from bot.policy import Policy, PolicyError, parse_policy
 from bot.verify import MAX_BODY_BYTES
 from store.model import BIDI_CONTROLS, validate_free_text, validate_incident, validate_justification
 from store.sqlite import SQLiteStore
-from tests.conftest import Bot
+from tests.conftest import TEST_POLICY, Bot, make_bot
 from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, Response, SlackSender, http
 from tests.processes import BotProcess
@@ -225,3 +226,114 @@ def test_gunicorn_answers_malformed_requests_without_a_traceback(tmp_path: Path)
         logs = process.stderr()
     assert "Traceback" not in logs
     assert logs.count("refused a request to the Slack endpoint") == 2
+
+
+# -- identities are injective ----------------------------------------------------------------------------
+
+
+def _bot_with(fake: FakeSlack, store: SQLiteStore, clock: ManualClock, extra: str, **settings: object) -> Bot:
+    return make_bot(fake, store, parse_policy(TEST_POLICY + extra, "trust.yml"), clock, **settings)
+
+
+def test_email_local_part_is_refused_at_load_without_an_allow_list() -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(TEST_POLICY + "identity: email_local_part\n", "p.yml")
+    assert info.value.problems[0][0] == "email_domains"
+    assert "alice@example.com and alice@other.example would be one invoker" in info.value.problems[0][1]
+    with pytest.raises(PolicyError, match="without the @"):
+        parse_policy(TEST_POLICY + "identity: email\nemail_domains: ['@example.com']\n", "p.yml")
+    policy = parse_policy(TEST_POLICY + "identity: email_local_part\nemail_domains: [Example.COM]\n", "p.yml")
+    assert policy.email_domains == ("example.com",)
+
+
+@pytest.mark.parametrize("mode", ["email", "email_local_part"])
+def test_email_identities_from_another_domain_are_refused(
+    fake: FakeSlack, store: SQLiteStore, clock: ManualClock, mode: str
+) -> None:
+    fake.add_user("U0GUESTALICE", email="alice@contractor.example", name="alice-contractor")
+    bot = _bot_with(fake, store, clock, f"identity: {mode}\nemail_domains: [example.com]\n")
+    try:
+        body = bot.slack.invoke(user="U0GUESTALICE").json
+        assert body["response_action"] == "errors"
+        assert "'contractor.example'" in body["errors"]["profile"]
+        assert "does not accept" in body["errors"]["profile"]
+        assert bot.store.list_active() == []
+        # the real alice is not blocked by stacking, and is still herself
+        assert bot.slack.invoke(user="U0001").json["response_action"] == "update"
+        assert bot.store.list_active()[0].invoker == ("alice@example.com" if mode == "email" else "alice")
+    finally:
+        bot.server.stop()
+
+
+REFUSED_USERS = [
+    ({"is_restricted": True}, "guests", "allow_guests"),
+    ({"is_ultra_restricted": True, "is_restricted": True}, "guests", "allow_guests"),
+    ({"is_stranger": True}, "another Slack workspace", "allow_external_users"),
+    ({"team_id": "T0OTHER"}, "another Slack workspace (T0OTHER)", "allow_external_users"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message", "key"), REFUSED_USERS)
+def test_guests_and_users_of_other_workspaces_are_refused_unless_allowed(
+    fake: FakeSlack, tmp_path: Path, clock: ManualClock, flags: dict[str, object], message: str, key: str
+) -> None:
+    fake.add_user("U0ODD", email="odd@example.com", **flags)
+    bot = _bot_with(fake, SQLiteStore(tmp_path / "a.db"), clock, "")
+    try:
+        body = bot.slack.invoke(user="U0ODD").json
+        assert body["response_action"] == "errors"
+        assert message in body["errors"]["profile"] and key in body["errors"]["profile"]
+        assert bot.store.list_active() == []
+        assert message in reply_text(bot.slack.command("history", user="U0ODD"))  # no history either
+    finally:
+        bot.server.stop()
+    allowed = _bot_with(fake, SQLiteStore(tmp_path / "b.db"), clock, f"{key}: true\n")
+    try:
+        assert allowed.slack.invoke(user="U0ODD").json["response_action"] == "update"
+    finally:
+        allowed.server.stop()
+
+
+def test_deactivated_users_are_always_refused(
+    fake: FakeSlack, store: SQLiteStore, clock: ManualClock
+) -> None:
+    fake.add_user("U0GONE", email="gone@example.com", deleted=True)
+    bot = _bot_with(fake, store, clock, "allow_guests: true\nallow_external_users: true\n")
+    try:
+        body = bot.slack.invoke(user="U0GONE").json
+        assert "deactivated" in body["errors"]["profile"]
+        assert bot.store.list_active() == []
+    finally:
+        bot.server.stop()
+
+
+def _command_from_team(bot: Bot, team: str) -> Response:
+    return bot.slack.command("sandbox 30m incident " + VALID, team_id=team)
+
+
+def test_requests_from_another_workspace_are_refused(bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
+    response = _command_from_team(bot, "T0OTHER")
+    assert response.status == 200
+    bot.idle()
+    assert bot.store.list_active() == []
+    assert "only serves the Slack workspace it is installed in" in json.dumps(
+        [c.params for c in bot.fake.calls_to("response_url")] + [response.text]
+    )
+    assert any(getattr(r, "team", None) == "T0OTHER" for r in caplog.records)
+    assert bot.fake.calls_to("auth.test") == []  # SLACK_TEAM_ID is set: no round trip
+    assert "update" in json.dumps(bot.slack.invoke().json)  # the installed workspace is served
+
+
+def test_the_installed_workspace_is_learned_from_auth_test_once(
+    fake: FakeSlack, store: SQLiteStore, clock: ManualClock, policy: Policy
+) -> None:
+    bot = make_bot(fake, store, policy, clock, slack_team_id=None)
+    try:
+        assert len(fake.calls_to("auth.test")) == 1  # at start-up
+        assert bot.slack.invoke().json["response_action"] == "update"
+        _command_from_team(bot, "T0OTHER")
+        bot.idle()
+        assert len(bot.store.list_active()) == 1
+        assert len(fake.calls_to("auth.test")) == 1
+    finally:
+        bot.server.stop()
