@@ -18,6 +18,7 @@ from bot.verify import MAX_BODY_BYTES, RequestGuard
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+LIVE_PATH = "/livez"
 
 
 class WSGIApp:
@@ -33,6 +34,8 @@ class WSGIApp:
         if path == HEALTH_PATH and method in ("GET", "HEAD"):
             status, body = self.runtime.health()
             return _json(start_response, status, body)
+        if path == LIVE_PATH and method in ("GET", "HEAD"):  # liveness: the process serves requests
+            return _json(start_response, 200, {"status": "alive"})
         if path == EVENTS_PATH:
             if method != "POST":
                 return _json(start_response, 405, {"error": "use POST"}, [("Allow", "POST")])

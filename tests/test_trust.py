@@ -16,8 +16,10 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot import lambda_handler
 from bot.clock import ManualClock
+from bot.health import CheckResult, StoreProbe
 from bot.policy import Policy, PolicyError, parse_policy
 from bot.verify import MAX_BODY_BYTES
+from store.base import HEARTBEAT_CLAIM
 from store.model import BIDI_CONTROLS, validate_free_text, validate_incident, validate_justification
 from store.sqlite import SQLiteStore
 from tests.conftest import TEST_POLICY, Bot, make_bot
@@ -337,3 +339,136 @@ def test_the_installed_workspace_is_learned_from_auth_test_once(
         assert len(fake.calls_to("auth.test")) == 1
     finally:
         bot.server.stop()
+
+
+# -- /healthz: named checks, a rate-limited write probe ---------------------------------------------------
+
+
+def test_healthz_is_a_dict_of_named_checks(bot: Bot) -> None:
+    response = http("GET", bot.server.url + "/healthz")
+    assert response.status == 200
+    checks = response.json["checks"]
+    assert response.json["status"] == "ok"
+    assert checks["store"] == {"ok": True, "backend": "SQLiteStore"}
+    assert checks["store_write"]["ok"] is True
+    assert checks["scheduler"] == {"ok": True, "running": False}
+    assert http("GET", bot.server.url + "/livez").json == {"status": "alive"}
+
+
+def test_a_failing_check_that_restarting_cannot_fix_degrades_without_503(bot: Bot) -> None:
+    bot.runtime.checks.add("clock", lambda: CheckResult(False, detail={"skew_seconds": 90}))
+    response = http("GET", bot.server.url + "/healthz")
+    assert response.status == 200
+    assert response.json["status"] == "degraded"
+    assert response.json["checks"]["clock"] == {"ok": False, "critical": False, "skew_seconds": 90}
+    bot.runtime.checks.add("boom", lambda: 1 / 0)  # type: ignore[arg-type,return-value]
+    response = http("GET", bot.server.url + "/healthz")
+    assert response.status == 503 and response.json["checks"]["boom"]["error"] == "ZeroDivisionError"
+
+
+def _heartbeat(path: Path) -> str | None:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        row = conn.execute("SELECT until FROM claims WHERE name = ?", (HEARTBEAT_CLAIM,)).fetchone()
+    return row[0] if row else None
+
+
+def test_the_write_probe_writes_a_heartbeat_at_most_once_per_interval(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "probe.db")
+    now = [100.0]
+    probe = StoreProbe(store, interval=10, monotonic=lambda: now[0])
+    assert probe.write().ok
+    first = _heartbeat(tmp_path / "probe.db")
+    assert first is not None
+    for step in range(9):
+        now[0] += 1
+        time.sleep(0.001)  # a later wall-clock heartbeat if one were written
+        assert probe.write().detail == {"checked_seconds_ago": float(step + 1)}
+    assert _heartbeat(tmp_path / "probe.db") == first
+    now[0] += 1
+    assert probe.write().detail == {"checked_seconds_ago": 0.0}
+    assert _heartbeat(tmp_path / "probe.db") != first
+    assert store.list_active() == []
+
+
+DISK_FULL = """
+import json, os, resource, signal, sys
+from slack_sdk import WebClient
+from bot.app import create_app
+from bot.config import Settings
+from bot.health import StoreProbe
+from store.sqlite import SQLiteStore
+
+path = sys.argv[1]
+store = SQLiteStore(path)
+settings = Settings(_env_file=None, slack_bot_token="xoxb-x", slack_signing_secret="s", slack_team_id="T1",
+                    breakglass_audit_channel="C0AUDIT", slack_api_url="http://127.0.0.1:9/")
+runtime = create_app(settings, store, WebClient(token="xoxb-x", base_url="http://127.0.0.1:9/"))
+runtime.checks.add("store_write", StoreProbe(store, interval=0).write)  # no rate limit in this test
+before = runtime.health()
+# the disk is full: no file may grow any more (writes past today's sizes fail, as with ENOSPC)
+limit = max(os.path.getsize(path), os.path.getsize(path + "-wal"))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+after = runtime.health()
+print(json.dumps({"before": before, "after": after, "reads": len(store.list_active())}))
+"""
+
+
+def test_healthz_is_503_when_the_sqlite_disk_is_full(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(tmp_path / "full.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    report = json.loads(result.stdout)
+    assert report["before"][0] == 200
+    status, body = report["after"]
+    assert status == 503 and body["status"] == "unavailable"
+    assert body["checks"]["store"]["ok"] is True  # it still reads...
+    assert body["checks"]["store_write"]["ok"] is False  # ...but cannot record anything
+    assert body["checks"]["store_write"]["error"] == "StoreUnavailable"
+    assert report["reads"] == 0
+    assert result.stderr.count("the store cannot be written") == 1
+
+
+def test_healthz_on_dynamodb_probes_writes_and_is_503_when_unreachable(
+    fake: FakeSlack, policy: Policy, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from botocore.config import Config
+
+    from store.dynamodb import DynamoDBStore
+    from tests.conftest import dynamodb_bot
+    from tests.processes import free_port
+
+    with dynamodb_bot(fake, policy, clock, monkeypatch, "health") as bot:
+        response = http("GET", bot.server.url + "/healthz")
+        assert response.status == 200 and response.json["checks"]["store_write"]["ok"] is True
+        item = bot.store.client.get_item(TableName="health", Key={"id": {"S": HEARTBEAT_CLAIM}})["Item"]
+        assert item["kind"] == {"S": "heartbeat"} and "ttl" in item
+        assert bot.store.list_active() == []
+    client = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"mode": "standard", "max_attempts": 1}),
+    )
+    down = make_bot(fake, DynamoDBStore("nowhere", client=client), policy, clock)  # type: ignore[arg-type]
+    try:
+        response = http("GET", down.server.url + "/healthz")
+        assert response.status == 503
+        assert response.json["checks"]["store"] == {
+            "ok": False,
+            "critical": True,
+            "backend": "DynamoDBStore",
+            "error": "StoreUnavailable",
+        }
+    finally:
+        down.server.stop()
