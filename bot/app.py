@@ -27,9 +27,11 @@ from bot.health import CheckResult, Health, StoreProbe
 from bot.policy import Policy, PolicyError, load_policy
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
+from bot.skew import SkewMonitor
 from bot.slack import actions, commands, home, views
 from bot.slack.context import Components
 from store import Store
+from store.dynamodb import DynamoDBStore
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,11 @@ def create_app(
     channel = audit_channel(settings, policy)
     client = client or make_client(settings)
     clock = clock or SystemClock()
+    # The skew of `clock` (which decides stacking and expiry) against Slack's and AWS's Date headers.
+    skew = SkewMonitor(clock)
+    client.retry_handlers.insert(0, skew.slack_hook())
+    if isinstance(store, DynamoDBStore):
+        skew.watch_boto3(store.client)
     directory = directory or Directory(client, team_id=settings.slack_team_id)
     if not settings.slack_team_id:
         try:  # learn the installed workspace at start-up, while Slack answers (see authorize below)
@@ -205,6 +212,7 @@ def create_app(
     checks.add("store", probe.read)
     checks.add("store_write", probe.write)
     checks.add("scheduler", lambda: CheckResult(True, detail={"running": scheduler.running}))
+    checks.add("clock", skew.check)
     return BreakglassApp(
         bolt=bolt, components=components, scheduler=scheduler, store=store, settings=settings, checks=checks
     )

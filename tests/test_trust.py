@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from bot import lambda_handler
 from bot.clock import ManualClock
 from bot.health import CheckResult, StoreProbe
 from bot.policy import Policy, PolicyError, parse_policy
+from bot.skew import SkewMonitor
 from bot.verify import MAX_BODY_BYTES
 from store.base import HEARTBEAT_CLAIM
 from store.model import BIDI_CONTROLS, validate_free_text, validate_incident, validate_justification
@@ -57,8 +59,6 @@ def test_bidi_controls_are_refused_in_every_user_field(char: str) -> None:
 
 
 def test_stored_events_cannot_carry_bidi_controls() -> None:
-    from datetime import UTC, datetime, timedelta
-
     from store import BreakGlassEvent
 
     with pytest.raises(ValidationError, match="U\\+202E"):
@@ -472,3 +472,59 @@ def test_healthz_on_dynamodb_probes_writes_and_is_503_when_unreachable(
         }
     finally:
         down.server.stop()
+
+
+# -- clock skew against Slack's and AWS's Date headers ----------------------------------------------------
+
+
+def _skew_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "bot.skew"]
+
+
+def test_clock_skew_against_slack_is_reported_and_logged_once_per_episode(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.skew")
+    bot.clock.set(datetime.now(UTC) + timedelta(seconds=90))  # this replica runs 90 s ahead
+    for _ in range(3):
+        bot.runtime.components.client.api_test()
+    response = http("GET", bot.server.url + "/healthz")
+    assert response.status == 200  # restarting does not fix a clock: no restart loop
+    assert response.json["status"] == "degraded"
+    clock_check = response.json["checks"]["clock"]
+    assert clock_check["ok"] is False and clock_check["critical"] is False
+    assert clock_check["bound_seconds"] == 30
+    assert 88 <= clock_check["skew_seconds"]["slack"] <= 92
+    warnings = _skew_logs(caplog)
+    assert len(warnings) == 1 and "s off slack's (bound 30 s)" in warnings[0]
+
+    bot.clock.set(datetime.now(UTC))  # fixed (NTP)
+    bot.runtime.components.client.api_test()
+    bot.runtime.components.client.api_test()
+    response = http("GET", bot.server.url + "/healthz")
+    assert response.json["status"] == "ok" and response.json["checks"]["clock"]["ok"] is True
+    assert len(_skew_logs(caplog)) == 2 and "back within 30 s" in _skew_logs(caplog)[1]
+
+
+def test_clock_skew_against_aws_is_reported(
+    fake: FakeSlack, policy: Policy, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import dynamodb_bot
+
+    with dynamodb_bot(fake, policy, clock, monkeypatch, "skew") as bot:
+        bot.clock.set(datetime.now(UTC) - timedelta(minutes=5))  # 5 minutes behind
+        bot.store.list_active()
+        checks = http("GET", bot.server.url + "/healthz").json["checks"]
+        assert checks["clock"]["ok"] is False
+        assert -302 <= checks["clock"]["skew_seconds"]["aws"] <= -298
+        assert checks["store"]["ok"] is True
+
+
+def test_unparsable_or_missing_date_headers_are_ignored() -> None:
+    monitor = SkewMonitor(ManualClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    for header in (None, "", "yesterday", "Thu, 01 Jan 2026 00:00:00"):
+        monitor.observe("slack", header)
+    assert monitor.skews() == {}
+    monitor.observe("slack", "Thu, 01 Jan 2026 00:00:00 GMT")
+    assert monitor.skews() == {"slack": 0.0}
+    assert monitor.check().ok
