@@ -105,6 +105,10 @@ class _SlackDateObserver(RetryHandler):
         super().__init__(max_retry_count=2**31)
         self.monitor = monitor
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SlackDateObserver:
+        # Bolt deep-copies a request's context, client included (Lambda lazy listeners): share the monitor.
+        return self
+
     def _can_retry(
         self,
         *,
