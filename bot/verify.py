@@ -40,7 +40,9 @@ class Refusal:
 class RequestGuard:
     def __init__(self, signing_secret: str, *, clock: Callable[[], float] = time.time) -> None:
         self._secret = signing_secret
-        self._verifier = SignatureVerifier(signing_secret, clock=_Clock(clock)) if signing_secret else None
+        self._verifier = (
+            SignatureVerifier(signing_secret, clock=_Clock(clock)) if signing_secret.strip() else None
+        )
 
     def check(self, body: bytes, headers: Mapping[str, str]) -> Refusal | None:
         """None when the request may go on to Bolt; else why not. `headers`: lower-case names."""

@@ -528,3 +528,14 @@ def test_unparsable_or_missing_date_headers_are_ignored() -> None:
     monitor.observe("slack", "Thu, 01 Jan 2026 00:00:00 GMT")
     assert monitor.skews() == {"slack": 0.0}
     assert monitor.check().ok
+
+
+def test_a_user_slack_does_not_know_is_refused_but_a_slack_outage_does_not_block_an_emergency(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = bot.slack.invoke(user="U0NOBODY").json
+    assert "Slack does not know your account" in body["errors"]["profile"]
+    bot.fake.set_down(True)  # identity: slack_id, nothing cached: admitted by id, with one WARNING
+    assert bot.slack.invoke(user="U0002").json["response_action"] == "update"
+    assert [r.getMessage() for r in caplog.records if "admitted by user id" in r.getMessage()]
+    assert bot.store.list_active()[0].invoker == "U0002"
