@@ -755,6 +755,13 @@ class FakeSlack:
             view_id = self._home_views.get(user_id)
             return copy.deepcopy(self._views[view_id]) if view_id else None
 
+    def record_view(self, view: dict, *, view_id: str | None = None) -> dict:
+        """Store a view that Slack got from an HTTP response (``response_action: update`` or ``push``), as
+        Slack would: a new view, or the new state of ``view_id``. Returns the stored view (a copy)."""
+        with self._lock:
+            previous = self._views.get(view_id) if view_id else None
+            return copy.deepcopy(self._new_view(view, view_id=view_id, previous=previous))
+
     @staticmethod
     def dm_channel(channel_or_user: str) -> str:
         """The DM channel id used for a user id ("U0001" -> "D0001"); other ids are returned as-is."""
