@@ -60,7 +60,9 @@ def browser() -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, found: Callable[[WebDriver], Any], timeout: float = 15) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(found)
+    """Until ``found`` returns something truthy; an element re-rendered meanwhile (the page polls) is retried."""
+    ignored = (StaleElementReferenceException, NoSuchElementException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(found)
 
 
 def shot(driver: WebDriver, name: str) -> None:
@@ -164,9 +166,8 @@ def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
     box.send_keys(JUSTIFICATION)
     shot(driver, "modal")
     form.find_element(By.ID, "modal-submit").click()
-    granted = modal(driver, "Access granted")
-    assert "sandbox" in granted.text
-    granted.find_element(By.ID, "modal-close").click()
+    wait(driver, lambda d: "sandbox" in modal(d, "Access granted").text)
+    click(driver, lambda d: modal(d, "Access granted").find_element(By.ID, "modal-close"))
     wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))
     events = workspace.runtime.store.list_active()  # type: ignore[union-attr]
     assert [e.profile for e in events] == ["sandbox"]
