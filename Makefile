@@ -10,16 +10,23 @@ TRY_PORT ?= 3000
 
 .PHONY: try run test lint bench clean screenshots
 
-$(STAMP): pyproject.toml
+APP    := $(VENV)/.installed-app
+
+# The bot alone (enough for `make try` and `make run`), then the development tools on top (tests, lint).
+$(APP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(APP)
+
+$(STAMP): $(APP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-try: $(STAMP)
+try: $(APP)
 	$(BIN)/breakglass-bot try --port $(TRY_PORT)
 
-run: $(STAMP)
+run: $(APP)
 	$(BIN)/breakglass-bot
 
 test: $(STAMP)
