@@ -1,4 +1,5 @@
-"""A fake Slack Web API served over real HTTP, for tests.
+"""A fake Slack Web API served over real HTTP: the test suite's fake and the local Web API of
+``breakglass-bot try`` (see ``bot.localslack.workspace``).
 
 The bot's real ``slack_sdk.WebClient(base_url=fake.url, token=...)`` talks to it over the loopback
 interface, so the SDK's request encoding, error handling and retry handlers are exercised for real::
