@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-TRY_PORT ?= 3000
+TRY_PORT ?= $(or $(PORT),3000)
 
 .PHONY: try run test lint bench clean screenshots
 

@@ -190,6 +190,9 @@ def test_invoke_audit_close_review_in_the_browser(workspace: LocalWorkspace, bro
     open_pane(browser, "home")
     wait(browser, lambda d: event_id in feed_text(d) and "Break glass" in feed_text(d))
     shot(browser, "app-home")
+    click(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#feed [data-action-id="open_breakglass"]'))
+    click(browser, lambda d: modal(d, "Break glass").find_element(By.ID, "modal-close"))  # Cancel
+    wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))
 
     # The incident commander closes it from the audit channel: confirm dialog, then the close form.
     be(browser, "U0IC")
