@@ -109,7 +109,7 @@ def run_clock() -> None:
     runtime.shutdown()
 
 
-def run_try(port: int | None, db_path: str) -> int:
+def run_try(port: int | None, db_path: str | None) -> int:
     import os
 
     from bot.localslack.workspace import serve
@@ -172,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     trial.add_argument(
         "--port", type=int, default=None, help="page port on 127.0.0.1 (default: $PORT or 3000)"
     )
-    trial.add_argument("--db", default="try.db", help="SQLite file of the simulation (default: try.db)")
+    trial.add_argument(
+        "--db",
+        default=None,
+        help="SQLite file to keep the simulation's events in (default: a temporary file, gone on exit; "
+        "the simulated Slack messages are never kept)",
+    )
     args = parser.parse_args(argv)
 
     command = args.command or "run"

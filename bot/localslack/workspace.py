@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import secrets
+import tempfile
 import threading
 import time
 import urllib.error
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -114,7 +116,7 @@ class _UserState:
 class LocalWorkspace:
     """The bot + the local Slack Web API + the page, all on 127.0.0.1. Use as a context manager."""
 
-    def __init__(self, *, port: int = 3000, db_path: str = "try.db") -> None:
+    def __init__(self, *, port: int, db_path: str) -> None:
         self.port = port
         self.db_path = db_path
         self.signing_secret = secrets.token_hex(16)
@@ -597,10 +599,16 @@ class _PageHandler(BaseHTTPRequestHandler):
         self._json(200, {"ok": True, "result": result})
 
 
-def serve(port: int, db_path: str) -> None:
-    """`breakglass-bot try`: run the local workspace until Ctrl-C."""
+def serve(port: int, db_path: str | None = None) -> None:
+    """`breakglass-bot try`: run the local workspace until Ctrl-C. Without ``db_path`` the store is a
+    temporary file: the local Web API keeps its messages in memory, so each run starts afresh."""
     stop = threading.Event()
-    with LocalWorkspace(port=port, db_path=db_path) as workspace:
+    with contextlib.ExitStack() as stack:
+        if db_path is None:
+            db_path = str(
+                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="breakglass-try-"))) / "try.db"
+            )
+        workspace = stack.enter_context(LocalWorkspace(port=port, db_path=db_path))
         print(
             f"breakglass: local Slack simulation on {workspace.url}  (store: {db_path}; Ctrl-C to stop)",
             flush=True,
