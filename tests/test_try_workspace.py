@@ -4,6 +4,8 @@ endpoints turn into (signed requests to the bot; the state the page renders)."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from bot.clock import ManualClock, OffsetClock
 from bot.localslack.workspace import AUDIT_CHANNEL, OPS_CHANNEL, LocalWorkspace
 from tests.harness import http
+from tests.processes import BIN, clean_env, free_port
 
 
 def test_offset_clock_moves_only_forward() -> None:
@@ -81,3 +84,27 @@ def test_command_answers_and_unknown_input_are_ephemeral(workspace: LocalWorkspa
     others = [u for u in state["users"] if u["id"] != "U0IC"]
     assert all(u["ephemerals"] == [] for u in others)
     assert state["channels"][1]["messages"] == []
+
+
+def test_breakglass_bot_try_serves_the_page_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "breakglass-bot"), "try", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line + (process.stderr.read() if process.stderr else "")
+        store = Path(line.split("store: ", 1)[1].split(";", 1)[0])
+        assert store.exists()
+        assert "Local simulation" in http("GET", f"http://127.0.0.1:{port}/").text
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    assert not store.parent.exists()  # the temporary store is gone
+    assert list(tmp_path.iterdir()) == []  # nothing left in the working directory
