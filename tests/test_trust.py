@@ -18,6 +18,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot import lambda_handler
 from bot.clock import ManualClock
 from bot.health import CheckResult, StoreProbe
+from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy, PolicyError, parse_policy
 from bot.skew import SkewMonitor
 from bot.verify import MAX_BODY_BYTES
@@ -25,7 +26,6 @@ from store.base import HEARTBEAT_CLAIM
 from store.model import BIDI_CONTROLS, validate_free_text, validate_incident, validate_justification
 from store.sqlite import SQLiteStore
 from tests.conftest import TEST_POLICY, Bot, make_bot
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, Response, SlackSender, http
 from tests.processes import BotProcess
 from tests.test_flows_close import ephemerals, invoke, reply_text, settled
