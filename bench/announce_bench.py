@@ -12,10 +12,10 @@ from bench.common import Row, event, pct
 from bot.app import create_app, make_client
 from bot.clock import SystemClock
 from bot.config import Settings
+from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
 from store.model import OutboxKind
 from store.sqlite import SQLiteStore
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET
 
 POLICY = """

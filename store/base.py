@@ -43,6 +43,9 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     return value
 
 
+HEARTBEAT_CLAIM = "store-heartbeat"
+"""The claim name (SQLite) / item key (DynamoDB) that `Store.ping(write=True)` rewrites."""
+
 # What a stacking claim is made of: `save` never changes these (close and expire end the claim instead).
 CLAIM_FIELDS = ("invoker", "profile", "created_at", "duration", "expires_at")
 
@@ -145,8 +148,10 @@ class Store(Protocol):
         (A holder that fails simply lets its lease run out, and the next claim retries the work.)"""
         ...
 
-    def ping(self) -> None:
-        """Raise StoreUnavailable if the backend does not answer."""
+    def ping(self, *, write: bool = False) -> None:
+        """Raise StoreUnavailable if the backend does not answer; with `write`, also if it cannot write
+        (full disk, read-only file, denied or throttled writes): one small heartbeat write, outside every
+        listing. Callers rate-limit the write probe (see bot.health)."""
         ...
 
     def close_store(self) -> None: ...

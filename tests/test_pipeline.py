@@ -15,12 +15,12 @@ import pytest
 
 from bot import admin, ids, pipeline
 from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy, parse_policy
 from store import BreakGlassEvent, Status
 from store.model import OutboxKind
 from store.sqlite import SQLiteStore
 from tests.conftest import TEST_POLICY, Bot, dynamodb_bot, make_bot
-from tests.fake_slack import FakeSlack
 from tests.test_flows_close import (
     AUDIT,
     action_ids,
