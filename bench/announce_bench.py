@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import Row, event, pct
-from bot.app import create_app, make_client
+from bot.app import create_app, make_slack_client
 from bot.clock import SystemClock
 from bot.config import Settings
 from bot.localslack.webapi import FakeSlack
@@ -51,7 +51,7 @@ def run(rows: list[Row], *, count: int = 200, lead: float = 15.0) -> None:
         )
         policy = parse_policy(POLICY, "bench-policy.yml")
         runtime = create_app(
-            settings, store, make_client(settings, timeout=5), policy=policy, clock=SystemClock()
+            settings, store, make_slack_client(settings, timeout=5), policy=policy, clock=SystemClock()
         )
         now = datetime.now(UTC)
         events = []

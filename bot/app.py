@@ -12,14 +12,14 @@ from typing import Any
 from slack_bolt import App, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, ServerErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
-from bot.pipeline import LeaseBoundedRateLimitRetryHandler, Pipeline
+from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
 from bot.policy import Policy, PolicyError, load_policy
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
@@ -32,7 +32,7 @@ from store.dynamodb import DynamoDBStore
 log = logging.getLogger(__name__)
 
 
-def make_client(settings: Settings, *, timeout: int = 10) -> WebClient:
+def make_slack_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     """The Web API client: Slack's own retry handlers for connection errors and 5xx, and its 429 handler
     bounded, inside a delivery, by the delivery's lease (bot.pipeline)."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
@@ -41,7 +41,7 @@ def make_client(settings: Settings, *, timeout: int = 10) -> WebClient:
         base_url=settings.slack_api_url,
         timeout=timeout,
         retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=2),
+            DeliveryConnectionErrorRetryHandler(max_retry_count=2),
             LeaseBoundedRateLimitRetryHandler(max_retry_count=3),
             ServerErrorRetryHandler(max_retry_count=2),
         ],
@@ -107,7 +107,7 @@ def create_app(
 ) -> BreakglassApp:
     policy = policy or resolve_policy(settings)
     channel = audit_channel(settings, policy)
-    client = client or make_client(settings)
+    client = client or make_slack_client(settings)
     clock = clock or SystemClock()
     # The skew of `clock` (which decides stacking and expiry) against Slack's and AWS's Date headers.
     skew = SkewMonitor(clock)

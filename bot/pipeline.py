@@ -48,7 +48,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
@@ -128,6 +128,24 @@ class LeaseBoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
         except ValueError:
             wait = 2.0
         return wait < time_left() - SEND_MARGIN.total_seconds()
+
+
+class DeliveryConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
+    """slack_sdk's connection-error handler, except that inside a delivery it never re-sends a
+    chat.postMessage: the first request may have been accepted before the connection dropped, so
+    the post stays owed and the next attempt first looks for it (root audit message: by its metadata)."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if _time_left.get() is not None and request.url.endswith("chat.postMessage"):
+            return False
+        return super()._can_retry(state=state, request=request, response=response, error=error)
 
 
 class InFlight:

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from bot.app import BreakglassApp, create_app, make_client
+from bot.app import BreakglassApp, create_app, make_slack_client
 from bot.clock import ManualClock
 from bot.config import Settings
 from bot.localslack.webapi import FakeSlack
@@ -97,7 +97,7 @@ def make_bot(
     fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock, **settings: object
 ) -> Bot:
     config = settings_for(fake, **settings)
-    runtime = create_app(config, store, make_client(config, timeout=5), policy=policy, clock=clock)
+    runtime = create_app(config, store, make_slack_client(config, timeout=5), policy=policy, clock=clock)
     server = BotServer(runtime).start()
     return Bot(runtime, server, SlackSender(server.url, fake), fake, clock, store)
 

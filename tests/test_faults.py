@@ -114,12 +114,12 @@ def test_views_open_failing_tells_the_user_how_to_proceed(bot: Bot, failure: dic
 
 
 def test_views_open_timeout(fake: FakeSlack, store, policy: Policy, clock: ManualClock) -> None:
-    from bot.app import create_app, make_client
+    from bot.app import create_app, make_slack_client
     from tests.conftest import settings_for
     from tests.harness import BotServer, SlackSender
 
     config = settings_for(fake)
-    runtime = create_app(config, store, make_client(config, timeout=1), policy=policy, clock=clock)
+    runtime = create_app(config, store, make_slack_client(config, timeout=1), policy=policy, clock=clock)
     server = BotServer(runtime).start()
     try:
         fake.fail("views.open", times=5, status=500, delay=2)

@@ -17,7 +17,7 @@ import pytest
 from slack_sdk.signature import SignatureVerifier
 
 from bot import lambda_handler
-from bot.app import BreakglassApp, create_app, make_client
+from bot.app import BreakglassApp, create_app, make_slack_client
 from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy
@@ -63,7 +63,12 @@ def _reset_module_cache() -> Iterator[None]:
 def build_runtime(fake: FakeSlack, store: Store, policy: Policy, clock: ManualClock) -> BreakglassApp:
     settings = settings_for(fake)
     return create_app(
-        settings, store, make_client(settings, timeout=5), policy=policy, clock=clock, lazy_delivery=True
+        settings,
+        store,
+        make_slack_client(settings, timeout=5),
+        policy=policy,
+        clock=clock,
+        lazy_delivery=True,
     )
 
 
@@ -230,7 +235,7 @@ def test_install_requires_lazy_delivery(
     fake: FakeSlack, sqlite_store: SQLiteStore, policy: Policy, clock: ManualClock
 ) -> None:
     settings = settings_for(fake)
-    runtime = create_app(settings, sqlite_store, make_client(settings), policy=policy, clock=clock)
+    runtime = create_app(settings, sqlite_store, make_slack_client(settings), policy=policy, clock=clock)
     with pytest.raises(ValueError, match="lazy_delivery"):
         lambda_handler.install(runtime)
 

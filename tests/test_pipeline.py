@@ -219,3 +219,22 @@ def test_the_review_reminder_survives_a_slack_failure(
         clock.advance(3600)
         assert bot.runtime.scheduler.sweep()["reminded"] == 0  # once that day
         assert reminders() == 1
+
+
+def test_an_audit_post_of_unknown_outcome_is_found_by_its_metadata_not_posted_twice(bot: Bot) -> None:
+    """Slack accepts the root audit message only after the client gave up (timeout): the outcome is
+    unknown, the post stays owed, and the retry finds it in the channel's history by its metadata."""
+    bot.fake.slow("chat.postMessage", 6.0)  # the test client times out after 5 s
+    assert bot.slack.invoke(user="U0001").json["response_action"] == "update"
+    bot.idle()
+    (event,) = bot.store.list_active()
+    assert event.audit_ts is None and event.owes(OutboxKind.AUDIT_POST)
+    wait_until(lambda: audit_roots(bot) or None, "Slack to accept the timed-out post", timeout=10)
+    bot.clock.advance(int(pipeline.LEASE.total_seconds()) + 60)
+    bot.runtime.scheduler.sweep()
+    delivered = settled(bot, event.id)
+    (root,) = audit_roots(bot)
+    assert delivered.audit_ts == root["ts"]
+    assert root["metadata"] == {"event_type": "breakglass_event", "event_payload": {"event_id": event.id}}
+    history = [c for c in bot.fake.calls_to("conversations.history") if c.ok]
+    assert history and history[-1].params["channel"] == AUDIT

@@ -12,7 +12,7 @@ import pytest
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from websockets.sync.server import ServerConnection, serve
 
-from bot.app import create_app, make_client
+from bot.app import create_app, make_slack_client
 from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy
@@ -64,7 +64,7 @@ def test_socket_mode_slash_command_and_submission(
     fake.socket_mode_url = socket_slack.url
     settings = settings_for(fake, slack_app_token=fake.app_token, slack_signing_secret=None)
     store = SQLiteStore(tmp_path / "socket.db")
-    runtime = create_app(settings, store, make_client(settings), policy=policy, clock=clock)
+    runtime = create_app(settings, store, make_slack_client(settings), policy=policy, clock=clock)
     handler = SocketModeHandler(runtime.bolt, fake.app_token)
     handler.client.web_client.base_url = fake.url
     handler.connect()
