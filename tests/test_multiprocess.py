@@ -164,3 +164,30 @@ def test_sigkill_after_store_write_then_restart_announces_once(two_bots) -> None
     )
     assert store.get(event.id).outbox == ()
     assert restarted.terminate() == 0
+
+
+def test_two_processes_sweeping_owed_deliveries_post_one_audit_message_each(two_bots) -> None:
+    """Slack is down while three people invoke; when it comes back slowly, both processes' sweeps race
+    for every owed delivery: the conditional lease claim lets one deliver each event, once."""
+    bots, fake, store_url = two_bots
+    fake.set_down(True)
+    users = ("U0001", "U0002", "U0IC")
+    for i, user in enumerate(users):
+        sender = SlackSender(bots[i % 2].url, fake)
+        assert (
+            sender.invoke(user=user, profile="sandbox", duration="3600").json["response_action"] == "update"
+        )
+    fake.slow("chat.postMessage", 0.3, times=6)
+    fake.set_down(False)
+    for user in users:
+        fake.wait_for(
+            "chat.postMessage", where=lambda c, u=user: c.ok and c.params.get("channel") == u, timeout=20
+        )
+    time.sleep(2.5)  # more sweeps on both processes: nothing more may be posted
+    store = open_store(store_url)
+    roots = fake.channel_messages("C0AUDIT")
+    assert sorted(m["metadata"]["event_payload"]["event_id"] for m in roots) == sorted(
+        store.list_by_invoker(user).items[0].id for user in users
+    )
+    for user in users:
+        assert store.list_by_invoker(user).items[0].outbox == ()
