@@ -25,7 +25,7 @@ from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.skew import SkewMonitor
 from bot.slack import actions, commands, home, views
-from bot.slack.context import Components
+from bot.slack.context import SlackContext
 from store import Store
 from store.dynamodb import DynamoDBStore
 
@@ -71,7 +71,7 @@ def audit_channel(settings: Settings, policy: Policy) -> str | None:
 @dataclass
 class BreakglassApp:
     bolt: App
-    components: Components
+    context: SlackContext  # what the Slack surfaces share
     scheduler: Scheduler
     store: Store
     settings: Settings
@@ -79,11 +79,11 @@ class BreakglassApp:
 
     @property
     def service(self) -> BreakGlassService:
-        return self.components.service
+        return self.context.service
 
     @property
     def pipeline(self) -> Pipeline:
-        return self.components.pipeline
+        return self.context.pipeline
 
     def shutdown(self, timeout: float = 20.0) -> None:
         """Clean stop: no new scheduled work, in-flight jobs and post-ack deliveries finish."""
@@ -132,7 +132,7 @@ def create_app(
         default_audit_channel=channel,
         prepare_new=pipeline.hold_new,
     )
-    components = Components(service=service, pipeline=pipeline, client=client, policy=policy, clock=clock)
+    context = SlackContext(service=service, pipeline=pipeline, client=client, policy=policy, clock=clock)
     scheduler = Scheduler(
         service=service,
         pipeline=pipeline,
@@ -140,14 +140,14 @@ def create_app(
         clock=clock,
         default_audit_channel=channel,
     )
-    pipeline.follow_ups += [scheduler.on_event, home.refresh_for(components)]
+    pipeline.follow_ups += [scheduler.on_event, home.refresh_for(context)]
     if lazy_delivery:
         # Each listener that stores a change gets this lazy listener, which Bolt runs after the ack in a
         # second invocation; it delivers whatever is due (this request's change included).
         def deliver_owed_announcements() -> None:
             pipeline.deliver_owed()
 
-        components.lazy.append(deliver_owed_announcements)
+        context.lazy.append(deliver_owed_announcements)
 
     token = client.token or ""
 
@@ -194,10 +194,10 @@ def create_app(
         log.error("unhandled error in a Slack listener", exc_info=error, extra={"outcome": "error"})
         return BoltResponse(status=500, body="")
 
-    handler = commands.register(bolt, components)
-    views.register(bolt, components)
-    actions.register(bolt, components, handler)
-    home.register(bolt, components)
+    handler = commands.register(bolt, context)
+    views.register(bolt, context)
+    actions.register(bolt, context, handler)
+    home.register(bolt, context)
     checks = Health()
     probe = StoreProbe(store)
     checks.add("store", probe.read)
@@ -205,5 +205,5 @@ def create_app(
     checks.add("scheduler", lambda: CheckResult(True, detail={"running": scheduler.running}))
     checks.add("clock", skew.check)
     return BreakglassApp(
-        bolt=bolt, components=components, scheduler=scheduler, store=store, settings=settings, checks=checks
+        bolt=bolt, context=context, scheduler=scheduler, store=store, settings=settings, checks=checks
     )

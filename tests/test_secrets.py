@@ -63,7 +63,7 @@ def test_unexpected_errors_show_a_reference_not_internals(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError(f"internal detail {BOT_TOKEN}")
 
-    monkeypatch.setattr(bot.runtime.components.service, "invoke", boom)
+    monkeypatch.setattr(bot.runtime.context.service, "invoke", boom)
     body = bot.slack.invoke(user="U0001").json
     message = body["errors"]["profile"]
     assert "reference" in message

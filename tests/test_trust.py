@@ -487,7 +487,7 @@ def test_clock_skew_against_slack_is_reported_and_logged_once_per_episode(
     caplog.set_level(logging.INFO, logger="bot.skew")
     bot.clock.set(datetime.now(UTC) + timedelta(seconds=90))  # this replica runs 90 s ahead
     for _ in range(3):
-        bot.runtime.components.client.api_test()
+        bot.runtime.context.client.api_test()
     response = http("GET", bot.server.url + "/healthz")
     assert response.status == 200  # restarting does not fix a clock: no restart loop
     assert response.json["status"] == "degraded"
@@ -499,8 +499,8 @@ def test_clock_skew_against_slack_is_reported_and_logged_once_per_episode(
     assert len(warnings) == 1 and "s off slack's (bound 30 s)" in warnings[0]
 
     bot.clock.set(datetime.now(UTC))  # fixed (NTP)
-    bot.runtime.components.client.api_test()
-    bot.runtime.components.client.api_test()
+    bot.runtime.context.client.api_test()
+    bot.runtime.context.client.api_test()
     response = http("GET", bot.server.url + "/healthz")
     assert response.json["status"] == "ok" and response.json["checks"]["clock"]["ok"] is True
     assert len(_skew_logs(caplog)) == 2 and "back within 30 s" in _skew_logs(caplog)[1]

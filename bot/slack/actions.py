@@ -14,22 +14,22 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
 from bot.slack.commands import CommandHandler
-from bot.slack.context import Components, EventMetadata
+from bot.slack.context import EventMetadata, SlackContext
 from bot.slack.errors import user_message
 from store import BreakGlassEvent
 
 log = logging.getLogger(__name__)
 
 
-def tell(c: Components, body: dict[str, Any], text: str) -> None:
+def tell(ctx: SlackContext, body: dict[str, Any], text: str) -> None:
     """An ephemeral answer to whoever clicked: in the message's channel, or a small modal elsewhere."""
     user_id = body["user"]["id"]
     container = body.get("container") or {}
     try:
         if container.get("type") == "message" and container.get("channel_id"):
-            c.client.chat_postEphemeral(channel=container["channel_id"], user=user_id, text=text)
+            ctx.client.chat_postEphemeral(channel=container["channel_id"], user=user_id, text=text)
         else:
-            c.client.views_open(
+            ctx.client.views_open(
                 trigger_id=body.get("trigger_id", ""), view=blocks.notice_modal("Break glass", text)
             )
     except (SlackApiError, SlackClientError, OSError) as exc:
@@ -40,7 +40,7 @@ def _channel(body: dict[str, Any]) -> str | None:
     return (body.get("container") or {}).get("channel_id")
 
 
-def register(app: App, c: Components, commands: CommandHandler) -> None:
+def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     def open_form(
         body: dict[str, Any],
         action: dict[str, Any],
@@ -55,15 +55,15 @@ def register(app: App, c: Components, commands: CommandHandler) -> None:
             event = check(user_id, str(action.get("value", "")))
             answer = done(event)
             if answer is not None:
-                tell(c, body, answer)
+                tell(ctx, body, answer)
                 return
             meta = EventMetadata(event_id=event.id, channel_id=_channel(body)).model_dump_json()
-            c.client.views_open(trigger_id=body["trigger_id"], view=modal(event, meta))
+            ctx.client.views_open(trigger_id=body["trigger_id"], view=modal(event, meta))
         except (SlackApiError, SlackClientError, OSError) as exc:
             log.warning("could not open a form: %s", type(exc).__name__, extra={"slack_user": user_id})
-            tell(c, body, fallback)
+            tell(ctx, body, fallback)
         except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
-            tell(c, body, ":no_entry: " + blocks.escape(user_message(exc)))
+            tell(ctx, body, ":no_entry: " + blocks.escape(user_message(exc)))
 
     @app.action(ids.ACTION_CLOSE)
     def close_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
@@ -71,7 +71,7 @@ def register(app: App, c: Components, commands: CommandHandler) -> None:
         open_form(
             body,
             action,
-            c.service.check_close,
+            ctx.service.check_close,
             lambda e: blocks.already_ended(e) if e.status.ended else None,
             blocks.close_modal,
             "Could not open the close form. Use `/breakglass close &lt;id&gt; &lt;reason&gt;` instead.",
@@ -83,7 +83,7 @@ def register(app: App, c: Components, commands: CommandHandler) -> None:
         open_form(
             body,
             action,
-            c.service.check_review,
+            ctx.service.check_review,
             lambda e: (
                 f"Event `{e.id}` was already reviewed by {blocks.user(e.reviewed_by or '')}."
                 if e.reviewed_at is not None

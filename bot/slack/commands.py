@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot import blocks, ids
 from bot.errors import BreakglassError, ValidationFailed
 from bot.service import InvokeRequest
-from bot.slack.context import Components
+from bot.slack.context import SlackContext
 from bot.slack.errors import user_message
 from store import BreakGlassEvent, StoreError
 
@@ -57,8 +57,8 @@ def parse_fast_path(user_id: str, words: list[str], request_id: str | None) -> I
 
 
 class CommandHandler:
-    def __init__(self, components: Components) -> None:
-        self.c = components
+    def __init__(self, ctx: SlackContext) -> None:
+        self.ctx = ctx
 
     def __call__(self, ack: Ack, command: dict[str, Any], client: Any, respond: Any) -> None:
         user_id = command["user_id"]
@@ -85,19 +85,19 @@ class CommandHandler:
         text_out, body = reply
         ack(text=text_out, blocks=body)
         if event is not None:
-            self.c.after_ack(event)
+            self.ctx.after_ack(event)
 
     def open_modal(self, trigger_id: str, user_id: str, channel_id: str | None, respond: Any) -> None:
         try:
-            profiles = self.c.service.profiles_for(user_id)
+            profiles = self.ctx.service.profiles_for(user_id)
             if profiles:
                 view = blocks.invoke_modal(
                     [(name, self._label(name)) for name in profiles],
-                    self.c.service.durations_for(profiles),
+                    self.ctx.service.durations_for(profiles),
                 )
             else:
                 view = blocks.no_profiles_modal()
-            self.c.client.views_open(trigger_id=trigger_id, view=view)
+            self.ctx.client.views_open(trigger_id=trigger_id, view=view)
         except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
             log.warning("could not open the break-glass modal: %s", exc, extra={"slack_user": user_id})
             detail = (
@@ -113,13 +113,13 @@ class CommandHandler:
                     log.warning("could not tell the user the modal failed", extra={"slack_user": user_id})
 
     def _label(self, name: str) -> str:
-        profile = self.c.policy.profiles[name]
+        profile = self.ctx.policy.profiles[name]
         return f"{name} — {profile.description}" if profile.description else name
 
     def dispatch(
         self, user_id: str, words: list[str], command: dict[str, Any]
     ) -> tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]:
-        service = self.c.service
+        service = self.ctx.service
         name, args = words[0].lower(), words[1:]
         if name == "help":
             return blocks.message(blocks.HELP), None
@@ -155,14 +155,14 @@ class CommandHandler:
             return blocks.event_list(
                 "Ended events awaiting review", service.unreviewed(), "Nothing awaits review."
             ), None
-        if len(words) == 1 and self.c.policy.profile(words[0]) is None:
+        if len(words) == 1 and self.ctx.policy.profile(words[0]) is None:
             return blocks.message(f"Unknown command `{blocks.escape(words[0])}`.\n{blocks.HELP}"), None
         request = parse_fast_path(user_id, words, command.get("trigger_id"))
         event = service.invoke(request)
         return blocks.message(blocks.granted(event)), event
 
 
-def register(app: App, components: Components) -> CommandHandler:
-    handler = CommandHandler(components)
-    app.command(ids.COMMAND)(ack=handler, lazy=components.lazy)
+def register(app: App, ctx: SlackContext) -> CommandHandler:
+    handler = CommandHandler(ctx)
+    app.command(ids.COMMAND)(ack=handler, lazy=ctx.lazy)
     return handler

@@ -34,7 +34,7 @@ def parse_metadata(model: type[BaseModel], raw: str | None) -> BaseModel | None:
 
 
 @dataclass
-class Components:
+class SlackContext:
     """What every Slack surface needs: the use cases, the delivery pipeline, the Web API client."""
 
     service: BreakGlassService

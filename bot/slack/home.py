@@ -11,17 +11,17 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks
 from bot.errors import BreakglassError
-from bot.slack.context import Components
+from bot.slack.context import SlackContext
 from store import BreakGlassEvent, StoreError
 from store.model import MAX_DURATION
 
 log = logging.getLogger(__name__)
 
 
-def render(c: Components, user_id: str) -> dict[str, Any]:
-    service = c.service
+def render(ctx: SlackContext, user_id: str) -> dict[str, Any]:
+    service = ctx.service
     roles = service.roles(user_id)
-    mine, recent = own_events(c, user_id)
+    mine, recent = own_events(ctx, user_id)
     all_active = None
     if roles.can_see_all:
         all_active = service.all_effective()
@@ -35,18 +35,18 @@ def render(c: Components, user_id: str) -> dict[str, Any]:
 
 
 def own_events(
-    c: Components, user_id: str, recent_limit: int = 10
+    ctx: SlackContext, user_id: str, recent_limit: int = 10
 ) -> tuple[list[BreakGlassEvent], list[BreakGlassEvent]]:
     """The user's effective events and recent ended ones, reading only their newest events: anything still
     effective was created within the 4-hour cap, so paging stops there (cost independent of others' events)."""
-    now = c.clock.now()
-    invoker = c.service.identity(user_id)
+    now = ctx.clock.now()
+    invoker = ctx.service.identity(user_id)
     horizon = now - MAX_DURATION
     active: list[BreakGlassEvent] = []
     recent: list[BreakGlassEvent] = []
     cursor: str | None = None
     while True:
-        page = c.service.events_of(invoker, limit=20, cursor=cursor)
+        page = ctx.service.events_of(invoker, limit=20, cursor=cursor)
         for event in page.items:
             if event.is_effective(now):
                 active.append(event)
@@ -57,22 +57,22 @@ def own_events(
             return active, recent
 
 
-def publish(c: Components, user_id: str) -> None:
+def publish(ctx: SlackContext, user_id: str) -> None:
     try:
-        c.client.views_publish(user_id=user_id, view=render(c, user_id))
+        ctx.client.views_publish(user_id=user_id, view=render(ctx, user_id))
     except (SlackApiError, SlackClientError, OSError, StoreError, BreakglassError) as exc:
         log.warning("could not publish App Home: %s", type(exc).__name__, extra={"slack_user": user_id})
 
 
-def refresh_for(c: Components):
+def refresh_for(ctx: SlackContext):
     def hook(event: BreakGlassEvent) -> None:
-        publish(c, event.slack_user_id)
+        publish(ctx, event.slack_user_id)
 
     return hook
 
 
-def register(app: App, c: Components) -> None:
+def register(app: App, ctx: SlackContext) -> None:
     @app.event("app_home_opened")
     def home_opened(event: dict[str, Any]) -> None:
         if event.get("tab", "home") == "home":
-            publish(c, event["user"])
+            publish(ctx, event["user"])

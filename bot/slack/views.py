@@ -10,7 +10,7 @@ from slack_bolt import Ack, App
 
 from bot import blocks, ids
 from bot.service import InvokeRequest
-from bot.slack.context import Components, EventMetadata, parse_metadata
+from bot.slack.context import EventMetadata, SlackContext, parse_metadata
 from bot.slack.errors import modal_errors
 from store import BreakGlassEvent
 
@@ -31,7 +31,7 @@ def state_value(view: dict[str, Any], block_id: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def register(app: App, c: Components) -> None:
+def register(app: App, ctx: SlackContext) -> None:
     def invoke(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         request = InvokeRequest(
             user_id=body["user"]["id"],
@@ -43,7 +43,7 @@ def register(app: App, c: Components) -> None:
             request_id=view.get("id"),
         )
         try:
-            event = c.service.invoke(request)
+            event = ctx.service.invoke(request)
         except Exception as exc:  # every failure becomes an inline error; nothing was granted  # noqa: BLE001 - shown to the user, logged with a reference
             ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
             return
@@ -51,7 +51,7 @@ def register(app: App, c: Components) -> None:
             response_action="update",
             view=blocks.notice_modal("Access granted", blocks.granted(event)),
         )
-        c.after_ack(event)
+        ctx.after_ack(event)
 
     def event_form(
         field: str, apply: Callable[[str, str, str], tuple[BreakGlassEvent, str | None]]
@@ -74,20 +74,20 @@ def register(app: App, c: Components) -> None:
             else:
                 ack(response_action="update", view=blocks.notice_modal("Already ended", notice))
             if notice is None or event.outbox:  # e.g. it was just recorded as expired: announce that now
-                c.after_ack(event)
+                ctx.after_ack(event)
 
         return submit
 
     def close(event_id: str, user_id: str, reason: str) -> tuple[BreakGlassEvent, str | None]:
-        result = c.service.close(event_id, by=user_id, reason=reason)
+        result = ctx.service.close(event_id, by=user_id, reason=reason)
         return result.event, None if result.closed_now else blocks.already_ended(result.event)
 
     def review(event_id: str, user_id: str, notes: str) -> tuple[BreakGlassEvent, str | None]:
-        return c.service.review(event_id, by=user_id, notes=notes), None
+        return ctx.service.review(event_id, by=user_id, notes=notes), None
 
     for callback_id, listener in (
         (ids.CALLBACK_INVOKE, invoke),
         (ids.CALLBACK_CLOSE, event_form(ids.CLOSE_REASON, close)),
         (ids.CALLBACK_REVIEW, event_form(ids.REVIEW_NOTES, review)),
     ):
-        app.view(callback_id)(ack=listener, lazy=c.lazy)
+        app.view(callback_id)(ack=listener, lazy=ctx.lazy)
