@@ -261,7 +261,7 @@ def test_close_button_on_home_opens_the_close_modal_or_answers_in_a_modal(bot: B
     bot.slack.click("close_event", event.id, user="U0001", container_type="view")
     view = bot.fake.wait_for("views.open")[0].params["view"]
     assert view["callback_id"] == "breakglass_close"
-    assert json.loads(view["private_metadata"]) == {"event_id": event.id, "channel_id": None}
+    assert json.loads(view["private_metadata"]) == {"event_id": event.id}
     # someone else's click from their Home: no channel to answer in, so a small modal says why
     bot.slack.click("close_event", event.id, user="U0002", container_type="view")
     notice = bot.fake.wait_for("views.open", 2)[1].params["view"]

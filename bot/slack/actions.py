@@ -36,10 +36,6 @@ def tell(ctx: SlackContext, body: dict[str, Any], text: str) -> None:
         log.warning("could not answer a button click: %s", type(exc).__name__, extra={"slack_user": user_id})
 
 
-def _channel(body: dict[str, Any]) -> str | None:
-    return (body.get("container") or {}).get("channel_id")
-
-
 def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     def open_form(
         body: dict[str, Any],
@@ -57,7 +53,7 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
             if answer is not None:
                 tell(ctx, body, answer)
                 return
-            meta = EventMetadata(event_id=event.id, channel_id=_channel(body)).model_dump_json()
+            meta = EventMetadata(event_id=event.id).model_dump_json()
             ctx.client.views_open(trigger_id=body["trigger_id"], view=modal(event, meta))
         except (SlackApiError, SlackClientError, OSError) as exc:
             log.warning("could not open a form: %s", type(exc).__name__, extra={"slack_user": user_id})
@@ -96,4 +92,4 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     @app.action(ids.ACTION_OPEN_MODAL)
     def open_clicked(ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        commands.open_modal(body.get("trigger_id", ""), body["user"]["id"], None, None)
+        commands.open_modal(body.get("trigger_id", ""), body["user"]["id"], None)

@@ -66,7 +66,7 @@ class CommandHandler:
         words = text.split()
         if not words:
             ack()
-            self.open_modal(command.get("trigger_id", ""), user_id, command.get("channel_id"), respond)
+            self.open_modal(command.get("trigger_id", ""), user_id, respond)
             return
         event: BreakGlassEvent | None = None
         try:
@@ -87,7 +87,7 @@ class CommandHandler:
         if event is not None:
             self.ctx.after_ack(event)
 
-    def open_modal(self, trigger_id: str, user_id: str, channel_id: str | None, respond: Any) -> None:
+    def open_modal(self, trigger_id: str, user_id: str, respond: Any) -> None:
         try:
             profiles = self.ctx.service.profiles_for(user_id)
             if profiles:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from slack_sdk import WebClient
 
 from bot.clock import Clock
@@ -23,7 +24,14 @@ class EventMetadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     event_id: str
-    channel_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, value: Any) -> Any:
+        # Modals opened before the unused `channel_id` was dropped still carry it.
+        if isinstance(value, dict) and "channel_id" in value:
+            return {k: v for k, v in value.items() if k != "channel_id"}
+        return value
 
 
 def parse_metadata(model: type[BaseModel], raw: str | None) -> BaseModel | None:
