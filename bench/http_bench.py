@@ -25,7 +25,7 @@ from typing import Any
 from bench.common import Row, event, free_port, pct, summary_ms
 from store.errors import ConcurrentModification, InvalidTransition
 from store.model import Status
-from store.sqlite import _COLUMNS, SQLiteStore, _row
+from store.sqlite import _COLUMNS, _PLACEHOLDERS, SQLiteStore, _row
 from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, SlackSender, http
 
@@ -379,7 +379,7 @@ def _memory(
     conn = sqlite3.connect(db)
     with conn:
         conn.executemany(
-            f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608
+            f"INSERT INTO events ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608
             [_row(e) for e in events],
         )
     total = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]

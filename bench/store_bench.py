@@ -24,7 +24,7 @@ import boto3
 from bench.common import Row, aws_env, event, free_port, moto_server
 from store.dynamodb import DynamoDBStore, _de, _ser, create_table, make_client, to_item
 from store.errors import StackedAccess
-from store.sqlite import _COLUMNS, SQLiteStore, _row
+from store.sqlite import _COLUMNS, _PLACEHOLDERS, SQLiteStore, _row
 
 _CC_OPS = {"PutItem", "UpdateItem", "DeleteItem", "GetItem", "Query", "Scan", "TransactWriteItems"}
 
@@ -436,7 +436,7 @@ def _sqlite_one(rows: list[Row], n: int) -> None:
         conn = sqlite3.connect(path)
         with conn:
             conn.executemany(
-                f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608
+                f"INSERT INTO events ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608
                 [_row(e) for e in events],
             )
         conn.close()

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from store.errors import ConcurrentModification, InvalidTransition, StoreError
+from store.limits import Limits
 from store.model import BreakGlassEvent, Status
 
 DEFAULT_PAGE_SIZE = 25
@@ -73,9 +74,18 @@ class Store(Protocol):
     Every write bumps `version`; writes are conditional, so a lost race raises instead of overwriting.
     """
 
-    def create(self, event: BreakGlassEvent) -> BreakGlassEvent:
-        """Store a new active event. Raises StackedAccess(existing) if the invoker already holds an
-        effective event on the profile (an active event past its expiry does not block)."""
+    def create(
+        self,
+        event: BreakGlassEvent,
+        *,
+        limits: Limits | None = None,
+        escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
+    ) -> BreakGlassEvent:
+        """Store a new active event, deciding `limits` in the same atomic write. Raises
+        StackedAccess(existing) if the invoker, or the Slack user, already holds an effective event on
+        the profile (an active event past its expiry does not block), and LimitReached (with its retry
+        time) if a limit refuses; both count per invoker and per Slack user. When `escalate_after` says
+        so, the stored event is `escalate(event)` (default: `escalated=True`); the result is returned."""
         ...
 
     def get(self, event_id: str) -> BreakGlassEvent:
