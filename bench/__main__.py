@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="section 2: DynamoDB at 100,000 ended events on in-process moto, instead of the default sizes",
     )
-    parser.add_argument("--only", default="1,2,3,4,5,3b", help="comma-separated sections to run")
+    parser.add_argument("--only", default="1,2,2b,3,4,5,3b", help="comma-separated sections to run")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",")}
 
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             else lambda rows: store_bench.scaling(rows, sizes, dynamo_sizes),
         ),
         ("3", lambda rows: http_bench.run(rows, submissions=submissions, memory="4" in only)),
+        ("2b", store_bench.sqlite_one_profile),
         ("3", store_bench.sqlite_contention),
         ("3b", lambda rows: http_bench.run_dynamodb(rows, submissions=100)),
         ("5", lambda rows: announce_bench.run(rows, count=expiries)),
