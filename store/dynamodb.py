@@ -15,6 +15,15 @@ TransactWriteItems as the event, conditional on no guard existing or the guarded
 expiry. It carries none of the GSI key attributes, so it never appears in an index. Close and expire
 release it (conditionally on it still naming their event) in the same transaction as the status change.
 The stacking check is therefore one conditional write, O(1) whatever the invoker's history.
+A second guard, "guard#<json ["slack", slack user id, profile]>", holds the same claim per Slack user,
+whatever identity the user is mapped to. Release records `last_ended_at`; with a cooldown, the guard's
+condition also requires `last_ended_at <= created_at - cooldown` (the cooldown costs no read).
+
+Rate limits: window items "window#<json [kind, key]>" (kind invoker, slack or profile) hold the newest
+creation times in the window and a version. `create` reads the ones the limits need in one strongly
+consistent TransactGetItems, decides (`store.limits.decide`), and writes them back conditionally on
+the version read in the same TransactWriteItems as the event and the guards: a concurrent create on
+the same person or profile cancels it, and it is decided again. No GSI read decides a limit.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """SQLite store: the embedded default. One file, WAL mode, safe across threads and processes.
 
-Every write is a single SQL statement, which SQLite applies atomically under its one write lock: the
-stacking check and the insert are one `INSERT … SELECT … WHERE NOT EXISTS`, and updates are conditional
-on the version, status and claim they were computed from. So they hold against every other writer on
-the same file, whether a thread of this process or another process.
+`create` is one `BEGIN IMMEDIATE` transaction: the rate limits (cooldown, per person, per profile,
+escalation), the stacking check (per invoker and per Slack user) and the insert run under SQLite's one
+write lock, so they hold against every other writer on the file, a thread of this process or another
+process. Every other write is a single SQL statement, conditional on the version, status and claim it
+was computed from. Every query is served by an index that makes it independent of history.
 """
 
 from __future__ import annotations
