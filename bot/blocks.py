@@ -63,6 +63,14 @@ def user(user_id: str) -> str:
     return f"<@{user_id}>" if user_id[:1] in ("U", "W") and user_id.isalnum() else escape(user_id)
 
 
+def invoker_of(event: BreakGlassEvent) -> str:
+    """Who invoked `event`: a Slack mention, or for a foreign (Sentinel) event its invoker as plain
+    text with where it came from (no Slack user to mention)."""
+    if event.slack_user_id is None:
+        return f"{escape(event.invoker)} (via {escape(event.source or 'another tool')})"
+    return user(event.slack_user_id)
+
+
 def group(group_id: str) -> str:
     return f"<!subteam^{group_id}>" if group_id.isalnum() else escape(group_id)
 
@@ -106,7 +114,7 @@ def close_button(event: BreakGlassEvent) -> ButtonElement:
         style="danger",
         confirm=ConfirmObject(
             title="Close break-glass access?",
-            text=f"This ends {event.profile} access for {event.slack_user_id} now."[:300],
+            text=f"This ends {event.profile} access for {event.slack_user_id or event.invoker} now."[:300],
             confirm="Close access",
             deny="Keep it",
         ),
@@ -134,8 +142,12 @@ def audit_text(event: BreakGlassEvent) -> str:
 
 def event_fields(event: BreakGlassEvent) -> list[MarkdownTextObject]:
     fields = [
-        f"*Invoker*\n{user(event.slack_user_id)}"
-        + (f" ({escape(event.invoker)})" if event.invoker != event.slack_user_id else ""),
+        f"*Invoker*\n{invoker_of(event)}"
+        + (
+            f" ({escape(event.invoker)})"
+            if event.slack_user_id is not None and event.invoker != event.slack_user_id
+            else ""
+        ),
         f"*Profile*\n`{escape(event.profile)}`",
         f"*Reason*\n{reason_label(event)}",
         f"*Duration*\n{format_duration(event.duration)}",
@@ -293,7 +305,7 @@ def event_line(event: BreakGlassEvent) -> str:
         if event.status is Status.ACTIVE
         else f"{event.status.value} {date(event.ended_at or event.updated_at)}"
     )
-    who = user(event.slack_user_id)
+    who = invoker_of(event)
     return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}"
 
 

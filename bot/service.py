@@ -302,8 +302,9 @@ class BreakGlassService:
         now = self.clock.now()
         if event.is_due(now):  # the access already ran out (the sweep is late): it expired, not closed
             return CloseResult(self.expire(event.id) or self.store.get(event.id), closed_now=False)
-        owed = [kinds.AUDIT_UPDATE, kinds.CLOSE_THREAD] + (
-            [kinds.CLOSE_DM] if by != event.slack_user_id else []
+        event = self._with_audit_channel(event)
+        owed = self._ending_outbox(
+            event, kinds.CLOSE_THREAD, kinds.CLOSE_DM if by != event.slack_user_id else None
         )
         try:
             closed = self.store.close(event.id, by=by, reason=reason, now=now, outbox=owed)
@@ -329,6 +330,8 @@ class BreakGlassService:
         won: list[BreakGlassEvent] = []
 
         def change(ev: BreakGlassEvent) -> BreakGlassEvent | None:
+            if ev.foreign:  # Sentinel's events: nobody in Slack to warn; they are expired and announced
+                return None
             if ev.warned_at is not None or not ev.is_effective(now) or now < self.warn_at(ev):
                 return None
             won.append(ev)
@@ -343,15 +346,38 @@ class BreakGlassService:
     def expire(self, event_id: str) -> BreakGlassEvent | None:
         """Expire once (conditional write); None when not due or already ended (another replica won)."""
         try:
+            event = self._with_audit_channel(self.store.get(event_id))
             expired = self.store.expire(
                 event_id,
                 now=self.clock.now(),
-                outbox=(kinds.AUDIT_UPDATE, kinds.EXPIRE_THREAD, kinds.EXPIRE_DM),
+                outbox=self._ending_outbox(event, kinds.EXPIRE_THREAD, kinds.EXPIRE_DM),
             )
         except (InvalidTransition, EventNotFound):
             return None
         log.info("break-glass expired", extra={"event_id": event_id, "action": "expire", "outcome": "ok"})
         return expired
+
+    def _ending_outbox(self, event: BreakGlassEvent, thread: str, dm: str | None) -> list[str]:
+        """What a close or expiry owes. A foreign (Sentinel) event has no Slack user to mention or
+        message and no audit message yet: it owes one audit message showing how it ended."""
+        if event.foreign and not event.audit_ts:
+            return [kinds.AUDIT_POST]
+        if event.foreign:
+            return [kinds.AUDIT_UPDATE, thread]
+        return [kinds.AUDIT_UPDATE, thread] + ([dm] if dm else [])
+
+    def _with_audit_channel(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        """A foreign event gets the audit channel of its profile before its first announcement."""
+        if not event.foreign or event.audit_channel:
+            return event
+        channel = self.policy.audit_channel_for(event.profile, self.default_audit_channel)
+        if channel is None:
+            return event
+        return mutate(
+            self.store,
+            event.id,
+            lambda ev: None if ev.audit_channel or ev.status.ended else ev.updated(audit_channel=channel),
+        )
 
     # -- review -------------------------------------------------------------------------------
 

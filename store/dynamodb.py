@@ -29,9 +29,10 @@ the same person or profile cancels it, and it is decided again. No GSI read deci
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,8 +58,10 @@ from store.errors import (
     StoreUnavailable,
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
-from store.model import BreakGlassEvent, Status, is_event_id, with_version
+from store.model import SENTINEL, BreakGlassEvent, Status, is_event_id, with_version
 from store.timeutil import format_ts, parse_ts
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = timedelta(days=400)
 GSI_INVOKER = "gsi-invoker"
@@ -156,7 +159,11 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
 
 
 def from_item(item: dict[str, Any]) -> BreakGlassEvent:
+    """The event an item holds. An item without `slack_user_id` was written by Sentinel (the seed's
+    layout: no Slack fields, no version): it reads as a foreign event (`source="sentinel"`)."""
     data = {k: v for k, v in item.items() if k not in _INDEX_ONLY}
+    if "slack_user_id" not in data:
+        data.setdefault("source", SENTINEL)
     if item.get(IMPLICIT_NEXT_AT):
         data.pop("outbox_next_at", None)
     for key in _TIME_FIELDS:
@@ -169,6 +176,10 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
     if "outbox" in data:
         data["outbox"] = tuple(data["outbox"])
     return BreakGlassEvent.model_validate(data)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _ser(item: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +230,7 @@ class DynamoDBStore:
         self.client = client if client is not None else make_client()
         self.retention = retention
         self._conflict_attempts = conflict_attempts
+        self._unreadable: set[str] = set()
 
     def __repr__(self) -> str:
         return f"DynamoDBStore({self.table!r})"
@@ -243,6 +255,26 @@ class DynamoDBStore:
             raise StoreUnavailable(
                 f"DynamoDB {operation} failed: {type(exc).__name__}", maybe_written=ambiguous
             ) from exc
+
+    def _readable(self, items: Iterable[dict[str, Any]]) -> list[BreakGlassEvent]:
+        """The events among `items`; an item that cannot be read at all (damaged, or a layout nobody
+        knows) is logged once per store with its key, and skipped: one bad item never hides the others."""
+        events = []
+        for item in items:
+            try:
+                events.append(from_item(item))
+            except (ValueError, TypeError, KeyError) as exc:
+                key = str(item.get("id", "?"))
+                if key not in self._unreadable:
+                    self._unreadable.add(key)
+                    log.error(
+                        "skipping unreadable item %r in table %s: %s",
+                        key,
+                        self.table,
+                        _first_line(exc),
+                        extra={"event_id": key, "action": "read", "outcome": "unreadable"},
+                    )
+        return events
 
     def _get_item(self, key: str) -> dict[str, Any] | None:
         result = self._call("get_item", TableName=self.table, Key={"id": {"S": key}}, ConsistentRead=True)
@@ -450,6 +482,10 @@ class DynamoDBStore:
         put["ConditionExpression"] = "#v = :v AND #s = :s"
         put["ExpressionAttributeNames"] = {"#v": "version", "#s": "status"}
         put["ExpressionAttributeValues"] = {":v": {"N": str(old.version)}, ":s": {"S": old.status.value}}
+        if old.foreign and old.version == 1:
+            # Sentinel's items carry no version: the bot's first write of one is conditional on it
+            # still having none (nobody else wrote it as the bot) and on its status.
+            put["ConditionExpression"] = "(#v = :v OR attribute_not_exists(#v)) AND #s = :s"
         return put
 
     def _transition(
@@ -496,18 +532,15 @@ class DynamoDBStore:
         # when the condition fails is the item read, to say why.
         new = with_version(event, event.version + 1)
         put = self._conditional_put(event, new)
-        put["ConditionExpression"] += " AND #i = :i AND #p = :p AND #c = :c AND #e = :e"
-        put["ExpressionAttributeNames"].update(
-            {"#i": "invoker", "#p": "profile", "#c": "created_at", "#e": "expires_at"}
-        )
-        put["ExpressionAttributeValues"].update(
-            {
-                ":i": {"S": event.invoker},
-                ":p": {"S": event.profile},
-                ":c": {"S": format_ts(event.created_at)},
-                ":e": {"S": format_ts(event.expires_at)},
-            }
-        )
+        put["ConditionExpression"] += " AND #i = :i AND #p = :p"
+        put["ExpressionAttributeNames"].update({"#i": "invoker", "#p": "profile"})
+        put["ExpressionAttributeValues"].update({":i": {"S": event.invoker}, ":p": {"S": event.profile}})
+        if not (event.foreign and event.version == 1):  # Sentinel writes its times in Go's format
+            put["ConditionExpression"] += " AND #c = :c AND #e = :e"
+            put["ExpressionAttributeNames"].update({"#c": "created_at", "#e": "expires_at"})
+            put["ExpressionAttributeValues"].update(
+                {":c": {"S": format_ts(event.created_at)}, ":e": {"S": format_ts(event.expires_at)}}
+            )
         try:
             self._call("put_item", **put)
         except ClientError as exc:
@@ -573,7 +606,7 @@ class DynamoDBStore:
             next_cursor = encode_cursor(
                 {"id": last["id"], key_attr: last[key_attr], sort_attr: last[sort_attr]}
             )
-        return Page(items=[from_item(i) for i in items[:limit]], cursor=next_cursor)
+        return Page(items=self._readable(items[:limit]), cursor=next_cursor)
 
     def list_active(self) -> list[BreakGlassEvent]:
         items = self._query_all(
@@ -582,7 +615,7 @@ class DynamoDBStore:
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={":s": {"S": Status.ACTIVE.value}},
         )
-        return [from_item(i) for i in items]
+        return self._readable(items)
 
     def list_by_invoker(
         self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
@@ -611,7 +644,7 @@ class DynamoDBStore:
             ExpressionAttributeValues={":o": {"S": OWED}, ":now": {"S": format_ts(now)}},
             Limit=check_limit(limit),
         )
-        return [from_item(_de(i)) for i in result.get("Items", [])]
+        return self._readable(_de(i) for i in result.get("Items", []))
 
     def _count(self, index: str, key_attr: str, key_value: str, since: datetime) -> int:
         kwargs: dict[str, Any] = {
