@@ -380,7 +380,10 @@ def test_export_csv_neutralises_formulas_and_jsonl_stays_exact(
     )
     code, out, err = run(capsys, "--store", backend.url, "export", "--since", "2026-03-01", "--format", "csv")
     assert code == 0, err
-    (row,) = [dict(zip(admin.EXPORT_COLUMNS, r, strict=True)) for r in list(csv.reader(io.StringIO(out, newline="")))[1:]]
+    (row,) = [
+        dict(zip(admin.EXPORT_COLUMNS, r, strict=True))
+        for r in list(csv.reader(io.StringIO(out, newline="")))[1:]
+    ]
     assert row["justification"] == "'" + texts["justification"]
     assert row["incident"] == "'" + texts["incident"]
     assert row["closed_by"] == "'@here"
