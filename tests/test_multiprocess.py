@@ -16,9 +16,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from bot.localslack.webapi import FakeSlack
 from store import Status, open_store
 from store.dynamodb import create_table
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SlackSender
 from tests.processes import BotProcess, free_port
 from tests.store_fixtures import serialized_moto  # noqa: F401 - fixture: moto applies one request at a time, like DynamoDB
@@ -79,7 +79,9 @@ def bots_on(
     store_url, env = backend
     policy = tmp_path / "policy.yml"
     policy.write_text(policy_text)
-    with FakeSlack(token=BOT_TOKEN, users={"U0001": {"email": "a@example.com"}}) as fake:
+    people = ("U0001", "U0002", "U0IC", *(f"U1{i:03d}" for i in range(20)))
+    users = {user: {"email": f"{user.lower()}@example.com"} for user in people}
+    with FakeSlack(token=BOT_TOKEN, users=users) as fake:
         bots = [
             BotProcess(tmp_path, fake.url, store_url, BREAKGLASS_POLICY=str(policy), **env) for _ in range(2)
         ]
