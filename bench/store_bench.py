@@ -183,13 +183,18 @@ def op_costs(rows: list[Row]) -> None:
         measure("warning (store.save warned_at)", lambda: store.save(warned))
         measure("list_active (1 active)", store.list_active)
         measure("list_owed", lambda: store.list_owed(now=now))
+        known = store.get(ev.id)
         measure(
-            "close",
-            lambda: store.close(ev.id, by="alice", reason="done", now=now + timedelta(minutes=1)),
+            "close (the service passes its copy: known=)",
+            lambda: store.close(
+                ev.id, by="alice", reason="done", now=now + timedelta(minutes=1), known=known
+            ),
+            "0 GetItem",
+            lambda m: m.calls == Counter({"TransactWriteItems": 1}),
         )
         short = event(invoker="bob", profile="sandbox", created_at=now - timedelta(minutes=20))
         store.create(short)
-        measure("expire", lambda: store.expire(short.id, now=now))
+        measure("expire (without a copy: reads first)", lambda: store.expire(short.id, now=now))
 
 
 # -- scaling with history --------------------------------------------------------------------------

@@ -322,7 +322,7 @@ class BreakGlassService:
             event, kinds.CLOSE_THREAD, kinds.CLOSE_DM if by != event.slack_user_id else None
         )
         try:
-            closed = self.store.close(event.id, by=by, reason=reason, now=now, outbox=owed)
+            closed = self.store.close(event.id, by=by, reason=reason, now=now, outbox=owed, known=event)
         except InvalidTransition as exc:  # lost a race with another closer or the expiry
             return CloseResult(exc.event, closed_now=False)
         log.info(
@@ -366,6 +366,7 @@ class BreakGlassService:
                 event_id,
                 now=self.clock.now(),
                 outbox=self._ending_outbox(event, kinds.EXPIRE_THREAD, kinds.EXPIRE_DM),
+                known=event,
             )
         except (InvalidTransition, EventNotFound):
             return None

@@ -96,14 +96,31 @@ class Store(Protocol):
         ...
 
     def close(
-        self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
+        self,
+        event_id: str,
+        *,
+        by: str,
+        reason: str,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         """active -> closed, adding `outbox` entries in the same write. Raises InvalidTransition
-        (carrying the current event) when the event is no longer active, e.g. another closer won."""
+        (carrying the current event) when the event is no longer active, e.g. another closer won.
+        `known`: the caller's copy of the event, used instead of a read on the first attempt (the write
+        stays conditional on its version; a stale copy is re-read)."""
         ...
 
-    def expire(self, event_id: str, *, now: datetime, outbox: Sequence[str] = ()) -> BreakGlassEvent:
-        """active -> expired, only when now >= expires_at. Raises InvalidTransition otherwise."""
+    def expire(
+        self,
+        event_id: str,
+        *,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        """active -> expired, only when now >= expires_at. Raises InvalidTransition otherwise.
+        `known` as for `close`."""
         ...
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:

@@ -495,11 +495,17 @@ class DynamoDBStore:
         return put
 
     def _transition(
-        self, event_id: str, apply: Callable[[BreakGlassEvent], BreakGlassEvent]
+        self,
+        event_id: str,
+        apply: Callable[[BreakGlassEvent], BreakGlassEvent],
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         superseded: set[str] = set()  # guards that name a newer event (this one expired unswept): left alone
         for attempt in range(self._conflict_attempts):
-            current = self.get(event_id)
+            # the caller's copy on the first attempt (the write is conditional on its version), then
+            # re-read: a stale copy costs one failed conditional write instead of a read every time
+            current = known if known is not None and known.id == event_id else self.get(event_id)
+            known = None
             # apply() raises InvalidTransition when the event is no longer active (or not due)
             new = with_version(apply(current), current.version + 1)
             keys = [key for key in _guard_ids(current) if key not in superseded]
@@ -523,14 +529,28 @@ class DynamoDBStore:
         raise ConcurrentModification(event_id, f"still conflicting after {self._conflict_attempts} attempts")
 
     def close(
-        self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
+        self,
+        event_id: str,
+        *,
+        by: str,
+        reason: str,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(
-            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox)
+            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox), known
         )
 
-    def expire(self, event_id: str, *, now: datetime, outbox: Sequence[str] = ()) -> BreakGlassEvent:
-        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox))
+    def expire(
+        self,
+        event_id: str,
+        *,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
         # No read first: the write is conditional on the version, the status and the claim fields behind

@@ -364,24 +364,44 @@ class SQLiteStore:
         return new if updated == 1 else None
 
     def _transition(
-        self, event_id: str, apply: Callable[[BreakGlassEvent], BreakGlassEvent]
+        self,
+        event_id: str,
+        apply: Callable[[BreakGlassEvent], BreakGlassEvent],
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         for _ in range(_ATTEMPTS):
-            current = self.get(event_id)
+            # the caller's copy on the first attempt (the write is conditional on its version), then
+            # re-read: a stale copy costs one failed conditional write instead of a read every time
+            current = known if known is not None and known.id == event_id else self.get(event_id)
+            known = None
             written = self._replace(current, apply(current))  # apply raises InvalidTransition once ended
             if written is not None:
                 return written
         raise ConcurrentModification(event_id, f"still conflicting after {_ATTEMPTS} attempts")
 
     def close(
-        self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
+        self,
+        event_id: str,
+        *,
+        by: str,
+        reason: str,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(
-            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox)
+            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox), known
         )
 
-    def expire(self, event_id: str, *, now: datetime, outbox: Sequence[str] = ()) -> BreakGlassEvent:
-        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox))
+    def expire(
+        self,
+        event_id: str,
+        *,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
         # `event` carries the version it was read at; the UPDATE applies only if the row is still that

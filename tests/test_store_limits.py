@@ -142,3 +142,32 @@ def test_racing_creates_never_exceed_the_limits(store: Any) -> None:
     assert all(isinstance(e, LimitReached) and e.kind == "per_user" for e in errors), errors
     assert sum(e.escalated for e in created) == 2
     assert len(store.list_by_invoker("alice@example.com", limit=100).items) == 3
+
+
+# -- close/expire with the caller's copy: no read first (issue 13.6) -------------------------------------
+
+
+def _count_calls(store: Any) -> list[str]:
+    calls: list[str] = []
+    if hasattr(store, "client"):
+        store.client.meta.events.register(
+            "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+        )
+    return calls
+
+
+def test_close_and_expire_with_a_known_copy_skip_the_read_and_stay_conditional(store: Any) -> None:
+    first = store.create(make_event(profile="a"))
+    second = store.create(make_event(profile="b"))
+    calls = _count_calls(store)
+    closed = store.close(first.id, by="U0IC", reason="incident over", now=T0 + MINUTE, known=first)
+    expired = store.expire(second.id, now=T0 + HOUR, known=second)
+    assert (closed.status.value, closed.version, expired.status.value) == ("closed", 2, "expired")
+    if hasattr(store, "client"):
+        assert calls == ["TransactWriteItems", "TransactWriteItems"]  # no GetItem before either write
+    # a stale copy is not written over a newer version: the write fails, the store re-reads
+    third = store.create(make_event(profile="c"))
+    store.save(third.updated(warned_at=T0 + MINUTE))
+    done = store.close(third.id, by="U0IC", reason="incident over", now=T0 + 2 * MINUTE, known=third)
+    assert (done.warned_at, done.version) == (T0 + MINUTE, 3)
+    assert store.get(third.id) == done
