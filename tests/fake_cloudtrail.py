@@ -28,7 +28,9 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+from xml.sax.saxutils import escape as xml_escape
 
+GARBAGE = "!garbage"  # fail(service, GARBAGE): an answer the SDK cannot parse
 LOOKUP_TARGET = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents"
 _CREDENTIAL_RE = re.compile(r"Credential=([^/]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _ATTRIBUTE_KEYS = {
@@ -128,7 +130,8 @@ class FakeCloudTrail:
     def fail(
         self, service: str, code: str, *, status: int = 400, times: int = 1, message: str = "injected"
     ) -> None:
-        """The next `times` requests to `service` ("cloudtrail" or "sts") fail with `code`."""
+        """The next `times` requests to `service` ("cloudtrail" or "sts") fail with `code` (GARBAGE: an
+        unparsable body)."""
         with self._lock:
             self.state.failures.setdefault(service, []).append(_Failure(status, code, message, times))
 
@@ -158,12 +161,18 @@ class FakeCloudTrail:
             params = json.loads(body or b"{}")
             request = Request(self.clock(), "cloudtrail", region, access_key, params)
             status, payload = self._cloudtrail(target, params, region, request)
-            self._send(handler, status, json.dumps(payload).encode(), "application/x-amz-json-1.1")
+            self._record(request, status)
+            body_out = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+            self._send(handler, status, body_out, "application/x-amz-json-1.1")
         else:
             params = {k: v[0] for k, v in parse_qs(body.decode()).items()}
             request = Request(self.clock(), "sts", region, access_key, params)
             status, text = self._sts(params, request)
+            self._record(request, status)
             self._send(handler, status, text.encode(), "text/xml")
+
+    def _record(self, request: Request, status: int) -> None:
+        # Before the answer is sent: a client that has its answer finds its request recorded.
         request.status = status
         with self._lock:
             self.state.requests.append(request)
@@ -196,6 +205,8 @@ class FakeCloudTrail:
         if self.state.down:
             return 503, {"__type": "ServiceUnavailableException", "message": "CloudTrail is unavailable"}
         failure = self._take_failure("cloudtrail")
+        if failure and failure.code == GARBAGE:
+            return failure.status, "{not json"  # type: ignore[return-value]
         if failure:
             return failure.status, {"__type": failure.code, "message": failure.message}
         if target != LOOKUP_TARGET:
@@ -241,10 +252,12 @@ class FakeCloudTrail:
 
     def _sts(self, params: dict[str, str], request: Request) -> tuple[int, str]:
         failure = self._take_failure("sts")
+        if failure and failure.code == GARBAGE:
+            return failure.status, "<<<this is not XML"
         if failure:
             return failure.status, (
                 '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
-                f"<Code>{failure.code}</Code><Message>{failure.message}</Message></Error>"
+                f"<Code>{xml_escape(failure.code)}</Code><Message>{xml_escape(failure.message)}</Message></Error>"
                 "<RequestId>r</RequestId></ErrorResponse>"
             )
         if params.get("Action") != "AssumeRole":

@@ -40,7 +40,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from store import BreakGlassEvent
@@ -136,7 +136,8 @@ class RateLimiter:
         with self._lock:  # waiters queue on the lock: the limit holds across threads
             while True:
                 now = self._monotonic()
-                self._times = [t for t in self._times if now - t < self.window]
+                # (1 µs of tolerance: a float clock that has slept exactly the wait must count as past it)
+                self._times = [t for t in self._times if now - t < self.window - 1e-6]
                 if len(self._times) < self.rate:
                     self._times.append(now)
                     return
@@ -468,6 +469,10 @@ _RETRYABLE_CODES = frozenset(
 )
 
 
+class _MalformedResponse(Exception):
+    """An answer the SDK parsed into something without the fields every answer has."""
+
+
 def _client_error(exc: ClientError) -> tuple[str, str, bool]:
     error = exc.response.get("Error", {}) or {}
     code = str(error.get("Code") or "Unknown")
@@ -480,9 +485,12 @@ def _describe(exc: Exception) -> tuple[str, str, bool]:
     """(code, message, retryable) of an AWS failure."""
     if isinstance(exc, ClientError):
         return _client_error(exc)
+    if isinstance(exc, _MalformedResponse):
+        return "MalformedResponse", str(exc), True
     name = type(exc).__name__
     # Connection problems and timeouts are worth retrying; credentials or parameter problems are not.
-    retryable = any(word in name for word in ("Connect", "Timeout", "Connection", "HTTPClient"))
+    # (botocore's ResponseParserError, an unparsable answer, says "further retries may succeed").
+    retryable = any(word in name for word in ("Connect", "Timeout", "Connection", "HTTPClient", "Parser"))
     return name, str(exc), retryable
 
 
@@ -599,8 +607,12 @@ def _call_with_retries(
     for attempt in range(1, limits.attempts + 1):
         limiter.acquire()
         try:
-            return dict(cloudtrail.lookup_events(**params))
-        except (ClientError, BotoCoreError) as exc:
+            page = dict(cloudtrail.lookup_events(**params))
+            if not isinstance(page.get("Events"), list):
+                # botocore reads an unparsable 200 as an empty answer: that is not "no activity".
+                raise _MalformedResponse("LookupEvents answered without an Events list")
+            return page
+        except Exception as exc:  # noqa: BLE001 - every SDK failure goes in the digest, none to the caller
             code, message, retryable = _describe(exc)
             if retryable and attempt < limits.attempts:
                 delay = min(8.0, limits.backoff * 2 ** (attempt - 1))
@@ -667,7 +679,7 @@ def gather(
         if target.external_id:
             params["ExternalId"] = target.external_id
         credentials = sts.assume_role(**params)["Credentials"]
-    except (ClientError, BotoCoreError) as exc:
+    except Exception as exc:  # noqa: BLE001 - every SDK failure goes in the digest, none to the caller
         code, message, retryable = _describe(exc)
         error = GatherError(
             stage="assume_role",
@@ -687,7 +699,7 @@ def gather(
                 aws_session_token=credentials["SessionToken"],
                 config=_CLIENT_CONFIG,
             )
-        except (BotoCoreError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every SDK failure goes in the digest, none to the caller
             code, message, _ = _describe(exc)
             state.errors.append(
                 GatherError(
