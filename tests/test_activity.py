@@ -4,7 +4,6 @@ every soft failure, re-gathering, the size bound, and the rendered Block Kit (es
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
