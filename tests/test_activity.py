@@ -687,3 +687,13 @@ def test_unparsable_answers_never_raise(
         ("cloudtrail", 200): ("lookup_events", "MalformedResponse"),
     }[(service, status)]
     assert {(e.stage, e.code) for e in digest.errors} == {expected}
+
+
+def test_sample_document_is_up_to_date() -> None:
+    """docs/activity-digest.md is what tests/activity_sample.py prints (regenerate it when this fails)."""
+    from pathlib import Path
+
+    from tests import activity_sample
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "activity-digest.md"
+    assert doc.read_text() == activity_sample.document()
