@@ -79,8 +79,8 @@ class ActivityTarget(BaseModel):
 
     account: str = Field(pattern=r"^\d{12}$")
     role: str | None = None
-    identities: tuple[str, ...] = Field(min_length=1)
-    regions: tuple[str, ...] = ()
+    identities: tuple[str, ...] = Field(min_length=1, max_length=5)
+    regions: tuple[str, ...] = Field(default=(), max_length=20)
     external_id: str | None = None
     role_prefix: str | None = None
     partition: str = "aws"
@@ -521,7 +521,6 @@ class _Gathering:
     seen: set[str] = field(default_factory=set)
     calls: list[dict[str, Any]] = field(default_factory=list)
     errors: list[GatherError] = field(default_factory=list)
-    regions_read: int = 0
 
     def cap_hit(self) -> bool:
         if self.pages >= self.limits.max_pages:
@@ -592,7 +591,6 @@ def _lookup_region(
             token = page.get("NextToken")
             if not token:
                 break
-    state.regions_read += 1
 
 
 def _call_with_retries(
@@ -715,10 +713,10 @@ def gather(
         if state.capped:
             break
 
-    return _fit(_digest(state, base, len(regions)))
+    return _fit(_digest(state, base))
 
 
-def _digest(state: _Gathering, base: dict[str, Any], region_count: int) -> ActivityDigest:
+def _digest(state: _Gathering, base: dict[str, Any]) -> ActivityDigest:
     calls = sorted(state.calls, key=lambda r: r["_time"])
     denied: list[CallRef] = []
     sensitive: list[CallRef] = []
