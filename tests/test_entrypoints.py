@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_slack import FakeSlack
+from bot.localslack.webapi import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, SlackSender, http
 from tests.processes import BIN, BotProcess, clean_env
 

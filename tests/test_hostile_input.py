@@ -18,12 +18,12 @@ from bot import blocks
 from bot.clock import ManualClock
 from bot.directory import Directory
 from bot.errors import BreakglassError, ValidationFailed
+from bot.localslack.webapi import validate_blocks
 from bot.policy import parse_policy
 from bot.service import BreakGlassService, InvokeRequest
 from bot.slack.commands import parse_fast_path, unescape_command_text
 from store import StoreError
 from store.sqlite import SQLiteStore
-from tests.fake_slack import validate_blocks
 
 POLICY = parse_policy(
     "audit_channel: C0AUDIT\nprofiles:\n  sandbox:\n    durations: [15m, 1h]\n  prod:\n    durations: [1h]\n",

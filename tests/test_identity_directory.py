@@ -11,10 +11,10 @@ from slack_sdk import WebClient
 from bot.clock import ManualClock
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
+from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
 from store.sqlite import SQLiteStore
 from tests.conftest import TEST_POLICY, make_bot
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN
 
 

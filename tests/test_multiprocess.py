@@ -14,9 +14,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from bot.localslack.webapi import FakeSlack
 from store import Status, open_store
 from store.dynamodb import create_table
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SlackSender
 from tests.processes import BotProcess, free_port
 from tests.store_fixtures import serialized_moto  # noqa: F401 - fixture: moto applies one request at a time, like DynamoDB

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
 from store.dynamodb import table_definition
 from tests.conftest import TEST_POLICY, Bot, dynamodb_bot
-from tests.fake_slack import FakeSlack
 
 SEED_ATTRIBUTES = {
     "id": "S",
