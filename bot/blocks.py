@@ -603,8 +603,6 @@ def review_reminder(events: list[BreakGlassEvent], age: timedelta) -> tuple[str,
 if TYPE_CHECKING:
     from bot.access.activity import ActivityDigest, CallRef
 
-MAX_MESSAGE_BLOCKS = 50
-MAX_VIEW_BLOCKS = 100
 DIGEST_MESSAGE_BLOCKS = 12  # the digest's share of a message (well under 50)
 DIGEST_MODAL_BLOCKS = 8  # its share of the review modal (which has its own blocks, under 100 in all)
 _DIGEST_LIST_LINES = 25  # sensitive/denied calls listed per section

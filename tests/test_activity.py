@@ -26,6 +26,7 @@ from bot.access.activity import (
     gather,
     needs_regather,
 )
+from bot.localslack.webapi import MAX_MESSAGE_BLOCKS, MAX_VIEW_BLOCKS, validate_blocks, validate_view
 from store import BreakGlassEvent
 from tests.conftest import AWS_TEST_ENV
 from tests.fake_cloudtrail import (
@@ -37,7 +38,6 @@ from tests.fake_cloudtrail import (
     session_records,
     sso_record,
 )
-from tests.fake_slack import MAX_MESSAGE_BLOCKS, MAX_VIEW_BLOCKS, validate_blocks, validate_view
 from tests.store_fixtures import T0, make_event
 
 ALICE = "alice@example.com"
