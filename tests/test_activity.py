@@ -4,6 +4,7 @@ every soft failure, re-gathering, the size bound, and the rendered Block Kit (es
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -12,6 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 
 from bot import blocks
@@ -20,7 +23,9 @@ from bot.access.activity import (
     MAX_DIGEST_BYTES,
     ActivityDigest,
     ActivityTarget,
+    CallRef,
     DigestStatus,
+    GatherError,
     GatherLimits,
     RateLimiter,
     gather,
@@ -697,3 +702,83 @@ def test_sample_document_is_up_to_date() -> None:
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "activity-digest.md"
     assert doc.read_text() == activity_sample.document()
+
+
+_hostile_text = st.one_of(
+    st.text(max_size=400),
+    st.sampled_from(
+        ["<!channel>", "<!here|here>", "<https://evil.example|click>", "&amp;", "`", "```", "\u202e"]
+    ),
+).map(activity.clean)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(_hostile_text, min_size=8, max_size=8), count=st.integers(0, 60))
+def test_any_cloudtrail_text_renders_escaped_and_valid(texts: list[str], count: int) -> None:
+    """Whatever CloudTrail hands back (after `clean`, as stored), the rendered digest is valid Block Kit and
+    nothing in it can ping, link or reorder text."""
+    call = CallRef(
+        time=T0,
+        event_name=texts[0],
+        event_source=texts[1],
+        region=texts[2],
+        resource=texts[3],
+        error_code=texts[4] or None,
+        category="IAM",
+        event_id=texts[5],
+    )
+    digest = ActivityDigest(
+        breakglass_event="5a3c9e0d2b7f4a61",
+        account=ACCOUNT,
+        identities=(texts[6] or "x",),
+        regions_queried=(texts[2],),
+        gathered_at=LATE,
+        window_start=T0,
+        window_end=CLOSED,
+        status=DigestStatus.PARTIAL,
+        capped=True,
+        cap_reason=texts[7],
+        total_calls=count,
+        sensitive_calls=count,
+        sensitive=[call] * count,
+        denied_calls=count,
+        denied=[call] * count,
+        services={texts[1]: 1, texts[0] + "s": 2},
+        source_ips={texts[7]: count},
+        user_agents={texts[3]: 1},
+        event_ids=[texts[5]] * count,
+        errors=[
+            GatherError(
+                stage="lookup_events", region=texts[2], code=texts[4], message=texts[3], retryable=True
+            )
+        ],
+    )
+    _, rendered = blocks.thread_activity(digest)
+    assert validate_blocks(rendered) == []
+    assert len(rendered) <= blocks.DIGEST_MESSAGE_BLOCKS
+    for text in _texts(rendered):
+        assert len(text) <= blocks.MAX_SECTION
+        assert "\u202e" not in text
+        # Every "<" left is one of ours (date tokens); everything else came escaped.
+        assert re.sub(r"<!date\^\d+\^[^|>]*\|[^>]*>", "", text).count("<") == 0, text[:400]
+
+
+def test_rate_limiter_allows_two_per_second_then_waits() -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(monotonic=clock.monotonic, sleep=clock.sleep)
+    starts = []
+    for _ in range(5):
+        limiter.acquire()
+        starts.append(clock.now - 1000.0)
+    assert starts == pytest.approx([0, 0, 1.05, 1.05, 2.1])
+
+
+def test_active_event_window_ends_now(fake: FakeCloudTrail, clock: FakeTime, limiters: Any) -> None:
+    """Gathered while still active (e.g. a review opened early): the window ends now, and it is early."""
+    fake.add(*session_records(ALICE, T0))
+    event = make_event(invoker=ALICE, now=T0)
+    now = T0 + timedelta(minutes=8, seconds=30)
+    digest = run(fake, clock, limiters, event=event, now=now)
+    assert digest.window_end == now and digest.early
+    assert digest.total_calls == 7  # calls up to 12:08
+    assert needs_regather(digest, event)
