@@ -53,6 +53,7 @@ def settings_for(fake: FakeSlack, **overrides: object) -> Settings:
         "slack_signing_secret": SIGNING_SECRET,
         "slack_api_url": fake.url,
         "breakglass_audit_channel": "C0AUDIT",
+        "slack_team_id": "T0001",  # as recommended in production: no auth.test round trip to learn it
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -135,7 +135,7 @@ def test_procfile_web_command_serves_bot_wsgi_app(tmp_path: Path) -> None:
         try:
             health = http("GET", bot.url + "/healthz")
             assert health.status == 200
-            assert health.json["scheduler"] is False
+            assert health.json["checks"]["scheduler"] == {"ok": True, "running": False}
             assert SlackSender(bot.url, fake).command("help").json["text"].startswith("*Break-glass*")
         finally:
             assert bot.terminate() == 0

@@ -70,7 +70,8 @@ def two_bots(
     store_url, env = backend
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
-    with FakeSlack(token=BOT_TOKEN, users={"U0001": {"email": "a@example.com"}}) as fake:
+    users = {user: {"email": f"{user.lower()}@example.com"} for user in ("U0001", "U0002", "U0IC")}
+    with FakeSlack(token=BOT_TOKEN, users=users) as fake:
         bots = [
             BotProcess(tmp_path, fake.url, store_url, BREAKGLASS_POLICY=str(policy), **env) for _ in range(2)
         ]

@@ -37,7 +37,9 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d
 def sentinel_bot(
     fake: FakeSlack, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Bot, object]]:
-    policy = parse_policy(TEST_POLICY + "identity: email_local_part\n", "sentinel.yml")
+    policy = parse_policy(
+        TEST_POLICY + "identity: email_local_part\nemail_domains: [example.com]\n", "sentinel.yml"
+    )
     with dynamodb_bot(fake, policy, clock, monkeypatch, "sentinel-breakglass") as bot:
         yield bot, bot.store.client
 
