@@ -21,6 +21,11 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
+if (CHROMIUM is None or CHROMEDRIVER is None) and os.environ.get("CI"):
+    # CI runs `make test`, which installs the browser: a missing one there is a broken setup, not a reason to skip.
+    pytest.fail(
+        "CI=true but no chromium/chromedriver: scripts/install-browser did not install them", pytrace=False
+    )
 if CHROMIUM is None or CHROMEDRIVER is None:
     pytest.skip(
         "\n!!! BROWSER TESTS SKIPPED: no chromium/chromedriver on this machine. `make test` installs them with "
