@@ -768,9 +768,10 @@ def test_rate_limiter_allows_two_per_second_then_waits() -> None:
     limiter = RateLimiter(monotonic=clock.monotonic, sleep=clock.sleep)
     starts = []
     for _ in range(5):
-        limiter.acquire()
-        starts.append(clock.now - 1000.0)
-    assert starts == pytest.approx([0, 0, 1.05, 1.05, 2.1])
+        with limiter.slot():
+            starts.append(clock.now - 1000.0)
+            clock.now += 0.2  # the request takes 200 ms: the window counts from its answer
+    assert starts == pytest.approx([0, 0.2, 1.25, 1.45, 2.5])
 
 
 def test_active_event_window_ends_now(fake: FakeCloudTrail, clock: FakeTime, limiters: Any) -> None:

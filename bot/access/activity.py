@@ -32,7 +32,8 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -112,7 +113,10 @@ DEFAULT_LIMITS = GatherLimits()
 
 
 class RateLimiter:
-    """At most `rate` acquisitions in any `per`-second window (plus a small safety margin).
+    """At most `rate` requests in any `per`-second window (plus a small safety margin), as the server sees
+    them: a request holds its slot from before it is sent until its answer is back, and the window is
+    counted from then. (Counting from the send would let a slow request and a fast one arrive closer
+    together than the limit allows.)
 
     The clock and the sleep are injectable, so tests move time without sleeping."""
 
@@ -129,19 +133,39 @@ class RateLimiter:
         self.window = per + margin
         self._monotonic = monotonic
         self._sleep = sleep
-        self._times: list[float] = []
-        self._lock = threading.Lock()
+        self._slots: list[list[float | None]] = []  # [when the answer came back], [None] while in flight
+        self._cond = threading.Condition()
 
-    def acquire(self) -> None:
-        with self._lock:  # waiters queue on the lock: the limit holds across threads
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot around one request."""
+        entry = self._reserve()
+        try:
+            yield
+        finally:
+            with self._cond:
+                entry[0] = self._monotonic()
+                self._cond.notify_all()
+
+    def _reserve(self) -> list[float | None]:
+        with self._cond:
             while True:
                 now = self._monotonic()
                 # (1 µs of tolerance: a float clock that has slept exactly the wait must count as past it)
-                self._times = [t for t in self._times if now - t < self.window - 1e-6]
-                if len(self._times) < self.rate:
-                    self._times.append(now)
-                    return
-                self._sleep(self._times[0] + self.window - now)
+                self._slots = [e for e in self._slots if e[0] is None or now - e[0] < self.window - 1e-6]
+                if len(self._slots) < self.rate:
+                    entry: list[float | None] = [None]
+                    self._slots.append(entry)
+                    return entry
+                done = [e[0] for e in self._slots if e[0] is not None]
+                if not done:  # every slot in flight: wait for an answer (bounded by the read timeout)
+                    self._cond.wait(timeout=1.0)
+                    continue
+                self._cond.release()  # others may finish their requests while this one waits
+                try:
+                    self._sleep(min(done) + self.window - now)
+                finally:
+                    self._cond.acquire()
 
 
 _LIMITERS: dict[tuple[str, str], RateLimiter] = {}
@@ -603,9 +627,9 @@ def _call_with_retries(
 ) -> dict[str, Any] | None:
     limits = state.limits
     for attempt in range(1, limits.attempts + 1):
-        limiter.acquire()
         try:
-            page = dict(cloudtrail.lookup_events(**params))
+            with limiter.slot():
+                page = dict(cloudtrail.lookup_events(**params))
             if not isinstance(page.get("Events"), list):
                 # botocore reads an unparsable 200 as an empty answer: that is not "no activity".
                 raise _MalformedResponse("LookupEvents answered without an Events list")
