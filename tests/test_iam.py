@@ -85,8 +85,19 @@ def test_action_scan_sees_what_the_store_calls() -> None:
     }
 
 
+def dynamodb_statements(policy: dict[str, Any]) -> dict[str, Any]:
+    """The policy's DynamoDB statements (the table's); other services are checked in their own tests."""
+    return {
+        **policy,
+        "Statement": [
+            s for s in policy["Statement"] if all(a.startswith("dynamodb:") for a in _list(s["Action"]))
+        ],
+    }
+
+
 def test_bot_policy_grants_exactly_the_calls() -> None:
-    assert policy_actions(BOT_POLICY) == actions_of_store_class()
+    assert policy_actions(dynamodb_statements(BOT_POLICY)) == actions_of_store_class()
+    assert policy_actions(BOT_POLICY) - actions_of_store_class() == activity_bot_actions()
 
 
 def test_admin_policy_adds_exactly_table_setup() -> None:
@@ -105,7 +116,7 @@ def test_admin_policy_adds_exactly_table_setup() -> None:
 @pytest.mark.parametrize("policy", [BOT_POLICY, ADMIN_POLICY], ids=["bot", "admin"])
 def test_policies_allow_only_on_the_table_and_its_indexes(policy: dict[str, Any]) -> None:
     assert policy["Version"] == "2012-10-17"
-    for statement in policy["Statement"]:
+    for statement in dynamodb_statements(policy)["Statement"]:
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement and "NotResource" not in statement
         resources = set(_list(statement["Resource"]))
@@ -205,7 +216,7 @@ def _function_statements(template: dict[str, Any], name: str) -> list[dict[str, 
 def test_template_functions_match_the_bot_policy(template: dict[str, Any], name: str) -> None:
     statements = _function_statements(template, name)
     dynamo = [s for s in statements if any(a.startswith("dynamodb:") for a in _list(s["Action"]))]
-    assert {a for s in dynamo for a in _list(s["Action"])} == policy_actions(BOT_POLICY)
+    assert {a for s in dynamo for a in _list(s["Action"])} == policy_actions(dynamodb_statements(BOT_POLICY))
     table_arn = {"Fn::GetAtt": ["EventsTable", "Arn"]}
     index_arn = {"Fn::Sub": "${EventsTable.Arn}/index/*"}
     for statement in dynamo:
@@ -213,6 +224,10 @@ def test_template_functions_match_the_bot_policy(template: dict[str, Any], name:
         expected = [index_arn] if _list(statement["Action"]) == ["dynamodb:Query"] else [table_arn]
         assert resources == expected, statement
     others = [s for s in statements if s not in dynamo]
+    (assume,) = [s for s in others if s.get("Sid") == "BreakglassActivityRoles"]
+    others.remove(assume)
+    assert assume["Action"] == sorted(activity_bot_actions())
+    assert assume["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${ActivityRoleName}"}
     if name == "HttpFunction":  # the lazy listener invokes its own function, nothing else
         (invoke,) = others
         assert invoke["Action"] == ["lambda:InvokeFunction"]
@@ -257,3 +272,73 @@ def test_sam_build_installs_this_project_and_its_dependencies(template: dict[str
         handler = template["Resources"][function]["Properties"]["Handler"]
         module, _, name = handler.rpartition(".")
         assert callable(getattr(__import__(module, fromlist=[name]), name))
+
+
+# -- the activity digest (bot/access/activity.py) ------------------------------------------------------------------
+
+ACTIVITY_SOURCE = (ROOT / "bot" / "access" / "activity.py").read_text()
+IAM_PREFIX = {"sts": "sts", "cloudtrail": "cloudtrail"}
+
+
+def activity_actions() -> dict[str, set[str]]:
+    """IAM actions of every `<client>.<operation>(` in activity.py, by the client's service."""
+    calls = re.findall(r"\b(sts|cloudtrail)\.(\w+)\(", ACTIVITY_SOURCE)
+    actions: dict[str, set[str]] = {}
+    for service, op in calls:
+        actions.setdefault(service, set()).add(
+            f"{IAM_PREFIX[service]}:" + "".join(p.capitalize() for p in op.split("_"))
+        )
+    return actions
+
+
+def activity_bot_actions() -> set[str]:
+    return activity_actions()["sts"]
+
+
+def test_activity_action_scan_sees_what_the_code_calls() -> None:
+    assert activity_actions() == {"sts": {"sts:AssumeRole"}, "cloudtrail": {"cloudtrail:LookupEvents"}}
+    # Clients are made only in gather(), for exactly these two services.
+    assert set(re.findall(r'\.client\(\s*"(\w+)"', ACTIVITY_SOURCE)) == {"sts", "cloudtrail"}
+
+
+def test_bot_may_assume_only_the_activity_roles() -> None:
+    (statement,) = [s for s in BOT_POLICY["Statement"] if s.get("Sid") == "BreakglassActivityRoles"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == sorted(activity_bot_actions())
+    assert statement["Resource"] == "arn:aws:iam::*:role/breakglass-activity"
+
+
+@pytest.fixture(scope="module")
+def activity_role() -> dict[str, Any]:
+    return yaml.load((ROOT / "deploy" / "activity-role.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def test_activity_role_allows_lookup_events_only(activity_role: dict[str, Any]) -> None:
+    role = activity_role["Resources"]["ActivityRole"]
+    assert role["Type"] == "AWS::IAM::Role"
+    assert list(activity_role["Resources"]) == ["ActivityRole"]  # nothing else in the stack
+    props = role["Properties"]
+    assert "ManagedPolicyArns" not in props and "PermissionsBoundary" not in props
+    statements = [s for p in props["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert {a for s in statements for a in _list(s["Action"])} == activity_actions()["cloudtrail"]
+    for statement in statements:
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement
+        assert statement["Resource"] == "*"  # LookupEvents has no resource-level permissions
+
+
+def test_activity_role_trusts_only_the_bot(activity_role: dict[str, Any]) -> None:
+    props = activity_role["Resources"]["ActivityRole"]["Properties"]
+    (trust,) = props["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Effect"] == "Allow"
+    assert trust["Principal"] == {"AWS": {"Ref": "BotRoleArn"}}
+    assert trust["Action"] == "sts:AssumeRole"
+    condition = trust["Condition"]["Fn::If"]
+    assert condition[0] == "HasExternalId"
+    assert condition[1] == {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
+    assert condition[2] == {"Ref": "AWS::NoValue"}
+    params = activity_role["Parameters"]
+    assert re.fullmatch(
+        params["BotRoleArn"]["AllowedPattern"], "arn:aws:iam::123456789012:role/breakglass-bot"
+    )
+    assert not re.fullmatch(params["BotRoleArn"]["AllowedPattern"], "*")
+    assert params["RoleName"]["Default"] == "breakglass-activity"
