@@ -583,7 +583,7 @@ def test_wrong_types() -> None:
             "zzz",
             "unknown key; expected one of: audit_channel, warn_before, sweep_interval, retention, "
             "identity, review_reminder_after, review_reminder_time, incident_commanders, security, "
-            "rate_limits, profiles",
+            "rate_limits, access, profiles",
         ),
     ],
 )
