@@ -71,7 +71,7 @@ _DURATION_RE = re.compile(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?")
 
 def client_config() -> Config:
     # Retries are this module's (with an injectable sleep), so botocore makes exactly one attempt.
-    return Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3, read_timeout=15)
+    return Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=3, read_timeout=15)
 
 
 def make_clients(session: boto3.session.Session | None = None) -> tuple[Any, Any]:
