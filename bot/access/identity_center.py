@@ -411,11 +411,16 @@ class IdentityCenterProvider:
             raise PermanentAccessError(
                 "the identity-center provider needs an AWS target and an identity-store user"
             )
+        return self._grant(event_id, target, user_id, first_attempt=first_attempt, known_absent=False)
+
+    def _grant(
+        self, event_id: str, target: Target, user_id: str, *, first_attempt: bool, known_absent: bool
+    ) -> GrantReceipt:
         requested_at = self.clock.now()
         request_ids: list[str] = []
         assignment = Assignment.of(target, user_id)
         pre_existing = False
-        if self._is_assigned(assignment, request_ids):
+        if not known_absent and self._is_assigned(assignment, request_ids):
             others = set(self.holders(assignment)) - {event_id}
             pre_existing = first_attempt and not others
         else:
@@ -517,8 +522,15 @@ class IdentityCenterProvider:
                     missing.append(item)
                     continue
                 try:
+                    # Just listed as absent: create without listing again.
                     regranted.append(
-                        self.grant(item.event_id, target, item.assignment.user_id, first_attempt=False)
+                        self._grant(
+                            item.event_id,
+                            target,
+                            item.assignment.user_id,
+                            first_attempt=False,
+                            known_absent=True,
+                        )
                     )
                 except (TransientAccessError, PermanentAccessError) as exc:
                     errors.append(f"re-granting {item.event_id}: {exc.message}")
