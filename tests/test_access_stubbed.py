@@ -335,6 +335,11 @@ def test_merge_refuses_to_pass_the_inline_policy_limit() -> None:
         merge_deny(text, USER, T0)
 
 
+def test_merge_refuses_a_policy_that_is_not_json() -> None:
+    with pytest.raises(PermanentAccessError, match="inline policy is not valid JSON"):
+        merge_deny("{not json", USER, T0)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -110,6 +110,19 @@ def parse_session_duration(text: str | None) -> timedelta:
     return timedelta(hours=hours, minutes=minutes, seconds=seconds)
 
 
+def load_policy_document(text: str) -> dict[str, Any]:
+    """A permission set's inline policy as JSON (an empty one when there is none)."""
+    if not text.strip():
+        return dict(_EMPTY_POLICY)
+    try:
+        policy = json.loads(text)
+    except ValueError as exc:
+        raise PermanentAccessError(f"the permission set's inline policy is not valid JSON: {exc}") from exc
+    if not isinstance(policy, dict):
+        raise PermanentAccessError("the permission set's inline policy is not a JSON object")
+    return policy
+
+
 def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
     statements = policy.get("Statement", [])
     return [statements] if isinstance(statements, dict) else list(statements)
@@ -139,7 +152,7 @@ def _deny_time(statement: dict[str, Any]) -> datetime | None:
 def merge_deny(policy_text: str, user_id: str, issued_before: datetime) -> str:
     """The inline policy ``policy_text`` with this user's deny statement added or moved later; every other
     statement is kept as is. Raises :class:`PermanentAccessError` past :data:`INLINE_POLICY_LIMIT`."""
-    policy = json.loads(policy_text) if policy_text.strip() else dict(_EMPTY_POLICY)
+    policy = load_policy_document(policy_text)
     statements = _statements(policy)
     sid = deny_sid(user_id)
     mine = next((s for s in statements if s.get("Sid") == sid), None)
@@ -480,7 +493,7 @@ class IdentityCenterProvider:
         assigned = self._is_assigned(assignment, request_ids)
         text = self._read_policy(target.permission_set, request_ids)
         sid = deny_sid(user_id)
-        statements = _statements(json.loads(text)) if text.strip() else []
+        statements = _statements(load_policy_document(text))
         mine = next((s for s in statements if s.get("Sid") == sid), None)
         return AccessState(
             assignment=assignment,
@@ -590,7 +603,7 @@ class IdentityCenterProvider:
             text = self._read_policy(permission_set, request_ids)
             if not text.strip():
                 continue
-            policy = json.loads(text)
+            policy = load_policy_document(text)
             statements = _statements(policy)
             keep = []
             for statement in statements:
