@@ -6,6 +6,7 @@ breakglass-bot socket          Socket Mode
 breakglass-bot clock           the scheduler alone (when web processes run with BREAKGLASS_SCHEDULER=off)
 breakglass-bot check-policy F  validate a policy file and print a summary
 breakglass-bot create-table    create the DynamoDB table named by BREAKGLASS_STORE (or --store)
+breakglass-bot try             a local Slack simulation on http://127.0.0.1:$PORT/ (no Slack app needed)
 """
 
 from __future__ import annotations
@@ -108,6 +109,21 @@ def run_clock() -> None:
     runtime.shutdown()
 
 
+def run_try(port: int | None, db_path: str | None) -> int:
+    import os
+
+    from bot.localslack.workspace import serve
+    from bot.logs import configure_logging
+
+    configure_logging("WARNING")
+    try:
+        serve(port if port is not None else int(os.environ.get("PORT") or 3000), db_path)
+    except OSError as exc:  # e.g. the port is taken
+        print(f"breakglass try: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def check_policy(path: str) -> int:
     from bot.policy import PolicyError, load_policy, summarize
 
@@ -152,9 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("file")
     table = sub.add_parser("create-table", help="create the DynamoDB table (idempotent)")
     table.add_argument("--store", help="store URL (default: BREAKGLASS_STORE)")
+    trial = sub.add_parser("try", help="try it in a browser: a local Slack simulation (no Slack app needed)")
+    trial.add_argument(
+        "--port", type=int, default=None, help="page port on 127.0.0.1 (default: $PORT or 3000)"
+    )
+    trial.add_argument(
+        "--db",
+        default=None,
+        help="SQLite file to keep the simulation's events in (default: a temporary file, gone on exit; "
+        "the simulated Slack messages are never kept)",
+    )
     args = parser.parse_args(argv)
 
     command = args.command or "run"
+    if command == "try":
+        return run_try(args.port, args.db)
     if command == "check-policy":
         return check_policy(args.file)
     if command == "create-table":
