@@ -1,5 +1,7 @@
 """The IAM policies (docs/iam-policy*.json) and the SAM template grant exactly what store/dynamodb.py
-calls, on the table and its indexes only; the template's table matches `table_definition`."""
+calls, on the table and its indexes only, and exactly what the identity-center access provider calls, on the
+instance, the break-glass permission sets and their accounts only; the template's table matches
+`table_definition`."""
 
 from __future__ import annotations
 
@@ -67,8 +69,13 @@ def actions_of_table_setup() -> set[str]:
     return actions
 
 
-def policy_actions(policy: dict[str, Any]) -> set[str]:
-    return {a for s in policy["Statement"] for a in _list(s["Action"])}
+def policy_actions(policy: dict[str, Any], prefix: str = "dynamodb:") -> set[str]:
+    """The policy's actions of one service (the prefix)."""
+    return {a for s in policy["Statement"] for a in _list(s["Action"]) if a.startswith(prefix)}
+
+
+def _service_statements(policy: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    return [s for s in policy["Statement"] if all(a.startswith(prefix) for a in _list(s["Action"]))]
 
 
 def _list(value: Any) -> list[Any]:
@@ -85,19 +92,10 @@ def test_action_scan_sees_what_the_store_calls() -> None:
     }
 
 
-def dynamodb_statements(policy: dict[str, Any]) -> dict[str, Any]:
-    """The policy's DynamoDB statements (the table's); other services are checked in their own tests."""
-    return {
-        **policy,
-        "Statement": [
-            s for s in policy["Statement"] if all(a.startswith("dynamodb:") for a in _list(s["Action"]))
-        ],
-    }
-
-
 def test_bot_policy_grants_exactly_the_calls() -> None:
-    assert policy_actions(dynamodb_statements(BOT_POLICY)) == actions_of_store_class()
-    assert policy_actions(BOT_POLICY) - actions_of_store_class() == activity_bot_actions()
+    assert policy_actions(BOT_POLICY) == actions_of_store_class()
+    every_action = policy_actions(BOT_POLICY, "")
+    assert every_action == actions_of_store_class() | activity_bot_actions() | actions_of_access_provider()
 
 
 def test_admin_policy_adds_exactly_table_setup() -> None:
@@ -116,7 +114,7 @@ def test_admin_policy_adds_exactly_table_setup() -> None:
 @pytest.mark.parametrize("policy", [BOT_POLICY, ADMIN_POLICY], ids=["bot", "admin"])
 def test_policies_allow_only_on_the_table_and_its_indexes(policy: dict[str, Any]) -> None:
     assert policy["Version"] == "2012-10-17"
-    for statement in dynamodb_statements(policy)["Statement"]:
+    for statement in _service_statements(policy, "dynamodb:"):
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement and "NotResource" not in statement
         resources = set(_list(statement["Resource"]))
@@ -216,7 +214,7 @@ def _function_statements(template: dict[str, Any], name: str) -> list[dict[str, 
 def test_template_functions_match_the_bot_policy(template: dict[str, Any], name: str) -> None:
     statements = _function_statements(template, name)
     dynamo = [s for s in statements if any(a.startswith("dynamodb:") for a in _list(s["Action"]))]
-    assert {a for s in dynamo for a in _list(s["Action"])} == policy_actions(dynamodb_statements(BOT_POLICY))
+    assert {a for s in dynamo for a in _list(s["Action"])} == policy_actions(BOT_POLICY)
     table_arn = {"Fn::GetAtt": ["EventsTable", "Arn"]}
     index_arn = {"Fn::Sub": "${EventsTable.Arn}/index/*"}
     for statement in dynamo:
@@ -342,3 +340,93 @@ def test_activity_role_trusts_only_the_bot(activity_role: dict[str, Any]) -> Non
     )
     assert not re.fullmatch(params["BotRoleArn"]["AllowedPattern"], "*")
     assert params["RoleName"]["Default"] == "breakglass-activity"
+
+
+# -- the identity-center access provider ------------------------------------------------------------------
+
+ACCESS_SOURCE = (ROOT / "bot" / "access" / "identity_center.py").read_text()
+SSO_INSTANCE = "arn:aws:sso:::instance/INSTANCE_ID"
+SSO_PERMISSION_SET = "arn:aws:sso:::permissionSet/INSTANCE_ID/BREAKGLASS_PERMISSION_SET_ID"
+SSO_ACCOUNT = "arn:aws:sso:::account/MANAGED_ACCOUNT_ID"
+IDENTITY_STORE = "arn:aws:identitystore::ACCOUNT_ID:identitystore/IDENTITY_STORE_ID"
+IDENTITY_STORE_USERS = "arn:aws:identitystore:::user/*"
+# Which resources each action is authorised on (Service Authorization Reference, IAM Identity Center and
+# Identity Store): assignments on the instance, the permission set and the account.
+ACCESS_RESOURCES = {
+    "sso:CreateAccountAssignment": {SSO_INSTANCE, SSO_PERMISSION_SET, SSO_ACCOUNT},
+    "sso:DeleteAccountAssignment": {SSO_INSTANCE, SSO_PERMISSION_SET, SSO_ACCOUNT},
+    "sso:ListAccountAssignments": {SSO_INSTANCE, SSO_PERMISSION_SET, SSO_ACCOUNT},
+    "sso:ProvisionPermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET, SSO_ACCOUNT},
+    "sso:DescribePermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET},
+    "sso:GetInlinePolicyForPermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET},
+    "sso:PutInlinePolicyToPermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET},
+    "sso:DeleteInlinePolicyFromPermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET},
+    "sso:DescribeAccountAssignmentCreationStatus": {SSO_INSTANCE},
+    "sso:DescribeAccountAssignmentDeletionStatus": {SSO_INSTANCE},
+    "sso:DescribePermissionSetProvisioningStatus": {SSO_INSTANCE},
+    "identitystore:GetUserId": {IDENTITY_STORE, IDENTITY_STORE_USERS},
+}
+
+
+def _camel(operation: str) -> str:
+    return "".join(part.capitalize() for part in operation.split("_"))
+
+
+def actions_of_access_provider() -> set[str]:
+    """IAM actions of every `self._call(self.sso|self.ids, "op", …)` and every polled status operation."""
+    calls = re.findall(r'_call\(\s*self\.(sso|ids),\s*"(\w+)"', ACCESS_SOURCE)
+    assert calls, "no Identity Center calls found: has bot/access/identity_center.py changed shape?"
+    actions = {("sso:" if client == "sso" else "identitystore:") + _camel(op) for client, op in calls}
+    polled = set(re.findall(r'"(describe_\w+_status)"', ACCESS_SOURCE))
+    actions |= {"sso:" + _camel(op) for op in polled}
+    # Nothing may reach the clients except through _call (which is what the scan above sees).
+    direct = set(re.findall(r"self\.(?:sso|ids)\.(\w+)\(", ACCESS_SOURCE))
+    assert not direct, f"the provider calls a client directly: {direct}"
+    return actions
+
+
+def test_access_scan_sees_what_the_provider_calls() -> None:
+    assert actions_of_access_provider() == set(ACCESS_RESOURCES)
+
+
+def test_bot_policy_grants_exactly_the_access_provider_calls() -> None:
+    granted = policy_actions(BOT_POLICY, "sso:") | policy_actions(BOT_POLICY, "identitystore:")
+    assert granted == actions_of_access_provider()
+    assert not policy_actions(ADMIN_POLICY, "sso:")  # the admin CLI changes no AWS access
+
+
+def test_access_statements_are_scoped_to_the_instance_and_break_glass_permission_sets() -> None:
+    statements = _service_statements(BOT_POLICY, "sso:") + _service_statements(BOT_POLICY, "identitystore:")
+    assert statements
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        resources = set(_list(statement["Resource"]))
+        for action in _list(statement["Action"]):
+            assert "*" not in action
+            assert resources == ACCESS_RESOURCES[action], (action, resources)
+    everything = {r for s in statements for r in _list(s["Resource"])}
+    assert not {r for r in everything if r.endswith("*")} - {IDENTITY_STORE_USERS}
+
+
+def test_template_access_policy_matches_the_bot_policy(template: dict[str, Any]) -> None:
+    resource = template["Resources"]["AccessProviderPolicy"]
+    assert resource["Type"] == "AWS::IAM::Policy"
+    assert resource["Condition"] == "IdentityCenter"  # provider none: no sso permission at all
+    assert template["Conditions"]["IdentityCenter"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "IdentityCenterInstanceArn"}, ""]}]
+    }
+    props = resource["Properties"]
+    assert props["Roles"] == [{"Ref": "HttpFunctionRole"}, {"Ref": "SweepFunctionRole"}]
+    statements = props["PolicyDocument"]["Statement"]
+    template_sids = {s["Sid"]: set(_list(s["Action"])) for s in statements}
+    doc = _service_statements(BOT_POLICY, "sso:") + _service_statements(BOT_POLICY, "identitystore:")
+    assert template_sids == {s["Sid"]: set(_list(s["Action"])) for s in doc}
+    by_sid = {s["Sid"]: s for s in statements}
+    assert by_sid["BreakglassRequestStatus"]["Resource"] == {"Ref": "IdentityCenterInstanceArn"}
+    assert "${BreakglassPermissionSetArns}" in json.dumps(by_sid["BreakglassPermissionSetInlinePolicy"])
+    assignment = json.dumps(by_sid["BreakglassAccountAssignments"])
+    for parameter in ("IdentityCenterInstanceArn", "BreakglassPermissionSetArns", "BreakglassAccountIds"):
+        assert parameter in assignment
+    for parameter in ("IdentityCenterInstanceArn", "IdentityStoreId", "BreakglassPermissionSetArns"):
+        assert template["Parameters"][parameter]["Default"] == ""
