@@ -66,7 +66,8 @@ def publish(ctx: SlackContext, user_id: str) -> None:
 
 def refresh_for(ctx: SlackContext):
     def hook(event: BreakGlassEvent) -> None:
-        publish(ctx, event.slack_user_id)
+        if event.slack_user_id is not None:  # a foreign (Sentinel) event has no Slack user's Home
+            publish(ctx, event.slack_user_id)
 
     return hook
 
