@@ -11,6 +11,7 @@ from typing import Any
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
@@ -22,7 +23,7 @@ from bot.announce import Announcer
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
-from bot.policy import Policy, PolicyError, load_policy
+from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.slack import actions, commands, home, views
@@ -30,6 +31,8 @@ from bot.slack.context import Components
 from store import Store
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BreakglassApp", "audit_channel", "create_app", "make_client", "resolve_policy", "unheld_roles"]
 
 
 def make_client(settings: Settings, *, timeout: int = 10) -> WebClient:
@@ -65,6 +68,20 @@ def audit_channel(settings: Settings, policy: Policy) -> str | None:
             ]
         )
     return channel
+
+
+class _StaticTokenNotice(logging.Filter):
+    """Drops Bolt's "token will be ignored" warnings: breakglass passes its bot token through `authorize`
+    on purpose, and Bolt also reads SLACK_BOT_TOKEN from the environment, then warns that it is unused."""
+
+    NOTICES = (warning_token_skipped(), warning_client_prioritized_and_token_skipped())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.NOTICES
+
+
+_BOLT_LOGGER = logging.getLogger("slack_bolt")
+_BOLT_LOGGER.addFilter(_StaticTokenNotice())
 
 
 @dataclass
@@ -165,7 +182,7 @@ def create_app(
         process_before_response=lazy_delivery,
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=False,
-        logger=logging.getLogger("slack_bolt"),
+        logger=_BOLT_LOGGER,
         # Listeners ack, then deliver announcements in the same thread; a large pool keeps slow Slack
         # calls after one ack from delaying the next request's ack (Bolt's default is cpu_count + 4).
         listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener"),

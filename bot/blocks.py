@@ -29,7 +29,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot import ids
-from bot.durations import format_duration
+from bot.durations import format_duration, human_duration
 from store import BreakGlassEvent, ReasonCode, Status
 from store.model import MAX_CLOSE_REASON, MAX_INCIDENT, MAX_JUSTIFICATION, MAX_REVIEW_NOTES, MIN_JUSTIFICATION
 
@@ -138,7 +138,7 @@ def event_fields(event: BreakGlassEvent) -> list[MarkdownTextObject]:
         + (f" ({escape(event.invoker)})" if event.invoker != event.slack_user_id else ""),
         f"*Profile*\n`{escape(event.profile)}`",
         f"*Reason*\n{reason_label(event)}",
-        f"*Duration*\n{format_duration(event.duration)}",
+        f"*Duration*\n{human_duration(event.duration)}",
         f"*{'Expires' if event.status is Status.ACTIVE else 'Was due to expire'}*\n{date(event.expires_at)}",
         f"*Event id*\n`{event.id}`",
     ]
@@ -223,7 +223,7 @@ def thread_escalation(event: BreakGlassEvent, security: list[str], count_window:
 
 
 def thread_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Blocks]:
-    text = f":alarm_clock: Expires in {format_duration(remaining)} ({date(event.expires_at, '{time}')})."
+    text = f":alarm_clock: Expires in {human_duration(remaining)} ({date(event.expires_at, '{time}')})."
     return text, _section(text)
 
 
@@ -263,7 +263,7 @@ def dm_invoked(event: BreakGlassEvent) -> tuple[str, Blocks]:
 
 def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Blocks]:
     text = (
-        f":alarm_clock: Your break-glass access to `{escape(event.profile)}` expires in {format_duration(remaining)} "
+        f":alarm_clock: Your break-glass access to `{escape(event.profile)}` expires in {human_duration(remaining)} "
         f"({date(event.expires_at, '{time}')}), event `{event.id}`."
     )
     return text, _with_close_button(text, event)
@@ -587,7 +587,7 @@ def home(
 
 
 def review_reminder(events: list[BreakGlassEvent], age: timedelta) -> tuple[str, Blocks]:
-    text = f":mag: {len(events)} break-glass event(s) ended more than {format_duration(age)} ago and still await review:"
+    text = f":mag: {len(events)} break-glass event(s) ended more than {human_duration(age)} ago and still await review:"
     lines = [text] + [event_line(e) for e in events[:30]]
     if len(events) > 30:
         lines.append(f"…and {len(events) - 30} more (`/breakglass review`).")

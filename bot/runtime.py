@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import NoReturn
 
-from bot.app import BreakglassApp, create_app, resolve_policy
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.app import BreakglassApp, audit_channel, create_app, resolve_policy, unheld_roles
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
-from store import StoreError, open_store
+from store import StoreError, open_store, parse_store_url
+
+log = logging.getLogger("bot.runtime")
 
 
 def aws_secrets() -> list[str]:
@@ -25,15 +30,69 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+_checked = False  # set by check_configuration(); a forked gunicorn worker inherits it
+
+
+def check_configuration(settings: Settings | None = None) -> Settings:
+    """Everything a serving process needs, checked without serving: settings, policy, audit channel, the
+    store's configuration (AWS region). On a problem print every one and exit 2. Warns once for each role
+    nobody holds. gunicorn's master calls this before forking (bot/gunicorn_conf.py)."""
+    global _checked
+    try:
+        settings = settings or load_settings()
+        configure_logging(settings.log_level, settings.secrets() + aws_secrets())
+        policy = resolve_policy(settings)
+        audit_channel(settings, policy)
+        kind, _ = parse_store_url(settings.breakglass_store)
+        if kind == "dynamodb":
+            from store.dynamodb import make_client
+
+            make_client()
+    except ConfigError as exc:
+        fail(exc.render())
+    except StoreError as exc:
+        fail(f"breakglass cannot start:\n  - BREAKGLASS_STORE: {exc}")
+    for warning in unheld_roles(policy):
+        log.warning(warning, extra={"action": "start", "outcome": "warning"})
+    _checked = True
+    return settings
+
+
 def build(settings: Settings | None = None, *, lazy_delivery: bool = False) -> BreakglassApp:
     """Everything from the environment; on bad configuration print every problem and exit 2."""
+    if not _checked:
+        settings = check_configuration(settings)
     try:
         settings = settings or load_settings()
         configure_logging(settings.log_level, settings.secrets() + aws_secrets())
         policy = resolve_policy(settings)
         store = open_store(settings.breakglass_store, retention=policy.retention)
-        return create_app(settings, store, policy=policy, lazy_delivery=lazy_delivery)
+        runtime = create_app(settings, store, policy=policy, lazy_delivery=lazy_delivery)
     except ConfigError as exc:
         fail(exc.render())
     except StoreError as exc:
         fail(f"breakglass cannot start:\n  - BREAKGLASS_STORE: {exc}")
+    if not lazy_delivery:  # Lambda: no Slack round trip on each cold start
+        check_bot_token(runtime)
+    return runtime
+
+
+_TOKEN_REFUSED = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
+
+
+def check_bot_token(runtime: BreakglassApp) -> None:
+    """auth.test once at start-up: a token Slack refuses is one clear line; Slack being unreachable is not
+    fatal (invocations are recorded and announced when it answers again)."""
+    try:
+        runtime.components.client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else None
+        if error in _TOKEN_REFUSED:
+            runtime.store.close_store()
+            fail(
+                f"breakglass cannot start:\n  - SLACK_BOT_TOKEN was refused by Slack (auth.test: {error}): "
+                "copy the Bot User OAuth Token (xoxb-...) again from OAuth & Permissions"
+            )
+        log.warning("auth.test failed at start-up: %s", error)
+    except (SlackClientError, OSError) as exc:
+        log.warning("Slack unreachable at start-up (auth.test): %s", type(exc).__name__)

@@ -7,6 +7,7 @@ from store.errors import (
     InvalidTransition,
     StackedAccess,
     StoreError,
+    StoreNotConfigured,
     StoreUnavailable,
 )
 from store.model import BreakGlassEvent, ReasonCode, Status, is_event_id, new_event_id
@@ -25,6 +26,7 @@ __all__ = [
     "Status",
     "Store",
     "StoreError",
+    "StoreNotConfigured",
     "StoreUnavailable",
     "is_event_id",
     "mutate",

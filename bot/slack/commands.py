@@ -23,7 +23,7 @@ USAGE = (
     "e.g. `/breakglass prod 1h incident DB failover stuck, need to promote replica`. "
     "Or `/breakglass` alone to open the form; `/breakglass help` for everything else."
 )
-SUBCOMMANDS = ("help", "list", "status", "close", "history", "review")
+SUBCOMMANDS = ids.SUBCOMMANDS
 
 
 def unescape_command_text(text: str) -> str:
