@@ -106,7 +106,7 @@ def close_button(event: BreakGlassEvent) -> ButtonElement:
         style="danger",
         confirm=ConfirmObject(
             title="Close break-glass access?",
-            text=f"This ends {event.profile} access for {event.slack_user_id} now."[:300],
+            text=f"This ends `{escape(event.profile)}` access for <@{event.slack_user_id}> now."[:300],
             confirm="Close access",
             deny="Keep it",
         ),
@@ -305,6 +305,11 @@ def granted(event: BreakGlassEvent) -> str:
     )
 
 
+def closed_now(event: BreakGlassEvent) -> str:
+    """The closer's confirmation (slash command and Close modal)."""
+    return f":lock: Closed event `{event.id}` on `{escape(event.profile)}`: <@{event.slack_user_id}>'s access has ended."
+
+
 def already_ended(event: BreakGlassEvent) -> str:
     if event.closed_by:
         return (
@@ -349,11 +354,14 @@ def message(text: str) -> tuple[str, Blocks]:
     return text, _section(text)
 
 
+# The one-line example shown in help and usage; it works as typed under the built-in policy (tested).
+EXAMPLE = "/breakglass prod 1h incident incident=INC-4242 DB failover stuck, need to promote replica"
+
 HELP = (
     "*Break-glass*: emergency access to an AWS profile, announced to security.\n"
     "`/breakglass` — open the form\n"
-    "`/breakglass &lt;profile&gt; &lt;duration&gt; &lt;reason&gt; &lt;justification…&gt;` — invoke in one line, "
-    "e.g. `/breakglass prod 1h incident DB failover stuck, need to promote replica`\n"
+    "`/breakglass &lt;profile&gt; &lt;duration&gt; &lt;reason&gt; &lt;justification…&gt;` — invoke in one line "
+    f"(`incident=&lt;ticket or URL&gt;` anywhere after the reason), e.g. `{EXAMPLE}`\n"
     "`/breakglass list` — active events (yours; everyone's for incident commanders and security)\n"
     "`/breakglass status &lt;id&gt;` — one event\n"
     "`/breakglass close &lt;id&gt; &lt;reason…&gt;` — end access now\n"

@@ -61,10 +61,7 @@ def run_http(threads: int = 32) -> None:
 
             return build_wsgi()
 
-    print(
-        f"breakglass: serving HTTP on port {settings.port} (POST /slack/events, GET /healthz)",
-        file=sys.stderr,
-    )
+    log.info("serving HTTP on port %s (POST /slack/events, GET /healthz)", settings.port)
     Server().run()
 
 
@@ -94,7 +91,6 @@ def run_socket() -> None:
     if runtime.settings.breakglass_scheduler == "embedded":
         runtime.scheduler.start()
     log.info("connected to Slack in Socket Mode")
-    print("breakglass: connected in Socket Mode", file=sys.stderr)
     stop.wait()
     handler.close()
     runtime.shutdown()
@@ -112,7 +108,7 @@ def run_clock() -> None:
     stop = threading.Event()
     _wait_for_sigterm(stop)
     runtime.scheduler.start()
-    print("breakglass: scheduler running (warnings, expiry, outbox)", file=sys.stderr)
+    log.info("scheduler running (warnings, expiry, outbox)")
     stop.wait()
     runtime.shutdown()
 

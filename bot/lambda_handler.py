@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from typing import Any
 
@@ -22,6 +23,7 @@ from slack_bolt.adapter.aws_lambda import SlackRequestHandler
 from slack_bolt.adapter.aws_lambda.lazy_listener_runner import LambdaLazyListenerRunner
 
 from bot.app import BreakglassApp
+from bot.runtime import ConfigurationFailed
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,8 @@ def runtime() -> BreakglassApp:
 
             try:
                 install(build(lazy_delivery=True))
-            except SystemExit as exc:  # build() printed every configuration problem to stderr
-                raise RuntimeError("breakglass: invalid configuration, see the log above") from exc
+            except ConfigurationFailed as exc:  # the init fails with every configuration problem
+                raise RuntimeError(exc.message) from None
         assert _runtime is not None
         return _runtime
 
@@ -102,3 +104,9 @@ def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     counts["reminded"] = scheduler.remind_if_due()  # the daily review reminder, once a day across runs
     log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
     return counts
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # In Lambda, build during the init phase: a configuration error fails the init with its message
+    # (and the function's first request), instead of surfacing on some later request.
+    runtime()

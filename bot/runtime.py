@@ -25,9 +25,17 @@ def aws_secrets() -> list[str]:
     ]
 
 
+class ConfigurationFailed(SystemExit):
+    """Exit status 2 after the configuration problems were printed; `message` is what was printed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
 def fail(message: str) -> NoReturn:
     print(message, file=sys.stderr)
-    raise SystemExit(2)
+    raise ConfigurationFailed(message)
 
 
 _checked = False  # set by check_configuration(); a forked gunicorn worker inherits it

@@ -217,6 +217,10 @@ class DynamoDBStore:
             code = _code(exc)
             if code in _UNAVAILABLE_CODES:
                 raise StoreUnavailable(f"DynamoDB {operation} failed: {code}") from exc
+            if code == "ResourceNotFoundException" and operation == "describe_table":
+                raise StoreUnavailable(
+                    f"DynamoDB table {self.table!r} not found: create it with `breakglass-admin create-table`"
+                ) from exc
             if code == "ResourceNotFoundException" or (code == "ValidationException" and "index" in str(exc)):
                 self._raise_layout_problem(exc)
             raise
@@ -228,15 +232,7 @@ class DynamoDBStore:
 
     def _raise_layout_problem(self, exc: ClientError) -> None:
         """A missing table, or a table whose key schema or indexes are not breakglass's: say which."""
-        try:
-            description = self.client.describe_table(TableName=self.table)["Table"]
-        except ClientError as describe_exc:
-            if _code(describe_exc) == "ResourceNotFoundException":
-                raise StoreNotConfigured(
-                    f"DynamoDB table {self.table!r} not found: create it with `breakglass-admin create-table`"
-                ) from exc
-            raise StoreUnavailable(f"DynamoDB describe_table failed: {_code(describe_exc)}") from exc
-        problems = layout_problems(description)
+        problems = layout_problems(self._call("describe_table", TableName=self.table)["Table"])
         if problems:
             raise StoreNotConfigured(wrong_layout(self.table, problems)) from exc
 
