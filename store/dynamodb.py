@@ -221,7 +221,10 @@ class DynamoDBStore:
                 raise StoreUnavailable(
                     f"DynamoDB table {self.table!r} not found: create it with `breakglass-admin create-table`"
                 ) from exc
-            if code == "ResourceNotFoundException" or (code == "ValidationException" and "index" in str(exc)):
+            # a missing table or index, or keys that do not match the table's: check the table's layout
+            if code == "ResourceNotFoundException" or (
+                code == "ValidationException" and ("index" in str(exc) or "schema" in str(exc))
+            ):
                 self._raise_layout_problem(exc)
             raise
         except BotoCoreError as exc:
