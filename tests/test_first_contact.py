@@ -548,7 +548,7 @@ def test_the_bot_refuses_a_table_with_a_missing_index(moto_dynamodb: tuple[Any, 
     ]
     client.create_table(**definition)
     try:
-        with pytest.raises(StoreNotConfigured, match="index gsi-outbox .* is missing"):
+        with pytest.raises(StoreNotConfigured, match=r"index gsi-outbox .* is missing"):
             DynamoDBStore(table, client=client).list_owed(now=datetime.now(UTC))
     finally:
         client.delete_table(TableName=table)
