@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -76,11 +77,17 @@ def library_level(level: str) -> int:
 
 def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
     """gunicorn's `logconfig_dict`: its own lines (boot, workers, errors) as the same JSON, on stderr."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "filters": ["redact"],
+        "stream": "ext://sys.stderr",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
+        "filters": {"redact": {"()": redacting_filter_from_environment}},
         "handlers": {"json": handler},
         "root": {"level": level, "handlers": ["json"]},
         "loggers": {
@@ -89,3 +96,21 @@ def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
             **{name: {"level": library_level(level)} for name in LIBRARIES},
         },
     }
+
+
+def redacting_filter_from_environment() -> RedactingFilter:
+    """Redacts the secrets the settings (environment and .env) hold, for gunicorn's lines too."""
+    from pydantic import ValidationError
+
+    from bot.config import Settings
+    from bot.runtime import aws_secrets
+
+    try:
+        secrets = Settings(_env_file=".env").secrets()  # type: ignore[call-arg]
+    except ValidationError:  # reported by the configuration check; redact what the environment holds
+        secrets = [
+            os.environ[k]
+            for k in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
+            if os.environ.get(k)
+        ]
+    return RedactingFilter(secrets + aws_secrets())

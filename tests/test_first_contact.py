@@ -552,3 +552,32 @@ def test_the_bot_refuses_a_table_with_a_missing_index(moto_dynamodb: tuple[Any, 
             DynamoDBStore(table, client=client).list_owed(now=datetime.now(UTC))
     finally:
         client.delete_table(TableName=table)
+
+
+def test_gunicorn_log_lines_are_json_and_redacted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import io
+    import logging
+    from logging.config import dictConfig
+
+    from bot.logs import gunicorn_logconfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    stream = io.StringIO()
+    config = gunicorn_logconfig("INFO")
+    config["handlers"]["json"]["stream"] = stream
+    saved = {
+        name: (logging.getLogger(name).handlers[:], logging.getLogger(name).level)
+        for name in ("", "gunicorn.error")
+    }
+    try:
+        dictConfig(config)
+        logging.getLogger("gunicorn.error").error("Error handling request with %s", BOT_TOKEN)
+        logging.getLogger("apscheduler.scheduler").info("Added job")  # library chatter: not shown
+    finally:
+        for name, (handlers, level) in saved.items():
+            logging.getLogger(name).handlers[:] = handlers
+            logging.getLogger(name).setLevel(level)
+    (record,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert record["logger"] == "gunicorn.error" and "[REDACTED]" in record["msg"]
+    assert BOT_TOKEN not in stream.getvalue()
