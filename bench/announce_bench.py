@@ -13,9 +13,9 @@ from bot.announce import AUDIT_POST, DM_INVOKED
 from bot.app import create_app, make_client
 from bot.clock import SystemClock
 from bot.config import Settings
+from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
 from store.sqlite import SQLiteStore
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET
 
 POLICY = """

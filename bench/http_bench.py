@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Row, event, free_port, pct, summary_ms
+from bot.localslack.webapi import FakeSlack
 from store.errors import ConcurrentModification, InvalidTransition
 from store.model import Status
 from store.sqlite import _COLUMNS, SQLiteStore, _row
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, SlackSender, http
 
 ROOT = Path(__file__).resolve().parent.parent

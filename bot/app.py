@@ -23,12 +23,16 @@ from bot.announce import Announcer
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
+from bot.errors import DirectoryUnavailable
+from bot.health import CheckResult, Health, StoreProbe
 from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
+from bot.skew import SkewMonitor
 from bot.slack import actions, commands, home, views
 from bot.slack.context import Components
 from store import Store
+from store.dynamodb import DynamoDBStore
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class BreakglassApp:
     scheduler: Scheduler
     store: Store
     settings: Settings
+    checks: Health
 
     @property
     def service(self) -> BreakGlassService:
@@ -107,11 +112,8 @@ class BreakglassApp:
         self.components.workers.shutdown(wait=True)
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        try:
-            self.store.ping()
-        except Exception as exc:  # noqa: BLE001 - health must answer, whatever the store raises
-            return 503, {"status": "unavailable", "store": type(exc).__name__}
-        return 200, {"status": "ok", "store": type(self.store).__name__, "scheduler": self.scheduler.running}
+        """`/healthz`: the named checks of `self.checks` (see bot.health for what makes it non-200)."""
+        return self.checks.report()
 
 
 def create_app(
@@ -128,7 +130,17 @@ def create_app(
     channel = audit_channel(settings, policy)
     client = client or make_client(settings)
     clock = clock or SystemClock()
-    directory = directory or Directory(client)
+    # The skew of `clock` (which decides stacking and expiry) against Slack's and AWS's Date headers.
+    skew = SkewMonitor(clock)
+    client.retry_handlers.insert(0, skew.slack_hook())
+    if isinstance(store, DynamoDBStore):
+        skew.watch_boto3(store.client)
+    directory = directory or Directory(client, team_id=settings.slack_team_id)
+    if not settings.slack_team_id:
+        try:  # learn the installed workspace at start-up, while Slack answers (see authorize below)
+            directory.home_team()
+        except DirectoryUnavailable as exc:
+            log.warning("%s Will ask again on the first request; set SLACK_TEAM_ID to avoid it.", exc.message)
     service = BreakGlassService(
         store=store,
         policy=policy,
@@ -165,9 +177,21 @@ def create_app(
 
     token = client.token or ""
 
-    def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult:
-        # A single-workspace app with a static bot token: no auth.test round trip per request, so a
-        # Slack outage does not stop the bot from recording invocations.
+    def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult | None:
+        # A single-workspace app with a static bot token. Requests from any other workspace (another
+        # install of the same app, a Slack Connect org) are refused. The installed workspace is
+        # SLACK_TEAM_ID, or learned once from auth.test (then no round trip per request).
+        try:
+            home = directory.home_team()
+        except DirectoryUnavailable as exc:
+            log.error("cannot authorize a request: %s", exc.message, extra={"outcome": "refused"})
+            return None
+        if team_id != home:
+            log.warning(
+                "refused a request from another Slack workspace",
+                extra={"action": "authorize", "outcome": "refused", "team": team_id},
+            )
+            return None
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
 
     bolt = App(
@@ -179,6 +203,9 @@ def create_app(
             base_url=client.base_url, timeout=client.timeout, retry_handlers=client.retry_handlers
         ),
         authorize=authorize,
+        user_facing_authorize_error_message=(
+            ":no_entry: breakglass only serves the Slack workspace it is installed in."
+        ),
         process_before_response=lazy_delivery,
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=False,
@@ -197,6 +224,12 @@ def create_app(
     views.register(bolt, components)
     actions.register(bolt, components, handler)
     home.register(bolt, components)
+    checks = Health()
+    probe = StoreProbe(store)
+    checks.add("store", probe.read)
+    checks.add("store_write", probe.write)
+    checks.add("scheduler", lambda: CheckResult(True, detail={"running": scheduler.running}))
+    checks.add("clock", skew.check)
     return BreakglassApp(
-        bolt=bolt, components=components, scheduler=scheduler, store=store, settings=settings
+        bolt=bolt, components=components, scheduler=scheduler, store=store, settings=settings, checks=checks
     )

@@ -8,6 +8,7 @@ breakglass-bot check-policy F  validate a policy file and print a summary
 breakglass-bot show-policy     print the policy in effect (--builtin: the built-in example)
 breakglass-bot create-table    create the DynamoDB table named by BREAKGLASS_STORE (or --store),
                                the same command as `breakglass-admin create-table`
+breakglass-bot try             a local Slack simulation on http://127.0.0.1:$PORT/ (no Slack app needed)
 """
 
 from __future__ import annotations
@@ -113,6 +114,21 @@ def run_clock() -> None:
     runtime.shutdown()
 
 
+def run_try(port: int | None, db_path: str | None) -> int:
+    import os
+
+    from bot.localslack.workspace import serve
+    from bot.logs import configure_logging
+
+    configure_logging("WARNING")
+    try:
+        serve(port if port is not None else int(os.environ.get("PORT") or 3000), db_path)
+    except OSError as exc:  # e.g. the port is taken
+        print(f"breakglass try: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def check_policy(path: str) -> int:
     from bot.policy import PolicyError, load_policy, summarize
 
@@ -166,9 +182,21 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--builtin", action="store_true", help="print the built-in policy")
     table = sub.add_parser("create-table", help="create the DynamoDB table (idempotent)")
     table.add_argument("--store", help="store URL (default: BREAKGLASS_STORE)")
+    trial = sub.add_parser("try", help="try it in a browser: a local Slack simulation (no Slack app needed)")
+    trial.add_argument(
+        "--port", type=int, default=None, help="page port on 127.0.0.1 (default: $PORT or 3000)"
+    )
+    trial.add_argument(
+        "--db",
+        default=None,
+        help="SQLite file to keep the simulation's events in (default: a temporary file, gone on exit; "
+        "the simulated Slack messages are never kept)",
+    )
     args = parser.parse_args(argv)
 
     command = args.command or "run"
+    if command == "try":
+        return run_try(args.port, args.db)
     if command == "check-policy":
         return check_policy(args.file)
     if command == "show-policy":

@@ -35,3 +35,31 @@ class ManualClock:
     def set(self, value: datetime) -> None:
         with self._lock:
             self._now = value
+
+
+class OffsetClock:
+    """Real time plus an offset that can only grow: `breakglass-bot try` fast-forwards time with it, so the
+    warning and the expiry of a simulated event happen in seconds while time keeps flowing."""
+
+    def __init__(self, base: Clock | None = None) -> None:
+        self._base = base or SystemClock()
+        self._offset = timedelta(0)
+        self._lock = threading.Lock()
+
+    @property
+    def offset(self) -> timedelta:
+        with self._lock:
+            return self._offset
+
+    def now(self) -> datetime:
+        with self._lock:
+            offset = self._offset
+        return self._base.now() + offset
+
+    def advance(self, delta: timedelta | float) -> datetime:
+        step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+        if step < timedelta(0):
+            raise ValueError("time can only move forward")
+        with self._lock:
+            self._offset += step
+        return self.now()

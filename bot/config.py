@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    slack_team_id: str | None = None  # the installed workspace; learned from auth.test when unset
     breakglass_audit_channel: str | None = None
     breakglass_store: str = DEFAULT_STORE_URL
     breakglass_policy: Path | None = None

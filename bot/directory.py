@@ -6,18 +6,50 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 
-from bot.errors import DirectoryUnavailable
+from bot.errors import DirectoryUnavailable, NotAuthorized
 
 log = logging.getLogger(__name__)
 
 
+_NO_SUCH_USER = ("user_not_found", "user_not_visible")
+
+
 def is_group(principal: str) -> bool:
     return principal.startswith("S")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Who may be an invoker at all (policy `email_domains`, `allow_guests`, `allow_external_users`)."""
+
+    email_domains: tuple[str, ...] = ()
+    allow_guests: bool = False
+    allow_external_users: bool = False
+
+    def check(self, user: dict[str, Any], home_team: Callable[[], str]) -> None:
+        """Raise NotAuthorized, naming why, if the Slack user (a users.info `user`) is refused."""
+        if user.get("deleted"):
+            raise NotAuthorized("Your Slack account is deactivated; breakglass refuses deactivated users.")
+        if user.get("is_bot") or user.get("is_app_user"):
+            raise NotAuthorized("Bots and apps cannot use breakglass.")
+        if not self.allow_guests and (user.get("is_restricted") or user.get("is_ultra_restricted")):
+            raise NotAuthorized(
+                "Slack guests cannot use breakglass (the policy's allow_guests is off); ask a full member."
+            )
+        if not self.allow_external_users:
+            team = user.get("team_id")
+            if user.get("is_stranger") or (team and team != home_team()):
+                raise NotAuthorized(
+                    f"You are a member of another Slack workspace ({team or 'unknown'}); breakglass only "
+                    "accepts members of its own workspace (the policy's allow_external_users is off)."
+                )
 
 
 class Directory:
@@ -28,7 +60,12 @@ class Directory:
     """
 
     def __init__(
-        self, client: WebClient, *, ttl: float = 60.0, monotonic: Callable[[], float] = time.monotonic
+        self,
+        client: WebClient,
+        *,
+        ttl: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        team_id: str | None = None,
     ) -> None:
         self._client = client
         self._ttl = ttl
@@ -36,6 +73,16 @@ class Directory:
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._team_id = team_id
+        # users.info is asked before an invocation is acknowledged: when Slack is down, fail fast (one
+        # connection retry, no 5xx backoff) and fall back to the cache or the policy's rule, instead of
+        # making Slack's 3-second acknowledgement window run out.
+        self._lookup_client = WebClient(
+            token=client.token,
+            base_url=client.base_url,
+            timeout=min(client.timeout, 3),
+            retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)],
+        )
 
     def _cached(
         self,
@@ -87,22 +134,65 @@ class Directory:
         user: dict[str, Any] = self._cached(
             self._users,
             user_id,
-            lambda: dict(self._client.users_info(user=user_id)["user"]),
+            lambda: dict(self._lookup_client.users_info(user=user_id)["user"]),
             "Could not look up your Slack profile. Try again shortly.",
         )
         return user
 
-    def identity(self, user_id: str, mode: str) -> str:
-        """The invoker identity for a Slack user: slack_id, email, or email_local_part (policy `identity`)."""
+    def home_team(self) -> str:
+        """The workspace the bot is installed in: `team_id` if configured, else `auth.test` (once)."""
+        if self._team_id is None:
+            try:
+                team = self._client.auth_test().get("team_id")
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                raise DirectoryUnavailable(
+                    "Could not confirm which Slack workspace breakglass is installed in. Try again shortly."
+                ) from exc
+            if not team:
+                raise DirectoryUnavailable("Slack's auth.test did not name the bot's workspace.")
+            self._team_id = str(team)
+        return self._team_id
+
+    def identity(self, user_id: str, mode: str, admission: Admission | None = None) -> str:
+        """The invoker identity for a Slack user: slack_id, email, or email_local_part (policy `identity`).
+
+        Raises NotAuthorized for users `admission` refuses (deleted users always; guests, users of other
+        workspaces and email domains outside the allow-list unless the policy allows them)."""
+        admission = admission or Admission()
+        try:
+            user = self.user(user_id)
+        except DirectoryUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, SlackApiError) and cause.response.get("error") in _NO_SUCH_USER:
+                raise NotAuthorized("Slack does not know your account in this workspace.") from exc
+            if mode != "slack_id":
+                raise
+            # Slack's Web API is down and nothing is cached: an emergency is not refused for it (the
+            # request itself was signed by Slack); the audit trail names the Slack user id as always.
+            log.warning(
+                "could not check whether %s is a guest, external or deactivated (Slack unavailable); "
+                "admitted by user id",
+                user_id,
+                extra={"slack_user": user_id, "action": "admission", "outcome": "unchecked"},
+            )
+            return user_id
+        admission.check(user, self.home_team)
         if mode == "slack_id":
             return user_id
-        email = (self.user(user_id).get("profile") or {}).get("email")
+        email = (user.get("profile") or {}).get("email")
         if not email:
             raise DirectoryUnavailable(
                 "Your Slack profile has no email address visible to breakglass (identity is by email); "
                 "ask an admin to check the app's users:read.email scope."
             )
-        return str(email) if mode == "email" else str(email).split("@", 1)[0]
+        email = str(email)
+        domain = email.rsplit("@", 1)[-1].lower()
+        if admission.email_domains and domain not in admission.email_domains:
+            raise NotAuthorized(
+                f"Your Slack email address is in the domain {domain!r}, which breakglass does not accept "
+                f"(policy email_domains: {', '.join(admission.email_domains)})."
+            )
+        return email if mode == "email" else email.split("@", 1)[0]
 
     def invalidate(self) -> None:
         with self._lock:

@@ -13,6 +13,8 @@ The runtime (settings, store, Bolt app) is built once per container and cached a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import os
@@ -24,6 +26,7 @@ from slack_bolt.adapter.aws_lambda.lazy_listener_runner import LambdaLazyListene
 
 from bot.app import BreakglassApp
 from bot.runtime import ConfigurationFailed
+from bot.verify import MAX_BODY_BYTES, Refusal, RequestGuard, refuse
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +88,36 @@ def _method_and_path(event: dict[str, Any]) -> tuple[str | None, str]:
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """HTTP: Slack's POSTs (signature-verified by Bolt), plus GET /healthz."""
+    """HTTP: Slack's POSTs (signature verified on the raw body before Bolt parses it, then by Bolt),
+    plus GET /healthz. The lazy-listener self-invocations (method NONE) come from this function, not
+    from the internet, and go straight to Bolt."""
     method, path = _method_and_path(event)
     if method in ("GET", "HEAD") and path.rstrip("/").endswith(HEALTH_PATHS):
         status, body = runtime().health()
-        return {
-            "statusCode": status,
-            "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(body),
-        }
+        return _response(status, body)
+    if method == "POST":
+        refusal = _verify(event)
+        if refusal is not None:
+            return _response(refusal.status, {"error": refusal.reason})
     return _slack_handler().handle(event, context)
+
+
+def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
+
+
+def _verify(event: dict[str, Any]) -> Refusal | None:
+    secret = runtime().settings.slack_signing_secret
+    guard = RequestGuard(secret.get_secret_value() if secret else "")
+    raw = event.get("body") or ""
+    if len(raw) > MAX_BODY_BYTES * 4 // 3 + 4:
+        return guard.too_large()
+    try:
+        body = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") else raw.encode()
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return refuse(400, "body is not valid base64")
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    return guard.check(body, headers)
 
 
 def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:

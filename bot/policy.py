@@ -76,6 +76,14 @@ DEFAULT_POLICY_YAML = """\
 # Warn the holder this long before their access expires.
 warn_before: 15m
 
+# How a person is identified (slack_id, email or email_local_part); with the email modes, only
+# addresses in email_domains are accepted (required for email_local_part).
+# identity: slack_id
+# email_domains: [example.com]
+# Slack guests and users of other workspaces (Slack Connect) are refused unless allowed here.
+# allow_guests: false
+# allow_external_users: false
+
 # How often expired access is looked for and revoked.
 sweep_interval: 30s
 
@@ -109,6 +117,7 @@ Identity = Literal["slack_id", "email", "email_local_part"]
 _PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 _PRINCIPAL_ID_RE = re.compile(r"[UWS][A-Z0-9]{2,}")
 _CHANNEL_ID_RE = re.compile(r"[CGD][A-Z0-9]{2,}")
+_EMAIL_DOMAIN_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 _TIME_OF_DAY_RE = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -302,6 +311,16 @@ def _check_channel_id(value: object) -> str:
     return value
 
 
+def _check_email_domain(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be an email domain such as example.com, not {_show(value)}")
+    domain = value.strip().lower()
+    if not _EMAIL_DOMAIN_RE.fullmatch(domain):
+        hint = "; write the domain without the @" if "@" in domain else ""
+        raise ValueError(f"{value!r} is not an email domain such as example.com{hint}")
+    return domain
+
+
 def _check_count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"must be a whole number, not {_show(value)}")
@@ -336,6 +355,9 @@ PrincipalId = Annotated[str, BeforeValidator(_check_principal_id)]
 
 ChannelId = Annotated[str, BeforeValidator(_check_channel_id)]
 """A Slack channel id (``C...``, ``G...`` or ``D...``)."""
+
+EmailDomain = Annotated[str, BeforeValidator(_check_email_domain)]
+"""An email domain (``example.com``), lower-cased."""
 
 Count = Annotated[int, BeforeValidator(_check_count)]
 """A whole number >= 1."""
@@ -479,6 +501,14 @@ class Policy(BaseModel):
     """How long audit records are kept after expiry (DynamoDB ttl); at least 1d."""
     identity: Identity = "slack_id"
     """How a person is identified: Slack user id, email address, or the part of it before the @."""
+    email_domains: tuple[EmailDomain, ...] = Field(default=(), validate_default=True)
+    """Email domains an identity may come from (``identity: email``/``email_local_part``); others are
+    refused. Required with ``email_local_part``, where two domains would make two people one invoker."""
+    allow_guests: bool = False
+    """Whether Slack guests (multi- and single-channel: ``is_restricted``/``is_ultra_restricted``) may use
+    breakglass. Deleted users never may."""
+    allow_external_users: bool = False
+    """Whether users of other workspaces (Slack Connect: ``is_stranger``, or another ``team_id``) may."""
     review_reminder_after: PositiveDuration = timedelta(hours=24)
     """Ended events unreviewed for longer than this are listed in the daily reminder."""
     review_reminder_time: TimeOfDay = time(9, 0)
@@ -522,6 +552,16 @@ class Policy(BaseModel):
                 f"must be at least {compact_duration(_MIN_RETENTION)}, got {compact_duration(value)}"
             )
         return value
+
+    @field_validator("email_domains")
+    @classmethod
+    def _domains_for_identity(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if info.data.get("identity") == "email_local_part" and not value:
+            raise ValueError(
+                "is required with identity: email_local_part (alice@example.com and alice@other.example "
+                "would be one invoker); list the domains whose addresses are your people, e.g. [example.com]"
+            )
+        return _dedupe(value)
 
     @field_validator("incident_commanders", "security", mode="before")
     @classmethod
@@ -759,6 +799,9 @@ def summarize(policy: Policy) -> str:
         f"Sweep interval: every {format_duration(policy.sweep_interval)}",
         f"Audit retention: {format_duration(policy.retention)} after expiry",
         f"Identity: {policy.identity} ({_IDENTITY_WORDS[policy.identity]})",
+        f"Email domains: {', '.join(policy.email_domains) or 'any'}",
+        f"Guests allowed: {'yes' if policy.allow_guests else 'no'}; "
+        f"users of other workspaces allowed: {'yes' if policy.allow_external_users else 'no'}",
         f"Review reminder: ended events unreviewed for more than {_long_words(policy.review_reminder_after)} "
         f"are listed daily at {policy.review_reminder_time.strftime('%H:%M')} UTC",
         f"Incident commanders: {_ids(policy.incident_commanders)}",

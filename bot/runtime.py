@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.app import BreakglassApp, audit_channel, create_app, resolve_policy, unheld_roles
+from bot.app import BreakglassApp, audit_channel, create_app, make_client, resolve_policy, unheld_roles
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
 from store import StoreError, open_store, parse_store_url
@@ -73,34 +73,39 @@ def build(settings: Settings | None = None, *, lazy_delivery: bool = False) -> B
     try:
         settings = settings or load_settings()
         configure_logging(settings.log_level, settings.secrets() + aws_secrets())
+        if not lazy_delivery:  # Lambda: no extra Slack round trip on each cold start
+            settings = check_bot_token(settings)
         policy = resolve_policy(settings)
         store = open_store(settings.breakglass_store, retention=policy.retention)
-        runtime = create_app(settings, store, policy=policy, lazy_delivery=lazy_delivery)
+        return create_app(settings, store, policy=policy, lazy_delivery=lazy_delivery)
     except ConfigError as exc:
         fail(exc.render())
     except StoreError as exc:
         fail(f"breakglass cannot start:\n  - BREAKGLASS_STORE: {exc}")
-    if not lazy_delivery:  # Lambda: no Slack round trip on each cold start
-        check_bot_token(runtime)
-    return runtime
 
 
 _TOKEN_REFUSED = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
 
 
-def check_bot_token(runtime: BreakglassApp) -> None:
-    """auth.test once at start-up: a token Slack refuses is one clear line; Slack being unreachable is not
-    fatal (invocations are recorded and announced when it answers again)."""
+def check_bot_token(settings: Settings) -> Settings:
+    """auth.test once at start-up: a token Slack refuses is one clear line naming it; Slack being
+    unreachable is not fatal (invocations are recorded and announced when it answers again). The answer
+    names the installed workspace, so create_app need not ask again."""
     try:
-        runtime.components.client.auth_test()
+        answer = make_client(settings).auth_test()
     except SlackApiError as exc:
         error = exc.response.get("error") if exc.response is not None else None
         if error in _TOKEN_REFUSED:
-            runtime.store.close_store()
             fail(
                 f"breakglass cannot start:\n  - SLACK_BOT_TOKEN was refused by Slack (auth.test: {error}): "
                 "copy the Bot User OAuth Token (xoxb-...) again from OAuth & Permissions"
             )
         log.warning("auth.test failed at start-up: %s", error)
+        return settings
     except (SlackClientError, OSError) as exc:
         log.warning("Slack unreachable at start-up (auth.test): %s", type(exc).__name__)
+        return settings
+    team = answer.get("team_id")
+    if settings.slack_team_id is None and team:
+        return settings.model_copy(update={"slack_team_id": str(team)})
+    return settings

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from bot import announce as kinds
 from bot import ids
 from bot.clock import Clock
-from bot.directory import Directory
+from bot.directory import Admission, Directory
 from bot.durations import format_duration, parse_duration
-from bot.errors import AlreadyActive, NotAuthorized, RateLimited, ValidationFailed
+from bot.errors import AlreadyActive, DirectoryUnavailable, NotAuthorized, RateLimited, ValidationFailed
 from bot.policy import Policy, ProfilePolicy
 from store import (
     BreakGlassEvent,
@@ -80,6 +80,12 @@ def _plain_until(value: datetime, now: datetime) -> str:
     return f"{_fmt_utc(value)} (in {format_duration(_round_up_minute(remaining))})"
 
 
+def _sentence(exc: Exception) -> str:
+    """A validation message as a sentence (str.capitalize would lower-case "U+202E" and ids)."""
+    text = str(exc)
+    return text[:1].upper() + text[1:] + "."
+
+
 def _round_up_minute(delta: timedelta) -> timedelta:
     seconds = int(delta.total_seconds())
     if seconds >= 60:
@@ -105,8 +111,17 @@ class BreakGlassService:
         self.default_audit_channel = default_audit_channel
         # False where the delivery runs elsewhere (Lambda's lazy listener claims it like the sweep does).
         self.lease_on_invoke = lease_on_invoke
+        self.admission = Admission(
+            email_domains=policy.email_domains,
+            allow_guests=policy.allow_guests,
+            allow_external_users=policy.allow_external_users,
+        )
 
     # -- who may do what --------------------------------------------------------------------
+
+    def identity(self, user_id: str) -> str:
+        """The user's invoker identity (policy `identity`); NotAuthorized if the policy refuses them."""
+        return self.directory.identity(user_id, self.policy.identity, self.admission)
 
     def roles(self, user_id: str) -> Roles:
         return Roles(
@@ -157,7 +172,7 @@ class BreakGlassService:
         try:
             justification = validate_justification(justification)
         except ValueError as exc:
-            errors[ids.JUSTIFICATION] = str(exc).capitalize() + "."
+            errors[ids.JUSTIFICATION] = _sentence(exc)
 
         duration: timedelta | None = None
         raw = (request.duration or "").strip()
@@ -175,7 +190,7 @@ class BreakGlassService:
         try:
             incident = validate_incident(request.incident)
         except ValueError as exc:
-            errors[ids.INCIDENT] = str(exc).capitalize() + "."
+            errors[ids.INCIDENT] = _sentence(exc)
         if (
             incident is None
             and ids.INCIDENT not in errors
@@ -187,7 +202,7 @@ class BreakGlassService:
             raise ValidationFailed(errors)
         assert profile is not None
         assert duration is not None
-        invoker = self.directory.identity(request.user_id, self.policy.identity)
+        invoker = self.identity(request.user_id)
         event = BreakGlassEvent.new(
             invoker=invoker,
             slack_user_id=request.user_id,
@@ -325,7 +340,7 @@ class BreakGlassService:
         try:
             reason = validate_free_text(reason, what="close reason", max_length=MAX_CLOSE_REASON)
         except ValueError as exc:
-            raise ValidationFailed({ids.CLOSE_REASON: str(exc).capitalize() + "."}) from exc
+            raise ValidationFailed({ids.CLOSE_REASON: _sentence(exc)}) from exc
         if event.status.ended:
             return CloseResult(event, closed_now=False)
         now = self.clock.now()
@@ -388,6 +403,11 @@ class BreakGlassService:
         event = self.get(event_id)
         if not self.roles(user_id).security:
             raise NotAuthorized("Only security can mark break-glass events as reviewed.")
+        if self._invoked_by(user_id, event):
+            raise NotAuthorized(
+                f"You invoked event {event.id}, so you cannot review it (separation of duties). "
+                + self._other_reviewers(event)
+            )
         if event.status is Status.ACTIVE:
             raise ValidationFailed(
                 {ids.REVIEW_NOTES: f"Event {event.id} is still active: review it after it ends."}
@@ -399,7 +419,7 @@ class BreakGlassService:
         try:
             validate_free_text(notes, what="review notes", max_length=MAX_REVIEW_NOTES)
         except ValueError as exc:
-            raise ValidationFailed({ids.REVIEW_NOTES: str(exc).capitalize() + "."}) from exc
+            raise ValidationFailed({ids.REVIEW_NOTES: _sentence(exc)}) from exc
         now = self.clock.now()
         reviewed = mutate(
             self.store,
@@ -412,6 +432,32 @@ class BreakGlassService:
             "break-glass reviewed", extra={"event_id": reviewed.id, "slack_user": by, "action": "review"}
         )
         return reviewed
+
+    def _invoked_by(self, user_id: str, event: BreakGlassEvent) -> bool:
+        """Is `user_id` the invoker of `event`: the same Slack user, or the same mapped identity?"""
+        if user_id == event.slack_user_id:
+            return True
+        if self.policy.identity == "slack_id":
+            return False
+        return self.identity(user_id) == event.invoker
+
+    def _other_reviewers(self, event: BreakGlassEvent) -> str:
+        """Who else may review `event`: the security members other than its invoker, by name."""
+        others = sorted(self.directory.members(self.policy.security) - {event.slack_user_id})
+        if not others:
+            return (
+                "Nobody else is in security: add a second member to the policy's `security` "
+                f"({', '.join(self.policy.security)})."
+            )
+        names = []
+        for member in others[:10]:
+            try:
+                user = self.directory.user(member)
+                names.append(f"{user.get('real_name') or user.get('name') or member} ({member})")
+            except DirectoryUnavailable:
+                names.append(member)
+        more = f" and {len(others) - 10} more" if len(others) > 10 else ""
+        return f"Ask another security member to review it: {', '.join(names)}{more}."
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -440,7 +486,7 @@ class BreakGlassService:
             raise ValidationFailed({"profile": f"There is no profile called {profile!r}."})
         if profile and self.roles(user_id).can_see_all:
             return self.store.list_by_profile(profile, limit=limit).items
-        invoker = self.directory.identity(user_id, self.policy.identity)
+        invoker = self.identity(user_id)
         if not profile:
             return self.store.list_by_invoker(invoker, limit=limit).items
         own: list[BreakGlassEvent] = []

@@ -1,19 +1,24 @@
-"""WSGI entry point: `gunicorn bot.wsgi:app`. Serves POST /slack/events (signature-verified by Bolt)
-and GET /healthz (200 when the store answers, 503 otherwise)."""
+"""WSGI entry point: `gunicorn bot.wsgi:app`. Serves POST /slack/events (the signature is verified on
+the raw body by bot.verify before Bolt parses it, and again by Bolt) and GET /healthz (see
+BreakglassApp.health: 200 unless a check that stops this replica from recording access fails)."""
 
 from __future__ import annotations
 
 import atexit
+import io
 import json
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.app import BreakglassApp
+from bot.verify import MAX_BODY_BYTES, RequestGuard
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+LIVE_PATH = "/livez"
 WORKER_BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR
 
 
@@ -21,6 +26,8 @@ class WSGIApp:
     def __init__(self, runtime: BreakglassApp) -> None:
         self.runtime = runtime
         self.slack = SlackRequestHandler(runtime.bolt, path=EVENTS_PATH)
+        secret = runtime.settings.slack_signing_secret
+        self.guard = RequestGuard(secret.get_secret_value() if secret else "")
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -28,11 +35,35 @@ class WSGIApp:
         if path == HEALTH_PATH and method in ("GET", "HEAD"):
             status, body = self.runtime.health()
             return _json(start_response, status, body)
+        if path == LIVE_PATH and method in ("GET", "HEAD"):  # liveness: the process serves requests
+            return _json(start_response, 200, {"status": "alive"})
         if path == EVENTS_PATH:
             if method != "POST":
                 return _json(start_response, 405, {"error": "use POST"}, [("Allow", "POST")])
-            return self.slack(environ, start_response)
+            return self._slack_event(environ, start_response)
         return _json(start_response, 404, {"error": "not found"})
+
+    def _slack_event(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Verify the signature on the raw body, then hand Bolt a body it can parse."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY_BYTES:
+            refusal = self.guard.too_large()
+            return _json(start_response, refusal.status, {"error": refusal.reason})
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {
+            key[5:].lower().replace("_", "-"): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        }
+        headers["content-type"] = environ.get("CONTENT_TYPE", "")
+        refusal = self.guard.check(body, headers)
+        if refusal is not None:
+            return _json(start_response, refusal.status, {"error": refusal.reason})
+        environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+        return self.slack(environ, start_response)
 
 
 def _json(
@@ -42,9 +73,8 @@ def _json(
     extra: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
     data = json.dumps(body).encode()
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
     start_response(
-        f"{status} {reason}",
+        f"{status} {HTTPStatus(status).phrase}",
         [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *(extra or [])],
     )
     return [data]

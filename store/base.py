@@ -43,6 +43,9 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     return value
 
 
+HEARTBEAT_CLAIM = "store-heartbeat"
+"""The claim name (SQLite) / item key (DynamoDB) that `Store.ping(write=True)` rewrites."""
+
 # What a stacking claim is made of: `save` never changes these (close and expire end the claim instead).
 CLAIM_FIELDS = ("invoker", "profile", "created_at", "duration", "expires_at")
 
@@ -140,8 +143,10 @@ class Store(Protocol):
         review reminder) happens once."""
         ...
 
-    def ping(self) -> None:
-        """Raise StoreUnavailable if the backend does not answer."""
+    def ping(self, *, write: bool = False) -> None:
+        """Raise StoreUnavailable if the backend does not answer; with `write`, also if it cannot write
+        (full disk, read-only file, denied or throttled writes): one small heartbeat write, outside every
+        listing. Callers rate-limit the write probe (see bot.health)."""
         ...
 
     def close_store(self) -> None: ...

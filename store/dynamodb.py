@@ -24,7 +24,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
 from store.base import (
     DEFAULT_PAGE_SIZE,
+    HEARTBEAT_CLAIM,
     InvalidCursor,
     Page,
     check_limit,
@@ -262,8 +263,13 @@ class DynamoDBStore:
     def close_store(self) -> None:
         return None
 
-    def ping(self) -> None:
+    def ping(self, *, write: bool = False) -> None:
         self._call("describe_table", TableName=self.table)
+        if write:  # one small item with no index keys (in no GSI), expiring by itself
+            now = datetime.now(UTC)
+            item = {"id": HEARTBEAT_CLAIM, "kind": "heartbeat", "at": format_ts(now)}
+            item["ttl"] = int((now + timedelta(days=1)).timestamp())
+            self._call("put_item", TableName=self.table, Item=_ser(item))
 
     def claim(self, name: str, *, now: datetime, hold: timedelta) -> bool:
         # A lease item with no index keys (out of every GSI), kept as long as the lease plus retention.

@@ -50,14 +50,24 @@ def is_event_id(value: str) -> bool:
     return bool(EVENT_ID_RE.match(value))
 
 
-# Characters that are refused in free text: C0/C1 controls (except tab and newlines), and the
-# unassigned/surrogate categories. Everything else (RTL marks, zero-width joiners, emoji, mrkdwn
-# punctuation) is stored exactly as typed and escaped wherever it is shown.
+# Characters that are refused in free text: C0/C1 controls (except tab and newlines), the
+# unassigned/surrogate categories, and the bidirectional embedding, override and isolate controls
+# (U+202A-U+202E, U+2066-U+2069: "Trojan Source" reordering, which makes an audit message read
+# differently from what was typed). The implicit direction marks U+200E/U+200F (LRM/RLM) and U+061C
+# are allowed: they reorder nothing beyond the next strong character and right-to-left writers need
+# them. Everything else (zero-width joiners, emoji, mrkdwn punctuation) is stored exactly as typed
+# and escaped wherever it is shown.
 _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 
 
 def _check_text(value: str, *, what: str) -> str:
     for ch in value:
+        if ch in BIDI_CONTROLS:
+            raise ValueError(
+                f"{what} contains a bidirectional text control (U+{ord(ch):04X}), which can make text "
+                "display in a different order than it was typed; remove it"
+            )
         category = unicodedata.category(ch)
         if (category == "Cc" and ch not in _ALLOWED_CONTROLS) or category in ("Cs", "Cn"):
             raise ValueError(f"{what} contains a control or unassigned character (U+{ord(ch):04X})")

@@ -12,12 +12,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from store.base import (
     DEFAULT_PAGE_SIZE,
+    HEARTBEAT_CLAIM,
     InvalidCursor,
     Page,
     check_limit,
@@ -200,8 +201,14 @@ class SQLiteStore:
             self._connections.clear()
         self._local = threading.local()
 
-    def ping(self) -> None:
+    def ping(self, *, write: bool = False) -> None:
         self._query("SELECT 1")
+        if write:  # a row in the claims table, rewritten each time: fails when the file cannot grow
+            self._execute_write(
+                "INSERT INTO claims (name, until) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET until = excluded.until",
+                (HEARTBEAT_CLAIM, format_ts(datetime.now(UTC))),
+            )
 
     def claim(self, name: str, *, now: datetime, hold: timedelta) -> bool:
         taken = self._execute_write(

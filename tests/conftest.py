@@ -13,11 +13,11 @@ from moto import mock_aws
 from bot.app import BreakglassApp, create_app, make_client
 from bot.clock import ManualClock
 from bot.config import Settings
+from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy, parse_policy
 from bot.service import BreakGlassService
 from store.dynamodb import DynamoDBStore, create_table
 from store.sqlite import SQLiteStore
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, BotServer, SlackSender
 
 TEST_POLICY = """
@@ -53,6 +53,7 @@ def settings_for(fake: FakeSlack, **overrides: object) -> Settings:
         "slack_signing_secret": SIGNING_SECRET,
         "slack_api_url": fake.url,
         "breakglass_audit_channel": "C0AUDIT",
+        "slack_team_id": "T0001",  # as recommended in production: no auth.test round trip to learn it
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -17,8 +17,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from slack_sdk.signature import SignatureVerifier
 
 from bot.app import BreakglassApp
+from bot.localslack.webapi import FakeSlack
 from bot.wsgi import WSGIApp
-from tests.fake_slack import FakeSlack
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test-token"

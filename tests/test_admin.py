@@ -16,10 +16,10 @@ from slack_sdk import WebClient
 
 from bot import admin
 from bot import announce as kinds
+from bot.localslack.webapi import FakeSlack
 from store import BreakGlassEvent, Status, Store
 from store.dynamodb import DynamoDBStore
 from store.sqlite import SQLiteStore
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET
 from tests.store_fixtures import HOUR, T0, make_event
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_slack import FakeSlack
+from bot.localslack.webapi import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, SlackSender, http
 from tests.processes import BIN, BotProcess, clean_env
 
@@ -135,7 +135,7 @@ def test_procfile_web_command_serves_bot_wsgi_app(tmp_path: Path) -> None:
         try:
             health = http("GET", bot.url + "/healthz")
             assert health.status == 200
-            assert health.json["scheduler"] is False
+            assert health.json["checks"]["scheduler"] == {"ok": True, "running": False}
             assert SlackSender(bot.url, fake).command("help").json["text"].startswith("*Break-glass*")
         finally:
             assert bot.terminate() == 0

@@ -1,4 +1,4 @@
-"""Proves tests/fake_slack.py with the real slack_sdk clients talking HTTP to it."""
+"""Proves bot/localslack/webapi.py (the local Slack Web API) with the real slack_sdk clients talking HTTP to it."""
 
 from __future__ import annotations
 
@@ -17,10 +17,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, Se
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from slack_sdk.webhook import WebhookClient
 
-try:  # tests/ as a package (rootdir on sys.path) or as plain directory (pytest's default "prepend" mode)
-    from tests.fake_slack import Call, FakeSlack, validate_blocks, validate_view
-except ImportError:
-    from fake_slack import Call, FakeSlack, validate_blocks, validate_view  # type: ignore[no-redef]
+from bot.localslack.webapi import Call, FakeSlack, validate_blocks, validate_view
 
 USERS = {
     "U0001": {"email": "alice@example.com", "name": "alice", "tz": "Europe/Berlin"},

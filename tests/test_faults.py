@@ -13,11 +13,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy
 from bot.slack.errors import STORE_DOWN
 from store.dynamodb import DynamoDBStore, guard_id
 from tests.conftest import Bot, dynamodb_bot, make_bot
-from tests.fake_slack import FakeSlack
 
 
 @pytest.fixture

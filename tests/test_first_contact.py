@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_slack import FakeSlack
+from bot.localslack.webapi import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET
 from tests.processes import BIN, BotProcess, clean_env
 

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bot.localslack.webapi import Call
 from store import BreakGlassEvent, Status
 from tests.conftest import Bot
-from tests.fake_slack import Call
 from tests.harness import Response
 
 GOOD = "Database failover is stuck; promoting the replica by hand"

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
+from bot.localslack.webapi import validate_blocks
 from store import ReasonCode, Status
 from tests.conftest import Bot
-from tests.fake_slack import validate_blocks
 from tests.harness import Response
 from tests.test_flows_close import (
     AUDIT,

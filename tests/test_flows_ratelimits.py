@@ -10,11 +10,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
 from store import BreakGlassEvent
 from store.sqlite import SQLiteStore
 from tests.conftest import Bot, make_bot
-from tests.fake_slack import FakeSlack
 from tests.test_flows_close import AUDIT, GOOD, header, invoke, reply_text, settled, thread_texts
 
 POLICY = """

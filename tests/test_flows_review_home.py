@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from bot.localslack.webapi import Call
 from store import BreakGlassEvent, Status
 from tests.conftest import Bot
-from tests.fake_slack import Call
 from tests.harness import Response
 from tests.test_flows_close import (
     AUDIT,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,12 +19,12 @@ from bot import blocks
 from bot.clock import ManualClock
 from bot.directory import Directory
 from bot.errors import BreakglassError, ValidationFailed
+from bot.localslack.webapi import FakeSlack, validate_blocks
 from bot.policy import parse_policy
 from bot.service import BreakGlassService, InvokeRequest
 from bot.slack.commands import parse_fast_path, unescape_command_text
 from store import StoreError
 from store.sqlite import SQLiteStore
-from tests.fake_slack import validate_blocks
 
 POLICY = parse_policy(
     "audit_channel: C0AUDIT\nprofiles:\n  sandbox:\n    durations: [15m, 1h]\n  prod:\n    durations: [1h]\n",
@@ -57,9 +58,22 @@ _users = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> BreakGlassService:
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack(token="xoxb-test-token") as server:
+        yield server
+
+
+def new_user(slack: FakeSlack) -> str:
+    """A fresh workspace member (every invocation looks its invoker up: guests and strangers are refused)."""
+    user = f"U{next(_users):08d}"
+    slack.add_user(user)
+    return user
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, slack: FakeSlack) -> BreakGlassService:
     store = SQLiteStore(Path(tmp_path_factory.mktemp("hostile")) / "h.db")
-    directory = Directory(WebClient(token="xoxb-unused", base_url="http://127.0.0.1:9/"))  # never called
+    directory = Directory(WebClient(token="xoxb-test-token", base_url=slack.url), team_id="T0001")
     return BreakGlassService(
         store=store,
         policy=POLICY,
@@ -78,9 +92,9 @@ def assert_no_injection(rendered: list[dict]) -> None:
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(justification=texts, incident=st.one_of(st.none(), texts))
 def test_any_justification_and_incident(
-    service: BreakGlassService, justification: str, incident: str | None
+    service: BreakGlassService, slack: FakeSlack, justification: str, incident: str | None
 ) -> None:
-    user = f"U{next(_users):08d}"
+    user = new_user(slack)
     request = InvokeRequest(user, "sandbox", "incident", justification, "900", incident)
     try:
         event = service.invoke(request)
@@ -110,10 +124,10 @@ def test_any_justification_and_incident(
         ).map(" ".join),
     )
 )
-def test_fast_path_parser_never_crashes(service: BreakGlassService, text: str) -> None:
+def test_fast_path_parser_never_crashes(service: BreakGlassService, slack: FakeSlack, text: str) -> None:
     words = unescape_command_text(text).split()
     try:
-        request = parse_fast_path(f"U{next(_users):08d}", words, None)
+        request = parse_fast_path(new_user(slack), words, None)
         service.invoke(request)
     except (BreakglassError, StoreError) as exc:
         assert str(exc)

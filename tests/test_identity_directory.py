@@ -11,10 +11,10 @@ from slack_sdk import WebClient
 from bot.clock import ManualClock
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
+from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
 from store.sqlite import SQLiteStore
 from tests.conftest import TEST_POLICY, make_bot
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN
 
 
@@ -24,7 +24,7 @@ from tests.harness import BOT_TOKEN
 def test_identity_from_slack_profile(
     fake: FakeSlack, tmp_path: Path, clock: ManualClock, mode: str, expected: str
 ) -> None:
-    policy = parse_policy(TEST_POLICY + f"identity: {mode}\n", "p.yml")
+    policy = parse_policy(TEST_POLICY + f"identity: {mode}\nemail_domains: [example.com]\n", "p.yml")
     bot = make_bot(fake, SQLiteStore(tmp_path / "id.db"), policy, clock)
     try:
         assert bot.slack.invoke(user="U0001").json["response_action"] == "update"

@@ -20,12 +20,12 @@ from bot import announce as kinds
 from bot import lambda_handler
 from bot.app import BreakglassApp, create_app, make_client
 from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy
 from store import Status, Store
 from store.dynamodb import DynamoDBStore
 from store.sqlite import SQLiteStore
 from tests.conftest import AWS_TEST_ENV, settings_for
-from tests.fake_slack import FakeSlack
 from tests.harness import SIGNING_SECRET, TEAM
 from tests.store_fixtures import make_event
 

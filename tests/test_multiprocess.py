@@ -14,9 +14,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from bot.localslack.webapi import FakeSlack
 from store import Status, open_store
 from store.dynamodb import create_table
-from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SlackSender
 from tests.processes import BotProcess, free_port
 from tests.store_fixtures import serialized_moto  # noqa: F401 - fixture: moto applies one request at a time, like DynamoDB
@@ -69,7 +69,8 @@ def two_bots(
     store_url, env = backend
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
-    with FakeSlack(token=BOT_TOKEN, users={"U0001": {"email": "a@example.com"}}) as fake:
+    users = {user: {"email": f"{user.lower()}@example.com"} for user in ("U0001", "U0002", "U0IC")}
+    with FakeSlack(token=BOT_TOKEN, users=users) as fake:
         bots = [
             BotProcess(tmp_path, fake.url, store_url, BREAKGLASS_POLICY=str(policy), **env) for _ in range(2)
         ]

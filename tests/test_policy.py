@@ -33,6 +33,7 @@ warn_before: 10m
 sweep_interval: 1m
 retention: 30d
 identity: email_local_part
+email_domains: [example.com]
 review_reminder_after: 12h
 review_reminder_time: "08:30"
 incident_commanders: [U0IC1, S0ONCALL]
@@ -176,7 +177,8 @@ def test_repeated_ids_are_kept_once_in_order() -> None:
 
 @pytest.mark.parametrize("identity", ["slack_id", "email", "email_local_part"])
 def test_identities(identity: str) -> None:
-    assert parse_policy(f"identity: {identity}\nprofiles: {{p: {{}}}}\n", "policy.yml").identity == identity
+    text = f"identity: {identity}\nemail_domains: [example.com]\nprofiles: {{p: {{}}}}\n"
+    assert parse_policy(text, "policy.yml").identity == identity
 
 
 @pytest.mark.parametrize(
@@ -582,8 +584,8 @@ def test_wrong_types() -> None:
             "profiles: {p: {}}\nzzz: 1\n",
             "zzz",
             "unknown key; expected one of: audit_channel, warn_before, sweep_interval, retention, "
-            "identity, review_reminder_after, review_reminder_time, incident_commanders, security, "
-            "rate_limits, profiles",
+            "identity, email_domains, allow_guests, allow_external_users, review_reminder_after, "
+            "review_reminder_time, incident_commanders, security, rate_limits, profiles",
         ),
     ],
 )

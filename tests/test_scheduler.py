@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.clock import ManualClock, SystemClock
+from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
 from bot.service import InvokeRequest
 from store import BreakGlassEvent, Status
 from store.sqlite import SQLiteStore
 from tests.conftest import Bot, make_bot
-from tests.fake_slack import FakeSlack
 
 JUST = "Database failover is stuck; promoting the replica by hand"
 

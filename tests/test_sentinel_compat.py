@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
 from store.dynamodb import table_definition
 from tests.conftest import TEST_POLICY, Bot, dynamodb_bot
-from tests.fake_slack import FakeSlack
 
 SEED_ATTRIBUTES = {
     "id": "S",
@@ -37,7 +37,9 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d
 def sentinel_bot(
     fake: FakeSlack, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Bot, object]]:
-    policy = parse_policy(TEST_POLICY + "identity: email_local_part\n", "sentinel.yml")
+    policy = parse_policy(
+        TEST_POLICY + "identity: email_local_part\nemail_domains: [example.com]\n", "sentinel.yml"
+    )
     with dynamodb_bot(fake, policy, clock, monkeypatch, "sentinel-breakglass") as bot:
         yield bot, bot.store.client
 

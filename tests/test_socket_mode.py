@@ -14,10 +14,10 @@ from websockets.sync.server import ServerConnection, serve
 
 from bot.app import create_app, make_client
 from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy
 from store.sqlite import SQLiteStore
 from tests.conftest import settings_for
-from tests.fake_slack import FakeSlack
 
 
 class FakeSocketSlack:

@@ -41,7 +41,7 @@ def own_events(
     """The user's effective events and recent ended ones, reading only their newest events: anything still
     effective was created within the 4-hour cap, so paging stops there (cost independent of others' events)."""
     now = c.clock.now()
-    invoker = c.service.directory.identity(user_id, c.policy.identity)
+    invoker = c.service.identity(user_id)
     horizon = now - MAX_DURATION
     active: list[BreakGlassEvent] = []
     recent: list[BreakGlassEvent] = []

@@ -1,4 +1,5 @@
-"""A fake Slack Web API served over real HTTP, for tests.
+"""A fake Slack Web API served over real HTTP: the test suite's fake and the local Web API of
+``breakglass-bot try`` (see ``bot.localslack.workspace``).
 
 The bot's real ``slack_sdk.WebClient(base_url=fake.url, token=...)`` talks to it over the loopback
 interface, so the SDK's request encoding, error handling and retry handlers are exercised for real::
@@ -754,6 +755,13 @@ class FakeSlack:
         with self._lock:
             view_id = self._home_views.get(user_id)
             return copy.deepcopy(self._views[view_id]) if view_id else None
+
+    def record_view(self, view: dict, *, view_id: str | None = None) -> dict:
+        """Store a view that Slack got from an HTTP response (``response_action: update`` or ``push``), as
+        Slack would: a new view, or the new state of ``view_id``. Returns the stored view (a copy)."""
+        with self._lock:
+            previous = self._views.get(view_id) if view_id else None
+            return copy.deepcopy(self._new_view(view, view_id=view_id, previous=previous))
 
     @staticmethod
     def dm_channel(channel_or_user: str) -> str:

@@ -1,0 +1,279 @@
+"""`breakglass-bot try` in a real headless browser (Debian's chromium + chromedriver, driven by selenium).
+
+The page talks only to the local workspace, which sends signed Slack requests to the bot's real HTTP endpoint;
+what the page shows is what the bot sent to the local Slack Web API. `make test` installs the browser first
+(scripts/install-browser). Set BREAKGLASS_SCREENSHOTS=DIR to save the screenshots shown in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.localslack.workspace import AUDIT_CHANNEL, LocalWorkspace
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMEDRIVER = shutil.which("chromedriver")
+if (CHROMIUM is None or CHROMEDRIVER is None) and os.environ.get("CI"):
+    # CI runs `make test`, which installs the browser: a missing one there is a broken setup, not a reason to skip.
+    pytest.fail(
+        "CI=true but no chromium/chromedriver: scripts/install-browser did not install them", pytrace=False
+    )
+if CHROMIUM is None or CHROMEDRIVER is None:
+    pytest.skip(
+        "\n!!! BROWSER TESTS SKIPPED: no chromium/chromedriver on this machine. `make test` installs them with "
+        "scripts/install-browser (apt-get, as root); install Debian's chromium and chromium-driver to run them. !!!",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402 - only once a browser exists
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+JUSTIFICATION = "Database failover is stuck; promoting the replica by hand"
+SHOTS = os.environ.get("BREAKGLASS_SCREENSHOTS")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[LocalWorkspace]:
+    with LocalWorkspace(port=0, db_path=str(tmp_path / "try.db")) as ws:
+        yield ws
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM  # type: ignore[assignment]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver, found: Callable[[WebDriver], Any], timeout: float = 15) -> Any:
+    """Until ``found`` returns something truthy; an element re-rendered meanwhile (the page polls) is retried."""
+    ignored = (StaleElementReferenceException, NoSuchElementException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(found)
+
+
+def shot(driver: WebDriver, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
+
+
+def click(driver: WebDriver, find: Callable[[WebDriver], WebElement]) -> None:
+    """Click what ``find`` returns, again if the page re-rendered it meanwhile (it polls every second)."""
+
+    def clicked(d: WebDriver) -> bool:
+        try:
+            find(d).click()
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+        return True
+
+    wait(driver, clicked)
+
+
+def be(driver: WebDriver, user: str) -> None:
+    Select(driver.find_element(By.ID, "who")).select_by_value(user)
+
+
+def open_pane(driver: WebDriver, pane_id: str) -> None:
+    click(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'[data-pane="{pane_id}"]'))
+
+
+def click_in_message(driver: WebDriver, marker: str, action_id: str) -> None:
+    click(
+        driver,
+        lambda d: audit_message(d, marker).find_element(By.CSS_SELECTOR, f'[data-action-id="{action_id}"]'),
+    )
+
+
+def type_command(driver: WebDriver, text: str) -> None:
+    box = driver.find_element(By.ID, "message")
+    box.clear()
+    box.send_keys(text)
+    driver.find_element(By.ID, "send").click()
+
+
+def modal(driver: WebDriver, title: str) -> WebElement:
+    def found(d: WebDriver) -> WebElement | bool:
+        for element in d.find_elements(By.CSS_SELECTOR, ".modal[data-view]"):
+            if title in element.find_element(By.CSS_SELECTOR, ".mtitle").text:
+                return element
+        return False
+
+    return wait(driver, found)
+
+
+def feed_text(driver: WebDriver) -> str:
+    return driver.find_element(By.ID, "feed").text
+
+
+def audit_message(driver: WebDriver, marker: str, also: str = "") -> WebElement:
+    """The top-level message containing ``marker`` (and ``also``), once the page shows it."""
+
+    def found(d: WebDriver) -> WebElement | bool:
+        try:
+            return next(
+                (
+                    m
+                    for m in d.find_elements(By.CSS_SELECTOR, "#feed > .msg")
+                    if marker in m.text and also in m.text
+                ),
+                False,
+            )
+        except StaleElementReferenceException:
+            return False
+
+    return wait(driver, found)
+
+
+def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
+    """As the engineer, /breakglass, see the inline errors, fill the form, submit; returns the event id."""
+    driver.get(workspace.url)
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#who option"))
+    be(driver, "U0ENG")
+    open_pane(driver, "C0OPS")
+    type_command(driver, "/breakglass")
+    form = modal(driver, "Break glass")
+    Select(form.find_element(By.ID, "in-profile")).select_by_value("sandbox")
+    form.find_element(By.ID, "in-justification").send_keys("too short")
+    form.find_element(By.ID, "modal-submit").click()
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-error="justification"]'))
+    shot(driver, "modal-errors")
+    errors = driver.find_element(By.CSS_SELECTOR, '[data-error="justification"]').text
+    assert "at least 20" in errors
+    form = modal(driver, "Break glass")
+    assert (
+        Select(form.find_element(By.ID, "in-profile")).first_selected_option.get_attribute("value")
+        == "sandbox"
+    )
+    Select(form.find_element(By.ID, "in-reason")).select_by_value("incident")
+    Select(form.find_element(By.ID, "in-duration")).select_by_value("1800")
+    box = form.find_element(By.ID, "in-justification")
+    box.clear()
+    box.send_keys(JUSTIFICATION)
+    shot(driver, "modal")
+    form.find_element(By.ID, "modal-submit").click()
+    wait(driver, lambda d: "sandbox" in modal(d, "Access granted").text)
+    click(driver, lambda d: modal(d, "Access granted").find_element(By.ID, "modal-close"))
+    wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))
+    events = workspace.runtime.store.list_active()  # type: ignore[union-attr]
+    assert [e.profile for e in events] == ["sandbox"]
+    return events[0].id
+
+
+def test_invoke_audit_close_review_in_the_browser(workspace: LocalWorkspace, browser: WebDriver) -> None:
+    event_id = invoke(browser, workspace)
+
+    # The audit channel shows the message the bot posted, with its Close button.
+    open_pane(browser, AUDIT_CHANNEL)
+    message = audit_message(browser, event_id)
+    assert "ACTIVE" in message.text
+    assert JUSTIFICATION in message.text
+    shot(browser, "audit-channel")
+
+    # The engineer's DM from the bot, and App Home listing the active access.
+    open_pane(browser, "dm")
+    wait(browser, lambda d: event_id in feed_text(d))
+    open_pane(browser, "home")
+    wait(browser, lambda d: event_id in feed_text(d) and "Break glass" in feed_text(d))
+    shot(browser, "app-home")
+    click(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#feed [data-action-id="open_breakglass"]'))
+    click(browser, lambda d: modal(d, "Break glass").find_element(By.ID, "modal-close"))  # Cancel
+    wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))
+
+    # The incident commander closes it from the audit channel: confirm dialog, then the close form.
+    be(browser, "U0IC")
+    open_pane(browser, AUDIT_CHANNEL)
+    click_in_message(browser, event_id, "close_event")
+    dialog = wait(browser, lambda d: d.find_elements(By.ID, "confirm-dialog"))[0]
+    assert "Close break-glass access?" in dialog.text
+    shot(browser, "confirm")
+    dialog.find_element(By.ID, "confirm-yes").click()
+    form = modal(browser, "Close")
+    form.find_element(By.ID, "in-close_reason").send_keys("Incident resolved, replica promoted")
+    form.find_element(By.ID, "modal-submit").click()
+    # the closer gets a confirmation naming the event
+    wait(browser, lambda d: event_id in modal(d, "Access closed").text)
+    click(browser, lambda d: modal(d, "Access closed").find_element(By.ID, "modal-close"))
+    wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))
+    message = audit_message(browser, event_id, "1 reply")
+    assert "CLOSED" in message.text
+    assert "Incident resolved, replica promoted" in message.find_element(By.CSS_SELECTOR, ".thread").text
+
+    # Security reviews it: Mark reviewed, notes, and the thread says so.
+    be(browser, "U0SEC")
+    click_in_message(browser, event_id, "review_event")
+    form = modal(browser, "Review")
+    form.find_element(By.ID, "in-review_notes").send_keys("Checked the session: failover only")
+    form.find_element(By.ID, "modal-submit").click()
+    message = audit_message(browser, event_id, "2 replies")
+    assert "Reviewed by" in message.text
+    shot(browser, "reviewed")
+    assert workspace.slack.invalid_calls == []
+    event = workspace.runtime.store.get(event_id)  # type: ignore[union-attr]
+    assert event is not None
+    assert event.status.value == "closed"
+    assert event.reviewed_by == "U0SEC"
+
+
+def test_fast_forward_to_warning_and_expiry(workspace: LocalWorkspace, browser: WebDriver) -> None:
+    event_id = invoke(browser, workspace)  # 30 minutes; the warning comes 15 minutes before the end
+    open_pane(browser, AUDIT_CHANNEL)
+    audit_message(browser, event_id)
+    click(browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-ff="900"]'))
+    message = audit_message(browser, event_id, "Expires in")
+    assert "ACTIVE" in message.text
+    click(browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-ff="900"]'))
+    message = audit_message(browser, event_id, "EXPIRED")
+    assert "2 replies" in message.text
+    assert "30 min ahead" in browser.find_element(By.ID, "offset").text
+    shot(browser, "expired")
+    open_pane(browser, "dm")
+    wait(browser, lambda d: "expired" in feed_text(d).lower())
+    assert workspace.runtime.store.list_active() == []  # type: ignore[union-attr]
+
+
+def test_unknown_block_kit_is_shown_raw(workspace: LocalWorkspace, browser: WebDriver) -> None:
+    """A block or element the page does not know is shown as a labelled raw box, not dropped."""
+    from slack_sdk import WebClient
+
+    client = WebClient(token=workspace.slack.token, base_url=workspace.slack.url)
+    client.chat_postMessage(
+        channel=AUDIT_CHANNEL,
+        text="with unknown parts",
+        blocks=[
+            {"type": "section", "text": {"type": "mrkdwn", "text": "known *part*"}},
+            {"type": "actions", "elements": [{"type": "datepicker", "action_id": "when"}]},
+            {"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": []}]},
+        ],
+    )
+    browser.get(workspace.url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#who option"))
+    open_pane(browser, AUDIT_CHANNEL)
+    raws = wait(
+        browser,
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, ".raw")) == 2 and d.find_elements(By.CSS_SELECTOR, ".raw")
+        ),
+    )
+    assert 'element type "datepicker"' in raws[0].text
+    assert 'block type "rich_text"' in raws[1].text
+    assert "known part" in feed_text(browser)
