@@ -32,12 +32,19 @@ def _wait_for_sigterm(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _exit_cleanly(signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def run_http(threads: int = 32) -> None:
     from gunicorn.app.base import BaseApplication
 
     from bot import gunicorn_conf
     from bot.runtime import check_configuration
 
+    # Until gunicorn installs its own handlers, SIGTERM (a deploy or supervisor stopping us while the
+    # configuration is checked) is a clean stop, not death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = check_configuration()  # in the master, before forking: a bad configuration exits 2 once
 
     class Server(BaseApplication):  # type: ignore[misc]
