@@ -26,7 +26,7 @@ from bench.common import Row, event, free_port, pct, summary_ms
 from bot.localslack.webapi import FakeSlack
 from store.errors import ConcurrentModification, InvalidTransition
 from store.model import Status
-from store.sqlite import _COLUMNS, SQLiteStore, _row
+from store.sqlite import _COLUMNS, _PLACEHOLDERS, SQLiteStore, _row
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, SlackSender, http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -379,7 +379,7 @@ def _memory(
     conn = sqlite3.connect(db)
     with conn:
         conn.executemany(
-            f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608
+            f"INSERT INTO events ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608
             [_row(e) for e in events],
         )
     total = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]

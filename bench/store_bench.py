@@ -26,7 +26,18 @@ from store.dynamodb import DynamoDBStore, _de, _ser, create_table, make_client, 
 from store.errors import StackedAccess
 from store.sqlite import _COLUMNS, SQLiteStore, _row
 
-_CC_OPS = {"PutItem", "UpdateItem", "DeleteItem", "GetItem", "Query", "Scan", "TransactWriteItems"}
+# computed here rather than imported, so that this module also runs against older stores (before/after)
+_PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
+_CC_OPS = {
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "GetItem",
+    "Query",
+    "Scan",
+    "TransactWriteItems",
+    "TransactGetItems",
+}
 
 
 @dataclass
@@ -72,6 +83,10 @@ class Meter:
         elif model.name == "GetItem" and parsed.get("Item"):
             self.items_read += 1
             self.items_returned += 1
+        elif model.name == "TransactGetItems":
+            found = sum(1 for r in parsed.get("Responses", []) if r.get("Item"))
+            self.items_read += found
+            self.items_returned += found
         cc = parsed.get("ConsumedCapacity")
         if isinstance(cc, dict):
             cc = [cc]
@@ -154,17 +169,32 @@ def op_costs(rows: list[Row]) -> None:
             raise AssertionError("stacked create was not refused")
 
         measure("stacked invoke (refused)", refused, "0 Query", lambda m: m.calls["Query"] == 0)
+        from store.limits import Limits
+
+        limits = Limits(per_user=5, per_profile=5, cooldown=timedelta(minutes=10), escalate_after=3)
+        limited = event(invoker="carol", profile="sandbox", created_at=now, duration=timedelta(hours=1))
+        measure(
+            "invoke with every rate limit on (store.create(limits=...))",
+            lambda: store.create(limited, limits=limits),
+            "limits decided in the write, 0 Query",
+            lambda m: m.calls == Counter({"TransactGetItems": 1, "TransactWriteItems": 1}),
+        )
         warned = store.get(ev.id).updated(warned_at=now)
         measure("warning (store.save warned_at)", lambda: store.save(warned))
         measure("list_active (1 active)", store.list_active)
         measure("list_owed", lambda: store.list_owed(now=now))
+        known = store.get(ev.id)
         measure(
-            "close",
-            lambda: store.close(ev.id, by="alice", reason="done", now=now + timedelta(minutes=1)),
+            "close (the service passes its copy: known=)",
+            lambda: store.close(
+                ev.id, by="alice", reason="done", now=now + timedelta(minutes=1), known=known
+            ),
+            "0 GetItem",
+            lambda m: m.calls == Counter({"TransactWriteItems": 1}),
         )
         short = event(invoker="bob", profile="sandbox", created_at=now - timedelta(minutes=20))
         store.create(short)
-        measure("expire", lambda: store.expire(short.id, now=now))
+        measure("expire (without a copy: reads first)", lambda: store.expire(short.id, now=now))
 
 
 # -- scaling with history --------------------------------------------------------------------------
@@ -436,7 +466,7 @@ def _sqlite_one(rows: list[Row], n: int) -> None:
         conn = sqlite3.connect(path)
         with conn:
             conn.executemany(
-                f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608
+                f"INSERT INTO events ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608
                 [_row(e) for e in events],
             )
         conn.close()
@@ -466,6 +496,84 @@ def _sqlite_one(rows: list[Row], n: int) -> None:
                 f"SQLite {label}",
                 f"seed {seed_s:.1f} s; stacking check (refused) median {check * 1000:.2f} ms; "
                 f"sweep reads median {sweep * 1000:.2f} ms",
+                "flat",
+            )
+        )
+        store.close_store()
+
+
+def sqlite_one_profile(rows: list[Row], sizes: tuple[int, ...] = (10, 10_000)) -> None:
+    """Section 2b (issue 13.6): one invoker with `n` ended events on ONE profile, which `n` other
+    people's events also crowd. The stacking check inside `create` (refused: the invoker holds an active
+    event there), the same with every rate limit on (SQLite decides them in the create's transaction),
+    and `last_by_invoker_and_profile` for that invoker and for one with no event on the busy profile."""
+    for n in sizes:
+        _sqlite_one_profile(rows, n)
+
+
+def _sqlite_one_profile(rows: list[Row], n: int) -> None:
+    try:
+        from store.limits import Limits
+    except ImportError:  # a store from before issue 12: no limits in create
+        Limits = None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "b.db"
+        store = SQLiteStore(path)
+        now = datetime.now(UTC)
+        base = now - timedelta(days=2)
+        history = [
+            event(invoker=HOT, profile="A", created_at=base + timedelta(seconds=i), ended=True)
+            for i in range(n)
+        ] + [
+            event(invoker=f"user-{i}", profile="A", created_at=base + timedelta(seconds=i), ended=True)
+            for i in range(n)
+        ]
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.executemany(
+                f"INSERT INTO events ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608
+                [_row(e) for e in history],
+            )
+        conn.close()
+        store.create(event(invoker=HOT, profile="A", created_at=now, duration=timedelta(hours=1)))
+
+        def median_ms(fn: Any, repeat: int = 50) -> float:
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return sorted(times)[len(times) // 2] * 1000
+
+        def stacked(**kwargs: Any) -> None:
+            try:
+                store.create(
+                    event(invoker=HOT, profile="A", created_at=now, duration=timedelta(hours=1)), **kwargs
+                )
+            except StackedAccess:
+                return
+            raise AssertionError("stacked create was not refused")
+
+        parts = [f"stacking check (refused) {median_ms(stacked):.2f} ms"]
+        if Limits is not None:
+            limits = Limits(
+                window=timedelta(hours=24),
+                per_user=1000,
+                per_profile=1000,
+                cooldown=timedelta(minutes=10),
+                escalate_after=1000,
+            )
+            parts.append(f"with every limit on {median_ms(partial(stacked, limits=limits)):.2f} ms")
+        parts.append(
+            f"last_by_invoker_and_profile {median_ms(lambda: store.last_by_invoker_and_profile(HOT, 'A')):.3f} ms"
+        )
+        newcomer = median_ms(lambda: store.last_by_invoker_and_profile("newcomer", "A"))
+        parts.append(f"same, invoker with no event on the profile {newcomer:.3f} ms")
+        rows.append(
+            Row(
+                "2b one invoker, one profile",
+                f"SQLite n={n:,} ended (+{n:,} others')",
+                "; ".join(parts),
                 "flat",
             )
         )

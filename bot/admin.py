@@ -78,6 +78,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "outbox",
     "updated_at",
     "version",
+    "source",
 )
 
 
@@ -253,7 +254,13 @@ def export_row(event: BreakGlassEvent) -> dict[str, Any]:
         "outbox": list(event.outbox),
         "updated_at": _ts(event.updated_at),
         "version": event.version,
+        "source": event.source or "breakglass",  # "sentinel": written by Sentinel to a shared table
     }
+
+
+# Cells a spreadsheet would run as a formula (OWASP "CSV injection"): text starting with one of these
+# is prefixed with a single quote, so that it is shown as text. Only in CSV; JSONL stays exact.
+_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _csv_value(value: Any) -> str:
@@ -262,7 +269,9 @@ def _csv_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return " ".join(value)
+        value = " ".join(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_LEADS):
+        return "'" + value
     return str(value)
 
 
@@ -413,7 +422,7 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
         )
         writer = None
         if args.format == "csv":
-            writer = csv.writer(out, lineterminator="\n")
+            writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180: a CR inside a cell is quoted too
             writer.writerow(EXPORT_COLUMNS)
         for event in iter_all(store, since=args.since):
             if args.until is not None and event.created_at >= args.until:

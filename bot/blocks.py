@@ -8,7 +8,7 @@ Times are rendered with Slack date tokens so every reader sees their own local t
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -63,6 +63,14 @@ def user(user_id: str) -> str:
     return f"<@{user_id}>" if user_id[:1] in ("U", "W") and user_id.isalnum() else escape(user_id)
 
 
+def invoker_of(event: BreakGlassEvent) -> str:
+    """Who invoked `event`: a Slack mention, or for a foreign (Sentinel) event its invoker as plain
+    text with where it came from (no Slack user to mention)."""
+    if event.slack_user_id is None:
+        return f"{escape(event.invoker)} (via {escape(event.source or 'another tool')})"
+    return user(event.slack_user_id)
+
+
 def group(group_id: str) -> str:
     return f"<!subteam^{group_id}>" if group_id.isalnum() else escape(group_id)
 
@@ -106,7 +114,8 @@ def close_button(event: BreakGlassEvent) -> ButtonElement:
         style="danger",
         confirm=ConfirmObject(
             title="Close break-glass access?",
-            text=f"This ends `{escape(event.profile)}` access for <@{event.slack_user_id}> now."[:300],
+            text=f"This ends `{escape(event.profile)}` access for "
+            f"{user(event.slack_user_id) if event.slack_user_id else escape(event.invoker)} now."[:300],
             confirm="Close access",
             deny="Keep it",
         ),
@@ -134,8 +143,12 @@ def audit_text(event: BreakGlassEvent) -> str:
 
 def event_fields(event: BreakGlassEvent) -> list[MarkdownTextObject]:
     fields = [
-        f"*Invoker*\n{user(event.slack_user_id)}"
-        + (f" ({escape(event.invoker)})" if event.invoker != event.slack_user_id else ""),
+        f"*Invoker*\n{invoker_of(event)}"
+        + (
+            f" ({escape(event.invoker)})"
+            if event.slack_user_id is not None and event.invoker != event.slack_user_id
+            else ""
+        ),
         f"*Profile*\n`{escape(event.profile)}`",
         f"*Reason*\n{reason_label(event)}",
         f"*Duration*\n{human_duration(event.duration)}",
@@ -293,7 +306,7 @@ def event_line(event: BreakGlassEvent) -> str:
         if event.status is Status.ACTIVE
         else f"{event.status.value} {date(event.ended_at or event.updated_at)}"
     )
-    who = user(event.slack_user_id)
+    who = invoker_of(event)
     return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}"
 
 
@@ -601,3 +614,155 @@ def review_reminder(events: list[BreakGlassEvent], age: timedelta) -> tuple[str,
         lines.append(f"…and {len(events) - 30} more (`/breakglass review`).")
     body = "\n".join(lines)
     return text, _section(body)
+
+
+# == Activity digest (issue 15) ===============================================================================
+# What the break-glass session did in AWS (bot.access.activity.ActivityDigest), for the audit thread and the
+# review modal. Everything in a digest came from CloudTrail and is untrusted: every value is shown through
+# `_ct()` (escaped, backticks neutralised, inside a code span) and every section stays within MAX_SECTION.
+
+if TYPE_CHECKING:
+    from bot.access.activity import ActivityDigest, CallRef
+
+DIGEST_MESSAGE_BLOCKS = 12  # the digest's share of a message (well under 50)
+DIGEST_MODAL_BLOCKS = 8  # its share of the review modal (which has its own blocks, under 100 in all)
+_DIGEST_LIST_LINES = 25  # sensitive/denied calls listed per section
+
+
+def _ct(value: object, limit: int = 200) -> str:
+    """Untrusted CloudTrail text as an inline code span: escaped, no backtick can end the span early."""
+    text = _truncate(str(value).replace("`", "'").replace("\n", " "), limit)
+    return f"`{escape(text)}`" if text else "`-`"
+
+
+def _counts(counter: dict[str, int], dropped: int, limit: int = 8) -> str:
+    items = list(counter.items())
+    shown = ", ".join(f"{_ct(key, 80)} ×{n}" for key, n in items[:limit]) or "none"
+    more = len(items) - limit + dropped if len(items) > limit else dropped
+    return shown + (f" (+{more} more)" if more > 0 else "")
+
+
+def _call_line(call: CallRef) -> str:
+    what = f"*{escape(call.category)}* " if call.category else ""
+    line = (
+        f"• {date(call.time, '{time_secs}')} {what}{_ct(call.event_name, 80)} ({_ct(call.event_source, 60)})"
+    )
+    if call.region:
+        line += f" {_ct(call.region, 30)}"
+    if call.resource:
+        line += f" on {_ct(call.resource, 160)}"
+    if call.error_code:
+        line += f" :no_entry: {_ct(call.error_code, 60)}"
+    return line
+
+
+def _line_sections(title: str, lines: list[str], dropped: int) -> list[Block]:
+    """`lines` under a bold title, split into sections of at most MAX_SECTION characters."""
+    if dropped:
+        lines = [*lines, f"…and {dropped} more (see the stored digest and CloudTrail)"]
+    sections: list[Block] = []
+    chunk = f"*{title}*"
+    for line in lines:
+        line = _truncate(line, MAX_SECTION - 100)
+        if len(chunk) + 1 + len(line) > MAX_SECTION:
+            sections.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
+            chunk = line
+        else:
+            chunk += "\n" + line
+    sections.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
+    return sections
+
+
+def _digest_status(digest: ActivityDigest) -> str:
+    status = digest.status.value
+    if status == "complete":
+        text = ":white_check_mark: complete"
+    elif status == "partial":
+        text = ":warning: partial"
+    else:
+        text = ":x: could not be gathered"
+    if digest.capped and digest.cap_reason:
+        text += f" (capped: {escape(digest.cap_reason)})"
+    if digest.early:
+        text += (
+            " · :hourglass: gathered before CloudTrail's delivery delay had passed; it will be gathered again"
+        )
+    return text
+
+
+def activity_digest_blocks(digest: ActivityDigest, *, max_blocks: int = DIGEST_MESSAGE_BLOCKS) -> list[Block]:
+    """The digest as Block Kit objects (at most `max_blocks`), for a message or a modal."""
+    who = ", ".join(_ct(i, 100) for i in digest.identities[:3])
+    regions = ", ".join(_ct(r, 30) for r in digest.regions_queried[:10]) or "-"
+    head = (
+        f":mag: *AWS activity* of {who} in account {_ct(digest.account, 20)} ({regions})\n"
+        f"{date(digest.window_start)} – {date(digest.window_end)}, gathered {date(digest.gathered_at)}: "
+        f"{_digest_status(digest)}"
+    )
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=_truncate(head, MAX_SECTION)))]
+    failed = digest.status.value == "failed"
+    if not failed:
+        calls = f"*Calls*\n{digest.total_calls}: {digest.read_calls} read, {digest.write_calls} write" + (
+            f", {digest.unknown_calls} unknown" if digest.unknown_calls else ""
+        )
+        fields = [
+            calls,
+            f"*Denied*\n{digest.denied_calls}" + (" :no_entry:" if digest.denied_calls else ""),
+            f"*Sensitive changes*\n{digest.sensitive_calls}"
+            + (" :warning:" if digest.sensitive_calls else ""),
+            f"*Services*\n{_counts(digest.services, digest.services_dropped, 6)}",
+            f"*Regions*\n{_counts(digest.regions, digest.regions_dropped, 6)}",
+            f"*Source IPs*\n{_counts(digest.source_ips, digest.source_ips_dropped, 5)}",
+            f"*User agents*\n{_counts(digest.user_agents, digest.user_agents_dropped, 3)}",
+        ]
+        blocks.append(SectionBlock(fields=[MarkdownTextObject(text=_truncate(f, 2000)) for f in fields]))
+        if digest.sensitive:
+            lines = [_call_line(c) for c in digest.sensitive[:_DIGEST_LIST_LINES]]
+            dropped = digest.sensitive_calls - min(len(digest.sensitive), _DIGEST_LIST_LINES)
+            blocks += _line_sections("Sensitive changes", lines, dropped)
+        if digest.denied:
+            lines = [_call_line(c) for c in digest.denied[:_DIGEST_LIST_LINES]]
+            dropped = digest.denied_calls - min(len(digest.denied), _DIGEST_LIST_LINES)
+            blocks += _line_sections("Denied calls", lines, dropped)
+    if digest.errors:
+        lines = [
+            f"• {_ct(e.stage, 20)}"
+            + (f" {_ct(e.region, 30)}" if e.region else "")
+            + f": {_ct(e.code, 60)} {escape(_truncate(e.message, 300))}"
+            + (" (will be retried)" if e.retryable else " (not retried: needs an operator)")
+            for e in digest.errors
+        ]
+        blocks += _line_sections("What could not be gathered", lines, digest.errors_dropped)
+    if digest.event_ids:
+        shown = ", ".join(_ct(i, 64) for i in digest.event_ids[:12])
+        more = len(digest.event_ids) - 12 + digest.event_ids_dropped
+        note = f"CloudTrail event ids: {shown}" + (
+            f" (+{more} more in the stored digest)" if more > 0 else ""
+        )
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_truncate(note, MAX_SECTION))]))
+    if len(blocks) > max_blocks:
+        more = ContextBlock(elements=[MarkdownTextObject(text="…more in the stored digest")])
+        blocks = [*blocks[: max_blocks - 1], more]
+    return blocks
+
+
+def thread_activity(digest: ActivityDigest) -> tuple[str, Blocks]:
+    """The audit-thread message with the digest (text is the notification fallback)."""
+    status = digest.status.value
+    if status == "failed":
+        text = ":mag: AWS activity could not be gathered"
+    else:
+        text = (
+            f":mag: AWS activity: {digest.total_calls} calls, {digest.write_calls} write, "
+            f"{digest.denied_calls} denied, {digest.sensitive_calls} sensitive"
+        )
+    return text, _dump(activity_digest_blocks(digest, max_blocks=DIGEST_MESSAGE_BLOCKS))
+
+
+def review_activity_section(digest: ActivityDigest | None) -> list[Block]:
+    """The digest's part of the review modal (pass as extra context blocks), or a note when there is none."""
+    if digest is None:
+        return [
+            ContextBlock(elements=[MarkdownTextObject(text=":mag: AWS activity has not been gathered yet.")])
+        ]
+    return [DividerBlock(), *activity_digest_blocks(digest, max_blocks=DIGEST_MODAL_BLOCKS - 1)]

@@ -28,6 +28,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from bot.durations import Duration, PositiveDuration, compact_duration, format_duration
@@ -38,6 +39,8 @@ __all__ = [
     "DEFAULT_DURATIONS",
     "DEFAULT_POLICY_YAML",
     "HARD_CAP",
+    "AccessPolicy",
+    "AwsTarget",
     "Identity",
     "Policy",
     "PolicyError",
@@ -214,6 +217,10 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
         return RateLimits
     if len(loc) == 2 and loc[0] == "profiles":
         return ProfilePolicy
+    if loc == ("access",):
+        return AccessPolicy
+    if len(loc) == 3 and loc[0] == "profiles" and loc[2] == "aws":
+        return AwsTarget
     return None
 
 
@@ -398,6 +405,151 @@ class RateLimits(BaseModel):
     """The Nth (and later) event by one person within ``window`` is allowed but escalated."""
 
 
+# --------------------------------------------------------------------------------------------------
+# AWS access (the access provider, bot/access): the policy's `access:` block and each profile's `aws:`
+
+AccessProviderName = Literal["none", "identity-center"]
+"""Which access provider changes AWS access: ``none`` (the stored event is the grant) or IAM Identity Center."""
+
+_ACCOUNT_RE = re.compile(r"[0-9]{12}")
+_INSTANCE_ARN_RE = re.compile(r"arn:(aws|aws-us-gov|aws-cn):sso:::instance/(ssoins-[0-9a-f]{16})")
+_PERMISSION_SET_ARN_RE = re.compile(
+    r"arn:(aws|aws-us-gov|aws-cn):sso:::permissionSet/(ssoins-[0-9a-f]{16})/ps-[0-9a-f]{16}"
+)
+_IDENTITY_STORE_ID_RE = re.compile(
+    r"d-[0-9a-f]{10}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+_ROLE_ARN_RE = re.compile(r"arn:(aws|aws-us-gov|aws-cn):iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
+_MIN_RECONCILE_EVERY = timedelta(minutes=1)
+_MAX_ACTIVITY_DELAY = timedelta(hours=24)
+
+
+def _pattern_check(pattern: re.Pattern[str], what: str, example: str) -> Any:
+    def check(value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be {what} written as text (quote it), not {_show(value)}")
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}, such as {example}")
+        return value
+
+    return BeforeValidator(check)
+
+
+AccountId = Annotated[str, _pattern_check(_ACCOUNT_RE, "a 12-digit AWS account id", '"123456789012"')]
+InstanceArn = Annotated[
+    str,
+    _pattern_check(
+        _INSTANCE_ARN_RE,
+        "an IAM Identity Center instance ARN",
+        "arn:aws:sso:::instance/ssoins-0123456789abcdef",
+    ),
+]
+PermissionSetArn = Annotated[
+    str,
+    _pattern_check(
+        _PERMISSION_SET_ARN_RE,
+        "a permission set ARN",
+        "arn:aws:sso:::permissionSet/ssoins-0123456789abcdef/ps-0123456789abcdef",
+    ),
+]
+IdentityStoreId = Annotated[
+    str, _pattern_check(_IDENTITY_STORE_ID_RE, "an identity store id", "d-0123456789")
+]
+RoleArn = Annotated[
+    str, _pattern_check(_ROLE_ARN_RE, "an IAM role ARN", "arn:aws:iam::123456789012:role/breakglass-activity")
+]
+
+
+class AccessPolicy(BaseModel):
+    """The policy's ``access:`` block: which provider changes AWS access, and its settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: AccessProviderName = "none"
+    """``none`` (default): breakglass changes no AWS access; ``identity-center``: IAM Identity Center."""
+    instance_arn: InstanceArn | None = None
+    """The Identity Center instance (required with ``identity-center``)."""
+    identity_store_id: IdentityStoreId | None = None
+    """Its identity store, where people are found by email (required with ``identity-center``)."""
+    reconcile_every: PositiveDuration = timedelta(minutes=5)
+    """How often the assignments on the managed permission sets are compared with the active events."""
+    activity_delay: PositiveDuration = timedelta(minutes=15)
+    """How long after an event ends its CloudTrail activity is collected (the activity digest)."""
+
+    @field_validator("reconcile_every")
+    @classmethod
+    def _check_reconcile_every(cls, value: timedelta) -> timedelta:
+        if value < _MIN_RECONCILE_EVERY:
+            raise ValueError(
+                f"must be at least {compact_duration(_MIN_RECONCILE_EVERY)}, got {compact_duration(value)}"
+            )
+        return value
+
+    @field_validator("activity_delay")
+    @classmethod
+    def _check_activity_delay(cls, value: timedelta) -> timedelta:
+        if value > _MAX_ACTIVITY_DELAY:
+            raise ValueError(
+                f"must be at most {compact_duration(_MAX_ACTIVITY_DELAY)}, got {compact_duration(value)}"
+            )
+        return value
+
+    def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Settings the chosen provider needs but lacks (locations relative to ``access``)."""
+        if self.provider != "identity-center":
+            return []
+        return [
+            ((key,), f"is required with provider identity-center; {hint}")
+            for key, hint in (
+                ("instance_arn", "find it with `aws sso-admin list-instances`"),
+                ("identity_store_id", "find it with `aws sso-admin list-instances`"),
+            )
+            if getattr(self, key) is None
+        ]
+
+
+class AwsTarget(BaseModel):
+    """A profile's ``aws:`` block: where the access provider grants access when the profile is invoked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account: AccountId
+    """The 12-digit AWS account id (quoted, so YAML keeps leading zeros)."""
+    permission_set: PermissionSetArn
+    """The dedicated break-glass permission set assigned for the event's duration."""
+    activity_role: RoleArn | None = None
+    """A role in ``account`` the bot may assume to read CloudTrail for the activity digest (optional)."""
+
+
+def _access_problems(policy: "Policy") -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-checks between ``access:`` and the profiles' ``aws:`` blocks."""
+    access = policy.access
+    problems: list[tuple[tuple[str | int, ...], str]] = [
+        (("access", *loc), r) for loc, r in access.problems()
+    ]
+    instance = _INSTANCE_ARN_RE.fullmatch(access.instance_arn or "")
+    for name, profile in policy.profiles.items():
+        if profile.aws is None:
+            if access.provider == "identity-center":
+                problems.append(
+                    (
+                        ("profiles", name),
+                        "has no aws: block (account and permission_set); with provider identity-center "
+                        "every profile needs a target",
+                    )
+                )
+            continue
+        ps = _PERMISSION_SET_ARN_RE.fullmatch(profile.aws.permission_set)
+        if instance and ps and ps.group(2) != instance.group(2):
+            problems.append(
+                (
+                    ("profiles", name, "aws", "permission_set"),
+                    f"belongs to instance {ps.group(2)}, not to access.instance_arn's {instance.group(2)}",
+                )
+            )
+    return problems
+
+
 class ProfilePolicy(BaseModel):
     """What the policy says about one AWS profile."""
 
@@ -415,6 +567,8 @@ class ProfilePolicy(BaseModel):
     """Whether the incident field must be filled in."""
     audit_channel: ChannelId | None = None
     """Audit channel for this profile, instead of the policy's."""
+    aws: AwsTarget | None = None
+    """Where the access provider grants access (required with ``access.provider: identity-center``)."""
 
     @field_validator("durations", mode="before")
     @classmethod
@@ -519,8 +673,17 @@ class Policy(BaseModel):
     """The security team: user and user-group ids."""
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     """Limits on how often access is taken."""
+    access: AccessPolicy = Field(default_factory=AccessPolicy)
+    """Which access provider changes AWS access (default ``none``: the stored event is the grant)."""
     profiles: dict[ProfileName, ProfilePolicy]
     """The profiles that may be invoked, by name; at least one."""
+
+    @model_validator(mode="after")
+    def _check_access(self) -> "Policy":
+        problems = _access_problems(self)
+        if problems:
+            raise _NestedProblems(problems)
+        return self
 
     @field_validator("warn_before")
     @classmethod
@@ -573,7 +736,7 @@ class Policy(BaseModel):
     def _dedupe_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _dedupe(value)
 
-    @field_validator("rate_limits", mode="before")
+    @field_validator("rate_limits", "access", mode="before")
     @classmethod
     def _null_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -806,6 +969,7 @@ def summarize(policy: Policy) -> str:
         f"are listed daily at {policy.review_reminder_time.strftime('%H:%M')} UTC",
         f"Incident commanders: {_ids(policy.incident_commanders)}",
         f"Security: {_ids(policy.security)}",
+        *_access_lines(policy.access),
         "Rate limits:",
         *(f"  - {line}" for line in _rate_limit_lines(policy.rate_limits)),
         f"Profiles ({len(policy.profiles)}):",
@@ -819,5 +983,26 @@ def summarize(policy: Policy) -> str:
         lines.append(f"    incident required: {'yes' if profile.require_incident else 'no'}")
         if profile.audit_channel:
             lines.append(f"    audit channel: {profile.audit_channel} (overrides the policy's)")
+        lines.extend(_aws_target_lines(profile.aws))
     lines += [f"WARNING: {warning}" for warning in unheld_roles(policy)]
     return "\n".join(lines)
+
+
+def _aws_target_lines(target: AwsTarget | None) -> list[str]:
+    if target is None:
+        return []
+    lines = [f"    AWS: account {target.account}, permission set {target.permission_set}"]
+    if target.activity_role:
+        lines.append(f"    activity role: {target.activity_role}")
+    return lines
+
+
+def _access_lines(access: AccessPolicy) -> list[str]:
+    if access.provider == "none":
+        return ["AWS access: provider none (breakglass records events; it grants and revokes no AWS access)"]
+    return [
+        f"AWS access: provider {access.provider}, instance {access.instance_arn}, "
+        f"identity store {access.identity_store_id}",
+        f"  drift check every {format_duration(access.reconcile_every)}; "
+        f"activity collected {format_duration(access.activity_delay)} after an event ends",
+    ]

@@ -169,13 +169,22 @@ class Scheduler:
             active = self.service.store.list_active()
             counts["active"] = len(active)
             for event in active:
-                if event.is_due(now):
-                    counts["expired"] += self._expire(event.id)
-                elif event.warned_at is None and now >= self.service.warn_at(event):
-                    counts["warned"] += self._warn(event.id)
-                    self.track(event)
-                else:
-                    self.track(event)
+                try:
+                    if event.is_due(now):
+                        counts["expired"] += self._expire(event.id)
+                    elif event.warned_at is None and now >= self.service.warn_at(event):
+                        counts["warned"] += self._warn(event.id)
+                        self.track(event)
+                    else:
+                        self.track(event)
+                except Exception as exc:  # noqa: BLE001 - one event's failure (any kind) never stops the others
+                    counts["failed"] = counts.get("failed", 0) + 1
+                    log.warning(
+                        "sweep: event %s failed, will retry next interval: %s",
+                        event.id,
+                        f"{type(exc).__name__}: {exc}".splitlines()[0],
+                        extra={"event_id": event.id, "action": "sweep", "outcome": "error"},
+                    )
             counts["owed"] = self.announcer.deliver_owed()
         except StoreError as exc:
             log.warning(

@@ -7,7 +7,6 @@ store write as the change that owes them) and delivered by `bot.announce.Announc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +21,8 @@ from store import (
     BreakGlassEvent,
     EventNotFound,
     InvalidTransition,
-    Page,
+    LimitReached,
+    Limits,
     ReasonCode,
     StackedAccess,
     Status,
@@ -218,20 +218,23 @@ class BreakGlassService:
         return profile, event
 
     def invoke(self, request: InvokeRequest) -> BreakGlassEvent:
-        """Validate, apply rate limits, then store atomically (refusing stacked access).
+        """Validate, then store atomically: the store decides the rate limits, escalation and stacking
+        in the same write as the create.
 
         The announcements (audit message, DM, escalation) are owed in the outbox of the stored event.
         """
         _, event = self.validate(request)
-        escalated = self._check_rate_limits(event)
-        owed = [kinds.AUDIT_POST, kinds.DM_INVOKED] + ([kinds.ESCALATION] if escalated else [])
         # Created holding the delivery lease: this process delivers right after the ack without another
         # write; if it dies first, the lease runs out and any replica's sweep delivers.
-        event = event.updated(escalated=escalated).with_outbox(*owed)
+        event = event.with_outbox(kinds.AUDIT_POST, kinds.DM_INVOKED)
         if self.lease_on_invoke:
             event = kinds.lease(event, event.created_at)
         try:
-            stored = self.store.create(event)
+            stored = self.store.create(
+                event,
+                limits=self.limits(),
+                escalate=lambda ev: ev.updated(escalated=True).with_outbox(kinds.ESCALATION),
+            )
         except StackedAccess as exc:
             existing = exc.existing
             raise AlreadyActive(
@@ -241,6 +244,8 @@ class BreakGlassService:
                     "Close it first, or keep using it."
                 }
             ) from exc
+        except LimitReached as exc:
+            raise self._rate_limited(exc, event.created_at) from exc
         log.info(
             "break-glass invoked",
             extra={
@@ -248,74 +253,40 @@ class BreakGlassService:
                 "slack_user": stored.slack_user_id,
                 "profile": stored.profile,
                 "action": "invoke",
-                "outcome": "escalated" if escalated else "ok",
+                "outcome": "escalated" if stored.escalated else "ok",
                 "request_id": stored.request_id,
             },
         )
         return stored
 
-    def _check_rate_limits(self, event: BreakGlassEvent) -> bool:
-        """Raise RateLimited when a limit refuses; return True when the invocation must be escalated."""
+    def limits(self) -> Limits:
+        """The policy's rate limits, as the store enforces them."""
         limits = self.policy.rate_limits
-        now = event.created_at
-        if limits.cooldown:
-            last = self.store.last_by_invoker_and_profile(event.invoker, event.profile)
-            if last is not None and not last.is_effective(now):
-                ended = last.ended_at or last.expires_at
-                if now < ended + limits.cooldown:
-                    retry = ended + limits.cooldown
-                    raise RateLimited(
-                        f"Cooldown: your last event on {event.profile!r} ended {_fmt_utc(ended)}; you may invoke "
-                        f"it again at {_plain_until(retry, now)}.",
-                        retry,
-                    )
-        # The window is (now - window, now]: an event leaves it exactly `window` after it was created, which
-        # is the retry time the refusals below announce (stores count created_at >= since, to the microsecond).
-        since = now - limits.window + timedelta(microseconds=1)
-        window = format_duration(limits.window)
-        invoker_count = 0
-        if limits.per_user or limits.escalate_after:
-            invoker_count = self.store.count_by_invoker_since(event.invoker, since)
-        if limits.per_user:
-            self._window_limit(
-                invoker_count,
-                limits.per_user,
-                lambda n: self.store.list_by_invoker(event.invoker, limit=n),
-                f"at most {limits.per_user} break-glass events per person per {window}",
-                "You may invoke again",
-                now,
-            )
-        if limits.per_profile:
-            self._window_limit(
-                self.store.count_by_profile_since(event.profile, since),
-                limits.per_profile,
-                lambda n: self.store.list_by_profile(event.profile, limit=n),
-                f"at most {limits.per_profile} break-glass events on {event.profile!r} per {window}",
-                "It may be invoked again",
-                now,
-            )
-        # the Nth invocation within the window (this one included) is escalated
-        return limits.escalate_after is not None and invoker_count + 1 >= limits.escalate_after
-
-    def _window_limit(
-        self,
-        count: int,
-        limit: int,
-        newest: Callable[[int], Page],
-        rule: str,
-        retry_phrase: str,
-        now: datetime,
-    ) -> None:
-        """Refuse when `count` events already sit in the window; the retry time is when the oldest of the
-        newest `limit` events leaves it."""
-        if count < limit:
-            return
-        page = newest(limit)
-        retry = page.items[-1].created_at + self.policy.rate_limits.window if page.items else None
-        raise RateLimited(
-            f"Rate limit: {rule}." + (f" {retry_phrase} at {_plain_until(retry, now)}." if retry else ""),
-            retry,
+        return Limits(
+            window=limits.window,
+            per_user=limits.per_user,
+            per_profile=limits.per_profile,
+            cooldown=limits.cooldown,
+            escalate_after=limits.escalate_after,
         )
+
+    def _rate_limited(self, exc: LimitReached, now: datetime) -> RateLimited:
+        retry = exc.retry_at
+        window = format_duration(self.policy.rate_limits.window)
+        if exc.kind == "cooldown":
+            ended = exc.ended_at or retry
+            return RateLimited(
+                f"Cooldown: your last event on {exc.profile!r} ended {_fmt_utc(ended)}; you may invoke "
+                f"it again at {_plain_until(retry, now)}.",
+                retry,
+            )
+        if exc.kind == "per_user":
+            rule = f"at most {exc.limit} break-glass events per person per {window}"
+            phrase = "You may invoke again"
+        else:
+            rule = f"at most {exc.limit} break-glass events on {exc.profile!r} per {window}"
+            phrase = "It may be invoked again"
+        return RateLimited(f"Rate limit: {rule}. {phrase} at {_plain_until(retry, now)}.", retry)
 
     # -- close --------------------------------------------------------------------------------
 
@@ -346,11 +317,12 @@ class BreakGlassService:
         now = self.clock.now()
         if event.is_due(now):  # the access already ran out (the sweep is late): it expired, not closed
             return CloseResult(self.expire(event.id) or self.store.get(event.id), closed_now=False)
-        owed = [kinds.AUDIT_UPDATE, kinds.CLOSE_THREAD] + (
-            [kinds.CLOSE_DM] if by != event.slack_user_id else []
+        event = self._with_audit_channel(event)
+        owed = self._ending_outbox(
+            event, kinds.CLOSE_THREAD, kinds.CLOSE_DM if by != event.slack_user_id else None
         )
         try:
-            closed = self.store.close(event.id, by=by, reason=reason, now=now, outbox=owed)
+            closed = self.store.close(event.id, by=by, reason=reason, now=now, outbox=owed, known=event)
         except InvalidTransition as exc:  # lost a race with another closer or the expiry
             return CloseResult(exc.event, closed_now=False)
         log.info(
@@ -373,6 +345,8 @@ class BreakGlassService:
         won: list[BreakGlassEvent] = []
 
         def change(ev: BreakGlassEvent) -> BreakGlassEvent | None:
+            if ev.foreign:  # Sentinel's events: nobody in Slack to warn; they are expired and announced
+                return None
             if ev.warned_at is not None or not ev.is_effective(now) or now < self.warn_at(ev):
                 return None
             won.append(ev)
@@ -387,15 +361,39 @@ class BreakGlassService:
     def expire(self, event_id: str) -> BreakGlassEvent | None:
         """Expire once (conditional write); None when not due or already ended (another replica won)."""
         try:
+            event = self._with_audit_channel(self.store.get(event_id))
             expired = self.store.expire(
                 event_id,
                 now=self.clock.now(),
-                outbox=(kinds.AUDIT_UPDATE, kinds.EXPIRE_THREAD, kinds.EXPIRE_DM),
+                outbox=self._ending_outbox(event, kinds.EXPIRE_THREAD, kinds.EXPIRE_DM),
+                known=event,
             )
         except (InvalidTransition, EventNotFound):
             return None
         log.info("break-glass expired", extra={"event_id": event_id, "action": "expire", "outcome": "ok"})
         return expired
+
+    def _ending_outbox(self, event: BreakGlassEvent, thread: str, dm: str | None) -> list[str]:
+        """What a close or expiry owes. A foreign (Sentinel) event has no Slack user to mention or
+        message and no audit message yet: it owes one audit message showing how it ended."""
+        if event.foreign and not event.audit_ts:
+            return [kinds.AUDIT_POST]
+        if event.foreign:
+            return [kinds.AUDIT_UPDATE, thread]
+        return [kinds.AUDIT_UPDATE, thread] + ([dm] if dm else [])
+
+    def _with_audit_channel(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        """A foreign event gets the audit channel of its profile before its first announcement."""
+        if not event.foreign or event.audit_channel:
+            return event
+        channel = self.policy.audit_channel_for(event.profile, self.default_audit_channel)
+        if channel is None:
+            return event
+        return mutate(
+            self.store,
+            event.id,
+            lambda ev: None if ev.audit_channel or ev.status.ended else ev.updated(audit_channel=channel),
+        )
 
     # -- review -------------------------------------------------------------------------------
 

@@ -5,11 +5,13 @@ from store.errors import (
     ConcurrentModification,
     EventNotFound,
     InvalidTransition,
+    LimitReached,
     StackedAccess,
     StoreError,
     StoreNotConfigured,
     StoreUnavailable,
 )
+from store.limits import Limits
 from store.model import BreakGlassEvent, ReasonCode, Status, is_event_id, new_event_id
 from store.url import DEFAULT_STORE_URL, InvalidStoreURL, open_store, parse_store_url
 
@@ -20,6 +22,8 @@ __all__ = [
     "EventNotFound",
     "InvalidStoreURL",
     "InvalidTransition",
+    "LimitReached",
+    "Limits",
     "Page",
     "ReasonCode",
     "StackedAccess",

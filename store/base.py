@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from store.errors import ConcurrentModification, InvalidTransition, StoreError
+from store.limits import Limits
 from store.model import BreakGlassEvent, Status
 
 DEFAULT_PAGE_SIZE = 25
@@ -76,9 +77,18 @@ class Store(Protocol):
     Every write bumps `version`; writes are conditional, so a lost race raises instead of overwriting.
     """
 
-    def create(self, event: BreakGlassEvent) -> BreakGlassEvent:
-        """Store a new active event. Raises StackedAccess(existing) if the invoker already holds an
-        effective event on the profile (an active event past its expiry does not block)."""
+    def create(
+        self,
+        event: BreakGlassEvent,
+        *,
+        limits: Limits | None = None,
+        escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
+    ) -> BreakGlassEvent:
+        """Store a new active event, deciding `limits` in the same atomic write. Raises
+        StackedAccess(existing) if the invoker, or the Slack user, already holds an effective event on
+        the profile (an active event past its expiry does not block), and LimitReached (with its retry
+        time) if a limit refuses; both count per invoker and per Slack user. When `escalate_after` says
+        so, the stored event is `escalate(event)` (default: `escalated=True`); the result is returned."""
         ...
 
     def get(self, event_id: str) -> BreakGlassEvent:
@@ -86,14 +96,31 @@ class Store(Protocol):
         ...
 
     def close(
-        self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
+        self,
+        event_id: str,
+        *,
+        by: str,
+        reason: str,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         """active -> closed, adding `outbox` entries in the same write. Raises InvalidTransition
-        (carrying the current event) when the event is no longer active, e.g. another closer won."""
+        (carrying the current event) when the event is no longer active, e.g. another closer won.
+        `known`: the caller's copy of the event, used instead of a read on the first attempt (the write
+        stays conditional on its version; a stale copy is re-read)."""
         ...
 
-    def expire(self, event_id: str, *, now: datetime, outbox: Sequence[str] = ()) -> BreakGlassEvent:
-        """active -> expired, only when now >= expires_at. Raises InvalidTransition otherwise."""
+    def expire(
+        self,
+        event_id: str,
+        *,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        """active -> expired, only when now >= expires_at. Raises InvalidTransition otherwise.
+        `known` as for `close`."""
         ...
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:

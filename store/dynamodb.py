@@ -15,15 +15,25 @@ TransactWriteItems as the event, conditional on no guard existing or the guarded
 expiry. It carries none of the GSI key attributes, so it never appears in an index. Close and expire
 release it (conditionally on it still naming their event) in the same transaction as the status change.
 The stacking check is therefore one conditional write, O(1) whatever the invoker's history.
+A second guard, "guard#<json ["slack", slack user id, profile]>", holds the same claim per Slack user,
+whatever identity the user is mapped to. Release records `last_ended_at`; with a cooldown, the guard's
+condition also requires `last_ended_at <= created_at - cooldown` (the cooldown costs no read).
+
+Rate limits: window items "window#<json [kind, key]>" (kind invoker, slack or profile) hold the newest
+creation times in the window and a version. `create` reads the ones the limits need in one strongly
+consistent TransactGetItems, decides (`store.limits.decide`), and writes them back conditionally on
+the version read in the same TransactWriteItems as the event and the guards: a concurrent create on
+the same person or profile cancels it, and it is decided again. No GSI read decides a limit.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,8 +60,11 @@ from store.errors import (
     StoreNotConfigured,
     StoreUnavailable,
 )
-from store.model import BreakGlassEvent, Status, is_event_id, with_version
+from store.limits import NO_LIMITS, Limits, check_cooldown, decide
+from store.model import SENTINEL, BreakGlassEvent, Status, is_event_id, with_version
 from store.timeutil import format_ts, parse_ts
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = timedelta(days=400)
 GSI_INVOKER = "gsi-invoker"
@@ -63,6 +76,7 @@ OWED = "owed"
 UNREVIEWED = "unreviewed"
 GUARD_PREFIX = "guard#"
 CLAIM_PREFIX = "claim#"
+WINDOW_PREFIX = "window#"
 # Set when the event owes announcements but has no outbox_next_at: the `gsi-outbox` sort key then holds
 # updated_at, and this marker says so, so that reading the item back restores outbox_next_at = None.
 IMPLICIT_NEXT_AT = "outbox_next_at_implicit"
@@ -96,6 +110,28 @@ def guard_id(invoker: str, profile: str) -> str:
     return GUARD_PREFIX + json.dumps([invoker, profile], separators=(",", ":"), ensure_ascii=False)
 
 
+def slack_guard_id(slack_user_id: str, profile: str) -> str:
+    """The second stacking guard: keyed by the Slack user, whatever identity they are mapped to."""
+    return GUARD_PREFIX + json.dumps(["slack", slack_user_id, profile], separators=(",", ":"))
+
+
+def window_id(kind: str, key: str) -> str:
+    """A rate-limit window item: the recent creation times of one person (invoker or Slack user) or profile."""
+    return WINDOW_PREFIX + json.dumps([kind, key], separators=(",", ":"), ensure_ascii=False)
+
+
+def _guard_ids(event: BreakGlassEvent) -> list[str]:
+    """The stacking guards an event holds: per invoker and profile, and per Slack user and profile."""
+    keys = [guard_id(event.invoker, event.profile)]
+    if event.slack_user_id:
+        keys.append(slack_guard_id(event.slack_user_id, event.profile))
+    return keys
+
+
+def _times(item: dict[str, Any] | None) -> list[datetime]:
+    return [parse_ts(str(t)) for t in (item or {}).get("times", [])]
+
+
 def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION) -> dict[str, Any]:
     """The event as a DynamoDB item (plain Python values; serialized by `_ser`)."""
     data = event.model_dump(mode="python", exclude_none=True)
@@ -126,7 +162,11 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
 
 
 def from_item(item: dict[str, Any]) -> BreakGlassEvent:
+    """The event an item holds. An item without `slack_user_id` was written by Sentinel (the seed's
+    layout: no Slack fields, no version): it reads as a foreign event (`source="sentinel"`)."""
     data = {k: v for k, v in item.items() if k not in _INDEX_ONLY}
+    if "slack_user_id" not in data:
+        data.setdefault("source", SENTINEL)
     if item.get(IMPLICIT_NEXT_AT):
         data.pop("outbox_next_at", None)
     for key in _TIME_FIELDS:
@@ -139,6 +179,10 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
     if "outbox" in data:
         data["outbox"] = tuple(data["outbox"])
     return BreakGlassEvent.model_validate(data)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _ser(item: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +248,7 @@ class DynamoDBStore:
         self.client = client if client is not None else make_client()
         self.retention = retention
         self._conflict_attempts = conflict_attempts
+        self._unreadable: set[str] = set()
 
     def __repr__(self) -> str:
         return f"DynamoDBStore({self.table!r})"
@@ -240,6 +285,26 @@ class DynamoDBStore:
         if problems:
             raise StoreNotConfigured(wrong_layout(self.table, problems)) from exc
 
+    def _readable(self, items: Iterable[dict[str, Any]]) -> list[BreakGlassEvent]:
+        """The events among `items`; an item that cannot be read at all (damaged, or a layout nobody
+        knows) is logged once per store with its key, and skipped: one bad item never hides the others."""
+        events = []
+        for item in items:
+            try:
+                events.append(from_item(item))
+            except (ValueError, TypeError, KeyError) as exc:
+                key = str(item.get("id", "?"))
+                if key not in self._unreadable:
+                    self._unreadable.add(key)
+                    log.error(
+                        "skipping unreadable item %r in table %s: %s",
+                        key,
+                        self.table,
+                        _first_line(exc),
+                        extra={"event_id": key, "action": "read", "outcome": "unreadable"},
+                    )
+        return events
+
     def _get_item(self, key: str) -> dict[str, Any] | None:
         result = self._call("get_item", TableName=self.table, Key={"id": {"S": key}}, ConsistentRead=True)
         item = result.get("Item")
@@ -248,13 +313,15 @@ class DynamoDBStore:
     def _event_put(self, event: BreakGlassEvent) -> dict[str, Any]:
         return {"TableName": self.table, "Item": _ser(to_item(event, retention=self.retention))}
 
-    def _guard_release(self, event: BreakGlassEvent) -> dict[str, Any]:
+    def _guard_release(self, key: str, ended: BreakGlassEvent) -> dict[str, Any]:
+        """Release the guard `key` held by `ended`, recording when it ended (the cooldown runs from it)."""
+        assert ended.ended_at is not None
         return {
             "TableName": self.table,
-            "Key": {"id": {"S": guard_id(event.invoker, event.profile)}},
-            "UpdateExpression": "REMOVE active_event_id, active_expires_at",
+            "Key": {"id": {"S": key}},
+            "UpdateExpression": "REMOVE active_event_id, active_expires_at SET last_ended_at = :ended",
             "ConditionExpression": "active_event_id = :id",
-            "ExpressionAttributeValues": {":id": {"S": event.id}},
+            "ExpressionAttributeValues": {":id": {"S": ended.id}, ":ended": {"S": format_ts(ended.ended_at)}},
         }
 
     def _backoff(self, attempt: int) -> None:
@@ -292,47 +359,64 @@ class DynamoDBStore:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def create(self, event: BreakGlassEvent) -> BreakGlassEvent:
+    def create(
+        self,
+        event: BreakGlassEvent,
+        *,
+        limits: Limits | None = None,
+        escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
+    ) -> BreakGlassEvent:
         if event.status is not Status.ACTIVE:
             raise InvalidTransition(event, "create", "only active events can be created")
-        guard = {
-            "id": guard_id(event.invoker, event.profile),
-            "kind": "guard",
-            "active_event_id": event.id,
-            "active_expires_at": format_ts(event.expires_at),
-            "last_event_id": event.id,
-            "last_created_at": format_ts(event.created_at),
-        }
-        event_put = self._event_put(event)
-        event_put["ConditionExpression"] = "attribute_not_exists(id)"
-        guard_put = {
-            "TableName": self.table,
-            "Item": _ser(guard),
-            "ConditionExpression": "attribute_not_exists(id) OR attribute_not_exists(active_event_id) "
-            "OR active_expires_at <= :now",
-            "ExpressionAttributeValues": {":now": {"S": format_ts(event.created_at)}},
-        }
+        limits = limits or NO_LIMITS
+        now = event.created_at
+        guards = _guard_ids(event)
+        windows: list[tuple[str, str, int]] = []  # (item id, what it counts, how many times it keeps)
+        if limits.counts_person:
+            windows.append((window_id("invoker", event.invoker), "person", limits.person_keep))
+            if event.slack_user_id:
+                windows.append((window_id("slack", event.slack_user_id), "person", limits.person_keep))
+        if limits.counts_profile:
+            windows.append((window_id("profile", event.profile), "profile", limits.per_profile or 0))
         for attempt in range(self._conflict_attempts):
+            # The windows are read consistently, decided on here, and written back conditionally on
+            # the version read, in the same transaction as the event: a concurrent create cancels it.
+            read = self._read_items([key for key, _, _ in windows])
+            person = [_times(read[key]) for key, kind, _ in windows if kind == "person"]
+            on_profile = [t for key, kind, _ in windows if kind == "profile" for t in _times(read[key])]
+            escalated = decide(limits, event.profile, now, person_times=person, profile_times=on_profile)
+            final = event
+            if escalated:
+                final = escalate(event) if escalate is not None else event.updated(escalated=True)
+            event_put = self._event_put(final)
+            event_put["ConditionExpression"] = "attribute_not_exists(id)"
+            items: list[dict[str, Any]] = [{"Put": event_put}]
+            items += [{"Put": self._guard_put(key, final, limits)} for key in guards]
+            items += [
+                {"Put": self._window_put(key, read[key], final, limits, keep)} for key, _, keep in windows
+            ]
             try:
-                self._call("transact_write_items", TransactItems=[{"Put": event_put}, {"Put": guard_put}])
-                return event
+                self._call("transact_write_items", TransactItems=items)
+                return final
             except ClientError as exc:
                 if _code(exc) != "TransactionCanceledException":
                     raise
                 codes = _cancellation_codes(exc)
                 if codes and codes[0] == "ConditionalCheckFailed":
-                    if self._already_written(event):
-                        return event  # botocore retried a transaction whose first attempt was applied
+                    if self._already_written(final):
+                        return final  # botocore retried a transaction whose first attempt was applied
                     raise ConcurrentModification(event.id, "an event with this id already exists") from exc
-                if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-                    existing = self._guarding_event(guard["id"], event.created_at)
-                    if existing is not None and existing.id == event.id:
-                        return event  # likewise: the guard is ours
-                    if existing is not None:
-                        raise StackedAccess(existing) from exc
+                failed_guards = [
+                    key
+                    for key, code in zip(guards, codes[1 : 1 + len(guards)], strict=False)
+                    if code == "ConditionalCheckFailed"
+                ]
+                if failed_guards:
+                    if any(self._refuse(key, final, limits) for key in failed_guards):
+                        return final  # likewise: the guard is ours
                     continue  # the guard was released in between: try again
-                if "TransactionConflict" in codes:
-                    self._backoff(attempt)
+                if "ConditionalCheckFailed" in codes or "TransactionConflict" in codes:
+                    self._backoff(attempt)  # a window changed since it was read: re-read and decide again
                     continue
                 raise StoreUnavailable(f"DynamoDB transaction cancelled: {codes}") from exc
         raise StoreUnavailable("DynamoDB: too many conflicting transactions on this invoker and profile")
@@ -341,15 +425,82 @@ class DynamoDBStore:
         item = self._get_item(event.id)
         return item is not None and from_item(item) == event
 
-    def _guarding_event(self, key: str, now: datetime) -> BreakGlassEvent | None:
+    def _guard_put(self, key: str, event: BreakGlassEvent, limits: Limits) -> dict[str, Any]:
+        """The claim of `event` on one guard: refused while another effective event holds it, or while
+        the last event on it (ended, or past its expiry but not yet swept) is cooling down."""
+        guard = {
+            "id": key,
+            "kind": "guard",
+            "active_event_id": event.id,
+            "active_expires_at": format_ts(event.expires_at),
+            "last_event_id": event.id,
+            "last_created_at": format_ts(event.created_at),
+        }
+        condition = "attribute_not_exists(active_event_id) OR active_expires_at <= :cut"
+        if limits.cooldown:
+            condition = f"({condition}) AND (attribute_not_exists(last_ended_at) OR last_ended_at <= :cut)"
+        return {
+            "TableName": self.table,
+            "Item": _ser(guard),
+            "ConditionExpression": f"attribute_not_exists(id) OR ({condition})",
+            "ExpressionAttributeValues": {":cut": {"S": format_ts(event.created_at - limits.cooldown)}},
+        }
+
+    def _window_put(
+        self, key: str, current: dict[str, Any] | None, event: BreakGlassEvent, limits: Limits, keep: int
+    ) -> dict[str, Any]:
+        """The window item with `event`'s creation added (newest `keep` times in the window), written
+        only if nobody changed it since it was read."""
+        now = event.created_at
+        times = [event.created_at] + [t for t in _times(current) if limits.in_window(t, now)]
+        item = {
+            "id": key,
+            "kind": "window",
+            "times": [format_ts(t) for t in sorted(times, reverse=True)[:keep]],
+            "version": int(current["version"]) + 1 if current else 1,
+            "ttl": int((now + limits.window + self.retention).timestamp()),
+        }
+        put: dict[str, Any] = {"TableName": self.table, "Item": _ser(item)}
+        if current is None:
+            put["ConditionExpression"] = "attribute_not_exists(id)"
+        else:
+            put["ConditionExpression"] = "#v = :v"
+            put["ExpressionAttributeNames"] = {"#v": "version"}
+            put["ExpressionAttributeValues"] = {":v": {"N": str(current["version"])}}
+        return put
+
+    def _read_items(self, keys: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Strongly consistent snapshot of `keys` (one TransactGetItems; nothing when there are none)."""
+        if not keys:
+            return {}
+        result = self._call(
+            "transact_get_items",
+            TransactItems=[{"Get": {"TableName": self.table, "Key": {"id": {"S": k}}}} for k in keys],
+        )
+        responses = result.get("Responses", [])
+        return {k: (_de(r["Item"]) if r.get("Item") else None) for k, r in zip(keys, responses, strict=True)}
+
+    def _refuse(self, key: str, event: BreakGlassEvent, limits: Limits) -> bool:
+        """A guard refused `event`: raise StackedAccess or LimitReached (cooldown) saying why. True when
+        the guard already names `event` (our own retried write); False when it no longer refuses."""
+        now = event.created_at
         guard = self._get_item(key)
-        if not guard or "active_event_id" not in guard:
-            return None
-        item = self._get_item(str(guard["active_event_id"]))
-        if item is None:
-            return None
-        event = from_item(item)
-        return event if event.is_effective(now) else None
+        if not guard:
+            return False
+        active = guard.get("active_event_id")
+        ends: list[datetime | None] = []
+        if active:
+            if active == event.id:
+                return True
+            item = self._get_item(str(active))
+            existing = from_item(item) if item else None
+            if existing is not None and existing.is_effective(now):
+                raise StackedAccess(existing)
+            ends.append(parse_ts(str(guard["active_expires_at"])))  # past its expiry, not yet swept
+        if "last_ended_at" in guard:
+            ends.append(parse_ts(str(guard["last_ended_at"])))
+        check_cooldown(limits, event.profile, now, ends)
+        return False
 
     def get(self, event_id: str) -> BreakGlassEvent:
         # Only event ids are looked up: never a guard item, and no empty key (a ValidationException).
@@ -365,21 +516,31 @@ class DynamoDBStore:
         put["ConditionExpression"] = "#v = :v AND #s = :s"
         put["ExpressionAttributeNames"] = {"#v": "version", "#s": "status"}
         put["ExpressionAttributeValues"] = {":v": {"N": str(old.version)}, ":s": {"S": old.status.value}}
+        if old.foreign and old.version == 1:
+            # Sentinel's items carry no version: the bot's first write of one is conditional on it
+            # still having none (nobody else wrote it as the bot) and on its status.
+            put["ConditionExpression"] = "(#v = :v OR attribute_not_exists(#v)) AND #s = :s"
         return put
 
     def _transition(
-        self, event_id: str, apply: Callable[[BreakGlassEvent], BreakGlassEvent]
+        self,
+        event_id: str,
+        apply: Callable[[BreakGlassEvent], BreakGlassEvent],
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
+        superseded: set[str] = set()  # guards that name a newer event (this one expired unswept): left alone
         for attempt in range(self._conflict_attempts):
-            current = self.get(event_id)
+            # the caller's copy on the first attempt (the write is conditional on its version), then
+            # re-read: a stale copy costs one failed conditional write instead of a read every time
+            current = known if known is not None and known.id == event_id else self.get(event_id)
+            known = None
             # apply() raises InvalidTransition when the event is no longer active (or not due)
             new = with_version(apply(current), current.version + 1)
-            put = self._conditional_put(current, new)
+            keys = [key for key in _guard_ids(current) if key not in superseded]
+            items: list[dict[str, Any]] = [{"Put": self._conditional_put(current, new)}]
+            items += [{"Update": self._guard_release(key, new)} for key in keys]
             try:
-                self._call(
-                    "transact_write_items",
-                    TransactItems=[{"Put": put}, {"Update": self._guard_release(current)}],
-                )
+                self._call("transact_write_items", TransactItems=items)
                 return new
             except ClientError as exc:
                 if _code(exc) != "TransactionCanceledException":
@@ -388,41 +549,61 @@ class DynamoDBStore:
                 if codes[:1] == ["ConditionalCheckFailed"] or "TransactionConflict" in codes:
                     self._backoff(attempt)
                     continue  # someone else changed the event: re-read (InvalidTransition if it ended)
-                if codes[1:2] == ["ConditionalCheckFailed"]:
-                    # The guard names a newer event (this one expired before being swept): leave it.
-                    try:
-                        self._call("put_item", **put)
-                        return new
-                    except ClientError as put_exc:
-                        if _code(put_exc) != "ConditionalCheckFailedException":
-                            raise
-                        continue
+                failed = {k for k, c in zip(keys, codes[1:], strict=False) if c == "ConditionalCheckFailed"}
+                if failed:
+                    superseded |= failed
+                    continue
                 raise StoreUnavailable(f"DynamoDB transaction cancelled: {codes}") from exc
         raise ConcurrentModification(event_id, f"still conflicting after {self._conflict_attempts} attempts")
 
     def close(
-        self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
+        self,
+        event_id: str,
+        *,
+        by: str,
+        reason: str,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(
-            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox)
+            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox), known
         )
 
-    def expire(self, event_id: str, *, now: datetime, outbox: Sequence[str] = ()) -> BreakGlassEvent:
-        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox))
+    def expire(
+        self,
+        event_id: str,
+        *,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
-        # Read first: the fields behind the stacking guard (invoker, profile, created_at, expiry) must
-        # not change here, or the guard would protect the wrong claim. The write stays conditional on
-        # the version, so nothing can change between this read and the write.
-        check_save(self.get(event.id), event)
+        # No read first: the write is conditional on the version, the status and the claim fields behind
+        # the stacking guard (invoker, profile, created_at, expiry), so a save cannot move a claim. Only
+        # when the condition fails is the item read, to say why.
         new = with_version(event, event.version + 1)
+        put = self._conditional_put(event, new)
+        put["ConditionExpression"] += " AND #i = :i AND #p = :p"
+        put["ExpressionAttributeNames"].update({"#i": "invoker", "#p": "profile"})
+        put["ExpressionAttributeValues"].update({":i": {"S": event.invoker}, ":p": {"S": event.profile}})
+        if not (event.foreign and event.version == 1):  # Sentinel writes its times in Go's format
+            put["ConditionExpression"] += " AND #c = :c AND #e = :e"
+            put["ExpressionAttributeNames"].update({"#c": "created_at", "#e": "expires_at"})
+            put["ExpressionAttributeValues"].update(
+                {":c": {"S": format_ts(event.created_at)}, ":e": {"S": format_ts(event.expires_at)}}
+            )
         try:
-            self._call("put_item", **self._conditional_put(event, new))
+            self._call("put_item", **put)
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
                 raise
-            if self._get_item(event.id) is None:
+            item = self._get_item(event.id) if is_event_id(event.id) else None
+            if item is None:
                 raise EventNotFound(event.id) from exc
+            check_save(from_item(item), event)  # InvalidTransition or ConcurrentModification
             raise ConcurrentModification(event.id) from exc
         return new
 
@@ -479,7 +660,7 @@ class DynamoDBStore:
             next_cursor = encode_cursor(
                 {"id": last["id"], key_attr: last[key_attr], sort_attr: last[sort_attr]}
             )
-        return Page(items=[from_item(i) for i in items[:limit]], cursor=next_cursor)
+        return Page(items=self._readable(items[:limit]), cursor=next_cursor)
 
     def list_active(self) -> list[BreakGlassEvent]:
         items = self._query_all(
@@ -488,7 +669,7 @@ class DynamoDBStore:
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={":s": {"S": Status.ACTIVE.value}},
         )
-        return [from_item(i) for i in items]
+        return self._readable(items)
 
     def list_by_invoker(
         self, invoker: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
@@ -517,7 +698,7 @@ class DynamoDBStore:
             ExpressionAttributeValues={":o": {"S": OWED}, ":now": {"S": format_ts(now)}},
             Limit=check_limit(limit),
         )
-        return [from_item(_de(i)) for i in result.get("Items", [])]
+        return self._readable(_de(i) for i in result.get("Items", []))
 
     def _count(self, index: str, key_attr: str, key_value: str, since: datetime) -> int:
         kwargs: dict[str, Any] = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from store.model import BreakGlassEvent
 
 
@@ -27,6 +29,29 @@ class StackedAccess(StoreError):
             f"{existing.profile!r} until {existing.expires_at.isoformat()}"
         )
         self.existing = existing
+
+
+class LimitReached(StoreError):
+    """A rate limit refused the create; nothing was written. `retry_at` is when it would be allowed.
+
+    `kind`: "cooldown" (`ended_at` is when the person's last event on `profile` ended), "per_user" or
+    "per_profile" (`limit` events already in the window)."""
+
+    def __init__(
+        self,
+        kind: str,
+        retry_at: datetime,
+        *,
+        profile: str,
+        limit: int | None,
+        ended_at: datetime | None = None,
+    ) -> None:
+        super().__init__(f"{kind} limit on profile {profile!r}: retry at {retry_at.isoformat()}")
+        self.kind = kind
+        self.retry_at = retry_at
+        self.profile = profile
+        self.limit = limit
+        self.ended_at = ended_at
 
 
 class InvalidTransition(StoreError):

@@ -9,7 +9,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from store.errors import InvalidTransition
 from store.timeutil import ensure_utc
@@ -20,6 +28,7 @@ MAX_INCIDENT = 200
 MAX_CLOSE_REASON = 500
 MAX_REVIEW_NOTES = 2000
 MAX_DURATION = timedelta(hours=4)
+SENTINEL = "sentinel"
 EVENT_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -129,13 +138,17 @@ class BreakGlassEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     id: str = Field(default_factory=new_event_id, pattern=EVENT_ID_RE.pattern)
+    # Who wrote it: None for this bot; SENTINEL for a break-glass event that Sentinel wrote to a shared
+    # table. A foreign event has no Slack user, and its justification and duration are shown as given
+    # (Sentinel's own rules admitted them); everything else (state machine, times) holds as for ours.
+    source: str | None = None
     invoker: str = _NonEmpty
-    slack_user_id: str = _NonEmpty
+    slack_user_id: str | None = Field(default=None, min_length=1, max_length=256)
     profile: str = _NonEmpty
     reason_code: ReasonCode
-    justification: Annotated[str, AfterValidator(validate_justification)]
+    justification: str
     incident: Annotated[str | None, AfterValidator(validate_incident)] = None
-    duration: Annotated[timedelta, AfterValidator(validate_duration)]
+    duration: timedelta
     status: Status = Status.ACTIVE
     created_at: UtcDatetime
     updated_at: UtcDatetime
@@ -160,6 +173,29 @@ class BreakGlassEvent(BaseModel):
 
     version: int = Field(default=1, ge=1)
 
+    @field_validator("justification")
+    @classmethod
+    def _justification(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("source") is not None:
+            # as Sentinel stored it, whatever its length (escaped wherever it is shown); characters that
+            # are refused in every user field are refused here too (the item is then unreadable)
+            return _check_text(value, what="justification")
+        return validate_justification(value)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        if info.data.get("source") is not None:
+            if value <= timedelta(0):
+                raise ValueError("duration must be positive")
+            return value
+        return validate_duration(value)
+
+    @property
+    def foreign(self) -> bool:
+        """Written by another tool sharing the table (Sentinel): no Slack user to mention or message."""
+        return self.source is not None
+
     @field_validator("closed_reason")
     @classmethod
     def _closed_reason(cls, value: str | None) -> str | None:
@@ -176,7 +212,9 @@ class BreakGlassEvent(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> BreakGlassEvent:
-        if self.expires_at != self.created_at + self.duration:
+        if self.source is None and self.slack_user_id is None:
+            raise ValueError("slack_user_id is required (only a foreign event has none)")
+        if self.source is None and self.expires_at != self.created_at + self.duration:
             raise ValueError("expires_at must equal created_at + duration")
         if self.status is Status.ACTIVE and (self.ended_at or self.closed_by or self.closed_reason):
             raise ValueError("an active event has no ended_at, closed_by or closed_reason")

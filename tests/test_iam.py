@@ -1,5 +1,7 @@
 """The IAM policies (docs/iam-policy*.json) and the SAM template grant exactly what store/dynamodb.py
-calls, on the table and its indexes only; the template's table matches `table_definition`."""
+calls, on the table and its indexes only, and exactly what the identity-center access provider calls, on the
+instance, the break-glass permission sets and their accounts only; the template's table matches
+`table_definition`."""
 
 from __future__ import annotations
 
@@ -67,8 +69,13 @@ def actions_of_table_setup() -> set[str]:
     return actions
 
 
-def policy_actions(policy: dict[str, Any]) -> set[str]:
-    return {a for s in policy["Statement"] for a in _list(s["Action"])}
+def policy_actions(policy: dict[str, Any], prefix: str = "dynamodb:") -> set[str]:
+    """The policy's actions of one service (the prefix)."""
+    return {a for s in policy["Statement"] for a in _list(s["Action"]) if a.startswith(prefix)}
+
+
+def _service_statements(policy: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    return [s for s in policy["Statement"] if all(a.startswith(prefix) for a in _list(s["Action"]))]
 
 
 def _list(value: Any) -> list[Any]:
@@ -87,6 +94,8 @@ def test_action_scan_sees_what_the_store_calls() -> None:
 
 def test_bot_policy_grants_exactly_the_calls() -> None:
     assert policy_actions(BOT_POLICY) == actions_of_store_class()
+    every_action = policy_actions(BOT_POLICY, "")
+    assert every_action == actions_of_store_class() | activity_bot_actions() | actions_of_access_provider()
 
 
 def test_admin_policy_adds_exactly_table_setup() -> None:
@@ -105,7 +114,7 @@ def test_admin_policy_adds_exactly_table_setup() -> None:
 @pytest.mark.parametrize("policy", [BOT_POLICY, ADMIN_POLICY], ids=["bot", "admin"])
 def test_policies_allow_only_on_the_table_and_its_indexes(policy: dict[str, Any]) -> None:
     assert policy["Version"] == "2012-10-17"
-    for statement in policy["Statement"]:
+    for statement in _service_statements(policy, "dynamodb:"):
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement and "NotResource" not in statement
         resources = set(_list(statement["Resource"]))
@@ -213,6 +222,10 @@ def test_template_functions_match_the_bot_policy(template: dict[str, Any], name:
         expected = [index_arn] if _list(statement["Action"]) == ["dynamodb:Query"] else [table_arn]
         assert resources == expected, statement
     others = [s for s in statements if s not in dynamo]
+    (assume,) = [s for s in others if s.get("Sid") == "BreakglassActivityRoles"]
+    others.remove(assume)
+    assert assume["Action"] == sorted(activity_bot_actions())
+    assert assume["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${ActivityRoleName}"}
     if name == "HttpFunction":  # the lazy listener invokes its own function, nothing else
         (invoke,) = others
         assert invoke["Action"] == ["lambda:InvokeFunction"]
@@ -257,3 +270,163 @@ def test_sam_build_installs_this_project_and_its_dependencies(template: dict[str
         handler = template["Resources"][function]["Properties"]["Handler"]
         module, _, name = handler.rpartition(".")
         assert callable(getattr(__import__(module, fromlist=[name]), name))
+
+
+# -- the activity digest (bot/access/activity.py) ------------------------------------------------------------------
+
+ACTIVITY_SOURCE = (ROOT / "bot" / "access" / "activity.py").read_text()
+IAM_PREFIX = {"sts": "sts", "cloudtrail": "cloudtrail"}
+
+
+def activity_actions() -> dict[str, set[str]]:
+    """IAM actions of every `<client>.<operation>(` in activity.py, by the client's service."""
+    calls = re.findall(r"\b(sts|cloudtrail)\.(\w+)\(", ACTIVITY_SOURCE)
+    actions: dict[str, set[str]] = {}
+    for service, op in calls:
+        actions.setdefault(service, set()).add(
+            f"{IAM_PREFIX[service]}:" + "".join(p.capitalize() for p in op.split("_"))
+        )
+    return actions
+
+
+def activity_bot_actions() -> set[str]:
+    return activity_actions()["sts"]
+
+
+def test_activity_action_scan_sees_what_the_code_calls() -> None:
+    assert activity_actions() == {"sts": {"sts:AssumeRole"}, "cloudtrail": {"cloudtrail:LookupEvents"}}
+    # Clients are made only in gather(), for exactly these two services.
+    assert set(re.findall(r'\.client\(\s*"(\w+)"', ACTIVITY_SOURCE)) == {"sts", "cloudtrail"}
+
+
+def test_bot_may_assume_only_the_activity_roles() -> None:
+    (statement,) = [s for s in BOT_POLICY["Statement"] if s.get("Sid") == "BreakglassActivityRoles"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == sorted(activity_bot_actions())
+    assert statement["Resource"] == "arn:aws:iam::*:role/breakglass-activity"
+
+
+@pytest.fixture(scope="module")
+def activity_role() -> dict[str, Any]:
+    return yaml.load((ROOT / "deploy" / "activity-role.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def test_activity_role_allows_lookup_events_only(activity_role: dict[str, Any]) -> None:
+    role = activity_role["Resources"]["ActivityRole"]
+    assert role["Type"] == "AWS::IAM::Role"
+    assert list(activity_role["Resources"]) == ["ActivityRole"]  # nothing else in the stack
+    props = role["Properties"]
+    assert "ManagedPolicyArns" not in props and "PermissionsBoundary" not in props
+    statements = [s for p in props["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert {a for s in statements for a in _list(s["Action"])} == activity_actions()["cloudtrail"]
+    for statement in statements:
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement
+        assert statement["Resource"] == "*"  # LookupEvents has no resource-level permissions
+
+
+def test_activity_role_trusts_only_the_bot(activity_role: dict[str, Any]) -> None:
+    props = activity_role["Resources"]["ActivityRole"]["Properties"]
+    (trust,) = props["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Effect"] == "Allow"
+    assert trust["Principal"] == {"AWS": {"Ref": "BotRoleArn"}}
+    assert trust["Action"] == "sts:AssumeRole"
+    condition = trust["Condition"]["Fn::If"]
+    assert condition[0] == "HasExternalId"
+    assert condition[1] == {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
+    assert condition[2] == {"Ref": "AWS::NoValue"}
+    params = activity_role["Parameters"]
+    assert re.fullmatch(
+        params["BotRoleArn"]["AllowedPattern"], "arn:aws:iam::123456789012:role/breakglass-bot"
+    )
+    assert not re.fullmatch(params["BotRoleArn"]["AllowedPattern"], "*")
+    assert params["RoleName"]["Default"] == "breakglass-activity"
+
+
+# -- the identity-center access provider ------------------------------------------------------------------
+
+ACCESS_SOURCE = (ROOT / "bot" / "access" / "identity_center.py").read_text()
+SSO_INSTANCE = "arn:aws:sso:::instance/INSTANCE_ID"
+SSO_PERMISSION_SET = "arn:aws:sso:::permissionSet/INSTANCE_ID/BREAKGLASS_PERMISSION_SET_ID"
+SSO_ACCOUNT = "arn:aws:sso:::account/MANAGED_ACCOUNT_ID"
+IDENTITY_STORE = "arn:aws:identitystore::ACCOUNT_ID:identitystore/IDENTITY_STORE_ID"
+IDENTITY_STORE_USERS = "arn:aws:identitystore:::user/*"
+# Which resources each action is authorised on (Service Authorization Reference, IAM Identity Center and
+# Identity Store): assignments on the instance, the permission set and the account.
+ACCESS_RESOURCES = {
+    "sso:CreateAccountAssignment": {SSO_INSTANCE, SSO_PERMISSION_SET, SSO_ACCOUNT},
+    "sso:DeleteAccountAssignment": {SSO_INSTANCE, SSO_PERMISSION_SET, SSO_ACCOUNT},
+    "sso:ListAccountAssignments": {SSO_INSTANCE, SSO_PERMISSION_SET, SSO_ACCOUNT},
+    "sso:ProvisionPermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET, SSO_ACCOUNT},
+    "sso:DescribePermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET},
+    "sso:GetInlinePolicyForPermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET},
+    "sso:PutInlinePolicyToPermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET},
+    "sso:DeleteInlinePolicyFromPermissionSet": {SSO_INSTANCE, SSO_PERMISSION_SET},
+    "sso:DescribeAccountAssignmentCreationStatus": {SSO_INSTANCE},
+    "sso:DescribeAccountAssignmentDeletionStatus": {SSO_INSTANCE},
+    "sso:DescribePermissionSetProvisioningStatus": {SSO_INSTANCE},
+    "identitystore:GetUserId": {IDENTITY_STORE, IDENTITY_STORE_USERS},
+}
+
+
+def _camel(operation: str) -> str:
+    return "".join(part.capitalize() for part in operation.split("_"))
+
+
+def actions_of_access_provider() -> set[str]:
+    """IAM actions of every `self._call(self.sso|self.ids, "op", …)` and every polled status operation."""
+    calls = re.findall(r'_call\(\s*self\.(sso|ids),\s*"(\w+)"', ACCESS_SOURCE)
+    assert calls, "no Identity Center calls found: has bot/access/identity_center.py changed shape?"
+    actions = {("sso:" if client == "sso" else "identitystore:") + _camel(op) for client, op in calls}
+    polled = set(re.findall(r'"(describe_\w+_status)"', ACCESS_SOURCE))
+    actions |= {"sso:" + _camel(op) for op in polled}
+    # Nothing may reach the clients except through _call (which is what the scan above sees).
+    direct = set(re.findall(r"self\.(?:sso|ids)\.(\w+)\(", ACCESS_SOURCE))
+    assert not direct, f"the provider calls a client directly: {direct}"
+    return actions
+
+
+def test_access_scan_sees_what_the_provider_calls() -> None:
+    assert actions_of_access_provider() == set(ACCESS_RESOURCES)
+
+
+def test_bot_policy_grants_exactly_the_access_provider_calls() -> None:
+    granted = policy_actions(BOT_POLICY, "sso:") | policy_actions(BOT_POLICY, "identitystore:")
+    assert granted == actions_of_access_provider()
+    assert not policy_actions(ADMIN_POLICY, "sso:")  # the admin CLI changes no AWS access
+
+
+def test_access_statements_are_scoped_to_the_instance_and_break_glass_permission_sets() -> None:
+    statements = _service_statements(BOT_POLICY, "sso:") + _service_statements(BOT_POLICY, "identitystore:")
+    assert statements
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        resources = set(_list(statement["Resource"]))
+        for action in _list(statement["Action"]):
+            assert "*" not in action
+            assert resources == ACCESS_RESOURCES[action], (action, resources)
+    everything = {r for s in statements for r in _list(s["Resource"])}
+    assert not {r for r in everything if r.endswith("*")} - {IDENTITY_STORE_USERS}
+
+
+def test_template_access_policy_matches_the_bot_policy(template: dict[str, Any]) -> None:
+    resource = template["Resources"]["AccessProviderPolicy"]
+    assert resource["Type"] == "AWS::IAM::Policy"
+    assert resource["Condition"] == "IdentityCenter"  # provider none: no sso permission at all
+    assert template["Conditions"]["IdentityCenter"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "IdentityCenterInstanceArn"}, ""]}]
+    }
+    props = resource["Properties"]
+    assert props["Roles"] == [{"Ref": "HttpFunctionRole"}, {"Ref": "SweepFunctionRole"}]
+    statements = props["PolicyDocument"]["Statement"]
+    template_sids = {s["Sid"]: set(_list(s["Action"])) for s in statements}
+    doc = _service_statements(BOT_POLICY, "sso:") + _service_statements(BOT_POLICY, "identitystore:")
+    assert template_sids == {s["Sid"]: set(_list(s["Action"])) for s in doc}
+    by_sid = {s["Sid"]: s for s in statements}
+    assert by_sid["BreakglassRequestStatus"]["Resource"] == {"Ref": "IdentityCenterInstanceArn"}
+    assert "${BreakglassPermissionSetArns}" in json.dumps(by_sid["BreakglassPermissionSetInlinePolicy"])
+    assignment = json.dumps(by_sid["BreakglassAccountAssignments"])
+    for parameter in ("IdentityCenterInstanceArn", "BreakglassPermissionSetArns", "BreakglassAccountIds"):
+        assert parameter in assignment
+    for parameter in ("IdentityCenterInstanceArn", "IdentityStoreId", "BreakglassPermissionSetArns"):
+        assert template["Parameters"][parameter]["Default"] == ""

@@ -4,10 +4,12 @@ server — sharing one fake Slack: the invariants hold across processes."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -62,14 +64,22 @@ def backend(
     return f"dynamodb://{table}", {**AWS, "AWS_ENDPOINT_URL_DYNAMODB": moto}
 
 
-@pytest.fixture
-def two_bots(
-    backend: tuple[str, dict[str, str]], tmp_path: Path
+LIMITED_POLICY = (
+    "audit_channel: C0AUDIT\n"
+    "rate_limits:\n  window: 1h\n  per_user: 3\n  per_profile: 3\n  escalate_after: 2\n"
+    "profiles:\n" + "".join(f"  p{i}:\n    durations: [1h]\n" for i in range(20))
+)
+
+
+@contextmanager
+def bots_on(
+    backend: tuple[str, dict[str, str]], tmp_path: Path, policy_text: str
 ) -> Iterator[tuple[list[BotProcess], FakeSlack, str]]:
     store_url, env = backend
     policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    users = {user: {"email": f"{user.lower()}@example.com"} for user in ("U0001", "U0002", "U0IC")}
+    policy.write_text(policy_text)
+    people = ("U0001", "U0002", "U0IC", *(f"U1{i:03d}" for i in range(20)))
+    users = {user: {"email": f"{user.lower()}@example.com"} for user in people}
     with FakeSlack(token=BOT_TOKEN, users=users) as fake:
         bots = [
             BotProcess(tmp_path, fake.url, store_url, BREAKGLASS_POLICY=str(policy), **env) for _ in range(2)
@@ -84,6 +94,14 @@ def two_bots(
         finally:
             for b in bots:
                 b.kill()
+
+
+@pytest.fixture
+def two_bots(
+    backend: tuple[str, dict[str, str]], tmp_path: Path
+) -> Iterator[tuple[list[BotProcess], FakeSlack, str]]:
+    with bots_on(backend, tmp_path, POLICY) as running:
+        yield running
 
 
 def test_concurrent_submissions_split_across_processes_make_one_event(two_bots) -> None:
@@ -163,3 +181,37 @@ def test_sigkill_after_store_write_then_restart_announces_once(two_bots) -> None
     )
     assert store.get(event.id).outbox == ()
     assert restarted.terminate() == 0
+
+
+def test_rate_limits_hold_across_processes(backend: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """Issue 12.1: 2 processes x 20 concurrent submissions never exceed per_user, per_profile or
+    escalate_after (decided in the store's atomic create, not counted before it)."""
+    with bots_on(backend, tmp_path, LIMITED_POLICY) as (bots, fake, store_url):
+        senders = [SlackSender(b.url, fake) for b in bots]
+
+        def burst(submit: Callable[[int], dict]) -> list[dict]:
+            with ThreadPoolExecutor(max_workers=20) as pool:
+                return list(pool.map(submit, range(20)))
+
+        def refusals(results: list[dict]) -> list[str]:
+            return [r["errors"]["profile"] for r in results if r["response_action"] == "errors"]
+
+        # one person, 20 profiles at once: per_user 3
+        results = burst(lambda i: senders[i % 2].invoke(user="U0001", profile=f"p{i}", duration="3600").json)
+        store = open_store(store_url)
+        mine = store.list_by_invoker("U0001", limit=100).items
+        assert len(mine) == 3, results
+        assert sorted(e.escalated for e in mine) == [False, True, True]  # the 2nd and 3rd in the window
+        assert len(refusals(results)) == 17
+        assert all("at most 3 break-glass events per person per 1 hour" in m for m in refusals(results))
+        retry = re.compile(r"You may invoke again at \d{4}-\d\d-\d\d \d\d:\d\d UTC \(in ")
+        assert all(retry.search(m) for m in refusals(results)), refusals(results)
+
+        # 20 people, one profile at once: per_profile 3
+        results = burst(
+            lambda i: senders[i % 2].invoke(user=f"U1{i:03d}", profile="p19", duration="3600").json
+        )
+        on_profile = store.list_by_profile("p19", limit=100).items
+        assert len(on_profile) == 3, results
+        assert all("at most 3 break-glass events on 'p19' per 1 hour" in m for m in refusals(results))
+        assert all("It may be invoked again at " in m for m in refusals(results))

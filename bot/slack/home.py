@@ -67,7 +67,8 @@ def publish(c: Components, user_id: str) -> None:
 
 def refresh_for(c: Components):
     def hook(event: BreakGlassEvent) -> None:
-        publish(c, event.slack_user_id)
+        if event.slack_user_id is not None:  # a foreign (Sentinel) event has no Slack user's Home
+            publish(c, event.slack_user_id)
 
     return hook
 
