@@ -34,6 +34,7 @@ from store import (
     Status,
     Store,
     StoreError,
+    StoreNotConfigured,
     is_event_id,
     open_store,
     parse_store_url,
@@ -278,9 +279,9 @@ def _short(value: datetime | None) -> str:
 
 
 def _duration(value: timedelta) -> str:
-    minutes = int(value.total_seconds()) // 60
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+    from bot.durations import human_duration
+
+    return human_duration(value)  # as Slack shows it
 
 
 LIST_HEADER = ("ID", "STATUS", "PROFILE", "INVOKER", "CREATED (UTC)", "DURATION", "ENDED (UTC)", "REVIEWED")
@@ -367,6 +368,9 @@ def cmd_create_table(args: argparse.Namespace) -> int:
     try:
         for line in create_table(make_client(), target):
             print(line)
+    except StoreNotConfigured as exc:  # no region, or an existing table laid out differently
+        err(f"create-table: {exc}")
+        return USAGE
     except (ClientError, BotoCoreError) as exc:
         err(f"create-table failed: {exc}")
         return USAGE
@@ -459,13 +463,15 @@ def cmd_close(args: argparse.Namespace) -> int:
     by = OPERATOR_PREFIX + operator
     url = store_url(args)
 
+    # Only what closing and announcing need: the bot token and the audit channel, never the signing
+    # secret or an app token (the admin CLI receives no requests from Slack).
     slack_problems: list[str] = []
     try:
-        settings = load_settings(need_slack=True)
+        settings = load_settings(need_slack=True, serving=False)
     except ConfigError as exc:
         slack_problems = exc.problems
         try:
-            settings = load_settings(need_slack=False)
+            settings = load_settings(need_slack=False, serving=False)
         except ConfigError as exc2:
             raise AdminError(exc2.render()) from None
     settings = settings.model_copy(update={"breakglass_store": url})
@@ -475,7 +481,7 @@ def cmd_close(args: argparse.Namespace) -> int:
         policy = resolve_policy(settings)
     except ConfigError as exc:
         raise AdminError(exc.render()) from None
-    store = open_store(url, retention=policy.retention)
+    store = open_store(url, retention=policy.retention, create=False)
     runtime = None
     try:
         if not slack_problems:
@@ -530,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_store_url(url)
         if args.command == "create-table":
             return cmd_create_table(args)
-        store = open_store(url)
+        store = open_store(url, create=False)  # reading never creates a store
         try:
             handlers = {"list": cmd_list, "show": cmd_show, "export": cmd_export}
             return handlers[args.command](args, store)
@@ -545,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     except EventNotFound as exc:
         err(f"not found: {exc}")
         return REFUSED
+    except StoreNotConfigured as exc:
+        err(str(exc))
+        return USAGE
     except StoreError as exc:
         err(f"store error: {exc}")
         return USAGE

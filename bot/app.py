@@ -11,6 +11,7 @@ from typing import Any
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
@@ -20,7 +21,7 @@ from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
 from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
-from bot.policy import Policy, PolicyError, load_policy
+from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.skew import SkewMonitor
@@ -30,6 +31,15 @@ from store import Store
 from store.dynamodb import DynamoDBStore
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "BreakglassApp",
+    "audit_channel",
+    "create_app",
+    "make_slack_client",
+    "resolve_policy",
+    "unheld_roles",
+]
 
 
 def make_slack_client(settings: Settings, *, timeout: int = 10) -> WebClient:
@@ -66,6 +76,20 @@ def audit_channel(settings: Settings, policy: Policy) -> str | None:
             ]
         )
     return channel
+
+
+class _StaticTokenNotice(logging.Filter):
+    """Drops Bolt's "token will be ignored" warnings: breakglass passes its bot token through `authorize`
+    on purpose, and Bolt also reads SLACK_BOT_TOKEN from the environment, then warns that it is unused."""
+
+    NOTICES = (warning_token_skipped(), warning_client_prioritized_and_token_skipped())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.NOTICES
+
+
+_BOLT_LOGGER = logging.getLogger("slack_bolt")
+_BOLT_LOGGER.addFilter(_StaticTokenNotice())
 
 
 @dataclass
@@ -183,7 +207,7 @@ def create_app(
         process_before_response=lazy_delivery,
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=False,
-        logger=logging.getLogger("slack_bolt"),
+        logger=_BOLT_LOGGER,
         # Listeners ack, then deliver announcements in the same thread; a large pool keeps slow Slack
         # calls after one ack from delaying the next request's ack (Bolt's default is cpu_count + 4).
         listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener"),

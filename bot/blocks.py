@@ -29,7 +29,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot import ids
-from bot.durations import format_duration
+from bot.durations import format_duration, human_duration
 from store import BreakGlassEvent, ReasonCode, Status
 from store.model import MAX_CLOSE_REASON, MAX_INCIDENT, MAX_JUSTIFICATION, MAX_REVIEW_NOTES, MIN_JUSTIFICATION
 
@@ -114,7 +114,8 @@ def close_button(event: BreakGlassEvent) -> ButtonElement:
         style="danger",
         confirm=ConfirmObject(
             title="Close break-glass access?",
-            text=f"This ends {event.profile} access for {event.slack_user_id or event.invoker} now."[:300],
+            text=f"This ends `{escape(event.profile)}` access for "
+            f"{user(event.slack_user_id) if event.slack_user_id else escape(event.invoker)} now."[:300],
             confirm="Close access",
             deny="Keep it",
         ),
@@ -150,7 +151,7 @@ def event_fields(event: BreakGlassEvent) -> list[MarkdownTextObject]:
         ),
         f"*Profile*\n`{escape(event.profile)}`",
         f"*Reason*\n{reason_label(event)}",
-        f"*Duration*\n{format_duration(event.duration)}",
+        f"*Duration*\n{human_duration(event.duration)}",
         f"*{'Expires' if event.status is Status.ACTIVE else 'Was due to expire'}*\n{date(event.expires_at)}",
         f"*Event id*\n`{event.id}`",
     ]
@@ -235,7 +236,7 @@ def thread_escalation(event: BreakGlassEvent, security: list[str], count_window:
 
 
 def thread_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Blocks]:
-    text = f":alarm_clock: Expires in {format_duration(remaining)} ({date(event.expires_at, '{time}')})."
+    text = f":alarm_clock: Expires in {human_duration(remaining)} ({date(event.expires_at, '{time}')})."
     return text, _section(text)
 
 
@@ -275,7 +276,7 @@ def dm_invoked(event: BreakGlassEvent) -> tuple[str, Blocks]:
 
 def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Blocks]:
     text = (
-        f":alarm_clock: Your break-glass access to `{escape(event.profile)}` expires in {format_duration(remaining)} "
+        f":alarm_clock: Your break-glass access to `{escape(event.profile)}` expires in {human_duration(remaining)} "
         f"({date(event.expires_at, '{time}')}), event `{event.id}`."
     )
     return text, _with_close_button(text, event)
@@ -315,6 +316,11 @@ def granted(event: BreakGlassEvent) -> str:
         f"{date(event.expires_at)} (event `{event.id}`). It is announced to security; "
         "close it when you are done."
     )
+
+
+def closed_now(event: BreakGlassEvent) -> str:
+    """The closer's confirmation (slash command and Close modal)."""
+    return f":lock: Closed event `{event.id}` on `{escape(event.profile)}`: <@{event.slack_user_id}>'s access has ended."
 
 
 def already_ended(event: BreakGlassEvent) -> str:
@@ -361,11 +367,14 @@ def message(text: str) -> tuple[str, Blocks]:
     return text, _section(text)
 
 
+# The one-line example shown in help and usage; it works as typed under the built-in policy (tested).
+EXAMPLE = "/breakglass prod 1h incident incident=INC-4242 DB failover stuck, need to promote replica"
+
 HELP = (
     "*Break-glass*: emergency access to an AWS profile, announced to security.\n"
     "`/breakglass` — open the form\n"
-    "`/breakglass &lt;profile&gt; &lt;duration&gt; &lt;reason&gt; &lt;justification…&gt;` — invoke in one line, "
-    "e.g. `/breakglass prod 1h incident DB failover stuck, need to promote replica`\n"
+    "`/breakglass &lt;profile&gt; &lt;duration&gt; &lt;reason&gt; &lt;justification…&gt;` — invoke in one line "
+    f"(`incident=&lt;ticket or URL&gt;` anywhere after the reason), e.g. `{EXAMPLE}`\n"
     "`/breakglass list` — active events (yours; everyone's for incident commanders and security)\n"
     "`/breakglass status &lt;id&gt;` — one event\n"
     "`/breakglass close &lt;id&gt; &lt;reason…&gt;` — end access now\n"
@@ -599,7 +608,7 @@ def home(
 
 
 def review_reminder(events: list[BreakGlassEvent], age: timedelta) -> tuple[str, Blocks]:
-    text = f":mag: {len(events)} break-glass event(s) ended more than {format_duration(age)} ago and still await review:"
+    text = f":mag: {len(events)} break-glass event(s) ended more than {human_duration(age)} ago and still await review:"
     lines = [text] + [event_line(e) for e in events[:30]]
     if len(events) > 30:
         lines.append(f"…and {len(events) - 30} more (`/breakglass review`).")

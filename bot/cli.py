@@ -5,7 +5,9 @@ breakglass-bot http            HTTP: POST /slack/events, GET /healthz (gunicorn,
 breakglass-bot socket          Socket Mode
 breakglass-bot clock           the scheduler alone (when web processes run with BREAKGLASS_SCHEDULER=off)
 breakglass-bot check-policy F  validate a policy file and print a summary
-breakglass-bot create-table    create the DynamoDB table named by BREAKGLASS_STORE (or --store)
+breakglass-bot show-policy     print the policy in effect (--builtin: the built-in example)
+breakglass-bot create-table    create the DynamoDB table named by BREAKGLASS_STORE (or --store),
+                               the same command as `breakglass-admin create-table`
 breakglass-bot try             a local Slack simulation on http://127.0.0.1:$PORT/ (no Slack app needed)
 """
 
@@ -30,16 +32,20 @@ def _wait_for_sigterm(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _exit_cleanly(signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def run_http(threads: int = 32) -> None:
     from gunicorn.app.base import BaseApplication
 
-    from bot.config import ConfigError, load_settings
-    from bot.runtime import fail
+    from bot import gunicorn_conf
+    from bot.runtime import check_configuration
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        fail(exc.render())
+    # Until gunicorn installs its own handlers, SIGTERM (a deploy or supervisor stopping us while the
+    # configuration is checked) is a clean stop, not death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    settings = check_configuration()  # in the master, before forking: a bad configuration exits 2 once
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -53,6 +59,7 @@ def run_http(threads: int = 32) -> None:
                 "graceful_timeout": 20,
                 "keepalive": 5,
                 "accesslog": None,
+                "logconfig_dict": gunicorn_conf.gunicorn_logconfig(settings.log_level),
             }
             for key, value in config.items():
                 self.cfg.set(key, value)
@@ -62,15 +69,13 @@ def run_http(threads: int = 32) -> None:
 
             return build_wsgi()
 
-    print(
-        f"breakglass: serving HTTP on port {settings.port} (POST /slack/events, GET /healthz)",
-        file=sys.stderr,
-    )
+    log.info("serving HTTP on port %s (POST /slack/events, GET /healthz)", settings.port)
     Server().run()
 
 
 def run_socket() -> None:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_sdk.errors import SlackApiError
 
     from bot.runtime import build, fail
 
@@ -82,11 +87,18 @@ def run_socket() -> None:
     handler = SocketModeHandler(runtime.bolt, runtime.settings.slack_app_token.get_secret_value())
     stop = threading.Event()
     _wait_for_sigterm(stop)
+    try:
+        handler.connect()
+    except SlackApiError as exc:
+        runtime.shutdown()
+        error = exc.response.get("error") if exc.response is not None else "refused"
+        fail(
+            f"breakglass cannot start:\n  - SLACK_APP_TOKEN was refused by Slack (apps.connections.open: "
+            f"{error}): copy the app-level token (xapp-...) again from Basic Information > App-Level Tokens"
+        )
     if runtime.settings.breakglass_scheduler == "embedded":
         runtime.scheduler.start()
-    handler.connect()
     log.info("connected to Slack in Socket Mode")
-    print("breakglass: connected in Socket Mode", file=sys.stderr)
     stop.wait()
     handler.close()
     runtime.shutdown()
@@ -104,7 +116,7 @@ def run_clock() -> None:
     stop = threading.Event()
     _wait_for_sigterm(stop)
     runtime.scheduler.start()
-    print("breakglass: scheduler running (warnings, expiry, outbox)", file=sys.stderr)
+    log.info("scheduler running (warnings, expiry, outbox)")
     stop.wait()
     runtime.shutdown()
 
@@ -136,24 +148,31 @@ def check_policy(path: str) -> int:
     return 0
 
 
-def create_table(store_url: str | None) -> int:
+def show_policy(builtin: bool) -> int:
+    """Print the policy in effect (BREAKGLASS_POLICY, else the built-in one), or with --builtin the
+    built-in example, as YAML to copy and edit."""
     from bot.config import Settings
-    from store.dynamodb import create_table as create
-    from store.dynamodb import make_client
-    from store.url import InvalidStoreURL, parse_store_url
+    from bot.policy import DEFAULT_POLICY_YAML
+
+    path = None if builtin else Settings(_env_file=".env").breakglass_policy  # type: ignore[call-arg]
+    if path is None:
+        print(DEFAULT_POLICY_YAML, end="")
+        return 0
+    try:
+        print(path.read_text(encoding="utf-8-sig"), end="")
+    except OSError as exc:
+        print(f"BREAKGLASS_POLICY: cannot read {str(path)!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def create_table(store_url: str | None) -> int:
+    """The same command as `breakglass-admin create-table` (one implementation)."""
+    from bot import admin
+    from bot.config import Settings
 
     url = store_url or Settings(_env_file=".env").breakglass_store  # type: ignore[call-arg]
-    try:
-        kind, table = parse_store_url(url)
-    except InvalidStoreURL as exc:
-        print(f"create-table: {exc}", file=sys.stderr)
-        return 2
-    if kind != "dynamodb":
-        print(f"create-table: {url} is a SQLite store; its schema is created on first use", file=sys.stderr)
-        return 0
-    for line in create(make_client(), table):
-        print(line)
-    return 0
+    return admin.main(["create-table", "--store", url])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("clock", help="run only the scheduler")
     check = sub.add_parser("check-policy", help="validate a policy file")
     check.add_argument("file")
+    show = sub.add_parser("show-policy", help="print the policy in effect (--builtin: the built-in one)")
+    show.add_argument("--builtin", action="store_true", help="print the built-in policy")
     table = sub.add_parser("create-table", help="create the DynamoDB table (idempotent)")
     table.add_argument("--store", help="store URL (default: BREAKGLASS_STORE)")
     trial = sub.add_parser("try", help="try it in a browser: a local Slack simulation (no Slack app needed)")
@@ -185,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_try(args.port, args.db)
     if command == "check-policy":
         return check_policy(args.file)
+    if command == "show-policy":
+        return show_policy(args.builtin)
     if command == "create-table":
         return create_table(args.store)
     if command == "clock":

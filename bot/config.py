@@ -13,6 +13,25 @@ from bot.policy import CHANNEL_ID_RE
 from store.url import DEFAULT_STORE_URL, InvalidStoreURL, parse_store_url
 
 MANIFEST_HINT = "create the Slack app from manifest.yml (see README.md, 'Set up Slack')"
+ENV_HINT = "put the settings in .env (copy .env.example and fill in every value) or export them"
+_TOKEN_BODY_RE = re.compile(r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)+$")
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{16,}$")
+# The values .env.example ships with: copied unchanged, they must not pass for settings.
+PLACEHOLDER_CHANNEL = "C0123456"
+
+
+def _placeholder(value: str) -> bool:
+    return "..." in value or "…" in value or "<" in value or value.lower().startswith(("your", "changeme"))
+
+
+def _token_problem(name: str, value: str, prefix: str, what: str) -> str | None:
+    if _placeholder(value):
+        return f"{name} is still the .env.example placeholder: replace it with the {what} ({prefix}...)"
+    if not value.startswith(prefix):
+        return f"{name} does not look like a {what}: it must start with {prefix}"
+    if not _TOKEN_BODY_RE.fullmatch(value):
+        return f"{name} is malformed: a {what} is {prefix} followed by letters, digits and dashes (copy it again)"
+    return None
 
 
 class ConfigError(Exception):
@@ -23,7 +42,10 @@ class ConfigError(Exception):
         self.problems = problems
 
     def render(self) -> str:
-        return "breakglass cannot start:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        text = "breakglass cannot start:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        if any("is not set" in p or ".env.example" in p for p in self.problems):
+            text += f"\n({ENV_HINT}; README.md lists every setting)"
+        return text
 
 
 class Settings(BaseSettings):
@@ -66,8 +88,15 @@ class Settings(BaseSettings):
         ]
 
 
-def load_settings(*, need_slack: bool = True, env_file: str | None = ".env") -> Settings:
-    """Read settings; raise ConfigError naming every problem (missing or malformed), never a value."""
+def load_settings(
+    *, need_slack: bool = True, serving: bool = True, env_file: str | None = ".env"
+) -> Settings:
+    """Read settings; raise ConfigError naming every problem (missing or malformed), never a value.
+
+    `need_slack`: the bot token (and the audit channel) are required. `serving`: the process receives
+    Slack's requests, so it needs the signing secret (HTTP) or an app token (Socket Mode); the admin CLI
+    only calls the Web API and does not.
+    """
     try:
         settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
@@ -76,13 +105,13 @@ def load_settings(*, need_slack: bool = True, env_file: str | None = ".env") -> 
             name = str(err["loc"][0]).upper() if err["loc"] else "settings"
             problems.append(f"{name}: {err['msg']}")
         raise ConfigError(problems) from None
-    problems = check_settings(settings, need_slack=need_slack)
+    problems = check_settings(settings, need_slack=need_slack, serving=serving)
     if problems:
         raise ConfigError(problems)
     return settings
 
 
-def check_settings(settings: Settings, *, need_slack: bool = True) -> list[str]:
+def check_settings(settings: Settings, *, need_slack: bool = True, serving: bool = True) -> list[str]:
     problems: list[str] = []
     if need_slack:
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
@@ -91,19 +120,27 @@ def check_settings(settings: Settings, *, need_slack: bool = True) -> list[str]:
                 f"SLACK_BOT_TOKEN is not set: {MANIFEST_HINT}, install it to your workspace and copy "
                 "the Bot User OAuth Token (xoxb-...)"
             )
-        elif not token.startswith("xoxb-"):
-            problems.append("SLACK_BOT_TOKEN does not look like a bot token: it must start with xoxb-")
+        elif problem := _token_problem("SLACK_BOT_TOKEN", token, "xoxb-", "bot token"):
+            problems.append(problem)
+    if need_slack and serving:
         app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
-        if app_token is not None and not app_token.startswith("xapp-"):
+        if app_token is not None and (
+            problem := _token_problem("SLACK_APP_TOKEN", app_token, "xapp-", "app-level token")
+        ):
             problems.append(
-                "SLACK_APP_TOKEN must be an app-level token starting with xapp- "
-                "(Basic Information > App-Level Tokens, scope connections:write); unset it to serve HTTP"
+                problem + " (Basic Information > App-Level Tokens, scope connections:write); "
+                "unset it to serve HTTP"
             )
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
         if not secret and app_token is None:
             problems.append(
                 f"SLACK_SIGNING_SECRET is not set (needed to verify requests over HTTP): {MANIFEST_HINT} "
                 "and copy Basic Information > Signing Secret; or set SLACK_APP_TOKEN for Socket Mode"
+            )
+        elif secret and (_placeholder(secret) or not _SECRET_RE.fullmatch(secret)):
+            problems.append(
+                "SLACK_SIGNING_SECRET is malformed or still the .env.example placeholder: copy Basic "
+                "Information > Signing Secret"
             )
     channel = settings.breakglass_audit_channel
     if need_slack and channel is None and settings.breakglass_policy is None:  # built-in policy: no channel
@@ -114,6 +151,10 @@ def check_settings(settings: Settings, *, need_slack: bool = True) -> list[str]:
     if channel is not None and not CHANNEL_ID_RE.fullmatch(channel):
         problems.append(
             f"BREAKGLASS_AUDIT_CHANNEL={channel!r} is not a channel id: use the id (C0123456), not the name"
+        )
+    elif channel == PLACEHOLDER_CHANNEL:
+        problems.append(
+            "BREAKGLASS_AUDIT_CHANNEL is still the .env.example placeholder C0123456: set your audit channel's id"
         )
     try:
         parse_store_url(settings.breakglass_store)

@@ -24,6 +24,7 @@ __all__ = [
     "PositiveDuration",
     "compact_duration",
     "format_duration",
+    "human_duration",
     "parse_duration",
 ]
 
@@ -138,6 +139,20 @@ def format_duration(td: timedelta, *, use_days: bool = True) -> str:
     if not parts:
         return "0 seconds"
     return sign + " ".join(parts)
+
+
+def human_duration(td: timedelta) -> str:
+    """A duration as shown to a person, everywhere (Slack, the admin CLI): whole minutes from a minute up
+    (``14m59.9s`` -> ``"15 minutes"``, ``1h`` -> ``"1 hour"``), whole seconds below (``19.997s`` ->
+    ``"20 seconds"``); hours past a day stay hours (``"24 hours"``)."""
+    micros = abs(td // timedelta(microseconds=1))
+    sign = "-" if td < timedelta(0) else ""
+    seconds = (micros + _MICROS_PER_SECOND // 2) // _MICROS_PER_SECOND
+    if seconds >= 60:
+        rounded = timedelta(minutes=(micros + _MICROS_PER_MINUTE // 2) // _MICROS_PER_MINUTE)
+    else:
+        rounded = timedelta(seconds=seconds)
+    return sign + format_duration(rounded, use_days=False) if rounded else "0 seconds"
 
 
 def compact_duration(td: timedelta) -> str:

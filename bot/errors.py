@@ -22,6 +22,11 @@ class ValidationFailed(BreakglassError):
         self.errors = errors
 
 
+class AlreadyActive(ValidationFailed):
+    """Refused as stacked access: the person already holds active access to the profile. The request
+    itself was well formed (no usage hint helps)."""
+
+
 class NotAuthorized(BreakglassError):
     pass
 

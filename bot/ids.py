@@ -1,6 +1,8 @@
 """Block, action and callback ids: a public contract (documented in README.md). Never rename."""
 
 COMMAND = "/breakglass"
+# `/breakglass <subcommand>`: a profile may not be named like one (the command could not reach it).
+SUBCOMMANDS = ("help", "list", "status", "close", "history", "review")
 
 # Modals (callback_id)
 CALLBACK_INVOKE = "breakglass_invoke"

@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import threading
 from typing import Any
 
@@ -25,6 +26,7 @@ from slack_bolt.adapter.aws_lambda import SlackRequestHandler
 from slack_bolt.adapter.aws_lambda.lazy_listener_runner import LambdaLazyListenerRunner
 
 from bot.app import BreakglassApp
+from bot.runtime import ConfigurationFailed
 from bot.verify import MAX_BODY_BYTES, Refusal, RequestGuard, refuse
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,8 @@ def runtime() -> BreakglassApp:
 
             try:
                 install(build(lazy_delivery=True))
-            except SystemExit as exc:  # build() printed every configuration problem to stderr
-                raise RuntimeError("breakglass: invalid configuration, see the log above") from exc
+            except ConfigurationFailed as exc:  # the init fails with every configuration problem
+                raise RuntimeError(exc.message) from None
         assert _runtime is not None
         return _runtime
 
@@ -124,3 +126,9 @@ def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     counts = runtime().scheduler.sweep()  # includes the daily review reminder, once a day across runs
     log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
     return counts
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # In Lambda, build during the init phase: a configuration error fails the init with its message
+    # (and the function's first request), instead of surfacing on some later request.
+    runtime()

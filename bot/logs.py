@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +62,55 @@ def configure_logging(level: str = "INFO", secrets: list[str] | None = None, str
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Third-party chatter at DEBUG would include request bodies; keep it at INFO at most.
-    for noisy in ("botocore", "boto3", "urllib3", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    for noisy in LIBRARIES:
+        logging.getLogger(noisy).setLevel(library_level(level))
+
+
+# Libraries whose INFO lines (scheduler jobs added, connections opened…) are noise in an operator's log.
+LIBRARIES = ("botocore", "boto3", "urllib3", "apscheduler", "slack_sdk", "slack_bolt")
+
+
+def library_level(level: str) -> int:
+    """WARNING, unless LOG_LEVEL=DEBUG; even then INFO at most (library DEBUG lines include request bodies)."""
+    return logging.INFO if str(level).upper() == "DEBUG" else logging.WARNING
+
+
+def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
+    """gunicorn's `logconfig_dict`: its own lines (boot, workers, errors) as the same JSON, on stderr."""
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "filters": ["redact"],
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "filters": {"redact": {"()": redacting_filter_from_environment}},
+        "handlers": {"json": handler},
+        "root": {"level": level, "handlers": ["json"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["json"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["json"], "propagate": False},
+            **{name: {"level": library_level(level)} for name in LIBRARIES},
+        },
+    }
+
+
+def redacting_filter_from_environment() -> RedactingFilter:
+    """Redacts the secrets the settings (environment and .env) hold, for gunicorn's lines too."""
+    from pydantic import ValidationError
+
+    from bot.config import Settings
+    from bot.runtime import aws_secrets
+
+    try:
+        secrets = Settings(_env_file=".env").secrets()  # type: ignore[call-arg]
+    except ValidationError:  # reported by the configuration check; redact what the environment holds
+        secrets = [
+            os.environ[k]
+            for k in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
+            if os.environ.get(k)
+        ]
+    return RedactingFilter(secrets + aws_secrets())

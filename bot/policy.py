@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from bot.durations import Duration, PositiveDuration, compact_duration, format_duration
+from bot.ids import SUBCOMMANDS
 from store.model import MAX_DURATION
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "load_policy",
     "parse_policy",
     "summarize",
+    "unheld_roles",
 ]
 
 HARD_CAP = MAX_DURATION  # the store's cap: one constant
@@ -282,6 +284,11 @@ def _check_profile_name(value: object) -> str:
         raise ValueError(
             f"{value!r} is not a valid profile name: use up to 64 letters, digits, '_', '.', '@' or '-', "
             "starting with a letter or digit"
+        )
+    if value.lower() in SUBCOMMANDS:
+        raise ValueError(
+            f"{value!r} cannot be a profile name: `/breakglass {value.lower()}` is a subcommand, so the "
+            f"profile could never be invoked in one line (reserved: {', '.join(SUBCOMMANDS)})"
         )
     return value
 
@@ -905,6 +912,22 @@ def _rate_limit_lines(limits: RateLimits) -> list[str]:
     return lines
 
 
+def unheld_roles(policy: Policy) -> list[str]:
+    """One warning per role nobody holds (what then cannot happen), for start-up and ``check-policy``."""
+    warnings = []
+    if not policy.security:
+        warnings.append(
+            "nobody is in the security role (security: is empty), so nobody can review ended events; "
+            "list security user or user-group ids in the policy file"
+        )
+    if not policy.incident_commanders:
+        warnings.append(
+            "nobody is an incident commander (incident_commanders: is empty), so only the holder and "
+            "security can end access early; list incident commanders in the policy file"
+        )
+    return warnings
+
+
 def summarize(policy: Policy) -> str:
     """A readable multi-line summary of the policy, for ``breakglass-bot check-policy FILE``."""
     if policy.audit_channel:
@@ -939,6 +962,7 @@ def summarize(policy: Policy) -> str:
         if profile.audit_channel:
             lines.append(f"    audit channel: {profile.audit_channel} (overrides the policy's)")
         lines.extend(_aws_target_lines(profile.aws))
+    lines += [f"WARNING: {warning}" for warning in unheld_roles(policy)]
     return "\n".join(lines)
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import NoReturn
 
-from bot.app import BreakglassApp, create_app, resolve_policy
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.app import BreakglassApp, audit_channel, create_app, make_slack_client, resolve_policy, unheld_roles
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
-from store import StoreError, open_store
+from store import StoreError, open_store, parse_store_url
+
+log = logging.getLogger("bot.runtime")
 
 
 def aws_secrets() -> list[str]:
@@ -20,16 +25,56 @@ def aws_secrets() -> list[str]:
     ]
 
 
+class ConfigurationFailed(SystemExit):
+    """Exit status 2 after the configuration problems were printed; `message` is what was printed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
 def fail(message: str) -> NoReturn:
     print(message, file=sys.stderr)
-    raise SystemExit(2)
+    raise ConfigurationFailed(message)
+
+
+_checked = False  # set by check_configuration(); a forked gunicorn worker inherits it
+
+
+def check_configuration(settings: Settings | None = None) -> Settings:
+    """Everything a serving process needs, checked without serving: settings, policy, audit channel, the
+    store's configuration (AWS region). On a problem print every one and exit 2. Warns once for each role
+    nobody holds. gunicorn's master calls this before forking (bot/gunicorn_conf.py)."""
+    global _checked
+    try:
+        settings = settings or load_settings()
+        configure_logging(settings.log_level, settings.secrets() + aws_secrets())
+        policy = resolve_policy(settings)
+        audit_channel(settings, policy)
+        kind, _ = parse_store_url(settings.breakglass_store)
+        if kind == "dynamodb":
+            from store.dynamodb import make_client
+
+            make_client()
+    except ConfigError as exc:
+        fail(exc.render())
+    except StoreError as exc:
+        fail(f"breakglass cannot start:\n  - BREAKGLASS_STORE: {exc}")
+    for warning in unheld_roles(policy):
+        log.warning(warning, extra={"action": "start", "outcome": "warning"})
+    _checked = True
+    return settings
 
 
 def build(settings: Settings | None = None, *, lazy_delivery: bool = False) -> BreakglassApp:
     """Everything from the environment; on bad configuration print every problem and exit 2."""
+    if not _checked:
+        settings = check_configuration(settings)
     try:
         settings = settings or load_settings()
         configure_logging(settings.log_level, settings.secrets() + aws_secrets())
+        if not lazy_delivery:  # Lambda: no extra Slack round trip on each cold start
+            settings = check_bot_token(settings)
         policy = resolve_policy(settings)
         store = open_store(settings.breakglass_store, retention=policy.retention)
         return create_app(settings, store, policy=policy, lazy_delivery=lazy_delivery)
@@ -37,3 +82,30 @@ def build(settings: Settings | None = None, *, lazy_delivery: bool = False) -> B
         fail(exc.render())
     except StoreError as exc:
         fail(f"breakglass cannot start:\n  - BREAKGLASS_STORE: {exc}")
+
+
+_TOKEN_REFUSED = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
+
+
+def check_bot_token(settings: Settings) -> Settings:
+    """auth.test once at start-up: a token Slack refuses is one clear line naming it; Slack being
+    unreachable is not fatal (invocations are recorded and announced when it answers again). The answer
+    names the installed workspace, so create_app need not ask again."""
+    try:
+        answer = make_slack_client(settings).auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else None
+        if error in _TOKEN_REFUSED:
+            fail(
+                f"breakglass cannot start:\n  - SLACK_BOT_TOKEN was refused by Slack (auth.test: {error}): "
+                "copy the Bot User OAuth Token (xoxb-...) again from OAuth & Permissions"
+            )
+        log.warning("auth.test failed at start-up: %s", error)
+        return settings
+    except (SlackClientError, OSError) as exc:
+        log.warning("Slack unreachable at start-up (auth.test): %s", type(exc).__name__)
+        return settings
+    team = answer.get("team_id")
+    if settings.slack_team_id is None and team:
+        return settings.model_copy(update={"slack_team_id": str(team)})
+    return settings

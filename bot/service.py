@@ -15,7 +15,7 @@ from bot import ids
 from bot.clock import Clock
 from bot.directory import Admission, Directory
 from bot.durations import format_duration, parse_duration
-from bot.errors import DirectoryUnavailable, NotAuthorized, RateLimited, ValidationFailed
+from bot.errors import AlreadyActive, DirectoryUnavailable, NotAuthorized, RateLimited, ValidationFailed
 from bot.policy import Policy, ProfilePolicy
 from store import (
     BreakGlassEvent,
@@ -240,7 +240,7 @@ class BreakGlassService:
             )
         except StackedAccess as exc:
             existing = exc.existing
-            raise ValidationFailed(
+            raise AlreadyActive(
                 {
                     ids.PROFILE: f"You already have active break-glass event {existing.id} on "
                     f"{existing.profile!r} until {_plain_until(existing.expires_at, self.clock.now())}. "

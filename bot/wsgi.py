@@ -19,6 +19,7 @@ from bot.verify import MAX_BODY_BYTES, RequestGuard
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 LIVE_PATH = "/livez"
+WORKER_BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR
 
 
 class WSGIApp:
@@ -94,6 +95,12 @@ def __getattr__(name: str) -> Any:
     # `gunicorn bot.wsgi:app` builds the app in each worker, on first access (after the fork).
     if name == "app":
         global app
-        app = build_wsgi()
+        try:
+            app = build_wsgi()
+        except SystemExit as exc:
+            # build() printed every configuration problem. Under gunicorn, a worker exiting with any
+            # other status is restarted forever; WORKER_BOOT_ERROR (3) makes the arbiter halt at once.
+            # (`gunicorn -c python:bot.gunicorn_conf`, as in the Procfile, checks in the master: exit 2.)
+            raise SystemExit(WORKER_BOOT_ERROR) from exc
         return app
     raise AttributeError(name)

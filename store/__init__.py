@@ -8,6 +8,7 @@ from store.errors import (
     LimitReached,
     StackedAccess,
     StoreError,
+    StoreNotConfigured,
     StoreUnavailable,
 )
 from store.limits import Limits
@@ -29,6 +30,7 @@ __all__ = [
     "Status",
     "Store",
     "StoreError",
+    "StoreNotConfigured",
     "StoreUnavailable",
     "is_event_id",
     "mutate",

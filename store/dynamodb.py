@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -56,6 +57,7 @@ from store.errors import (
     EventNotFound,
     InvalidTransition,
     StackedAccess,
+    StoreNotConfigured,
     StoreUnavailable,
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
@@ -213,8 +215,23 @@ def make_client(region: str | None = None, endpoint_url: str | None = None) -> A
         read_timeout=1,
         max_pool_connections=50,
     )
-    return boto3.session.Session().client(
-        "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
+    session = boto3.session.Session()
+    region = region or aws_region(session)
+    if not region:
+        raise StoreNotConfigured(NO_REGION)
+    return session.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
+
+
+NO_REGION = "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or region in the AWS profile), e.g. AWS_REGION=us-east-1"
+
+
+def aws_region(session: Any = None) -> str | None:
+    """The region as the AWS SDKs find it: AWS_REGION (set by Lambda; read by the newer SDKs and the
+    AWS CLI, but not by botocore), then AWS_DEFAULT_REGION, then the profile's configuration."""
+    return (
+        os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or (session or boto3.session.Session()).region_name
     )
 
 
@@ -248,16 +265,27 @@ class DynamoDBStore:
             code = _code(exc)
             if code in _UNAVAILABLE_CODES:
                 raise StoreUnavailable(f"DynamoDB {operation} failed: {code}") from exc
-            if code == "ResourceNotFoundException":
+            if code == "ResourceNotFoundException" and operation == "describe_table":
                 raise StoreUnavailable(
-                    f"DynamoDB table {self.table!r} not found: create it with `breakglass-bot create-table`"
+                    f"DynamoDB table {self.table!r} not found: create it with `breakglass-admin create-table`"
                 ) from exc
+            # a missing table or index, or keys that do not match the table's: check the table's layout
+            if code == "ResourceNotFoundException" or (
+                code == "ValidationException" and ("index" in str(exc) or "schema" in str(exc))
+            ):
+                self._raise_layout_problem(exc)
             raise
         except BotoCoreError as exc:
             ambiguous = isinstance(exc, ReadTimeoutError) and operation in _WRITES
             raise StoreUnavailable(
                 f"DynamoDB {operation} failed: {type(exc).__name__}", maybe_written=ambiguous
             ) from exc
+
+    def _raise_layout_problem(self, exc: ClientError) -> None:
+        """A missing table, or a table whose key schema or indexes are not breakglass's: say which."""
+        problems = layout_problems(self._call("describe_table", TableName=self.table)["Table"])
+        if problems:
+            raise StoreNotConfigured(wrong_layout(self.table, problems)) from exc
 
     def _readable(self, items: Iterable[dict[str, Any]]) -> list[BreakGlassEvent]:
         """The events among `items`; an item that cannot be read at all (damaged, or a layout nobody
@@ -743,10 +771,39 @@ def table_definition(table: str) -> dict[str, Any]:
     }
 
 
+def _keys(key_schema: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((k["AttributeName"], k["KeyType"]) for k in key_schema)
+
+
+def layout_problems(description: dict[str, Any]) -> list[str]:
+    """How a table (describe_table's "Table") differs from breakglass's layout; empty when it matches."""
+    problems = []
+    keys = _keys(description.get("KeySchema", []))
+    if keys != (("id", "HASH"),):
+        shown = ", ".join(f"{name} ({kind})" for name, kind in keys) or "none"
+        problems.append(f"key schema is {shown}, expected id (HASH) only")
+    indexes = {i["IndexName"]: _keys(i["KeySchema"]) for i in description.get("GlobalSecondaryIndexes", [])}
+    for name, (pk, sk) in _INDEXES.items():
+        if name not in indexes:
+            problems.append(f"index {name} ({pk}, {sk}) is missing")
+        elif indexes[name] != ((pk, "HASH"), (sk, "RANGE")):
+            problems.append(f"index {name} has the wrong keys, expected {pk} (HASH), {sk} (RANGE)")
+    return problems
+
+
+def wrong_layout(table: str, problems: list[str]) -> str:
+    return (
+        f"DynamoDB table {table!r} exists but is not laid out for breakglass: "
+        + "; ".join(problems)
+        + ". Use another table name (or recreate this one with `breakglass-admin create-table`)"
+    )
+
+
 def create_table(client: Any, table: str, *, wait: bool = True, pitr: bool = True) -> list[str]:
     """Create the table (idempotent): keys, GSIs, on-demand billing, SSE, TTL on `ttl`, PITR.
 
-    Returns a list of human-readable lines saying what was created and what already existed.
+    Returns a list of human-readable lines saying what was created and what already existed. An existing
+    table with another layout raises StoreNotConfigured naming each difference, and is left unchanged.
     """
     report: list[str] = []
     try:
@@ -758,15 +815,9 @@ def create_table(client: Any, table: str, *, wait: bool = True, pitr: bool = Tru
         report.append(f"table {table} already exists")
     if wait:
         client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    existing = {
-        i["IndexName"]
-        for i in client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
-    }
-    missing = set(_INDEXES) - existing
-    if missing:
-        report.append(
-            f"WARNING: table {table} lacks indexes {sorted(missing)}: add them before running the bot"
-        )
+    problems = layout_problems(client.describe_table(TableName=table)["Table"])
+    if problems:
+        raise StoreNotConfigured(wrong_layout(table, problems) + "; nothing was changed")
     ttl = client.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == "ttl":
         report.append("TTL on `ttl` already enabled")

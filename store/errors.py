@@ -82,3 +82,8 @@ class StoreUnavailable(StoreError):
     def __init__(self, message: str, *, maybe_written: bool = False) -> None:
         super().__init__(message)
         self.maybe_written = maybe_written
+
+
+class StoreNotConfigured(StoreError):
+    """The store cannot be used as configured: no AWS region, a missing SQLite file for a read-only
+    command, or a DynamoDB table whose layout is not breakglass's. The message says what to change."""

@@ -32,6 +32,7 @@ from store.errors import (
     EventNotFound,
     InvalidTransition,
     StackedAccess,
+    StoreNotConfigured,
     StoreUnavailable,
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
@@ -122,8 +123,14 @@ def _position(cursor: str, *keys: str) -> list[str]:
 class SQLiteStore:
     """`Store` on one SQLite file. `path` may be ':memory:' only for single-connection use in tests."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0, create: bool = True) -> None:
+        """`create=False` (read-only commands): a missing file raises StoreNotConfigured, nothing is created."""
         self.path = str(path)
+        if not create and self.path != ":memory:" and not Path(self.path).expanduser().is_file():
+            raise StoreNotConfigured(
+                f"SQLite store {self.path} not found (no such file): check --store / BREAKGLASS_STORE "
+                "and the working directory"
+            )
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []

@@ -42,12 +42,15 @@ def parse_store_url(url: str) -> tuple[str, str]:
     raise InvalidStoreURL(f"{url!r}: use sqlite:///path/to/file.db or dynamodb://TABLE")
 
 
-def open_store(url: str = DEFAULT_STORE_URL, *, retention: timedelta | None = None) -> Store:
+def open_store(
+    url: str = DEFAULT_STORE_URL, *, retention: timedelta | None = None, create: bool = True
+) -> Store:
+    """`create=False` for commands that only use an existing store: a missing SQLite file is an error."""
     kind, target = parse_store_url(url)
     if kind == "sqlite":
         from store.sqlite import SQLiteStore
 
-        return SQLiteStore(target)
+        return SQLiteStore(target, create=create)
     from store.dynamodb import DEFAULT_RETENTION, DynamoDBStore
 
     return DynamoDBStore(target, retention=retention or DEFAULT_RETENTION)

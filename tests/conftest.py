@@ -120,7 +120,7 @@ def bot(fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock)
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",  # only AWS_REGION, as on Lambda (botocore itself reads AWS_DEFAULT_REGION)
 }
 
 
@@ -129,6 +129,7 @@ def dynamodb_bot(
     fake: FakeSlack, policy: Policy, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, table: str
 ) -> Iterator[Bot]:
     """A bot on a DynamoDB table in moto's in-process mock (dummy credentials)."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     for key, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(key, value)
     with mock_aws():

@@ -208,7 +208,10 @@ def test_invoker_closing_updates_the_audit_message_and_threads_without_a_dm(bot:
 
     response = submit_close(bot, event.id, "Replica promoted, done", user="U0001")
     assert response.status == 200
-    assert response.body == b""  # plain ack: the modal closes
+    # the closer is told: the modal turns into a confirmation naming the event and the person
+    assert response.json["response_action"] == "update"
+    confirmation = json.dumps(response.json["view"])
+    assert "Access closed" in confirmation and event.id in confirmation and "<@U0001>" in confirmation
     stored = bot.store.get(event.id)
     assert stored.status is Status.CLOSED
     assert stored.closed_by == "U0001" and stored.closed_reason == "Replica promoted, done"
@@ -235,7 +238,8 @@ def test_invoker_closing_updates_the_audit_message_and_threads_without_a_dm(bot:
 def test_someone_else_closing_dms_the_invoker(bot: Bot, closer: str) -> None:
     event = invoke(bot)
     response = submit_close(bot, event.id, "Incident over, closing for them", user=closer)
-    assert response.status == 200 and response.body == b""
+    assert response.status == 200 and response.json["response_action"] == "update"
+    assert "<@U0001>" in json.dumps(response.json["view"])  # the closer is told whose access ended
     stored = settled(bot, event.id)
     assert stored.status is Status.CLOSED and stored.closed_by == closer
 
@@ -353,8 +357,9 @@ def test_concurrent_close_submissions_close_once(bot: Bot) -> None:
         t.join(10)
     assert len(responses) == len(closers)
 
-    winners = [u for u, r in responses.items() if r.body == b""]
-    losers = [u for u, r in responses.items() if r.body != b""]
+    # the winner's modal turns into the "Access closed" confirmation; the others say it already ended
+    winners = [u for u, r in responses.items() if "Access closed" in r.text]
+    losers = [u for u, r in responses.items() if "Access closed" not in r.text]
     assert len(winners) == 1, {u: r.text for u, r in responses.items()}
     for user in losers:
         body = responses[user].json

@@ -75,6 +75,8 @@ def test_submission_stores_then_announces(bot: Bot) -> None:
         assert needle in text, needle
     close = next(e for b in audit.params["blocks"] if b["type"] == "actions" for e in b["elements"])
     assert close["action_id"] == "close_event" and close["value"] == event.id and "confirm" in close
+    # the confirmation mentions the person (a mention, not a raw user id)
+    assert close["confirm"]["text"]["type"] == "mrkdwn" and "<@U0001>" in close["confirm"]["text"]["text"]
     dm = bot.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "U0001")[0]
     assert event.id in json.dumps(dm.params["blocks"]) and "close_event" in json.dumps(dm.params["blocks"])
     bot.idle()  # the delivery records the audit message's ts after Slack answered

@@ -35,8 +35,7 @@ profiles:
 AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",  # only AWS_REGION, as on Lambda
 }
 
 

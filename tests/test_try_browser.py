@@ -210,6 +210,9 @@ def test_invoke_audit_close_review_in_the_browser(workspace: LocalWorkspace, bro
     form = modal(browser, "Close")
     form.find_element(By.ID, "in-close_reason").send_keys("Incident resolved, replica promoted")
     form.find_element(By.ID, "modal-submit").click()
+    # the closer gets a confirmation naming the event
+    wait(browser, lambda d: event_id in modal(d, "Access closed").text)
+    click(browser, lambda d: modal(d, "Access closed").find_element(By.ID, "modal-close"))
     wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))
     message = audit_message(browser, event_id, "1 reply")
     assert "CLOSED" in message.text

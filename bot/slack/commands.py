@@ -9,7 +9,7 @@ from slack_bolt import Ack, App
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
-from bot.errors import BreakglassError, ValidationFailed
+from bot.errors import AlreadyActive, BreakglassError, ValidationFailed
 from bot.service import InvokeRequest
 from bot.slack.context import SlackContext
 from bot.slack.errors import user_message
@@ -20,10 +20,10 @@ log = logging.getLogger(__name__)
 USAGE = (
     "Usage: `/breakglass <profile> <duration> <reason> <justification…>` "
     "(optionally `incident=<ticket or URL>` anywhere after the reason), "
-    "e.g. `/breakglass prod 1h incident DB failover stuck, need to promote replica`. "
+    f"e.g. `{blocks.EXAMPLE}`. "
     "Or `/breakglass` alone to open the form; `/breakglass help` for everything else."
 )
-SUBCOMMANDS = ("help", "list", "status", "close", "history", "review")
+SUBCOMMANDS = ids.SUBCOMMANDS
 
 
 def unescape_command_text(text: str) -> str:
@@ -75,6 +75,7 @@ class CommandHandler:
             message = blocks.escape(user_message(exc))
             if (
                 isinstance(exc, ValidationFailed)
+                and not isinstance(exc, AlreadyActive)  # a well-formed command: usage would not help
                 and words[0].lower() not in SUBCOMMANDS
                 and "usage" not in exc.errors
             ):
@@ -141,9 +142,7 @@ class CommandHandler:
                 return blocks.message(blocks.already_ended(result.event)), (
                     result.event if result.event.outbox else None
                 )
-            return blocks.message(
-                f":lock: Closed event `{result.event.id}` on `{blocks.escape(result.event.profile)}`."
-            ), result.event
+            return blocks.message(blocks.closed_now(result.event)), result.event
         if name == "history":
             profile = args[0] if args else None
             events = service.history(user_id, profile)
@@ -157,7 +156,14 @@ class CommandHandler:
             ), None
         if len(words) == 1 and self.ctx.policy.profile(words[0]) is None:
             return blocks.message(f"Unknown command `{blocks.escape(words[0])}`.\n{blocks.HELP}"), None
-        request = parse_fast_path(user_id, words, command.get("trigger_id"))
+        try:
+            request = parse_fast_path(user_id, words, command.get("trigger_id"))
+        except ValidationFailed as exc:
+            if self.ctx.policy.profile(words[0]) is None:  # name the unknown profile before what is missing
+                raise ValidationFailed(
+                    {ids.PROFILE: f"There is no profile called {words[0]!r}.", **exc.errors}
+                ) from None
+            raise
         event = service.invoke(request)
         return blocks.message(blocks.granted(event)), event
 

@@ -54,10 +54,13 @@ def register(app: App, ctx: SlackContext) -> None:
         ctx.after_ack(event)
 
     def event_form(
-        field: str, apply: Callable[[str, str, str], tuple[BreakGlassEvent, str | None]]
+        field: str,
+        apply: Callable[[str, str, str], tuple[BreakGlassEvent, str | None]],
+        done: Callable[[BreakGlassEvent], tuple[str, str]] | None = None,
     ) -> Listener:
         """A close or review modal: event id from private_metadata, one text field; `apply` returns the
-        event and, when nothing was changed (it had already ended), what to tell the user instead."""
+        event and, when nothing was changed (it had already ended), what to tell the user instead.
+        `done` gives the (title, text) of the confirmation that replaces the modal after a change."""
 
         def submit(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
             meta = parse_metadata(EventMetadata, view.get("private_metadata"))
@@ -69,7 +72,9 @@ def register(app: App, ctx: SlackContext) -> None:
             except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
                 ack(response_action="errors", errors=modal_errors(exc, (field,)))
                 return
-            if notice is None:
+            if notice is None and done is not None:
+                ack(response_action="update", view=blocks.notice_modal(*done(event)))
+            elif notice is None:
                 ack()
             else:
                 ack(response_action="update", view=blocks.notice_modal("Already ended", notice))
@@ -87,7 +92,10 @@ def register(app: App, ctx: SlackContext) -> None:
 
     for callback_id, listener in (
         (ids.CALLBACK_INVOKE, invoke),
-        (ids.CALLBACK_CLOSE, event_form(ids.CLOSE_REASON, close)),
+        (
+            ids.CALLBACK_CLOSE,
+            event_form(ids.CLOSE_REASON, close, lambda event: ("Access closed", blocks.closed_now(event))),
+        ),
         (ids.CALLBACK_REVIEW, event_form(ids.REVIEW_NOTES, review)),
     ):
         app.view(callback_id)(ack=listener, lazy=ctx.lazy)
