@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt import App, BoltResponse
@@ -15,6 +16,8 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
+from bot import access_steps
+from bot.access import AccessProvider, make_provider
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
@@ -24,13 +27,16 @@ from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLi
 from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
-from bot.skew import SkewMonitor
+from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, commands, home, views
 from bot.slack.context import SlackContext
 from store import Store
 from store.dynamodb import DynamoDBStore
 
 log = logging.getLogger(__name__)
+
+# An AWS status poll gives up (the step is retried later) well inside a delivery's lease (bot.pipeline).
+ACCESS_POLL_TIMEOUT = timedelta(seconds=30)
 
 __all__ = [
     "BreakglassApp",
@@ -128,6 +134,7 @@ def create_app(
     clock: Clock | None = None,
     directory: Directory | None = None,
     lazy_delivery: bool = False,
+    access: AccessProvider | None = None,
 ) -> BreakglassApp:
     policy = policy or resolve_policy(settings)
     channel = audit_channel(settings, policy)
@@ -148,6 +155,16 @@ def create_app(
     pipeline = Pipeline(
         store=store, client=client, policy=policy, clock=clock, post_ack_threads=not lazy_delivery
     )
+    # AWS access (policy `access:`): the provider asks the store which active events hold an assignment,
+    # polls within a delivery's lease, and denies sessions up to the clock-skew bound after a revoke.
+    pipeline.access = access or make_provider(
+        policy.access,
+        holders=lambda assignment: access_steps.active_holders(pipeline, assignment),
+        clock=clock,
+        poll_timeout=ACCESS_POLL_TIMEOUT,
+        deny_margin=SKEW_BOUND,
+    )
+    pipeline.security_members = lambda: directory.members(policy.security)
     service = BreakGlassService(
         store=store,
         policy=policy,
@@ -155,6 +172,7 @@ def create_app(
         clock=clock,
         default_audit_channel=channel,
         prepare_new=pipeline.hold_new,
+        access=pipeline.access,
     )
     context = SlackContext(service=service, pipeline=pipeline, client=client, policy=policy, clock=clock)
     scheduler = Scheduler(

@@ -257,6 +257,145 @@ def thread_reviewed(event: BreakGlassEvent) -> tuple[str, Blocks]:
     return text, _section(text)
 
 
+# -- AWS access (bot/access): receipts, failures, drift ----------------------------------------------
+
+
+def _took(delta: timedelta) -> str:
+    seconds = max(delta.total_seconds(), 0.0)
+    return f"{seconds:.1f} s" if seconds < 60 else human_duration(delta)
+
+
+def _mentions(security: list[str]) -> str:
+    return " ".join(group(g) if g.startswith("S") else user(g) for g in security) or "security"
+
+
+def _assignment_line(access: EventAccess) -> str:
+    return (
+        f"account `{escape(access.account)}`, permission set `{escape(access.permission_set)}`, "
+        f"identity-store user `{escape(access.user_id)}`"
+        + (f" ({escape(access.email)})" if access.email else "")
+    )
+
+
+def access_granted(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    """The grant receipt (audit thread and DM): what was assigned, when, and how long it took."""
+    access = event.access
+    assert access is not None and access.granted_at is not None
+    if access.pre_existing:
+        text = (
+            f":key: AWS access: {_assignment_line(access)} was already assigned before this event "
+            "(standing access); breakglass assigned nothing and will not remove it."
+        )
+        return text, _section(text)
+    aws_took = access.granted_at - (access.grant_requested_at or access.granted_at)
+    text = (
+        f":key: AWS access granted: {_assignment_line(access)}, assigned "
+        f"{date(access.granted_at, '{date_short_pretty} {time_secs}')}, "
+        f"{_took(access.granted_at - event.created_at)} after the invocation (AWS took {_took(aws_took)})."
+        + (f" It succeeded after {access.failures} failed attempts." if access.failures else "")
+    )
+    return text, _section(text)
+
+
+def access_revoked(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    """The revocation receipt (audit thread): assignment deleted at T, sessions issued before T denied at T'."""
+    access = event.access
+    assert access is not None and access.revoked_at is not None
+    fmt = "{date_short_pretty} {time_secs}"
+    if access.kept == "never-granted":
+        text = ":unlock: AWS access: nothing to revoke (breakglass never assigned anything for this event)."
+    elif access.kept == "pre-existing":
+        text = (
+            f":unlock: AWS access: {_assignment_line(access)} was standing access before this event; "
+            "left in place, as it was found."
+        )
+    elif access.kept == "held-by-other-events":
+        text = (
+            f":unlock: AWS access: {_assignment_line(access)} is kept because another active break-glass "
+            "event of this person holds it; it is revoked when the last one ends."
+        )
+    else:
+        ended = access.revoked_at - (event.ended_at or access.revoked_at)
+        text = (
+            f":lock: AWS access revoked: {_assignment_line(access)}. Assignment deleted "
+            f"{date(access.assignment_deleted_at or access.revoked_at, fmt)}; sessions issued before "
+            f"{date(access.sessions_issued_before or access.revoked_at, fmt)} denied "
+            f"{date(access.sessions_denied_at or access.revoked_at, fmt)} "
+            f"({_took(ended)} after the event ended)."
+            + (f" It succeeded after {access.failures} failed attempts." if access.failures else "")
+        )
+    return text, _section(text)
+
+
+def access_failed(
+    event: BreakGlassEvent, step: str, error: str, security: list[str], *, repeat: int = 0
+) -> tuple[str, Blocks]:
+    """A grant or revoke that failed (audit thread, mentioning security): the AWS error, and that it is
+    retried. `repeat` > 0: a revoke still failing, alarmed again."""
+    access = event.access
+    assert access is not None
+    if step == "revoke":
+        head = ":rotating_light: AWS access NOT revoked" + (
+            f" (still failing, alarm {repeat + 1})" if repeat else ""
+        )
+        tail = (
+            "The person may still have access. breakglass keeps retrying and alarms again until it works; "
+            "revoke it by hand in IAM Identity Center if it does not."
+        )
+    else:
+        head = ":warning: AWS access could not be granted"
+        tail = "breakglass keeps retrying until it works or the event ends."
+    text = f"{head}: {_assignment_line(access)}. {_mentions(security)}: AWS said {quote(error)}\n{tail}"
+    return text, _section(text)
+
+
+def dm_access_failed(event: BreakGlassEvent, step: str, error: str) -> tuple[str, Blocks]:
+    """The same failure as a DM (the invoker for a grant; each security member for a revoke)."""
+    access = event.access
+    assert access is not None
+    if step == "revoke":
+        text = (
+            f":rotating_light: Revoking the AWS access of break-glass event `{event.id}` "
+            f"({invoker_of(event)}, `{escape(event.profile)}`) is failing: {_assignment_line(access)}. "
+            f"AWS said:\n{quote(error)}\nbreakglass keeps retrying; revoke it by hand if it does not work."
+        )
+    else:
+        text = (
+            f":warning: Your AWS access for break-glass event `{event.id}` (`{escape(event.profile)}`) could "
+            f"not be granted yet. AWS said:\n{quote(error)}\nbreakglass keeps retrying and tells you when "
+            "it works; security has been told."
+        )
+    return text, _section(text)
+
+
+def access_drift(report: ReconcileReport, security: list[str]) -> tuple[str, Blocks]:
+    """A reconcile pass that found something (audit channel, mentioning security)."""
+    lines = []
+    for drift in report.drift:
+        what = (
+            f"{escape(drift.principal_type.lower())} `{escape(drift.principal_id)}` on account "
+            f"`{escape(drift.account)}`, permission set `{escape(drift.permission_set)}`"
+        )
+        if drift.removed:
+            lines.append(f"• assignment made outside breakglass, removed (sessions denied): {what}")
+        else:
+            lines.append(
+                f"• assignment made outside breakglass, NOT removed: {what}: {escape(drift.error or '')}"
+            )
+    for receipt in report.regranted:
+        lines.append(f"• event `{escape(receipt.event_id)}`'s assignment had vanished; granted again")
+    for item in report.missing:
+        lines.append(f"• event `{escape(item.event_id)}`'s assignment has vanished and was not granted again")
+    for error in report.errors:
+        lines.append(f"• {escape(error)}")
+    shown = lines[:20] + ([f"…and {len(lines) - 20} more"] if len(lines) > 20 else [])
+    text = (
+        f":mag: {_mentions(security)}: AWS access drift on the break-glass permission sets "
+        f"({date(report.checked_at, '{date_short_pretty} {time_secs}')}):\n" + "\n".join(shown)
+    )
+    return text, _section(text)
+
+
 def _with_close_button(text: str, event: BreakGlassEvent) -> Blocks:
     return _dump(
         [
@@ -623,6 +762,8 @@ def review_reminder(events: list[BreakGlassEvent], age: timedelta) -> tuple[str,
 
 if TYPE_CHECKING:
     from bot.access.activity import ActivityDigest, CallRef
+    from bot.access.base import ReconcileReport
+    from store.model import EventAccess
 
 DIGEST_MESSAGE_BLOCKS = 12  # the digest's share of a message (well under 50)
 DIGEST_MODAL_BLOCKS = 8  # its share of the review modal (which has its own blocks, under 100 in all)

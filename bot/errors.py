@@ -27,6 +27,11 @@ class AlreadyActive(ValidationFailed):
     itself was well formed (no usage hint helps)."""
 
 
+class AwsAccessRefused(BreakglassError):
+    """The profile grants AWS access and the person cannot be given it (no identity-store user with the
+    email of their Slack profile, or the identity store could not be asked): nothing was stored."""
+
+
 class NotAuthorized(BreakglassError):
     pass
 

@@ -53,7 +53,8 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot import blocks
+from bot import access_steps, blocks
+from bot.access import AccessProvider, NoneProvider
 from bot.clock import Clock
 from bot.durations import format_duration
 from bot.policy import Policy
@@ -180,11 +181,17 @@ class Pipeline:
         clock: Clock,
         post_ack_threads: bool = True,
         workers: int = 4,
+        access: AccessProvider | None = None,
+        security_members: Callable[[], set[str]] | None = None,
     ) -> None:
         self.store = store
         self.client = client
         self.policy = policy
         self.clock = clock
+        # AWS access (the ACCESS_* kinds): the provider, and who security is (a revoke that keeps failing
+        # alarms each member directly).
+        self.access: AccessProvider = access or NoneProvider(clock)
+        self.security_members: Callable[[], set[str]] = security_members or (lambda: set())
         # Run after every delivery with the event as stored (App Home refresh, scheduler tracking).
         self.follow_ups: list[Callable[[BreakGlassEvent], None]] = []
         self.post_ack_threads = post_ack_threads
@@ -491,5 +498,11 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.EXPIRE_THREAD: thread_reply(lambda p, e: blocks.thread_expired(e)),
     OutboxKind.EXPIRE_DM: direct_message(lambda p, e: blocks.dm_expired(e)),
     OutboxKind.REVIEW_THREAD: thread_reply(lambda p, e: blocks.thread_reviewed(e)),
+    # AWS access (bot/access_steps.py): the grant and the revoke, then their receipts
+    OutboxKind.ACCESS_GRANT: access_steps.grant_access,
+    OutboxKind.ACCESS_REVOKE: access_steps.revoke_access,
+    OutboxKind.GRANT_RECEIPT_THREAD: thread_reply(lambda p, e: blocks.access_granted(e)),
+    OutboxKind.GRANT_RECEIPT_DM: direct_message(lambda p, e: blocks.access_granted(e)),
+    OutboxKind.REVOKE_RECEIPT_THREAD: thread_reply(lambda p, e: blocks.access_revoked(e)),
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"

@@ -413,9 +413,9 @@ AccessProviderName = Literal["none", "identity-center"]
 """Which access provider changes AWS access: ``none`` (the stored event is the grant) or IAM Identity Center."""
 
 _ACCOUNT_RE = re.compile(r"[0-9]{12}")
-_INSTANCE_ARN_RE = re.compile(r"arn:(aws|aws-us-gov|aws-cn):sso:::instance/(ssoins-[0-9a-f]{16})")
+_INSTANCE_ARN_RE = re.compile(r"arn:(aws|aws-us-gov|aws-cn):sso:::instance/(ssoins-[a-zA-Z0-9.-]{16})")
 _PERMISSION_SET_ARN_RE = re.compile(
-    r"arn:(aws|aws-us-gov|aws-cn):sso:::permissionSet/(ssoins-[0-9a-f]{16})/ps-[0-9a-f]{16}"
+    r"arn:(aws|aws-us-gov|aws-cn):sso:::permissionSet/(ssoins-[a-zA-Z0-9.-]{16})/ps-[a-zA-Z0-9.-]{16}"
 )
 _IDENTITY_STORE_ID_RE = re.compile(
     r"d-[0-9a-f]{10}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

@@ -20,9 +20,10 @@ from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import blocks
+from bot import access_steps, blocks
+from bot.access import AccessError, ReconcileReport
 from bot.clock import Clock
-from bot.pipeline import Pipeline
+from bot.pipeline import SLACK_ERRORS, Pipeline
 from bot.policy import Policy
 from bot.service import BreakGlassService
 from store import BreakGlassEvent, StoreError
@@ -51,6 +52,7 @@ class Scheduler:
         self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
         self._sweep_lock = threading.Lock()
+        self._drift_reports: list[ReconcileReport] = []  # found and repaired, not yet announced
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -186,6 +188,7 @@ class Scheduler:
                     )
             counts["owed"] = self.pipeline.deliver_owed()
             counts["reminded"] = self.remind_if_due()  # also retries a reminder that failed earlier
+            counts["drift"] = self.reconcile_access()
         except StoreError as exc:
             log.warning(
                 "sweep failed, will retry next interval: %s",
@@ -195,6 +198,54 @@ class Scheduler:
         finally:
             self._sweep_lock.release()
         return counts
+
+    # -- AWS access drift ---------------------------------------------------------------------------
+
+    def reconcile_access(self) -> int:
+        """The drift check and the cleanup of old deny statements (bot.access_steps.reconcile), once per
+        `access.reconcile_every` across replicas; what it finds is announced to security in the audit
+        channel. Returns how many findings it announced. A finding whose announcement fails is kept and
+        announced by this process's next sweep (the drift itself was already repaired)."""
+        if self.pipeline.access.name == "none":
+            return 0
+        channel = self.policy.audit_channel or self.default_audit_channel
+        period = self.policy.access.reconcile_every
+        now = self.clock.now()
+        announced: list[int] = []
+
+        def announce() -> None:
+            while self._drift_reports:
+                report = self._drift_reports[0]
+                if channel is not None:
+                    text, body = blocks.access_drift(report, list(self.policy.security))
+                    self.pipeline.client.chat_postMessage(channel=channel, text=text, blocks=body)
+                self._drift_reports.pop(0)
+                announced.append(
+                    len(report.drift) + len(report.regranted) + len(report.missing) + len(report.errors)
+                )
+
+        def check() -> None:
+            report = access_steps.reconcile(self.pipeline, now)
+            if report is not None and not report.clean:
+                log.warning(
+                    "AWS access drift: %d removed or not, %d re-granted, %d missing, %d errors",
+                    len(report.drift),
+                    len(report.regranted),
+                    len(report.missing),
+                    len(report.errors),
+                    extra={"action": "reconcile", "outcome": "drift"},
+                )
+                self._drift_reports.append(report)
+            announce()
+
+        try:
+            if self._drift_reports:
+                announce()
+            slot = int(now.timestamp() // period.total_seconds())
+            self.pipeline.deliver_task(f"access-reconcile:{slot}", check, done_for=period)
+        except (StoreError, AccessError, *SLACK_ERRORS) as exc:
+            log.warning("drift check failed, will retry: %s", exc, extra={"action": "reconcile"})
+        return sum(announced)
 
     # -- review reminder ------------------------------------------------------------------------------
 

@@ -12,10 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot import ids
+from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
 from bot.durations import format_duration, parse_duration
-from bot.errors import AlreadyActive, DirectoryUnavailable, NotAuthorized, RateLimited, ValidationFailed
+from bot.errors import (
+    AlreadyActive,
+    AwsAccessRefused,
+    DirectoryUnavailable,
+    NotAuthorized,
+    RateLimited,
+    ValidationFailed,
+)
 from bot.policy import Policy, ProfilePolicy
 from store import (
     BreakGlassEvent,
@@ -34,6 +42,7 @@ from store import (
 from store.model import (
     MAX_CLOSE_REASON,
     MAX_REVIEW_NOTES,
+    EventAccess,
     OutboxKind,
     validate_free_text,
     validate_incident,
@@ -105,8 +114,12 @@ class BreakGlassService:
         clock: Clock,
         default_audit_channel: str | None = None,
         prepare_new: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
+        access: AccessProvider | None = None,
     ) -> None:
         self.store = store
+        # Who changes AWS access (bot/access): looked up before an invocation is stored; the grant and the
+        # revoke themselves are owed steps delivered by the pipeline.
+        self.access: AccessProvider = access or NoneProvider()
         self.policy = policy
         self.directory = directory
         self.clock = clock
@@ -226,8 +239,14 @@ class BreakGlassService:
 
         The announcements (audit message, DM, escalation) are owed in the outbox of the stored event.
         """
-        _, event = self.validate(request)
-        event = event.with_outbox(OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED, version=event.version)
+        profile, event = self.validate(request)
+        owed = [OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED]
+        access = self._access_for(request.user_id, profile)
+        if access is not None:
+            # right after the audit message: the access itself comes before the other announcements
+            event = event.updated(access=access)
+            owed.insert(1, OutboxKind.ACCESS_GRANT)
+        event = event.with_outbox(*owed, version=event.version)
         if self.prepare_new is not None:
             event = self.prepare_new(event)
         try:
@@ -378,11 +397,49 @@ class BreakGlassService:
         log.info("break-glass expired", extra={"event_id": event_id, "action": "expire", "outcome": "ok"})
         return expired
 
+    def _access_for(self, user_id: str, profile: ProfilePolicy) -> EventAccess | None:
+        """The AWS access an invocation of `profile` is to get: the person's identity-store user, found by
+        the email of their Slack profile. Raises AwsAccessRefused (nothing is stored) when there is none."""
+        if self.access.name == "none" or profile.aws is None:
+            return None
+        user = self.directory.user(user_id)
+        email = str((user.get("profile") or {}).get("email") or "")
+        if not email:
+            raise AwsAccessRefused(
+                "Your Slack profile has no email address visible to breakglass, so it cannot find you in the "
+                "AWS identity store; ask an admin to check the app's users:read.email scope."
+            )
+        try:
+            aws_user = self.access.resolve_user(email)
+        except PermanentAccessError as exc:  # UserNotInIdentityStore says exactly that
+            raise AwsAccessRefused(exc.message) from exc
+        except TransientAccessError as exc:
+            raise AwsAccessRefused(
+                f"Could not look you up in the AWS identity store ({exc.message}), so nothing was recorded "
+                "and no access was granted. Try again in a moment."
+            ) from exc
+        if aws_user is None:
+            return None
+        return EventAccess(
+            provider=self.access.name,
+            account=profile.aws.account,
+            permission_set=profile.aws.permission_set,
+            user_id=aws_user,
+            email=email,
+        )
+
     def _ending_outbox(
         self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None
     ) -> list[OutboxKind]:
-        """What a close or expiry owes. A foreign (Sentinel) event has no Slack user to mention or
-        message and no audit message yet: it owes one audit message showing how it ended."""
+        """What a close or expiry owes: the AWS revoke first (when access was granted), then the
+        announcements. A foreign (Sentinel) event has no Slack user to mention or message and no audit
+        message yet: it owes one audit message showing how it ended."""
+        revoke = [OutboxKind.ACCESS_REVOKE] if event.access is not None else []
+        return revoke + self._ending_announcements(event, thread, dm)
+
+    def _ending_announcements(
+        self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None
+    ) -> list[OutboxKind]:
         if event.foreign and not event.audit_ts:
             return [OutboxKind.AUDIT_POST]
         if event.foreign:

@@ -35,6 +35,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -144,6 +145,9 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
             item[key] = (value // timedelta(microseconds=1)) * (_NS // 1_000_000)
         elif key in ("reason_code", "status"):
             item[key] = str(value.value)
+        elif key == "access":
+            # a map of strings, booleans and integers (times as ISO 8601 UTC text)
+            item[key] = event.access.model_dump(mode="json", exclude_none=True) if event.access else None
         elif key == "outbox":
             if value:
                 item[key] = [
@@ -180,6 +184,8 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
             data[key] = int(data[key])
     if "outbox" in data:
         data["outbox"] = tuple(data["outbox"])
+    if "access" in data:
+        data["access"] = {k: int(v) if isinstance(v, Decimal) else v for k, v in dict(data["access"]).items()}
     return BreakGlassEvent.model_validate(data)
 
 

@@ -56,6 +56,12 @@ class OutboxKind(StrEnum):
     EXPIRE_DM = "expire_dm"
     REVIEW_THREAD = "review_thread"
     AUDIT_UPDATE = "audit_update"
+    # AWS access (bot/access): the grant and the revoke themselves, then their receipts in the thread and DM
+    ACCESS_GRANT = "access_grant"
+    ACCESS_REVOKE = "access_revoke"
+    GRANT_RECEIPT_THREAD = "grant_receipt_thread"
+    GRANT_RECEIPT_DM = "grant_receipt_dm"
+    REVOKE_RECEIPT_THREAD = "revoke_receipt_thread"
 
 
 class OutboxEntry(BaseModel):
@@ -171,6 +177,42 @@ UtcDatetime = Annotated[datetime, AfterValidator(ensure_utc)]
 _NonEmpty = Field(min_length=1, max_length=256)
 
 
+class EventAccess(BaseModel):
+    """What the access provider (bot/access) grants for an event and what it did, kept with the event so
+    that the owed grant and revoke steps (bot/pipeline.py) can run in any process, after any restart.
+
+    ``pre_existing`` is None until the grant step has looked at AWS, before it creates anything: True means
+    the assignment was already there (someone's standing access) and the revoke must leave it alone. A revoke
+    never removes an assignment whose grant never looked (``pre_existing`` None): breakglass made nothing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str = Field(min_length=1, max_length=64)
+    account: str = Field(min_length=1, max_length=64)
+    permission_set: str = Field(min_length=1, max_length=256)
+    user_id: str = Field(min_length=1, max_length=256)
+    """The identity-store user id (found by the Slack profile's email before the event was stored)."""
+    email: str | None = Field(default=None, max_length=320)
+    pre_existing: bool | None = None
+    grant_requested_at: UtcDatetime | None = None
+    granted_at: UtcDatetime | None = None
+    revoke_requested_at: UtcDatetime | None = None
+    revoked_at: UtcDatetime | None = None
+    """When the revoke completed (the assignment deleted, or kept for a stated reason, and sessions denied)."""
+    assignment_deleted_at: UtcDatetime | None = None
+    sessions_issued_before: UtcDatetime | None = None
+    sessions_denied_at: UtcDatetime | None = None
+    kept: str | None = Field(default=None, max_length=64)
+    """Why the revoke left the assignment in place ("pre-existing", "held-by-other-events", "never-granted")."""
+    failure: str | None = Field(default=None, max_length=2000)
+    """The current failure episode's AWS error (announced once when it starts); None when the last try worked."""
+    failures: int = Field(default=0, ge=0)
+    """Failed attempts in the current episode."""
+    next_alarm_at: UtcDatetime | None = None
+    """A failing revoke alarms security again at this time (growing intervals)."""
+    alarms: int = Field(default=0, ge=0)
+
+
 class BreakGlassEvent(BaseModel):
     """One break-glass invocation and its whole life; immutable (transitions return a new copy)."""
 
@@ -209,6 +251,8 @@ class BreakGlassEvent(BaseModel):
     reviewed_by: str | None = None
     reviewed_at: UtcDatetime | None = None
     review_notes: str | None = None
+    # AWS access granted for this event (None: the profile maps to no AWS target, or provider none)
+    access: EventAccess | None = None
 
     version: int = Field(default=1, ge=1)
 

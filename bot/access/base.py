@@ -205,7 +205,9 @@ class AccessProvider(Protocol):
         Called before the event is stored; raises :class:`UserNotInIdentityStore`."""
         ...
 
-    def grant(self, event_id: str, target: Target | None, user_id: str | None) -> GrantReceipt: ...
+    def grant(
+        self, event_id: str, target: Target | None, user_id: str | None, *, first_attempt: bool = True
+    ) -> GrantReceipt: ...
 
     def revoke(
         self, event_id: str, target: Target | None, user_id: str | None, *, pre_existing: bool = False

@@ -191,6 +191,7 @@ class IdentityCenterProvider:
         max_delay: float = 10.0,
         poll_interval: float = 1.0,
         poll_timeout: timedelta = timedelta(minutes=5),
+        deny_margin: timedelta = timedelta(0),
     ) -> None:
         if sso_admin is None or identitystore is None:
             default_sso, default_ids = make_clients()
@@ -208,6 +209,9 @@ class IdentityCenterProvider:
         self.max_delay = max_delay
         self.poll_interval = poll_interval
         self.poll_timeout = poll_timeout
+        # The deny covers sessions issued up to this long after the deletion as the bot's clock sees it, so
+        # that a bot clock behind AWS's (within this margin) still denies every session issued before it.
+        self.deny_margin = deny_margin
 
     # -- calls ----------------------------------------------------------------------------------------
 
@@ -476,13 +480,14 @@ class IdentityCenterProvider:
         if self._is_assigned(assignment, request_ids):
             self._delete(assignment, request_ids)
         deleted_at = self.clock.now()
-        self._deny_sessions(target.permission_set, user_id, deleted_at, request_ids)
+        issued_before = deleted_at + self.deny_margin
+        self._deny_sessions(target.permission_set, user_id, issued_before, request_ids)
         denied_at = self.clock.now()
         return RevocationReceipt(
             **base,
             completed_at=denied_at,
             assignment_deleted_at=deleted_at,
-            sessions_issued_before=deleted_at,
+            sessions_issued_before=issued_before,
             sessions_denied_at=denied_at,
             request_ids=tuple(request_ids),
         )
@@ -579,7 +584,9 @@ class IdentityCenterProvider:
                 request_ids,
             )
             if kind == "USER":
-                self._deny_sessions(target.permission_set, principal, self.clock.now(), request_ids)
+                self._deny_sessions(
+                    target.permission_set, principal, self.clock.now() + self.deny_margin, request_ids
+                )
         except (TransientAccessError, PermanentAccessError) as exc:
             return Drift(
                 **base, principal_type=kind, principal_id=principal, removed=False, error=exc.message

@@ -27,7 +27,9 @@ class NoneProvider:
     def resolve_user(self, email: str) -> str | None:
         return None
 
-    def grant(self, event_id: str, target: Target | None, user_id: str | None) -> GrantReceipt:
+    def grant(
+        self, event_id: str, target: Target | None, user_id: str | None, *, first_attempt: bool = True
+    ) -> GrantReceipt:
         now = self.clock.now()
         return GrantReceipt(
             provider=self.name, event_id=event_id, assignment=None, requested_at=now, completed_at=now

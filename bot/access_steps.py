@@ -1,0 +1,328 @@
+"""The AWS access steps of the delivery pipeline: the grant and the revoke are owed outbox entries
+(`ACCESS_GRANT`, `ACCESS_REVOKE`), delivered by `bot.pipeline.Pipeline` like every announcement, so they are
+retried with backoff, leased, and survive restarts and replicas. Their receipts are owed announcements too.
+
+* **grant** (owed by the invocation): under the assignment's lock, look at AWS first and record, durably and
+  before creating anything, whether the assignment was already there (``pre_existing``: someone's standing
+  access, which the revoke must leave alone); then create it and record the receipt. A retry after a crash
+  anywhere in between finds the record and takes an existing assignment as its own. Retried until it works
+  or the event ends.
+* **revoke** (owed by the close or expiry, before the announcements): under the same lock, delete the
+  assignment unless it was standing access or another active event holds it, and deny the person's
+  sessions issued before the revoke. Retried until it works.
+* **failures**: the first failure of an episode is announced in the audit thread (mentioning security)
+  and to the invoker (grant) or to every security member (revoke), with the AWS error; a revoke that keeps
+  failing alarms again at growing intervals, never silently.
+
+The assignment lock (`Store.claim`, one name per account, permission set and person) serialises the grant
+and the revoke of one assignment across processes: a person's new event right after their old one closed
+never races the old revoke (the new grant either sees the old assignment gone, or the old revoke sees the
+new event holding it). The periodic drift check (`reconcile`) and the removal of expired deny statements
+(`cleanup`) run from the scheduler's sweep, once per `access.reconcile_every` across replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from bot import blocks
+from bot.access import (
+    AccessError,
+    Assignment,
+    ExpectedAssignment,
+    GrantReceipt,
+    ReconcileReport,
+    Target,
+)
+from store import BreakGlassEvent, mutate
+from store.model import EventAccess, OutboxKind
+
+if TYPE_CHECKING:
+    from bot.pipeline import Fields, Pipeline
+
+log = logging.getLogger(__name__)
+
+LOCK_HOLD = timedelta(minutes=2)
+"""How long an assignment's lock is held at most (a holder that dies lets it run out)."""
+ALARM_FIRST = timedelta(minutes=5)
+ALARM_MAX = timedelta(hours=2)
+REVOKE_PENDING_HORIZON = timedelta(days=1)
+
+
+def target_of(access: EventAccess) -> Target:
+    return Target(account=access.account, permission_set=access.permission_set)
+
+
+def assignment_of(access: EventAccess) -> Assignment:
+    return Assignment(account=access.account, permission_set=access.permission_set, user_id=access.user_id)
+
+
+def _same(access: EventAccess | None, assignment: Assignment) -> bool:
+    return access is not None and assignment_of(access) == assignment
+
+
+def active_holders(pipeline: Pipeline, assignment: Assignment) -> list[str]:
+    """Active events whose grant has looked at AWS and that hold `assignment` (the provider's HoldersFn:
+    a revoke keeps an assignment another such event holds)."""
+    return [
+        e.id
+        for e in pipeline.store.list_active()
+        if _same(e.access, assignment) and e.access is not None and e.access.pre_existing is not None
+    ]
+
+
+def made_by_breakglass(pipeline: Pipeline, assignment: Assignment, exclude: str) -> list[str]:
+    """Events other than `exclude` that created `assignment` and have not revoked it yet: active ones, and
+    ended ones whose revoke is still owed (a person's new event right after their old one closed)."""
+    now = pipeline.clock.now()
+    candidates = {e.id: e for e in pipeline.store.list_active()}
+    candidates |= {e.id: e for e in pipeline.store.list_owed(now=now + REVOKE_PENDING_HORIZON, limit=500)}
+    return [
+        e.id
+        for e in candidates.values()
+        if e.id != exclude
+        and _same(e.access, assignment)
+        and e.access is not None
+        and e.access.pre_existing is False
+        and e.access.revoked_at is None
+    ]
+
+
+@contextmanager
+def assignment_lock(pipeline: Pipeline, access: EventAccess) -> Iterator[None]:
+    """Hold the assignment's lock across processes, or fail the step (it is retried after a backoff)."""
+    from bot.pipeline import DeliveryFailed
+
+    name = f"access-lock:{access.account}:{access.permission_set}:{access.user_id}"
+    if not pipeline.store.claim(name, now=pipeline.clock.now(), hold=LOCK_HOLD):
+        raise DeliveryFailed("another grant or revoke of this AWS assignment is in progress")
+    try:
+        yield
+    finally:
+        pipeline.store.finish_claim(name, until=pipeline.clock.now())
+
+
+def _update_access(pipeline: Pipeline, event_id: str, *owe: OutboxKind, **changes: Any) -> BreakGlassEvent:
+    def change(ev: BreakGlassEvent) -> BreakGlassEvent:
+        assert ev.access is not None
+        updated = ev.updated(access=ev.access.model_copy(update=changes))
+        return updated.with_outbox(*owe) if owe else updated
+
+    return mutate(pipeline.store, event_id, change)
+
+
+def describe(exc: AccessError) -> str:
+    return exc.message + (f" (AWS request id {exc.request_id})" if exc.request_id else "")
+
+
+def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
+    access = event.access
+    if access is None or access.granted_at is not None or event.status.ended:
+        return {}  # nothing to grant, done already, or ended first (its revoke cleans up what was made)
+    with assignment_lock(pipeline, access):
+        event = pipeline.store.get(event.id)  # as stored now that the lock is ours
+        access = event.access
+        if access is None or access.granted_at is not None or event.status.ended:
+            return {}
+        try:
+            if access.pre_existing is None:
+                # Look before creating, and record what was seen before anything is created.
+                state = pipeline.access.inspect(target_of(access), access.user_id)
+                assigned = bool(state and state.assigned)
+                pre_existing = assigned and not made_by_breakglass(
+                    pipeline, assignment_of(access), exclude=event.id
+                )
+                event = _update_access(pipeline, event.id, pre_existing=pre_existing)
+                assert event.access is not None
+                access = event.access
+            if access.pre_existing:
+                now = pipeline.clock.now()
+                receipt = GrantReceipt(
+                    provider=pipeline.access.name,
+                    event_id=event.id,
+                    assignment=assignment_of(access),
+                    requested_at=now,
+                    completed_at=now,
+                    pre_existing=True,
+                )
+            else:
+                receipt = pipeline.access.grant(
+                    event.id, target_of(access), access.user_id, first_attempt=False
+                )
+        except AccessError as exc:
+            _failed(pipeline, event, "grant", exc)
+            raise _delivery_failed("grant", exc) from exc
+    _update_access(
+        pipeline,
+        event.id,
+        OutboxKind.GRANT_RECEIPT_THREAD,
+        OutboxKind.GRANT_RECEIPT_DM,
+        grant_requested_at=receipt.requested_at,
+        granted_at=receipt.completed_at,
+        failure=None,
+    )
+    log.info(
+        "AWS access granted",
+        extra={
+            "event_id": event.id,
+            "action": "grant",
+            "outcome": "ok",
+            "took": receipt.took.total_seconds(),
+        },
+    )
+    return {}
+
+
+def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
+    access = event.access
+    if access is None or access.revoked_at is not None:
+        return {}
+    with assignment_lock(pipeline, access):
+        event = pipeline.store.get(event.id)
+        access = event.access
+        if access is None or access.revoked_at is not None:
+            return {}
+        now = pipeline.clock.now()
+        changes: dict[str, Any]
+        if access.pre_existing is None:
+            # The grant never looked at AWS, so it created nothing: there is nothing of ours to remove.
+            changes = {"revoke_requested_at": now, "revoked_at": now, "kept": "never-granted"}
+        else:
+            try:
+                receipt = pipeline.access.revoke(
+                    event.id, target_of(access), access.user_id, pre_existing=access.pre_existing
+                )
+            except AccessError as exc:
+                _failed(pipeline, event, "revoke", exc)
+                raise _delivery_failed("revoke", exc) from exc
+            changes = {
+                "revoke_requested_at": receipt.requested_at,
+                "revoked_at": receipt.completed_at,
+                "assignment_deleted_at": receipt.assignment_deleted_at,
+                "sessions_issued_before": receipt.sessions_issued_before,
+                "sessions_denied_at": receipt.sessions_denied_at,
+                "kept": receipt.kept,
+            }
+    _update_access(
+        pipeline, event.id, OutboxKind.REVOKE_RECEIPT_THREAD, failure=None, next_alarm_at=None, **changes
+    )
+    log.info(
+        "AWS access revoked",
+        extra={"event_id": event.id, "action": "revoke", "outcome": changes.get("kept") or "ok"},
+    )
+    return {}
+
+
+def _delivery_failed(step: str, exc: AccessError) -> Exception:
+    from bot.pipeline import DeliveryFailed
+
+    return DeliveryFailed(f"AWS access {step} failed: {describe(exc)}")
+
+
+def _failed(pipeline: Pipeline, event: BreakGlassEvent, step: str, exc: AccessError) -> None:
+    """Announce a failure: once per episode (the first failure after a success), and for a revoke again at
+    growing intervals while it keeps failing. Announced before it is recorded, so a crash in between
+    announces twice rather than never."""
+    access = event.access
+    assert access is not None
+    now = pipeline.clock.now()
+    error = describe(exc)
+    new_episode = access.failure is None
+    alarm_due = step == "revoke" and access.next_alarm_at is not None and now >= access.next_alarm_at
+    log.warning(
+        "AWS access %s failed: %s",
+        step,
+        error,
+        extra={"event_id": event.id, "action": step, "outcome": "retry", "attempt": access.failures + 1},
+    )
+    changes: dict[str, Any] = {"failure": error[:2000], "failures": access.failures + 1}
+    if new_episode or alarm_due:
+        repeat = access.alarms if (step == "revoke" and not new_episode) else 0
+        _announce_failure(pipeline, event, step, error, repeat=repeat)
+        if step == "revoke":
+            alarms = repeat + 1
+            changes |= {
+                "alarms": alarms,
+                "next_alarm_at": now + min(ALARM_FIRST * 3 ** (alarms - 1), ALARM_MAX),
+            }
+    _update_access(pipeline, event.id, **changes)
+
+
+def _announce_failure(
+    pipeline: Pipeline, event: BreakGlassEvent, step: str, error: str, *, repeat: int
+) -> None:
+    from bot.pipeline import SLACK_ERRORS
+
+    security = list(pipeline.policy.security)
+    sends = []
+    if event.audit_channel and event.audit_ts:
+        text, body = blocks.access_failed(event, step, error, security, repeat=repeat)
+        sends.append(
+            {"channel": event.audit_channel, "thread_ts": event.audit_ts, "text": text, "blocks": body}
+        )
+    text, body = blocks.dm_access_failed(event, step, error)
+    recipients: list[str | None] = [event.slack_user_id]
+    if step == "revoke":
+        try:
+            recipients = sorted(pipeline.security_members())
+        except Exception:  # a directory failure must not stop the thread alarm (security is mentioned there)
+            log.exception("could not list security members to alarm", extra={"event_id": event.id})
+            recipients = []
+    sends += [{"channel": r, "text": text, "blocks": body} for r in recipients if r]
+    for send in sends:
+        try:
+            pipeline.client.chat_postMessage(**send)
+        except SLACK_ERRORS as exc:  # one unreachable recipient must not silence the others
+            log.warning("could not announce an AWS access failure to %s: %s", send["channel"], exc)
+
+
+# -- the periodic drift check --------------------------------------------------------------------------
+
+
+def expected_assignments(pipeline: Pipeline) -> list[ExpectedAssignment]:
+    """What reconcile must find: active events' assignments (re-granted if vanished, unless standing access
+    or not yet looked at), and ended events' whose revoke is still owed (left alone: the revoke deals)."""
+    now = pipeline.clock.now()
+    expected: dict[str, ExpectedAssignment] = {}
+    for event in pipeline.store.list_active():
+        if event.access is not None and event.access.revoked_at is None:
+            expected[event.id] = ExpectedAssignment(
+                event_id=event.id,
+                assignment=assignment_of(event.access),
+                pre_existing=event.access.pre_existing is not False,
+            )
+    for event in pipeline.store.list_owed(now=now + REVOKE_PENDING_HORIZON, limit=500):
+        if event.id not in expected and event.access is not None and event.access.revoked_at is None:
+            expected[event.id] = ExpectedAssignment(
+                event_id=event.id, assignment=assignment_of(event.access), pre_existing=True
+            )
+    return list(expected.values())
+
+
+def managed_targets(pipeline: Pipeline) -> list[Target]:
+    return list(
+        dict.fromkeys(
+            Target(account=p.aws.account, permission_set=p.aws.permission_set)
+            for p in pipeline.policy.profiles.values()
+            if p.aws is not None
+        )
+    )
+
+
+def reconcile(pipeline: Pipeline, now: datetime) -> ReconcileReport | None:
+    """One drift check and deny cleanup (the caller makes it once per period across replicas)."""
+    targets = managed_targets(pipeline)
+    if pipeline.access.name == "none" or not targets:
+        return None
+    report = pipeline.access.reconcile(targets, expected_assignments(pipeline), regrant=True)
+    try:
+        removed = pipeline.access.cleanup(targets, now)
+        if removed:
+            log.info("removed %d expired deny statements", removed, extra={"action": "cleanup"})
+    except AccessError as exc:
+        report = report.model_copy(update={"errors": (*report.errors, f"cleanup: {describe(exc)}")})
+    return report
