@@ -1,0 +1,266 @@
+"""AWS access end to end: signed Slack requests to the bot's real HTTP endpoint, the delivery pipeline, and
+IAM Identity Center on a moto server reached through the SDK's environment variables only.
+
+Invoke → the assignment exists and its receipt is in the thread and the DM; close and expiry → the
+assignment is gone, the person's earlier sessions are denied and the revocation receipt is in the thread;
+a rogue assignment is removed and announced; overlapping events never revoke each other; a person with no
+identity-store user is refused before anything is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from bot.access.identity_center import IdentityCenterProvider
+from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
+from bot.pipeline import LEASE
+from bot.service import InvokeRequest
+from store import Status
+from store.model import EventAccess, OutboxKind
+from store.sqlite import SQLiteStore
+from tests.access_world import Aws
+from tests.conftest import Bot, make_bot
+from tests.test_flows_close import settled, submit_close
+
+pytest_plugins = ["tests.store_fixtures", "tests.access_world"]
+
+SANDBOX_30M = {"profile": "sandbox", "duration": "1800"}
+
+
+@pytest.fixture
+def access_bot(aws: Aws, fake: FakeSlack, store: SQLiteStore, clock: ManualClock) -> Iterator[Bot]:
+    bot = make_bot(fake, store, aws.policy(), clock)
+    yield bot
+    bot.runtime.scheduler.shutdown(wait=False)
+    bot.server.stop()
+
+
+def texts(bot: Bot, channel: str, thread_ts: str | None = None) -> list[str]:
+    return [
+        c.params.get("text", "")
+        for c in bot.fake.calls_to("chat.postMessage")
+        if c.ok
+        and c.params.get("channel") == channel
+        and (thread_ts is None or c.params.get("thread_ts") == thread_ts)
+    ]
+
+
+def invoke(bot: Bot, user: str = "U0001", **fields: Any) -> str:
+    before = {e.id for e in bot.store.list_by_invoker(user, limit=100).items}
+    response = bot.slack.invoke(user=user, **(fields or SANDBOX_30M))
+    assert response.status == 200 and response.json["response_action"] == "update", response.json
+    (new,) = [e.id for e in bot.store.list_by_invoker(user, limit=100).items if e.id not in before]
+    return new
+
+
+def test_invoke_grants_the_assignment_with_a_receipt_in_the_thread_and_the_dm(
+    access_bot: Bot, aws: Aws
+) -> None:
+    event_id = invoke(access_bot)
+    event = settled(access_bot, event_id)
+    assert aws.assigned() == [aws.users["U0001"]]
+    assert event.access == EventAccess(
+        provider="identity-center",
+        account="111122223333",
+        permission_set=aws.permission_set,
+        user_id=aws.users["U0001"],
+        email="alice@example.com",
+        pre_existing=False,
+        grant_requested_at=access_bot.clock.now(),
+        granted_at=access_bot.clock.now(),
+    )
+    (receipt,) = [t for t in texts(access_bot, "C0AUDIT", event.audit_ts) if "AWS access granted" in t]
+    assert aws.users["U0001"] in receipt and aws.permission_set in receipt and "111122223333" in receipt
+    assert "after the invocation (AWS took 0.0 s)" in receipt
+    assert any("AWS access granted" in t for t in texts(access_bot, "U0001"))
+
+
+def test_close_deletes_the_assignment_and_denies_earlier_sessions(access_bot: Bot, aws: Aws) -> None:
+    event_id = invoke(access_bot)
+    settled(access_bot, event_id)
+    access_bot.clock.advance(timedelta(minutes=10))
+    assert submit_close(access_bot, event_id, "Replica promoted, done").status == 200
+    event = settled(access_bot, event_id)
+    assert event.status is Status.CLOSED
+    assert aws.assigned() == []
+    closed_at = access_bot.clock.now()
+    # the deny reaches the clock-skew bound past the revoke (bot.skew.SKEW_BOUND)
+    deny_until = (closed_at + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert aws.deny_of("U0001") == deny_until
+    assert event.access is not None
+    assert event.access.assignment_deleted_at == closed_at
+    assert event.access.sessions_denied_at == closed_at
+    assert event.access.kept is None
+    (receipt,) = [t for t in texts(access_bot, "C0AUDIT", event.audit_ts) if "AWS access revoked" in t]
+    assert "Assignment deleted" in receipt and "denied" in receipt
+    # the revoke came before the close announcements in the owed order
+    assert event.outbox == ()
+
+
+def test_expiry_revokes_within_one_sweep(access_bot: Bot, aws: Aws) -> None:
+    event_id = invoke(access_bot)
+    settled(access_bot, event_id)
+    assert aws.assigned() == [aws.users["U0001"]]
+    access_bot.clock.advance(timedelta(minutes=31))
+    counts = access_bot.runtime.scheduler.sweep()
+    assert counts["expired"] == 1
+    event = access_bot.store.get(event_id)
+    assert event.status is Status.EXPIRED
+    assert aws.assigned() == []
+    assert aws.deny_of("U0001") is not None
+    assert event.access is not None and event.access.revoked_at == access_bot.clock.now()
+    assert any("AWS access revoked" in t for t in texts(access_bot, "C0AUDIT", event.audit_ts))
+
+
+def test_a_rogue_assignment_is_removed_and_announced_to_security(access_bot: Bot, aws: Aws) -> None:
+    event_id = invoke(access_bot)
+    settled(access_bot, event_id)
+    aws.assign(aws.users["U0002"])  # someone assigned bob by hand, outside breakglass
+    aws.assign("g-rogue-group", principal_type="GROUP")
+    assert access_bot.runtime.scheduler.sweep()["drift"] == 2
+    assert aws.assigned() == [aws.users["U0001"]]  # alice's active event keeps hers
+    (drift,) = [t for t in texts(access_bot, "C0AUDIT") if "AWS access drift" in t]
+    assert "<!subteam^S0SEC>" in drift
+    assert aws.users["U0002"] in drift and "g-rogue-group" in drift and "removed" in drift
+    assert aws.deny_of("U0002") is not None  # the rogue user's sessions are denied too
+    # once per period across replicas: a second sweep in the same period does not check again
+    aws.assign(aws.users["U0002"])
+    assert access_bot.runtime.scheduler.sweep()["drift"] == 0
+    access_bot.clock.advance(timedelta(minutes=5))
+    assert access_bot.runtime.scheduler.sweep()["drift"] == 1
+    assert aws.assigned() == [aws.users["U0001"]]
+
+
+def test_a_vanished_assignment_of_an_active_event_is_granted_again(access_bot: Bot, aws: Aws) -> None:
+    event_id = invoke(access_bot)
+    settled(access_bot, event_id)
+    aws.sso.delete_account_assignment(
+        InstanceArn=aws.instance_arn,
+        TargetId="111122223333",
+        TargetType="AWS_ACCOUNT",
+        PermissionSetArn=aws.permission_set,
+        PrincipalType="USER",
+        PrincipalId=aws.users["U0001"],
+    )
+    assert access_bot.runtime.scheduler.sweep()["drift"] == 1
+    assert aws.assigned() == [aws.users["U0001"]]
+    assert any(f"{event_id}`'s assignment had vanished" in t for t in texts(access_bot, "C0AUDIT"))
+
+
+def test_an_unknown_email_is_refused_before_anything_is_stored(
+    aws: Aws, fake: FakeSlack, store: SQLiteStore, clock: ManualClock
+) -> None:
+    fake.add_user("U0NEW", email="newcomer@example.com")
+    bot = make_bot(fake, store, aws.policy(), clock)
+    try:
+        response = bot.slack.invoke(user="U0NEW", **SANDBOX_30M)
+        assert response.json["response_action"] == "errors"
+        message = " ".join(response.json["errors"].values())
+        assert (
+            "No user with the email address newcomer@example.com exists in the AWS identity store" in message
+        )
+        assert aws.identity_store_id in message
+        assert store.list_by_invoker("U0NEW").items == []
+        assert aws.assigned() == []
+    finally:
+        bot.runtime.scheduler.shutdown(wait=False)
+        bot.server.stop()
+
+
+def test_two_people_on_one_permission_set_never_revoke_each_other(access_bot: Bot, aws: Aws) -> None:
+    alice = invoke(access_bot, "U0001")
+    bob = invoke(access_bot, "U0002")
+    settled(access_bot, alice)
+    settled(access_bot, bob)
+    assert aws.assigned() == sorted([aws.users["U0001"], aws.users["U0002"]])
+    submit_close(access_bot, alice, "Done with the failover", user="U0001")
+    settled(access_bot, alice)
+    assert aws.assigned() == [aws.users["U0002"]]
+    assert aws.deny_of("U0002") is None
+
+
+def test_a_new_event_right_after_the_old_one_closed_keeps_its_access(access_bot: Bot, aws: Aws) -> None:
+    """The old event's revoke is still owed when the new event's grant runs (both orders)."""
+    service, pipeline = access_bot.service, access_bot.runtime.pipeline
+    first = invoke(access_bot)
+    settled(access_bot, first)
+    # Close the first without delivering (as if its revoke were still in flight), invoke again.
+    service.close(first, by="U0001", reason="Closing before a second try")
+    second = invoke(access_bot)
+    access_bot.idle()  # delivered after the ack: the new grant sees the old assignment, made by breakglass
+    new = access_bot.store.get(second)
+    assert new.access is not None and new.access.pre_existing is False and new.access.granted_at
+    pipeline.deliver(first)  # the old revoke sees the new event holding the assignment: keeps it
+    old = access_bot.store.get(first)
+    assert old.access is not None and old.access.kept == "held-by-other-events"
+    assert aws.assigned() == [aws.users["U0001"]]
+    assert any("kept because another active" in t for t in texts(access_bot, "C0AUDIT", old.audit_ts))
+    submit_close(access_bot, second, "Now really done here", user="U0001")
+    done = settled(access_bot, second)
+    assert done.access is not None and done.access.kept is None, done.access
+    assert aws.assigned() == []
+
+
+def test_a_revoke_delivered_before_the_new_grant_leaves_the_new_grant_its_access(
+    access_bot: Bot, aws: Aws
+) -> None:
+    service, pipeline = access_bot.service, access_bot.runtime.pipeline
+    first = invoke(access_bot)
+    settled(access_bot, first)
+    service.close(first, by="U0001", reason="Closing before a second try")
+    # stored, not delivered yet (the service alone: no post-ack delivery)
+    second = service.invoke(
+        InvokeRequest(
+            user_id="U0001",
+            profile="sandbox",
+            reason="incident",
+            justification="Second attempt at the failover, same runbook",
+            duration="1800",
+        )
+    ).id
+    pipeline.deliver(first)  # the new event has not looked at AWS yet: the old revoke deletes
+    assert aws.assigned() == []
+    pipeline.deliver(second)  # the new grant finds nothing and assigns afresh
+    assert aws.assigned() == [aws.users["U0001"]]
+    new = access_bot.store.get(second)
+    assert new.access is not None and new.access.pre_existing is False
+
+
+def test_standing_access_is_recorded_and_left_alone(access_bot: Bot, aws: Aws) -> None:
+    aws.assign(aws.users["U0001"])  # alice had this assignment before breakglass
+    event_id = invoke(access_bot)
+    event = settled(access_bot, event_id)
+    assert event.access is not None and event.access.pre_existing is True
+    assert any("standing access" in t for t in texts(access_bot, "C0AUDIT", event.audit_ts))
+    submit_close(access_bot, event_id, "Did not need it after all")
+    event = settled(access_bot, event_id)
+    assert aws.assigned() == [aws.users["U0001"]]
+    assert aws.deny_of("U0001") is None
+    assert event.access is not None and event.access.kept == "pre-existing"
+
+
+def test_the_assignment_lock_makes_a_concurrent_step_wait(access_bot: Bot, aws: Aws) -> None:
+    """Another process holding the assignment's lock: the grant stays owed and is retried after it."""
+    store, clock = access_bot.store, access_bot.clock
+    user = aws.users["U0001"]
+    lock = f"access-lock:111122223333:{aws.permission_set}:{user}"
+    assert store.claim(lock, now=clock.now(), hold=LEASE)
+    event_id = invoke(access_bot)
+    access_bot.idle()
+    assert store.get(event_id).owes(OutboxKind.ACCESS_GRANT)
+    assert aws.assigned() == []
+    clock.advance(LEASE)  # the other holder's lock runs out (or it finishes)
+    access_bot.runtime.scheduler.sweep()
+    assert aws.assigned() == [user]
+    assert not store.get(event_id).outbox
+
+
+def test_the_provider_is_built_from_the_policy_and_the_sdk_environment(access_bot: Bot, aws: Aws) -> None:
+    provider = access_bot.runtime.pipeline.access
+    assert isinstance(provider, IdentityCenterProvider)
+    assert provider.sso.meta.endpoint_url == aws.url
+    assert access_bot.service.access is provider
