@@ -115,6 +115,15 @@ def _update_access(pipeline: Pipeline, event_id: str, *owe: OutboxKind, **change
     return mutate(pipeline.store, event_id, change)
 
 
+def _reread(pipeline: Pipeline, event: BreakGlassEvent) -> BreakGlassEvent:
+    """The event as stored now that the lock is ours, with what this delivery sent but has not recorded
+    yet (the audit message's location)."""
+    fresh = pipeline.store.get(event.id)
+    if fresh.audit_ts is None and event.audit_ts is not None:
+        fresh = fresh.updated(audit_channel=event.audit_channel, audit_ts=event.audit_ts)
+    return fresh
+
+
 def describe(exc: AccessError) -> str:
     return exc.message + (f" (AWS request id {exc.request_id})" if exc.request_id else "")
 
@@ -124,7 +133,7 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
     if access is None or access.granted_at is not None or event.status.ended:
         return {}  # nothing to grant, done already, or ended first (its revoke cleans up what was made)
     with assignment_lock(pipeline, access):
-        event = pipeline.store.get(event.id)  # as stored now that the lock is ours
+        event = _reread(pipeline, event)
         access = event.access
         if access is None or access.granted_at is not None or event.status.ended:
             return {}
@@ -136,9 +145,9 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
                 pre_existing = assigned and not made_by_breakglass(
                     pipeline, assignment_of(access), exclude=event.id
                 )
-                event = _update_access(pipeline, event.id, pre_existing=pre_existing)
-                assert event.access is not None
-                access = event.access
+                access = _update_access(pipeline, event.id, pre_existing=pre_existing).access
+                assert access is not None
+                event = event.updated(access=access)
             if access.pre_existing:
                 now = pipeline.clock.now()
                 receipt = GrantReceipt(
@@ -182,7 +191,7 @@ def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
     if access is None or access.revoked_at is not None:
         return {}
     with assignment_lock(pipeline, access):
-        event = pipeline.store.get(event.id)
+        event = _reread(pipeline, event)
         access = event.access
         if access is None or access.revoked_at is not None:
             return {}

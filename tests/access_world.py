@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +125,7 @@ def aws_env_for(url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def aws(moto_server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+def aws(moto_server_url: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     for key, value in aws_env_for(moto_server_url).items():
         monkeypatch.setenv(key, value)
@@ -148,4 +147,4 @@ def aws(moto_server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
             Name={"GivenName": email, "FamilyName": "Test"},
             Emails=[{"Value": email, "Primary": True}],
         )["UserId"]
-    yield Aws(sso, ids, moto_server_url, instance_arn, identity_store_id, permission_set, users)
+    return Aws(sso, ids, moto_server_url, instance_arn, identity_store_id, permission_set, users)

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from bot.access.identity_center import IdentityCenterProvider
 from bot.clock import ManualClock
@@ -264,3 +265,138 @@ def test_the_provider_is_built_from_the_policy_and_the_sdk_environment(access_bo
     assert isinstance(provider, IdentityCenterProvider)
     assert provider.sso.meta.endpoint_url == aws.url
     assert access_bot.service.access is provider
+
+
+# -- failures: announced once per episode, retried; a failing revoke alarms security again and again -----
+
+
+class FlakySso:
+    """The real sso-admin client, except that the named operations answer AWS errors while listed."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.failing: dict[str, list[str]] = {}  # operation -> error codes still to answer, in order
+
+    def fail(self, operation: str, *codes: str) -> None:
+        self.failing[operation] = list(codes)
+
+    def __getattr__(self, name: str) -> Any:
+        codes = self.failing.get(name)
+        if not codes:
+            return getattr(self.real, name)
+
+        def failing(**_: Any) -> Any:
+            code = codes[0] if len(codes) == 1 else codes.pop(0)  # the last code repeats until healed
+            raise ClientError(
+                {
+                    "Error": {"Code": code, "Message": f"{code} injected by the test"},
+                    "ResponseMetadata": {"RequestId": "req-0001", "HTTPStatusCode": 400},
+                },
+                name,
+            )
+
+        return failing
+
+    def heal(self) -> None:
+        self.failing.clear()
+
+
+@pytest.fixture
+def flaky(access_bot: Bot) -> FlakySso:
+    provider = access_bot.runtime.pipeline.access
+    assert isinstance(provider, IdentityCenterProvider)
+    provider.sso = FlakySso(provider.sso)
+    provider.sleep = lambda _seconds: None  # the provider's own retries, without waiting
+    return provider.sso
+
+
+def retry_later(bot: Bot, after: timedelta = timedelta(minutes=1)) -> None:
+    bot.clock.advance(after)
+    bot.runtime.scheduler.sweep()
+
+
+def test_a_permanent_grant_failure_is_announced_once_and_retried_until_it_works(
+    access_bot: Bot, aws: Aws, flaky: FlakySso
+) -> None:
+    flaky.fail("create_account_assignment", "AccessDeniedException")
+    event_id = invoke(access_bot)
+    access_bot.idle()
+    event = access_bot.store.get(event_id)
+    assert event.owes(OutboxKind.ACCESS_GRANT) and aws.assigned() == []
+    assert event.access is not None and "AccessDeniedException" in (event.access.failure or "")
+    (alert,) = [t for t in texts(access_bot, "C0AUDIT", event.audit_ts) if "could not be granted" in t]
+    assert "<!subteam^S0SEC>" in alert and "AccessDeniedException" in alert and "req-0001" in alert
+    assert sum("could not be granted yet" in t for t in texts(access_bot, "U0001")) == 1
+    retry_later(access_bot)  # still failing: retried, not announced again
+    assert access_bot.store.get(event_id).access.failures == 2  # type: ignore[union-attr]
+    assert sum("could not be granted" in t for t in texts(access_bot, "C0AUDIT")) == 1
+    flaky.heal()
+    retry_later(access_bot)
+    assert aws.assigned() == [aws.users["U0001"]]
+    (receipt,) = [t for t in texts(access_bot, "C0AUDIT", event.audit_ts) if "AWS access granted" in t]
+    assert "after 2 failed attempts" in receipt
+    assert not access_bot.store.get(event_id).outbox
+
+
+def test_transient_errors_are_retried_without_announcing(access_bot: Bot, aws: Aws, flaky: FlakySso) -> None:
+    real = flaky.real.create_account_assignment
+    calls = {"n": 0}
+
+    def throttled_twice(**params: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+                "CreateAccountAssignment",
+            )
+        return real(**params)
+
+    flaky.real = _Override(flaky.real, create_account_assignment=throttled_twice)
+    event_id = invoke(access_bot)
+    event = settled(access_bot, event_id)
+    assert calls["n"] == 3 and aws.assigned() == [aws.users["U0001"]]
+    assert event.access is not None and event.access.failures == 0
+    assert not [t for t in texts(access_bot, "C0AUDIT") if "could not be granted" in t]
+
+
+class _Override:
+    def __init__(self, real: Any, **methods: Any) -> None:
+        self.real, self.methods = real, methods
+
+    def __getattr__(self, name: str) -> Any:
+        return self.methods.get(name) or getattr(self.real, name)
+
+
+def test_a_failing_revoke_alarms_security_loudly_and_repeatedly(
+    access_bot: Bot, aws: Aws, flaky: FlakySso
+) -> None:
+    event_id = invoke(access_bot)
+    settled(access_bot, event_id)
+    flaky.fail("delete_account_assignment", "AccessDeniedException")
+    submit_close(access_bot, event_id, "Replica promoted, done")
+    access_bot.idle()
+    event = access_bot.store.get(event_id)
+    assert event.owes(OutboxKind.ACCESS_REVOKE) and aws.assigned() == [aws.users["U0001"]]
+
+    def alarms() -> tuple[int, int]:
+        thread = [t for t in texts(access_bot, "C0AUDIT", event.audit_ts) if "NOT revoked" in t]
+        dms = [t for t in texts(access_bot, "U0SECA") if "is failing" in t]
+        return len(thread), len(dms)
+
+    assert alarms() == (1, 1)
+    retry_later(access_bot)  # retried, alarm not yet due again
+    assert alarms() == (1, 1)
+    retry_later(access_bot, timedelta(minutes=5))  # 5 minutes after the first alarm: again
+    assert alarms() == (2, 2)
+    assert any("alarm 2" in t for t in texts(access_bot, "C0AUDIT", event.audit_ts))
+    retry_later(access_bot, timedelta(minutes=5))  # the next one waits 15 minutes
+    assert alarms() == (2, 2)
+    retry_later(access_bot, timedelta(minutes=11))
+    assert alarms() == (3, 3)
+    flaky.heal()
+    retry_later(access_bot)
+    assert aws.assigned() == []
+    assert aws.deny_of("U0001") is not None
+    done = access_bot.store.get(event_id)
+    assert not done.outbox and done.access is not None and done.access.revoked_at is not None
+    assert any("AWS access revoked" in t for t in texts(access_bot, "C0AUDIT", event.audit_ts))
