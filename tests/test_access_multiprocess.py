@@ -1,0 +1,153 @@
+"""The grant and the revoke survive a SIGKILL: real `breakglass-bot http` processes on one store (SQLite file or
+DynamoDB on moto server), IAM Identity Center on moto server, one fake Slack. A process killed after the
+change was stored and before its AWS step was done leaves the step owed; the next process does it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bot.localslack.webapi import FakeSlack
+from store import Status, open_store
+from store.model import OutboxKind
+from tests.access_world import SLACK_USERS, Aws, aws_env_for
+from tests.harness import BOT_TOKEN, SlackSender
+from tests.processes import BotProcess
+from tests.test_multiprocess import backend, moto_url  # noqa: F401 - fixtures: both stores
+
+pytest_plugins = ["tests.store_fixtures", "tests.access_world"]
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+class _Denied(BaseHTTPRequestHandler):
+    """An sso-admin endpoint that refuses everything (AccessDeniedException), at once."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"__type": "AccessDeniedException", "message": "denied by the test"}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("x-amzn-RequestId", "req-denied")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def denying_aws() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Denied)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def world(
+    backend: tuple[str, dict[str, str]],  # noqa: F811
+    aws: Aws,
+    tmp_path: Path,
+) -> Iterator[tuple[Callable[..., BotProcess], FakeSlack, Any]]:
+    store_url, env = backend
+    policy = tmp_path / "policy.yml"
+    policy.write_text(aws.policy_text().replace("sweep_interval: 30s", "sweep_interval: 1s"))
+    users = {user: {"email": email} for user, email in SLACK_USERS.items()}
+    started: list[BotProcess] = []
+    with FakeSlack(token=BOT_TOKEN, users=users) as fake:
+
+        def bot(sso_admin: str | None = None) -> BotProcess:
+            aws_env = aws_env_for(aws.url) | ({"AWS_ENDPOINT_URL_SSO_ADMIN": sso_admin} if sso_admin else {})
+            process = BotProcess(
+                tmp_path, fake.url, store_url, BREAKGLASS_POLICY=str(policy), **(env | aws_env)
+            )
+            started.append(process.start())
+            return process
+
+        store = open_store(store_url)
+        try:
+            yield bot, fake, store
+        finally:
+            for process in started:
+                process.kill()
+
+
+def test_the_grant_survives_a_sigkill_before_its_aws_call(world, aws: Aws) -> None:
+    bot, fake, store = world
+    first = bot()
+    # the audit message (owed first) fails, so this delivery stops before the grant
+    fake.fail("chat.postMessage", error="fatal_error")
+    response = SlackSender(first.url, fake).invoke(user="U0001", profile="sandbox", duration="3600")
+    assert response.json["response_action"] == "update"
+    (event,) = store.list_by_invoker("U0001").items
+    eventually(lambda: store.get(event.id).outbox_attempts >= 1, "the failed first delivery")
+    first.kill()  # SIGKILL: the grant is stored as owed, and AWS has not been asked
+    assert store.get(event.id).owes(OutboxKind.ACCESS_GRANT)
+    assert aws.assigned() == []
+    bot()
+    eventually(lambda: aws.assigned() == [aws.users["U0001"]], "the grant by the restarted process")
+    eventually(lambda: not store.get(event.id).outbox, "every owed step")
+    texts = [c.params.get("text", "") for c in fake.calls_to("chat.postMessage") if c.ok]
+    assert sum("AWS access granted" in t for t in texts) == 2  # thread and DM, once each
+
+
+def test_the_revoke_survives_a_sigkill_before_its_aws_call_succeeded(
+    world, aws: Aws, denying_aws: str
+) -> None:
+    bot, fake, store = world
+    granting = bot()
+    sender = SlackSender(granting.url, fake)
+    assert sender.invoke(user="U0001", profile="sandbox", duration="3600").json["response_action"] == "update"
+    (event,) = store.list_by_invoker("U0001").items
+    eventually(lambda: not store.get(event.id).outbox, "the grant and its announcements")
+    assert aws.assigned() == [aws.users["U0001"]]
+    granting.kill()
+
+    closing = bot(sso_admin=denying_aws)  # this process cannot reach Identity Center
+    close = SlackSender(closing.url, fake).submit(
+        "breakglass_close",
+        {"close_reason": "Replica promoted, done"},
+        user="U0001",
+        private_metadata=json.dumps({"event_id": event.id}),
+    )
+    assert close.status == 200
+    eventually(lambda: (store.get(event.id).access.failures or 0) >= 1, "the failed revoke")
+    closing.kill()  # SIGKILL: closed in the store, the revoke still owed, AWS unchanged
+    stored = store.get(event.id)
+    assert stored.status is Status.CLOSED and stored.owes(OutboxKind.ACCESS_REVOKE)
+    assert aws.assigned() == [aws.users["U0001"]]
+    alarms = [
+        c for c in fake.calls_to("chat.postMessage") if c.ok and "NOT revoked" in c.params.get("text", "")
+    ]
+    assert alarms and "AccessDeniedException" in alarms[0].params["text"]
+
+    bot()
+    eventually(lambda: aws.assigned() == [], "the revoke by the restarted process")
+    eventually(lambda: store.get(event.id).access.revoked_at is not None, "the recorded revocation")
+    assert aws.deny_of("U0001") is not None
+    eventually(
+        lambda: any(
+            "AWS access revoked" in c.params.get("text", "") for c in fake.calls_to("chat.postMessage")
+        ),
+        "the revocation receipt",
+    )
