@@ -8,6 +8,7 @@ identity-store user is refused before anything is stored."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from bot import lambda_handler
 from bot.access.identity_center import IdentityCenterProvider
 from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
@@ -26,6 +28,15 @@ from store.sqlite import SQLiteStore
 from tests.access_world import Aws
 from tests.conftest import Bot, make_bot
 from tests.test_flows_close import settled, submit_close
+from tests.test_lambda import (
+    JUSTIFICATION,
+    FakeLambdaClient,
+    LambdaContext,
+    build_runtime,
+    command_body,
+    function_url_event,
+    signed_headers,
+)
 
 pytest_plugins = ["tests.store_fixtures", "tests.access_world"]
 
@@ -400,3 +411,30 @@ def test_a_failing_revoke_alarms_security_loudly_and_repeatedly(
     done = access_bot.store.get(event_id)
     assert not done.outbox and done.access is not None and done.access.revoked_at is not None
     assert any("AWS access revoked" in t for t in texts(access_bot, "C0AUDIT", event.audit_ts))
+
+
+def test_in_lambda_the_lazy_listener_grants_and_the_minute_sweep_revokes(
+    aws: Aws, fake: FakeSlack, store: SQLiteStore, clock: ManualClock
+) -> None:
+    lam = FakeLambdaClient()
+    lambda_handler.install(build_runtime(fake, store, aws.policy(), clock), lambda_client=lam)
+    try:
+        body = command_body(f"sandbox 30m maintenance {JUSTIFICATION}")
+        response = lambda_handler.handler(function_url_event(body, signed_headers(body)), LambdaContext())
+        assert response["statusCode"] == 200, response
+        (event,) = store.list_active()
+        assert event.owes(OutboxKind.ACCESS_GRANT) and aws.assigned() == []  # acked first
+        (invocation,) = lam.invocations
+        assert lambda_handler.handler(json.loads(invocation["Payload"]), LambdaContext())["statusCode"] == 200
+        assert aws.assigned() == [aws.users["U0001"]]
+        assert store.get(event.id).outbox == ()
+
+        clock.advance(timedelta(minutes=31))
+        counts = lambda_handler.sweep_handler({}, LambdaContext())
+        assert counts["expired"] == 1
+        assert aws.assigned() == [] and aws.deny_of("U0001") is not None
+        expired = store.get(event.id)
+        assert expired.status is Status.EXPIRED and expired.outbox == ()
+        assert expired.access is not None and expired.access.revoked_at == clock.now()
+    finally:
+        lambda_handler.reset()
