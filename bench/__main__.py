@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="section 2: DynamoDB at 100,000 ended events on in-process moto, instead of the default sizes",
     )
-    parser.add_argument("--only", default="1,2,2b,3,4,5,3b,6", help="comma-separated sections to run")
+    parser.add_argument("--only", default="1,2,2b,3,4,5,3b,6,6b", help="comma-separated sections to run")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",")}
 
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         ("3b", lambda rows: http_bench.run_dynamodb(rows, submissions=100)),
         ("5", lambda rows: announce_bench.run(rows, count=expiries)),
         ("6", lambda rows: access_bench.run(rows, count=20 if args.quick else 100)),
+        ("6b", lambda rows: access_bench.run_pipeline(rows, count=20 if args.quick else 100)),
     ]
     rows: list[Row] = []
     print(f"machine: {_machine()}", file=sys.stderr)
