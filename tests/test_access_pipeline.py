@@ -438,3 +438,16 @@ def test_in_lambda_the_lazy_listener_grants_and_the_minute_sweep_revokes(
         assert expired.access is not None and expired.access.revoked_at == clock.now()
     finally:
         lambda_handler.reset()
+
+
+def test_an_unreachable_identity_store_refuses_and_stores_nothing(access_bot: Bot, aws: Aws) -> None:
+    provider = access_bot.runtime.pipeline.access
+    assert isinstance(provider, IdentityCenterProvider)
+    provider.ids = FlakySso(provider.ids)
+    provider.ids.fail("get_user_id", "ThrottlingException")
+    provider.sleep = lambda _seconds: None
+    response = access_bot.slack.invoke(user="U0001", **SANDBOX_30M)
+    assert response.json["response_action"] == "errors"
+    message = " ".join(response.json["errors"].values())
+    assert "Could not look you up in the AWS identity store" in message and "ThrottlingException" in message
+    assert access_bot.store.list_by_invoker("U0001").items == []
