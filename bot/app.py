@@ -146,7 +146,12 @@ def create_app(
             log.warning("%s Will ask again on the first request; set SLACK_TEAM_ID to avoid it.", exc.message)
     # Lambda cannot run threads after returning: there a Bolt lazy listener delivers (bot.pipeline).
     pipeline = Pipeline(
-        store=store, client=client, policy=policy, clock=clock, post_ack_threads=not lazy_delivery
+        store=store,
+        client=client,
+        policy=policy,
+        clock=clock,
+        directory=directory,
+        post_ack_threads=not lazy_delivery,
     )
     service = BreakGlassService(
         store=store,
@@ -228,6 +233,7 @@ def create_app(
     checks.add("store_write", probe.write)
     checks.add("scheduler", lambda: CheckResult(True, detail={"running": scheduler.running}))
     checks.add("clock", skew.check)
+    checks.add("audit_channel", pipeline.audit_channels.check)
     return BreakglassApp(
         bolt=bolt, context=context, scheduler=scheduler, store=store, settings=settings, checks=checks
     )

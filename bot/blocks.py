@@ -266,12 +266,40 @@ def _with_close_button(text: str, event: BreakGlassEvent) -> Blocks:
     )
 
 
-def dm_invoked(event: BreakGlassEvent) -> tuple[str, Blocks]:
+def audit_broken_note(error: str | None) -> str:
+    """What an invoker is told while the audit channel is known broken (empty when it is not)."""
+    if error is None:
+        return ""
+    return (
+        f" :warning: The security audit channel is broken (Slack: `{escape(error)}`), so security has been "
+        "told directly by DM instead."
+    )
+
+
+def dm_invoked(event: BreakGlassEvent, *, audit_broken: str | None = None) -> tuple[str, Blocks]:
+    announced = (
+        "Every step is posted to the security audit channel."
+        if audit_broken is None
+        else audit_broken_note(audit_broken).strip()
+    )
     text = (
         f":rotating_light: Break-glass access to `{escape(event.profile)}` is active until {date(event.expires_at)} "
-        f"(event `{event.id}`). Every step is posted to the security audit channel. Close it as soon as you are done."
+        f"(event `{event.id}`). {announced} Close it as soon as you are done."
     )
     return text, _with_close_button(text, event)
+
+
+def audit_fallback(event: BreakGlassEvent, channel: str, error: str) -> tuple[str, Blocks]:
+    """The announcement an audit channel missed, sent to the fallback channel and to security by DM: the
+    event's audit message as it is now (without its buttons), under a warning that names the channel."""
+    warning = (
+        f":rotating_light: *The break-glass audit channel <#{channel}> is broken* (Slack: `{escape(error)}`): "
+        "breakglass cannot post there, so this announcement comes to you directly. Unarchive the channel or "
+        "invite the bot back (or set another `audit_channel`); what it missed is posted there once it works."
+    )
+    body = [b for b in audit_message(event) if b.get("type") != "actions"]
+    text = f"Audit channel broken. {audit_text(event)}"
+    return text, [*_section(warning), *body]
 
 
 def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Blocks]:
@@ -310,11 +338,11 @@ def event_line(event: BreakGlassEvent) -> str:
     return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}"
 
 
-def granted(event: BreakGlassEvent) -> str:
+def granted(event: BreakGlassEvent, *, audit_broken: str | None = None) -> str:
     return (
         f":rotating_light: Break-glass access to `{escape(event.profile)}` granted until "
         f"{date(event.expires_at)} (event `{event.id}`). It is announced to security; "
-        "close it when you are done."
+        "close it when you are done." + audit_broken_note(audit_broken)
     )
 
 

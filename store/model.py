@@ -56,6 +56,7 @@ class OutboxKind(StrEnum):
     EXPIRE_DM = "expire_dm"
     REVIEW_THREAD = "review_thread"
     AUDIT_UPDATE = "audit_update"
+    AUDIT_FALLBACK = "audit_fallback"
 
 
 class OutboxEntry(BaseModel):
@@ -203,6 +204,10 @@ class BreakGlassEvent(BaseModel):
     outbox: tuple[OutboxEntry, ...] = ()
     outbox_attempts: int = Field(default=0, ge=0)
     outbox_next_at: UtcDatetime | None = None
+    # The audit channel failed permanently (bot/pipeline.py): the highest outbox version of audit-channel
+    # steps already announced another way (fallback channel, security DMs), and who has that fallback.
+    audit_fallback_version: int = Field(default=0, ge=0)
+    audit_fallback_sent: tuple[str, ...] = ()
 
     warned_at: UtcDatetime | None = None
     escalated: bool = False

@@ -515,6 +515,7 @@ class FakeSlack:
             "conversations.open": self._conversations_open,
             "conversations.info": self._conversations_info,
             "conversations.history": self._conversations_history,
+            "conversations.join": self._conversations_join,
             "views.open": self._views_open,
             "views.push": self._views_push,
             "views.update": self._views_update,
@@ -637,8 +638,11 @@ class FakeSlack:
         is_private: bool = False,
         is_archived: bool = False,
         is_member: bool = True,
+        exists: bool = True,
     ) -> None:
-        """Describe a channel. Archived ones answer "is_archived", non-member ones "not_in_channel" to posts.
+        """Describe a channel. Archived ones answer "is_archived", non-member ones "not_in_channel" to posts
+        and history (a private one "channel_not_found", as Slack hides it), deleted ones (``exists=False``)
+        "channel_not_found". ``conversations.join`` makes the bot a member of a public, unarchived channel.
 
         Channels never added are treated as existing public channels the bot is a member of.
         """
@@ -648,6 +652,7 @@ class FakeSlack:
                 "is_private": is_private,
                 "is_archived": is_archived,
                 "is_member": is_member,
+                "exists": exists,
             }
 
     def fail(
@@ -990,8 +995,18 @@ class FakeSlack:
     def _check_postable(self, channel: str) -> None:
         info = self._channels.get(channel)
         if info is not None:
+            if not info.get("exists", True) or (info["is_private"] and not info["is_member"]):
+                raise _SlackError("channel_not_found")
             if info["is_archived"]:
                 raise _SlackError("is_archived")
+            if not info["is_member"]:
+                raise _SlackError("not_in_channel")
+
+    def _check_readable(self, channel: str) -> None:
+        info = self._channels.get(channel)
+        if info is not None:
+            if not info.get("exists", True) or (info["is_private"] and not info["is_member"]):
+                raise _SlackError("channel_not_found")
             if not info["is_member"]:
                 raise _SlackError("not_in_channel")
 
@@ -1140,6 +1155,7 @@ class FakeSlack:
     def _conversations_history(self, params: dict) -> dict:
         """Top-level messages, newest first, after ``oldest``; ``metadata`` only with include_all_metadata."""
         channel = _required(params, "channel", "channel_not_found")
+        self._check_readable(channel)
         oldest = float(params.get("oldest") or 0)
         limit = int(params.get("limit") or 100)
         with_metadata = params.get("include_all_metadata") in (True, "1", "true")
@@ -1159,6 +1175,21 @@ class FakeSlack:
             if len(found) >= limit:
                 break
         return {"messages": found, "has_more": False}
+
+    def _conversations_join(self, params: dict) -> dict:
+        """Joins a public channel; private channels cannot be joined (Slack: method_not_supported...)."""
+        channel = _required(params, "channel", "channel_not_found")
+        info = self._channels.get(channel)
+        if info is None:
+            return {"channel": {"id": channel, "is_member": True}}
+        if not info.get("exists", True) or (info["is_private"] and not info["is_member"]):
+            raise _SlackError("channel_not_found")
+        if info["is_private"]:
+            raise _SlackError("method_not_supported_for_channel_type")
+        if info["is_archived"]:
+            raise _SlackError("is_archived")
+        info["is_member"] = True
+        return {"channel": {"id": channel, "name": info["name"], "is_member": True}}
 
     def _check_trigger(self, params: dict) -> None:
         trigger_id = params.get("trigger_id")

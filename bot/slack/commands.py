@@ -165,7 +165,8 @@ class CommandHandler:
                 ) from None
             raise
         event = service.invoke(request)
-        return blocks.message(blocks.granted(event)), event
+        broken = self.ctx.pipeline.audit_channels.error(event.audit_channel)
+        return blocks.message(blocks.granted(event, audit_broken=broken)), event
 
 
 def register(app: App, ctx: SlackContext) -> CommandHandler:
