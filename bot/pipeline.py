@@ -323,7 +323,7 @@ class Pipeline:
             if len(self._held) > 10_000:  # creations that failed (e.g. stacked access) are never delivered
                 self._held.clear()
             self._held[event.id] = lease
-        return event.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts)
+        return event.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts, outbox_leased=True)
 
     def after_ack(self, event_id: str) -> None:
         """Deliver `event_id` after Slack has its answer: queued, not awaited (`inflight.wait_idle`).
@@ -415,7 +415,7 @@ class Pipeline:
                 raise _NothingToDo
             lease = Lease(until=now + LEASE, attempts=ev.outbox_attempts + 1)
             taken[:] = [lease]
-            return ev.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts)
+            return ev.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts, outbox_leased=True)
 
         try:
             mutate(self.store, event_id, claim, attempts=3)
@@ -479,13 +479,19 @@ class Pipeline:
             if not ev.outbox or not lease.held_in(ev):
                 return ev  # done, or another process holds the lease now: leave it alone
             if transient or lost:
-                return ev.updated(outbox_next_at=now + backoff(ev.outbox_attempts))
+                return ev.updated(outbox_next_at=now + backoff(ev.outbox_attempts), outbox_leased=False)
             if broken:  # only the broken audit channel is left: look again every AUDIT_RECHECK
-                return ev.updated(outbox_next_at=now + AUDIT_RECHECK * random.uniform(0.8, 1.2))
-            return ev.updated(outbox_next_at=now, outbox_attempts=0)  # more became owed meanwhile: due now
+                recheck = now + AUDIT_RECHECK * random.uniform(0.8, 1.2)
+                return ev.updated(outbox_next_at=recheck, outbox_leased=False)
+            # more became owed meanwhile: due now
+            return ev.updated(outbox_next_at=now, outbox_attempts=0, outbox_leased=False)
 
         result = mutate(self.store, event_id, record)
-        if failure is not None:
+        if failure is not None and not transient:  # the broken channel logged its ERROR once (AuditChannels)
+            log.info(
+                "audit channel still broken: %s", failure, extra={"event_id": event_id, "action": "announce"}
+            )
+        elif failure is not None:
             log.warning(
                 "delivery failed, will retry: %s",
                 _describe(failure),

@@ -116,6 +116,7 @@ class _Failure:
     error: str | None
     retry_after: int | None
     delay: float
+    channel: str | None = None
 
 
 class _SlackError(Exception):
@@ -664,8 +665,10 @@ class FakeSlack:
         error: str | None = None,
         retry_after: int | None = None,
         delay: float = 0.0,
+        channel: str | None = None,
     ) -> None:
-        """Queue failures for the next ``times`` calls to ``method`` (None: any method, response_url too).
+        """Queue failures for the next ``times`` calls to ``method`` (None: any method, response_url too),
+        only those whose ``channel`` parameter is ``channel`` if given.
 
         status 429 -> HTTP 429 + Retry-After (default 1) + {"ok": false, "error": "ratelimited"};
         ``error`` given -> HTTP 200 {"ok": false, "error": error}; other status -> that HTTP status with
@@ -674,7 +677,7 @@ class FakeSlack:
         (a slow but successful call; see ``slow``). Queued failures are used in the order queued.
         """
         with self._lock:
-            self._failures.append(_Failure(method, times, status, error, retry_after, delay))
+            self._failures.append(_Failure(method, times, status, error, retry_after, delay, channel))
 
     def slow(self, method: str | None, delay: float, *, times: int = 1) -> None:
         """The next ``times`` calls to ``method`` are processed normally but answered after ``delay`` s."""
@@ -859,7 +862,7 @@ class FakeSlack:
 
         with self._lock:
             down = self._down
-            failure = None if down else self._take_failure(method)
+            failure = None if down else self._take_failure(method, params.get("channel"))
         if failure is not None and failure.delay > 0:
             time.sleep(failure.delay)
 
@@ -903,9 +906,13 @@ class FakeSlack:
                 self._invalid_calls.append(call)
         self._send(handler, status, body, headers)
 
-    def _take_failure(self, method: str) -> _Failure | None:
+    def _take_failure(self, method: str, channel: Any = None) -> _Failure | None:
         for failure in self._failures:
-            if failure.remaining > 0 and (failure.method is None or failure.method == method):
+            if (
+                failure.remaining > 0
+                and (failure.method is None or failure.method == method)
+                and (failure.channel is None or failure.channel == channel)
+            ):
                 failure.remaining -= 1
                 if failure.remaining == 0:
                     self._failures.remove(failure)
