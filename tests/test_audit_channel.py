@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import timedelta
@@ -21,12 +22,14 @@ from bot import pipeline
 from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy, PolicyError, parse_policy
-from store import BreakGlassEvent, Status
+from store import BreakGlassEvent, Status, open_store
 from store.model import OutboxKind
 from store.sqlite import SQLiteStore
 from tests.conftest import TEST_POLICY, Bot, dynamodb_bot, make_bot
-from tests.harness import http
+from tests.harness import SlackSender, http
+from tests.store_fixtures import serialized_moto  # noqa: F401 - fixture of `backend` (moto server)
 from tests.test_flows_close import AUDIT, header, settled, submit_close
+from tests.test_multiprocess import backend, bots_on, moto_url  # noqa: F401 - fixtures: real processes
 
 FALLBACK = "C0FALLBACK"
 SECURITY_DM = FakeSlack.dm_channel("U0SECA")  # S0SEC's one member
@@ -319,3 +322,46 @@ def test_a_step_owed_during_a_backoff_is_due_at_once_but_never_during_a_lease(cl
     assert backing_off.with_outbox(OutboxKind.CLOSE_DM).outbox_next_at is None  # due now
     leased = event.updated(outbox_next_at=later, outbox_attempts=3, outbox_leased=True)
     assert leased.with_outbox(OutboxKind.CLOSE_DM).outbox_next_at == later  # the holder sends it
+
+
+MULTIPROCESS_POLICY = f"""
+audit_channel: {AUDIT}
+fallback_channel: {FALLBACK}
+sweep_interval: 1s
+incident_commanders: [U0IC]
+security: [U0SECA]
+profiles:
+  sandbox:
+    durations: [1h]
+"""
+
+
+def test_two_processes_announce_a_broken_audit_channel_once_per_event(backend, tmp_path: Path) -> None:  # noqa: F811
+    """Two real bot processes on one store (SQLite file, DynamoDB on a moto server), both sweeping every
+    second, the audit channel archived: each event's fallback reaches the fallback channel and security
+    once, both invokers get their DM, and the replica that met the broken channel reports it."""
+    with bots_on(backend, tmp_path, MULTIPROCESS_POLICY) as (bots, fake, store_url):
+        fake.add_channel(AUDIT, is_archived=True)
+        users = ("U0001", "U0002", "U0IC")
+        for i, user in enumerate(users):
+            reply = SlackSender(bots[i % 2].url, fake).invoke(user=user, profile="sandbox", duration="3600")
+            assert reply.json["response_action"] == "update"
+        for user in users:
+            fake.wait_for(
+                "chat.postMessage", where=lambda c, u=user: c.ok and c.params["channel"] == u, timeout=20
+            )
+        fake.wait_for(
+            "chat.postMessage", 3, where=lambda c: c.ok and c.params["channel"] == "U0SECA", timeout=20
+        )
+        time.sleep(2.5)  # more sweeps on both processes: nothing more may be sent
+        store = open_store(store_url)
+        events = [store.list_by_invoker(user).items[0] for user in users]
+        for where in (FALLBACK, SECURITY_DM):
+            texts = [json.dumps(m["blocks"]) for m in fake.channel_messages(where)]
+            assert sorted(e.id for e in events for t in texts if f"`{e.id}`" in t) == sorted(
+                e.id for e in events
+            )
+        assert all(e.owed_kinds == (OutboxKind.AUDIT_POST,) for e in events)
+        healths = [http("GET", b.url + "/healthz") for b in bots]
+        assert all(h.status == 200 for h in healths)
+        assert {h.json["status"] for h in healths} == {"degraded"}  # each process posted once and failed
