@@ -6,11 +6,12 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
+from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
 from bench.common import event
 from bot import blocks, ids
-from bot.localslack.webapi import validate_view
+from bot.localslack.webapi import validate_blocks, validate_view
 from store import BreakGlassEvent
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -49,3 +50,20 @@ def test_app_home_shows_buttons_only_where_the_reader_may_act() -> None:
     accessories = [b["accessory"]["action_id"] for b in view["blocks"] if "accessory" in b]
     assert accessories == [ids.ACTION_CLOSE, ids.ACTION_CLOSE, ids.ACTION_REVIEW]
     assert "prod&lt;&amp;&gt;" in str(home([ACTIVE], [], None, None, False))  # escaped as everywhere else
+
+
+def test_messages_built_as_dicts_are_what_slack_sdk_would_send() -> None:
+    closed = ACTIVE.close(by="U0SEC", reason="done <!channel> & more", now=NOW + timedelta(minutes=5))
+    bodies = [
+        blocks.dm_invoked(ACTIVE)[1],
+        blocks.dm_warning(ACTIVE, timedelta(minutes=5))[1],
+        blocks.dm_closed(closed)[1],
+        blocks.thread_closed(closed)[1],
+        blocks.thread_expired(ACTIVE)[1],
+        blocks.message("x" * 5000)[1],  # truncated to a section's 3000 characters
+        blocks.event_list("Active", MANY, "none")[1],
+    ]
+    for body in bodies:
+        assert validate_blocks(body) == []
+        assert [Block.parse(b).to_dict() for b in body] == body
+    assert len(blocks.message("x" * 5000)[1][0]["text"]["text"]) == blocks.MAX_SECTION
