@@ -304,29 +304,15 @@ def run(rows: list[Row], *, repeats: int = 3, rounds: int = 5) -> None:
 
 
 def _profile(pids: list[int]) -> Any:
-    """With BENCH_PYSPY=FILE (and py-spy on PATH or BENCH_PYSPY_BIN): sample the bot's worker into FILE
-    (py-spy's collapsed-stack format, one line per stack, GIL-idle threads left out)."""
+    """With BENCH_PYSPY=FILE (py-spy on PATH, or BENCH_PYSPY_BIN): sample the bot's worker into FILE in
+    py-spy's collapsed-stack format. BENCH_PYSPY_MODE=gil (default): only the thread holding the GIL, i.e.
+    where the CPU goes; =wall: every thread, waiting ones included (e.g. for the SQLite write lock)."""
     import subprocess
 
     out = os.environ.get("BENCH_PYSPY")
     if not out:
         return None
-    return subprocess.Popen(
-        [
-            os.environ.get("BENCH_PYSPY_BIN", "py-spy"),
-            "record",
-            "-p",
-            str(pids[0]),
-            "-r",
-            "200",
-            "--format",
-            "raw",
-            "-o",
-            out,
-            "--threads",
-            "--gil",
-        ]
-        + (["--idle"] if os.environ.get("BENCH_PYSPY_IDLE") else []),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    mode = ["--idle"] if os.environ.get("BENCH_PYSPY_MODE") == "wall" else ["--gil"]
+    spy = os.environ.get("BENCH_PYSPY_BIN", "py-spy")
+    cmd = [spy, "record", "-p", str(pids[0]), "-r", "200", "--format", "raw", "-o", out, "--threads", *mode]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -470,13 +470,14 @@ def invoke_modal(
 
 
 def notice_modal(title: str, text: str) -> dict[str, Any]:
-    """A read-only modal with one message (bot-authored mrkdwn; callers escape user text)."""
-    return View(
-        type="modal",
-        title=title[:24],
-        close="Close",
-        blocks=[SectionBlock(text=MarkdownTextObject(text=_truncate(text, MAX_SECTION)))],
-    ).to_dict()
+    """A read-only modal with one message (bot-authored mrkdwn; callers escape user text). Plain dicts:
+    it answers a submission inside the ack (tests/test_blocks_plain.py checks it with slack_sdk)."""
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": title[:24], "emoji": True},
+        "close": {"type": "plain_text", "text": "Close", "emoji": True},
+        "blocks": _section(text),
+    }
 
 
 def no_profiles_modal() -> dict[str, Any]:

@@ -149,7 +149,8 @@ class DeliveryConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
 
 
 class InFlight:
-    """Counts post-ack deliveries still running, so shutdown (and tests) can wait for them."""
+    """Counts post-ack work still running (deliveries, `SlackContext.after_response`), so shutdown (and
+    tests) can wait for it."""
 
     def __init__(self) -> None:
         self._count = 0

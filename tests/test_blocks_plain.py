@@ -67,3 +67,14 @@ def test_messages_built_as_dicts_are_what_slack_sdk_would_send() -> None:
         assert validate_blocks(body) == []
         assert [Block.parse(b).to_dict() for b in body] == body
     assert len(blocks.message("x" * 5000)[1][0]["text"]["text"]) == blocks.MAX_SECTION
+
+
+def test_the_notice_modal_is_what_slack_sdk_would_send() -> None:
+    for title, text in (
+        ("Access granted", blocks.granted(ACTIVE)),
+        ("A title longer than Slack allows", "x" * 4000),
+    ):
+        view = blocks.notice_modal(title, text)
+        assert validate_view(view) == []
+        assert View(**view).to_dict() == view
+        assert len(view["title"]["text"]) == 24 or title == "Access granted"
