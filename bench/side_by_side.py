@@ -1,11 +1,14 @@
 """Section 3c: the bot and a bare Bolt app side by side, in one run, interleaved round by round.
 
-Both servers run at once under the same gunicorn settings (1 worker, 32 gthread threads). Each repeat
-sends, to each server in turn, rounds of 100 modal submissions plus 20 `/breakglass` slash commands at
-concurrency 20; the order alternates every round (bot first, then bare first), so both see the same
-machine load. Per repeat: slash-command ack p99 and view-submission ack p99 of each, their ratios, and
-the bot's invocation -> audit message p99. Reported as the median and the spread (min-max) of the
-repeats, with how busy the machine was (CPU used by processes outside the benchmark).
+All servers run at once under the same gunicorn settings (1 worker, 32 gthread threads): the bot, a bare
+Bolt app that only acks (bench/bare_app.py) and, with BENCH_COMPARE=DIR (another checkout, e.g. `git
+worktree add /tmp/before <commit>`), the bot as it was, so before and after meet the same load. Each
+repeat sends every server in turn rounds of 100 modal submissions plus 20 `/breakglass` slash commands at
+concurrency 20; which server goes first rotates every round, and each server's post-ack work has finished
+(its CPU is quiet) before the next one's turn. Per repeat: slash-command and view-submission ack p99 of
+each, the bots' ratios to bare Bolt, and each bot's invocation -> audit message p99; reported as the
+median and the spread (min-max) of the repeats, with the CPU each server used per request and how busy
+the machine was (CPU used by processes outside the benchmark). BENCH_PYSPY=FILE profiles the bot's worker.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +120,17 @@ class Load:
         )
 
 
+def _quiet(pids: list[int], timeout: float = 10.0) -> None:
+    """Wait until these processes use no CPU for 150 ms (their post-ack work has finished)."""
+    deadline = time.monotonic() + timeout
+    last, still = sum(map(_proc_jiffies, pids)), 0
+    while still < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = sum(map(_proc_jiffies, pids))
+        still = still + 1 if now == last else 0
+        last = now
+
+
 # -- driving ---------------------------------------------------------------------------------------------
 
 
@@ -175,131 +190,165 @@ def _spread(values: list[float], scale: float = 1.0, fmt: str = "{:.0f}") -> str
     return f"{fmt.format(med)} ({fmt.format(min(values) * scale)}–{fmt.format(max(values) * scale)})"
 
 
-def run(rows: list[Row], *, repeats: int = 3, rounds: int = 5) -> None:
+@dataclass
+class Bot:
+    """One bot under test: its code (a checkout), its SQLite file, its server."""
+
+    name: str
+    root: Path
+    db: Path
+    store: SQLiteStore
+    settle: Any
+    target: Target | None = None
+    pids: list[int] = field(default_factory=list)
+
+
+def _bot_env(fake: FakeSlack, db: Path) -> dict[str, str]:
+    return {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": fake.url,
+        "BREAKGLASS_AUDIT_CHANNEL": "C0AUDIT",
+        "BREAKGLASS_STORE": f"sqlite:///{db}",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def run(rows: list[Row], *, repeats: int = 3, rounds: int = 5, compare: str | None = None) -> None:
+    """`compare` (or BENCH_COMPARE=DIR): also run the bot from another checkout (e.g. `git worktree add
+    /tmp/before <commit>`) as a third server in the same interleaved rounds: before and after, side by side."""
+    compare = compare or os.environ.get("BENCH_COMPARE")
     users = {u: {"email": f"{u.lower()}@example.com", "name": u.lower()} for u in USERS}
-    with tempfile.TemporaryDirectory() as tmp, FakeSlack(token=BOT_TOKEN, users=users) as fake:
-        db = Path(tmp) / "b.db"
-        env = {
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": fake.url,
-            "BREAKGLASS_AUDIT_CHANNEL": "C0AUDIT",
-            "BREAKGLASS_STORE": f"sqlite:///{db}",
-            "LOG_LEVEL": "WARNING",
-        }
-        bot_port, bare_port = free_port(), free_port()
-        store = SQLiteStore(db)
-        settle_and_close = _closer(store, fake)
-        with (
-            serve([_venv_bin("breakglass-bot"), "http"], env, bot_port, tmp) as bot_proc,
-            serve(gunicorn_cmd(bare_port, "bench.bare_app:app"), env, bare_port, str(ROOT)) as bare_proc,
-            ThreadPoolExecutor(CONCURRENCY) as pool,
-        ):
-            bot = Target("bot", f"http://127.0.0.1:{bot_port}", fake)
-            bare = Target("bare", f"http://127.0.0.1:{bare_port}", fake)
-            # warm-up: one round each (imports, first user lookups, SQLite pages), not measured
-            for target in (bot, bare):
-                list(pool.map(target.one, _tasks(0)[:30]))
-            settle_and_close(bot.results)
-            pids = [
-                os.getpid(),
-                bot_proc.pid,
-                bare_proc.pid,
-                *_children(bot_proc.pid),
-                *_children(bare_proc.pid),
-            ]
-            load = Load()
-            load.start(pids)
-            spy = _profile(_children(bot_proc.pid) or [bot_proc.pid])
-            repeat_results: list[Repeat] = []
-            bot_pids = [bot_proc.pid, *_children(bot_proc.pid)]
-            bare_pids = [bare_proc.pid, *_children(bare_proc.pid)]
-            cpu0 = {"bot": sum(map(_proc_jiffies, bot_pids)), "bare": sum(map(_proc_jiffies, bare_pids))}
-            for rep in range(repeats):
-                got: dict[str, list[Result]] = {"bot": [], "bare": []}
-                for r in range(rounds):
-                    order = (bot, bare) if (rep * rounds + r) % 2 == 0 else (bare, bot)
-                    for target in order:
-                        batch = list(pool.map(target.one, _tasks(r)))
-                        got[target.name] += batch
-                        if target is bot:
-                            settle_and_close(got["bot"])  # audit messages in, events ended
-                bot_res, bare_res = got["bot"], got["bare"]
-                granted = _granted_ids(bot_res)
-                audit = _audit_times(fake)
-                lags = [audit[eid] - res.sent for eid, res in granted.items() if eid in audit]
-                repeat_results.append(
-                    Repeat(
-                        slash={"bot": _p99(bot_res, "command"), "bare": _p99(bare_res, "command")},
-                        view={"bot": _p99(bot_res, "invoke"), "bare": _p99(bare_res, "invoke")},
-                        audit_p99=pct(lags, 99),
-                        audit_missing=len(granted) - len(lags),
-                        failed=sum(1 for x in bot_res + bare_res if x.status != 200),
-                    )
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        fake = stack.enter_context(FakeSlack(token=BOT_TOKEN, users=users))
+        bots: list[Bot] = []
+        for name, root in [("bot", ROOT), *([("bot before", Path(compare).resolve())] if compare else [])]:
+            db = tmp / f"{len(bots)}.db"
+            store = SQLiteStore(db)
+            bots.append(Bot(name, root, db, store, _closer(store, fake)))
+        pool = stack.enter_context(ThreadPoolExecutor(CONCURRENCY))
+        procs = {}
+        for bot in bots:
+            port = free_port()
+            workdir = tmp / f"cwd-{bot.db.stem}"
+            workdir.mkdir()
+            cmd = [_venv_bin("breakglass-bot"), "http"]
+            procs[bot.name] = stack.enter_context(
+                serve(cmd, _bot_env(fake, bot.db), port, str(workdir), bot.root)
+            )
+            bot.target = Target(bot.name, f"http://127.0.0.1:{port}", fake)
+        bare_port = free_port()
+        bare_cmd = gunicorn_cmd(bare_port, "bench.bare_app:app")
+        procs["bare"] = stack.enter_context(
+            serve(bare_cmd, _bot_env(fake, tmp / "bare.db"), bare_port, str(ROOT))
+        )
+        bare = Target("bare", f"http://127.0.0.1:{bare_port}", fake)
+        targets = [b.target for b in bots if b.target] + [bare]
+        pids = {name: [p.pid, *_children(p.pid)] for name, p in procs.items()}
+        # warm-up (imports, first user lookups, SQLite pages), not measured
+        for target in targets:
+            list(pool.map(target.one, _tasks(0)[:30]))
+        for bot in bots:
+            bot.settle([])
+        load = Load()
+        load.start([os.getpid(), *(p for ps in pids.values() for p in ps)])
+        spy = _profile(pids["bot"][1:] or pids["bot"])
+        cpu0 = {name: sum(map(_proc_jiffies, ps)) for name, ps in pids.items()}
+        repeat_results: list[dict[str, Repeat]] = []
+        for rep in range(repeats):
+            got: dict[str, list[Result]] = {t.name: [] for t in targets}
+            for r in range(rounds):
+                shift = (rep * rounds + r) % len(targets)  # every server goes first in turn
+                for target in targets[shift:] + targets[:shift]:
+                    got[target.name] += pool.map(target.one, _tasks(r))
+                    for bot in bots:
+                        if bot.target is target:
+                            bot.settle(got[bot.name])  # audit messages in, events ended
+                    _quiet(pids[target.name])  # its work after the acks is done before the next server's turn
+            audit = _audit_times(fake)
+            per_bot = {}
+            for bot in bots:
+                res = got[bot.name]
+                granted = _granted_ids(res)
+                lags = [audit[eid] - x.sent for eid, x in granted.items() if eid in audit]
+                per_bot[bot.name] = Repeat(
+                    slash={"bot": _p99(res, "command"), "bare": _p99(got["bare"], "command")},
+                    view={"bot": _p99(res, "invoke"), "bare": _p99(got["bare"], "invoke")},
+                    audit_p99=pct(lags, 99),
+                    audit_missing=len(granted) - len(lags),
+                    failed=sum(1 for x in res + got["bare"] if x.status != 200),
                 )
-            machine = load.report()
-            sent = repeats * rounds * len(_tasks(0))
-            cpu_ms = {
-                "bot": (sum(map(_proc_jiffies, bot_pids)) - cpu0["bot"]) / _HZ * 1000 / sent,
-                "bare": (sum(map(_proc_jiffies, bare_pids)) - cpu0["bare"]) / _HZ * 1000 / sent,
-            }
-            if spy is not None:
-                spy.send_signal(2)
-                spy.wait(30)
-        stacked = _stacked_stored(db)
-        store.close_store()
+            repeat_results.append(per_bot)
+        machine = load.report()
+        sent = repeats * rounds * len(_tasks(0))
+        cpu_ms = {
+            name: (sum(map(_proc_jiffies, ps)) - cpu0[name]) / _HZ * 1000 / sent for name, ps in pids.items()
+        }
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
+        stacked = {bot.name: _stacked_stored(bot.db) for bot in bots}
+        for bot in bots:
+            bot.store.close_store()
 
     def add(metric: str, value: str, target: str = "", ok: bool | None = None) -> None:
         rows.append(Row(SECTION, metric, value, target, "" if ok is None else ("ok" if ok else "MISS")))
 
-    slash_ratio = [x.slash["bot"] / x.slash["bare"] for x in repeat_results]
-    view_ratio = [x.view["bot"] / x.view["bare"] for x in repeat_results]
-    audit = [x.audit_p99 for x in repeat_results]
     label = f"median (min–max) of {repeats} repeats"
-    add(f"slash-command ack p99, bot ms, {label}", _spread([x.slash["bot"] for x in repeat_results], 1000))
+    bare_slash = [x["bot"].slash["bare"] for x in repeat_results]
+    bare_view = [x["bot"].view["bare"] for x in repeat_results]
+    add(f"bare Bolt: slash-command ack p99 ms, {label}", _spread(bare_slash, 1000))
+    add(f"bare Bolt: view-submission ack p99 ms, {label}", _spread(bare_view, 1000))
+    for bot in bots:
+        mine = [x[bot.name] for x in repeat_results]
+        slash_ratio = [x.slash["bot"] / x.slash["bare"] for x in mine]
+        view_ratio = [x.view["bot"] / x.view["bare"] for x in mine]
+        audit_p99 = [x.audit_p99 for x in mine]
+        add(f"{bot.name}: slash-command ack p99 ms", _spread([x.slash["bot"] for x in mine], 1000))
+        add(
+            f"{bot.name}: slash-command ack p99 / bare Bolt",
+            _spread(slash_ratio, fmt="{:.2f}") + "x",
+            f"<= {TARGET_SLASH}x",
+            statistics.median(slash_ratio) <= TARGET_SLASH,
+        )
+        add(f"{bot.name}: view-submission ack p99 ms", _spread([x.view["bot"] for x in mine], 1000))
+        add(
+            f"{bot.name}: view-submission ack p99 / bare Bolt",
+            _spread(view_ratio, fmt="{:.2f}") + "x",
+            f"<= {TARGET_VIEW}x",
+            statistics.median(view_ratio) <= TARGET_VIEW,
+        )
+        add(
+            f"{bot.name}: invocation -> audit message p99 ms",
+            _spread(audit_p99, 1000) + f"; {sum(x.audit_missing for x in mine)} granted without one",
+            f"<= {TARGET_AUDIT * 1000:.0f} ms",
+            statistics.median(audit_p99) <= TARGET_AUDIT,
+        )
+        add(
+            f"{bot.name}: outcome",
+            f"{sum(x.failed for x in mine)} non-200 (with bare Bolt's); {stacked[bot.name]} stacked events stored",
+        )
     add(
-        f"slash-command ack p99, bare Bolt ms, {label}",
-        _spread([x.slash["bare"] for x in repeat_results], 1000),
+        "server CPU per request (ack and all work after it)",
+        ", ".join(f"{name} {ms:.1f} ms" for name, ms in cpu_ms.items())
+        + " (user + system time of each gunicorn)",
     )
     add(
-        "slash-command ack p99 ratio bot / bare",
-        _spread(slash_ratio, fmt="{:.2f}") + "x",
-        f"<= {TARGET_SLASH}x",
-        statistics.median(slash_ratio) <= TARGET_SLASH,
+        "load",
+        f"{rounds} rounds per repeat, each: 100 submissions + 20 slash commands per server at concurrency "
+        f"{CONCURRENCY}, servers in turn",
     )
-    add(f"view-submission ack p99, bot ms, {label}", _spread([x.view["bot"] for x in repeat_results], 1000))
-    add(
-        f"view-submission ack p99, bare Bolt ms, {label}",
-        _spread([x.view["bare"] for x in repeat_results], 1000),
-    )
-    add(
-        "view-submission ack p99 ratio bot / bare",
-        _spread(view_ratio, fmt="{:.2f}") + "x",
-        f"<= {TARGET_VIEW}x",
-        statistics.median(view_ratio) <= TARGET_VIEW,
-    )
-    add(
-        "invocation -> audit message p99, ms",
-        _spread(audit, 1000) + f"; {sum(x.audit_missing for x in repeat_results)} granted without one",
-        f"<= {TARGET_AUDIT * 1000:.0f} ms",
-        statistics.median(audit) <= TARGET_AUDIT,
-    )
-    add(
-        "requests per repeat and outcome",
-        f"{rounds} rounds x (100 submissions + 20 slash commands) per server, concurrency {CONCURRENCY}; "
-        f"{sum(x.failed for x in repeat_results)} non-200; {stacked} stacked events stored",
-    )
-    add("machine load during the measured repeats", machine)
-    add(
-        "server CPU per request (ack and everything after it)",
-        f"bot {cpu_ms['bot']:.1f} ms, bare Bolt {cpu_ms['bare']:.1f} ms (user + system time of each gunicorn)",
-    )
+    add("machine during the measured repeats", machine)
     for i, x in enumerate(repeat_results, 1):
         add(
             f"repeat {i}",
-            f"slash p99 {x.slash['bot'] * 1000:.0f} / {x.slash['bare'] * 1000:.0f} ms, "
-            f"view p99 {x.view['bot'] * 1000:.0f} / {x.view['bare'] * 1000:.0f} ms (bot / bare), "
-            f"audit p99 {x.audit_p99 * 1000:.0f} ms",
+            "; ".join(
+                f"{name}: slash {r.slash['bot'] * 1000:.0f}, view {r.view['bot'] * 1000:.0f}, "
+                f"audit {r.audit_p99 * 1000:.0f} ms"
+                for name, r in x.items()
+            )
+            + f"; bare: slash {x['bot'].slash['bare'] * 1000:.0f}, view {x['bot'].view['bare'] * 1000:.0f} ms",
         )
 
 
