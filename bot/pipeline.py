@@ -265,7 +265,8 @@ class DeliveryConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
 
 
 class InFlight:
-    """Counts post-ack deliveries still running, so shutdown (and tests) can wait for them."""
+    """Counts post-ack work still running (deliveries, `SlackContext.after_response`), so shutdown (and
+    tests) can wait for it."""
 
     def __init__(self) -> None:
         self._count = 0
@@ -330,15 +331,23 @@ class Pipeline:
         If the queue is lost (crash), nothing is: the steps are owed in the store and the sweep delivers."""
         if not self.post_ack_threads:
             return  # Lambda: the lazy listener delivers (module docstring)
+        self._queue(self._deliver_queued, event_id)  # shutting down: the next process's sweep delivers
+
+    def _queue(self, work: Callable[..., None], *args: Any) -> bool:
+        """Run `work(*args)` on the delivery workers, counted in flight until it returns."""
         self.inflight.enter()
         try:
-            self._workers.submit(self._deliver_queued, event_id)
-        except RuntimeError:  # shutting down: the sweep of the next process delivers
+            self._workers.submit(work, *args)
+        except RuntimeError:  # shutting down
             self.inflight.exit()
+            return False
+        return True
 
-    def deliver(self, event_id: str) -> BreakGlassEvent | None:
+    def deliver(self, event_id: str, *, queue_follow_ups: bool = False) -> BreakGlassEvent | None:
         """Deliver what `event_id` owes, then run the follow-ups. Returns the event as stored afterwards
-        (None if it does not exist). Never sends without holding the lease; never raises for Slack."""
+        (None if it does not exist). Never sends without holding the lease; never raises for Slack.
+        `queue_follow_ups` (post-ack deliveries): the follow-ups go to the back of the delivery queue, so
+        under a burst every queued audit message is sent before the App Home refreshes."""
         with self._held_lock:
             lease = self._held.pop(event_id, None)
         event: BreakGlassEvent | None = None
@@ -355,12 +364,20 @@ class Pipeline:
                 event = self.store.get(event_id)
             except EventNotFound:
                 return None
-        for follow_up in self.follow_ups:
-            try:
-                follow_up(event)
-            except Exception:  # a follow-up (e.g. an App Home refresh) must never break delivery
-                log.exception("follow-up after delivery failed", extra={"event_id": event_id})
+        if not (queue_follow_ups and self._queue(self._follow_up, event, True)):
+            self._follow_up(event)
         return event
+
+    def _follow_up(self, event: BreakGlassEvent, queued: bool = False) -> None:
+        try:
+            for follow_up in self.follow_ups:
+                try:
+                    follow_up(event)
+                except Exception:  # a follow-up (e.g. an App Home refresh) must never break delivery
+                    log.exception("follow-up after delivery failed", extra={"event_id": event.id})
+        finally:
+            if queued:
+                self.inflight.exit()
 
     def deliver_owed(self, limit: int = 100) -> int:
         """Retry every owed delivery that is due (the sweep and Lambda's lazy listener). Returns events tried."""
@@ -397,7 +414,7 @@ class Pipeline:
 
     def _deliver_queued(self, event_id: str) -> None:
         try:
-            self.deliver(event_id)
+            self.deliver(event_id, queue_follow_ups=True)
         except Exception:
             log.exception("post-ack delivery failed; the sweep will retry", extra={"event_id": event_id})
         finally:
