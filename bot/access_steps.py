@@ -277,7 +277,7 @@ def _announce_failure(
     recipients: list[str | None] = [event.slack_user_id]
     if step == "revoke":
         try:
-            recipients = sorted(pipeline.security_members())
+            recipients = sorted(pipeline.directory.members(pipeline.policy.security))
         except Exception:  # a directory failure must not stop the thread alarm (security is mentioned there)
             log.exception("could not list security members to alarm", extra={"event_id": event.id})
             recipients = []

@@ -179,11 +179,12 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
         if key in data:
             data[key] = parse_ts(data[key])
     data["duration"] = timedelta(microseconds=int(data["duration"]) // 1000)
-    for key in ("version", "outbox_attempts"):
+    for key in ("version", "outbox_attempts", "audit_fallback_version"):
         if key in data:
             data[key] = int(data[key])
-    if "outbox" in data:
-        data["outbox"] = tuple(data["outbox"])
+    for key in ("outbox", "audit_fallback_sent"):
+        if key in data:
+            data[key] = tuple(data[key])
     if "access" in data:
         data["access"] = {k: int(v) if isinstance(v, Decimal) else v for k, v in dict(data["access"]).items()}
     return BreakGlassEvent.model_validate(data)

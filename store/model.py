@@ -56,6 +56,7 @@ class OutboxKind(StrEnum):
     EXPIRE_DM = "expire_dm"
     REVIEW_THREAD = "review_thread"
     AUDIT_UPDATE = "audit_update"
+    AUDIT_FALLBACK = "audit_fallback"
     # AWS access (bot/access): the grant and the revoke themselves, then their receipts in the thread and DM
     ACCESS_GRANT = "access_grant"
     ACCESS_REVOKE = "access_revoke"
@@ -245,6 +246,13 @@ class BreakGlassEvent(BaseModel):
     outbox: tuple[OutboxEntry, ...] = ()
     outbox_attempts: int = Field(default=0, ge=0)
     outbox_next_at: UtcDatetime | None = None
+    # Is outbox_next_at a delivery lease (True) or a backoff after a failed delivery (False)? A step owed
+    # during a backoff is due at once (a broken audit channel's recheck never holds back a new DM).
+    outbox_leased: bool = True
+    # The audit channel failed permanently (bot/pipeline.py): the highest outbox version of audit-channel
+    # steps already announced another way (fallback channel, security DMs), and who has that fallback.
+    audit_fallback_version: int = Field(default=0, ge=0)
+    audit_fallback_sent: tuple[str, ...] = ()
 
     warned_at: UtcDatetime | None = None
     escalated: bool = False
@@ -407,6 +415,8 @@ class BreakGlassEvent(BaseModel):
         changes: dict[str, Any] = {"outbox": tuple(items)}
         if not items:
             changes.update(outbox_attempts=0, outbox_next_at=None)
+        elif add and not self.outbox_leased:  # waiting out a backoff, not held: the new step is due now
+            changes.update(outbox_next_at=None)
         return self._with(**changes)
 
     @property

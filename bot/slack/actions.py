@@ -64,7 +64,8 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     @app.action(ids.ACTION_CLOSE)
     def close_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        open_form(
+        ctx.after_response(
+            open_form,
             body,
             action,
             ctx.service.check_close,
@@ -76,7 +77,8 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     @app.action(ids.ACTION_REVIEW)
     def review_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        open_form(
+        ctx.after_response(
+            open_form,
             body,
             action,
             ctx.service.check_review,
@@ -92,4 +94,4 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     @app.action(ids.ACTION_OPEN_MODAL)
     def open_clicked(ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        commands.open_modal(body.get("trigger_id", ""), body["user"]["id"], None)
+        ctx.after_response(commands.open_modal, body.get("trigger_id", ""), body["user"]["id"], None)
