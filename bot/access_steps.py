@@ -140,8 +140,7 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
         try:
             if access.pre_existing is None:
                 # Look before creating, and record what was seen before anything is created.
-                state = pipeline.access.inspect(target_of(access), access.user_id)
-                assigned = bool(state and state.assigned)
+                assigned = pipeline.access.is_assigned(target_of(access), access.user_id)
                 pre_existing = assigned and not made_by_breakglass(
                     pipeline, assignment_of(access), exclude=event.id
                 )

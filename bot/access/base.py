@@ -213,6 +213,10 @@ class AccessProvider(Protocol):
         self, event_id: str, target: Target | None, user_id: str | None, *, pre_existing: bool = False
     ) -> RevocationReceipt: ...
 
+    def is_assigned(self, target: Target, user_id: str) -> bool:
+        """Is the assignment there right now? (One listing: what the grant step looks at first.)"""
+        ...
+
     def inspect(self, target: Target, user_id: str) -> AccessState | None:
         """What AWS says now; ``None`` for a provider that manages no AWS access."""
         ...

@@ -492,6 +492,9 @@ class IdentityCenterProvider:
             request_ids=tuple(request_ids),
         )
 
+    def is_assigned(self, target: Target, user_id: str) -> bool:
+        return self._is_assigned(Assignment.of(target, user_id), [])
+
     def inspect(self, target: Target, user_id: str) -> AccessState:
         request_ids: list[str] = []
         assignment = Assignment.of(target, user_id)

@@ -43,6 +43,9 @@ class NoneProvider:
             provider=self.name, event_id=event_id, assignment=None, requested_at=now, completed_at=now
         )
 
+    def is_assigned(self, target: Target, user_id: str) -> bool:
+        return False  # nothing is ever assigned
+
     def inspect(self, target: Target, user_id: str) -> AccessState | None:
         return None  # no AWS access is managed, so there is nothing to look at
 
