@@ -451,3 +451,24 @@ def test_an_unreachable_identity_store_refuses_and_stores_nothing(access_bot: Bo
     message = " ".join(response.json["errors"].values())
     assert "Could not look you up in the AWS identity store" in message and "ThrottlingException" in message
     assert access_bot.store.list_by_invoker("U0001").items == []
+
+
+def test_what_the_grant_saw_is_recorded_before_it_creates_so_a_retry_owns_its_assignment(
+    access_bot: Bot, aws: Aws, flaky: FlakySso
+) -> None:
+    """An attempt that created the assignment but died before recording it (here: AWS answers an error
+    after doing it): the retry finds the assignment and, having recorded that it was absent before, takes
+    it as its own, so the revoke removes it (it is not mistaken for standing access)."""
+    flaky.fail("create_account_assignment", "AccessDeniedException")
+    event_id = invoke(access_bot)
+    access_bot.idle()
+    event = access_bot.store.get(event_id)
+    assert event.access is not None and event.access.pre_existing is False and event.access.granted_at is None
+    aws.assign(aws.users["U0001"])  # what the failed attempt did after all
+    flaky.heal()
+    retry_later(access_bot)
+    event = access_bot.store.get(event_id)
+    assert event.access is not None and event.access.pre_existing is False and event.access.granted_at
+    submit_close(access_bot, event_id, "Replica promoted, done")
+    settled(access_bot, event_id)
+    assert aws.assigned() == []
