@@ -6,7 +6,8 @@ retried with backoff, leased, and survive restarts and replicas. Their receipts 
   before creating anything, whether the assignment was already there (``pre_existing``: someone's standing
   access, which the revoke must leave alone); then create it and record the receipt. A retry after a crash
   anywhere in between finds the record and takes an existing assignment as its own. Retried until it works
-  or the event ends.
+  or the event ends. A grant right after a revoke of the same assignment pulls that revoke's deny back to the
+  grant's time (the deny reaches a clock-skew margin past the revoke, which must not catch the new sessions).
 * **revoke** (owed by the close or expiry, before the announcements): under the same lock, delete the
   assignment unless it was standing access or another active event holds it, and deny the person's
   sessions issued before the revoke. Retried until it works.
@@ -161,6 +162,9 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
                 receipt = pipeline.access.grant(
                     event.id, target_of(access), access.user_id, first_attempt=False
                 )
+            if not access.pre_existing and _recently_denied(pipeline, event):
+                # the old event's deny reaches past now by the clock-skew margin: not into the new sessions
+                pipeline.access.allow_sessions_from(target_of(access), access.user_id, receipt.completed_at)
         except AccessError as exc:
             _failed(pipeline, event, "grant", exc)
             raise _delivery_failed("grant", exc) from exc
@@ -183,6 +187,21 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
         },
     )
     return {}
+
+
+def _recently_denied(pipeline: Pipeline, event: BreakGlassEvent) -> bool:
+    """Did one of this person's recent events deny sessions of this assignment until after now?"""
+    assert event.access is not None
+    now = pipeline.clock.now()
+    mine = assignment_of(event.access)
+    return any(
+        e.id != event.id
+        and _same(e.access, mine)
+        and e.access is not None
+        and e.access.sessions_issued_before is not None
+        and e.access.sessions_issued_before > now
+        for e in pipeline.store.list_by_invoker(event.invoker, limit=10).items
+    )
 
 
 def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:

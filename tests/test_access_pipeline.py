@@ -236,8 +236,14 @@ def test_a_revoke_delivered_before_the_new_grant_leaves_the_new_grant_its_access
     ).id
     pipeline.deliver(first)  # the new event has not looked at AWS yet: the old revoke deletes
     assert aws.assigned() == []
+    # the old deny reaches 30 s (the clock-skew margin) past the revoke, into the new event's sessions
+    revoked_at = access_bot.clock.now()
+    assert aws.deny_of("U0001") == (revoked_at + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    access_bot.clock.advance(timedelta(seconds=5))
     pipeline.deliver(second)  # the new grant finds nothing and assigns afresh
     assert aws.assigned() == [aws.users["U0001"]]
+    # ... so the new grant pulls it back to its own time: only sessions from before the new grant stay denied
+    assert aws.deny_of("U0001") == access_bot.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
     new = access_bot.store.get(second)
     assert new.access is not None and new.access.pre_existing is False
 

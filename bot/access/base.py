@@ -213,6 +213,11 @@ class AccessProvider(Protocol):
         self, event_id: str, target: Target | None, user_id: str | None, *, pre_existing: bool = False
     ) -> RevocationReceipt: ...
 
+    def allow_sessions_from(self, target: Target, user_id: str, moment: datetime) -> bool:
+        """Make the person's deny statement on ``target`` end no later than ``moment`` (a new grant right
+        after a revoke: its sessions must not fall inside the old deny's clock-skew margin). True: changed."""
+        ...
+
     def is_assigned(self, target: Target, user_id: str) -> bool:
         """Is the assignment there right now? (One listing: what the grant step looks at first.)"""
         ...

@@ -492,6 +492,22 @@ class IdentityCenterProvider:
             request_ids=tuple(request_ids),
         )
 
+    def allow_sessions_from(self, target: Target, user_id: str, moment: datetime) -> bool:
+        """Pull the person's deny statement back to ``moment`` if it reaches past it (see the protocol).
+        Sessions denied by it were issued before the revoke, which came before ``moment``."""
+        request_ids: list[str] = []
+        policy = load_policy_document(self._read_policy(target.permission_set, request_ids))
+        statements = _statements(policy)
+        sid = deny_sid(user_id)
+        mine = next((s for s in statements if s.get("Sid") == sid), None)
+        until = _deny_time(mine) if mine else None
+        if until is None or until <= moment:
+            return False
+        statements = [deny_statement(user_id, moment) if s.get("Sid") == sid else s for s in statements]
+        text = json.dumps({**policy, "Statement": statements}, separators=(",", ":"))
+        self._write_policy(target.permission_set, text, request_ids)
+        return True
+
     def is_assigned(self, target: Target, user_id: str) -> bool:
         return self._is_assigned(Assignment.of(target, user_id), [])
 

@@ -43,6 +43,9 @@ class NoneProvider:
             provider=self.name, event_id=event_id, assignment=None, requested_at=now, completed_at=now
         )
 
+    def allow_sessions_from(self, target: Target, user_id: str, moment: datetime) -> bool:
+        return False
+
     def is_assigned(self, target: Target, user_id: str) -> bool:
         return False  # nothing is ever assigned
 
