@@ -30,7 +30,9 @@ Adding an outbox kind (e.g. an AWS access grant or revoke, an activity digest, a
   2. write `def handler(pipeline: Pipeline, event: BreakGlassEvent) -> Fields` (send it; return event fields
      to record, usually `{}`; raise on failure: it stays owed and is retried with backoff) and register it in
      `HANDLERS` below;
-  3. have the use case owe it: `event.with_outbox(OutboxKind.NEW_KIND)` in the write that makes it owed.
+  3. have the use case owe it: `event.with_outbox(OutboxKind.NEW_KIND)` in the write that makes it owed
+     (`Deferred(kind, not_before)` owes it for later: the entry is not sent, and the stores do not list
+     the event as owed, before that time; the other entries are sent meanwhile).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot import blocks
+from bot import blocks, evidence
 from bot.clock import Clock
 from bot.durations import format_duration
 from bot.policy import Policy
@@ -74,8 +76,9 @@ HISTORY_LOOKBACK = 200  # messages of the audit channel searched for a root mess
 
 Fields = dict[str, Any]
 Handler = Callable[["Pipeline", BreakGlassEvent], Fields]
-# Kinds whose message renders the whole event: one send at version V satisfies every entry owed at <= V.
-RENDERS_STATE = frozenset({OutboxKind.AUDIT_UPDATE})
+# Kinds whose message renders the whole event: one send at version V satisfies every entry owed at <= V
+# (and due: an entry owed for later is kept). The activity digest: one gather satisfies every gather due.
+RENDERS_STATE = frozenset({OutboxKind.AUDIT_UPDATE, OutboxKind.ACTIVITY_DIGEST})
 
 
 class DeliveryFailed(Exception):
@@ -103,6 +106,12 @@ def backoff(attempts: int) -> timedelta:
 _time_left: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar(
     "breakglass_lease_time_left", default=None
 )
+
+
+def lease_time_left() -> float | None:
+    """Seconds left on the lease of the delivery running in this thread (None outside a delivery)."""
+    time_left = _time_left.get()
+    return None if time_left is None else time_left()
 
 
 class LeaseBoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
@@ -192,6 +201,8 @@ class Pipeline:
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="delivery")
         self._held: dict[str, Lease] = {}  # new events created holding their lease, not yet delivered
         self._held_lock = threading.Lock()
+        # Keyword arguments for bot.access.activity.gather (tests inject its sleep and rate limiters).
+        self.activity_options: dict[str, Any] = {}
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -290,7 +301,7 @@ class Pipeline:
         taken: list[Lease] = []
 
         def claim(ev: BreakGlassEvent) -> BreakGlassEvent:
-            if not ev.outbox or (
+            if not any(entry.due(now) for entry in ev.outbox) or (
                 ev.outbox_next_at is not None and ev.outbox_next_at > now and ev.outbox_attempts > 0
             ):
                 raise _NothingToDo
@@ -332,7 +343,7 @@ class Pipeline:
                     lost = True  # someone else took over (or we ran out of time): stop sending
                     break
                 event = event.updated(**{k: v for k, v in fields.items() if getattr(event, k) is None})
-                entry = _next(event, [e for e, _ in sent])
+                entry = _next(event, [e for e, _ in sent], self.clock.now())
                 if entry is None:
                     break
                 try:
@@ -348,7 +359,7 @@ class Pipeline:
 
         def record(ev: BreakGlassEvent) -> BreakGlassEvent:
             ev = ev.updated(**{k: v for k, v in fields.items() if getattr(ev, k) is None})
-            ev = ev.with_outbox(remove=_satisfied(ev.outbox, sent))
+            ev = ev.with_outbox(remove=_satisfied(ev.outbox, sent, now))
             if not ev.outbox or not lease.held_in(ev):
                 return ev  # done, or another process holds the lease now: leave it alone
             if failure is not None or lost:
@@ -367,7 +378,8 @@ class Pipeline:
                     "attempt": lease.attempts,
                 },
             )
-        return result, failure is not None or lost or not result.outbox
+        due_now = any(entry.due(self.clock.now()) for entry in result.outbox)
+        return result, failure is not None or lost or not due_now
 
     # -- helpers for handlers --------------------------------------------------------------------------
 
@@ -404,20 +416,23 @@ class _NothingToDo(Exception):
     pass
 
 
-def _next(event: BreakGlassEvent, sent: list[OutboxEntry]) -> OutboxEntry | None:
-    """The next entry to send: the root audit message first (thread replies need its ts)."""
-    pending = [e for e in event.outbox if e not in sent]
+def _next(event: BreakGlassEvent, sent: list[OutboxEntry], now: datetime) -> OutboxEntry | None:
+    """The next entry to send (due, not sent yet): the root audit message first (thread replies need its ts)."""
+    pending = [e for e in event.outbox if e not in sent and e.due(now)]
     first = [e for e in pending if e.kind is OutboxKind.AUDIT_POST]
     return (first or pending or [None])[0]
 
 
-def _satisfied(outbox: tuple[OutboxEntry, ...], sent: list[tuple[OutboxEntry, int]]) -> list[OutboxEntry]:
+def _satisfied(
+    outbox: tuple[OutboxEntry, ...], sent: list[tuple[OutboxEntry, int]], now: datetime
+) -> list[OutboxEntry]:
     """Entries of `outbox` that the sends satisfied: each sent entry, and for kinds that render the whole
-    event, every entry of that kind owed at or before the rendered version (never a later one)."""
+    event, every entry of that kind due now and owed at or before the rendered version (never a later
+    one, nor one owed for later)."""
     done = {entry for entry, _ in sent}
     for entry, rendered in sent:
         if entry.kind in RENDERS_STATE:
-            done |= {e for e in outbox if e.kind is entry.kind and e.version <= rendered}
+            done |= {e for e in outbox if e.kind is entry.kind and e.version <= rendered and e.due(now)}
     return [e for e in outbox if e in done]
 
 
@@ -491,5 +506,6 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.EXPIRE_THREAD: thread_reply(lambda p, e: blocks.thread_expired(e)),
     OutboxKind.EXPIRE_DM: direct_message(lambda p, e: blocks.dm_expired(e)),
     OutboxKind.REVIEW_THREAD: thread_reply(lambda p, e: blocks.thread_reviewed(e)),
+    OutboxKind.ACTIVITY_DIGEST: evidence.deliver_digest,
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"

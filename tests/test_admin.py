@@ -282,7 +282,7 @@ def test_export_jsonl_since_until_and_output(
     assert out == ""
     records = [json.loads(line) for line in target.read_text().splitlines()]
     assert [r["id"] for r in records] == [events["active"].id, events["expired"].id]
-    assert all(tuple(r) == admin.EXPORT_COLUMNS for r in records)
+    assert all(tuple(r) == admin.JSONL_COLUMNS for r in records)
     assert records[1]["status"] == "expired"
     assert records[0]["ended_at"] is None
     assert records[0]["escalated"] is False
