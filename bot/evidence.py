@@ -132,7 +132,9 @@ def deliver_digest(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]
     if digest.retryable and failures < MAX_FAILURES:
         owe.append(Deferred(KIND, now + retry_delay(failures)))
     due = activity.regather_due(event, delay)
-    if digest.early and not any(e.kind is KIND and e.not_before and e.not_before >= due for e in event.outbox):
+    if digest.early and not any(
+        e.kind is KIND and e.not_before and e.not_before >= due for e in event.outbox
+    ):
         owe.append(Deferred(KIND, due))
 
     if not failing or event.activity_failures == 0:  # a digest, or the first failure of an episode
