@@ -102,7 +102,7 @@ def review_section(policy: Policy, event: BreakGlassEvent) -> list[blocks.Block]
 
 def retry_delay(failures: int) -> timedelta:
     base = min(RETRY_MAX, RETRY_BASE * 2 ** max(0, failures - 1))
-    return base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+    return base * random.uniform(0.8, 1.2)  # jitter, not security
 
 
 def deliver_digest(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
