@@ -407,3 +407,39 @@ def test_early_gather_at_review_then_regather_after_the_delay_reaches_the_thread
     assert assumed(cloudtrail) == 2 and len(digests(abot, event)) == 2
     assert not abot.store.get(event.id).outbox
     assert abot.store.get(event.id).reviewed_by == "U0SECA"
+
+
+def test_retries_stop_after_a_long_outage_and_review_time_gathers_again(
+    abot: Bot, cloudtrail: FakeCloudTrail
+) -> None:
+    from bot.evidence import MAX_FAILURES
+
+    cloudtrail.set_down(True)
+    event = close(abot, invoke(abot))
+    cloudtrail.add(*session_records(ALICE, event.created_at))
+    abot.clock.set(event.ended_at + DELAY + timedelta(seconds=1))  # type: ignore[operator]
+    for _ in range(MAX_FAILURES):
+        sweep(abot)
+        owed = [e for e in abot.store.get(event.id).outbox if e.kind is OutboxKind.ACTIVITY_DIGEST]
+        if not owed:
+            break
+        abot.clock.set(owed[0].not_before + timedelta(seconds=1))  # type: ignore[operator]
+    current = abot.store.get(event.id)
+    assert current.activity_failures == MAX_FAILURES and not current.outbox
+    texts = [m["text"] for m in digests(abot, event)]
+    assert len(texts) == 2 and "no more automatic retries" in texts[1]  # the first failure, then giving up
+
+    # CloudTrail is back; recording the review gathers again (the stored digest is a retryable failure).
+    cloudtrail.set_down(False)
+    response = abot.slack.submit(
+        "breakglass_review",
+        {"review_notes": "Reviewed during the CloudTrail outage"},
+        user="U0SECA",
+        private_metadata=json.dumps({"event_id": event.id}),
+    )
+    assert response.status == 200
+    abot.idle()
+    messages = wait_until(lambda: digests(abot, event)[2:] or None, "the digest after the outage")
+    assert "5 sensitive" in messages[-1]["text"]
+    assert stored(abot, event).status is DigestStatus.COMPLETE
+    assert abot.store.get(event.id).activity_failures == 0
