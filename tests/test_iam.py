@@ -155,7 +155,17 @@ def test_every_query_goes_to_an_index(moto_dynamodb: tuple[Any, str]) -> None:
 
 
 class _CfnLoader(yaml.SafeLoader):
-    pass
+    """YAML as CloudFormation reads it: short-form intrinsics, and a duplicate key is an error (PyYAML would
+    silently keep the last one, hiding e.g. a second `Conditions:` section)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate keys {duplicates}", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
@@ -256,6 +266,13 @@ def test_template_wiring(template: dict[str, Any]) -> None:
     assert env["SLACK_BOT_TOKEN"] == {"Ref": "SlackBotToken"}
     assert env["SLACK_SIGNING_SECRET"] == {"Ref": "SlackSigningSecret"}
     assert env["BREAKGLASS_AUDIT_CHANNEL"] == {"Ref": "AuditChannel"}
+
+
+def test_templates_have_no_duplicate_keys() -> None:
+    for name in ("template.yaml", "activity-role.yaml"):
+        yaml.load((ROOT / "deploy" / name).read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate keys"):
+        yaml.load("Conditions: {}\nConditions: {}\n", Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 
 def test_sam_build_installs_this_project_and_its_dependencies(template: dict[str, Any]) -> None:
