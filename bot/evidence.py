@@ -43,11 +43,14 @@ BUDGET_MARGIN = 25.0  # seconds kept free on the delivery lease (one slow reques
 PIPELINE_LIMITS = GatherLimits(attempts=3)
 
 
-def activity_target(policy: Policy, event: BreakGlassEvent) -> ActivityTarget | None:
+def activity_target(
+    policy: Policy, event: BreakGlassEvent, identities: tuple[str, ...] = ()
+) -> ActivityTarget | None:
     """Where to look for the event's activity, or None when its profile has no `activity_role`.
 
-    The person's sessions carry the identity the policy maps (the invoker): for the `none` provider the
-    name the sessions are expected under, for Identity Center the user name / email of the Slack profile."""
+    The person's sessions carry the identity the policy maps (the invoker) — for the `none` provider the
+    name the sessions are expected under — and `identities` (`session_names`: for Identity Center the email
+    of the Slack profile, which the identity-store user name usually is)."""
     profile = policy.profile(event.profile)
     aws = profile.aws if profile is not None else None
     if aws is None or not aws.activity_role:
@@ -55,10 +58,26 @@ def activity_target(policy: Policy, event: BreakGlassEvent) -> ActivityTarget | 
     return ActivityTarget(
         account=aws.account,
         role=aws.activity_role,
-        identities=(event.invoker,),
+        identities=identities or (event.invoker,),
         regions=tuple(aws.activity_regions),
         external_id=aws.activity_external_id,
     )
+
+
+def session_names(pipeline: Pipeline, event: BreakGlassEvent) -> tuple[str, ...]:
+    """The role session names the person's sessions carry: the invoker, and with the identity-center
+    provider also the email of their Slack profile (the identity-store user name; raises SlackApiError
+    when Slack cannot say, and the delivery is retried)."""
+    names = [event.invoker]
+    if pipeline.policy.access.provider == "identity-center" and event.slack_user_id:
+        user = pipeline.client.users_info(user=event.slack_user_id).get("user") or {}
+        email = (user.get("profile") or {}).get("email")
+        if isinstance(email, str) and email.strip():
+            names.append(email.strip())
+    unique: dict[str, str] = {}
+    for name in names:
+        unique.setdefault(name.casefold(), name)
+    return tuple(unique.values())[:5]
 
 
 def stored_digest(event: BreakGlassEvent) -> ActivityDigest | None:
@@ -109,10 +128,11 @@ def deliver_digest(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]
     """The ACTIVITY_DIGEST handler: gather, post to the audit thread, store (see the module doc)."""
     from bot.pipeline import lease_time_left
 
-    target = activity_target(pipeline.policy, event)
-    if target is None:
+    if activity_target(pipeline.policy, event) is None:
         return {}  # the profile has no activity role (any more): nothing to gather
     channel, ts = pipeline.audit_location(event)  # before any AWS work: the thread must exist
+    target = activity_target(pipeline.policy, event, session_names(pipeline, event))
+    assert target is not None
     now = pipeline.clock.now()
     delay = pipeline.policy.access.activity_delay
     left = lease_time_left()

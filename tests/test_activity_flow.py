@@ -443,3 +443,41 @@ def test_retries_stop_after_a_long_outage_and_review_time_gathers_again(
     assert "5 sensitive" in messages[-1]["text"]
     assert stored(abot, event).status is DigestStatus.COMPLETE
     assert abot.store.get(event.id).activity_failures == 0
+
+
+def test_identity_center_sessions_are_looked_up_by_the_slack_profile_email(
+    fake: FakeSlack, policy: Policy
+) -> None:
+    """With the identity-center provider the role session name is the identity-store user name (the
+    email of the Slack profile), whatever identity the policy maps; with `none`, the mapped identity."""
+    from types import SimpleNamespace
+
+    from slack_sdk import WebClient
+
+    from bot.evidence import activity_target, session_names
+    from tests.harness import BOT_TOKEN
+    from tests.store_fixtures import T0, make_event
+
+    identity_center = parse_policy(
+        POLICY.replace(
+            "audit_channel: C0AUDIT\n",
+            "audit_channel: C0AUDIT\naccess:\n  provider: identity-center\n"
+            "  instance_arn: arn:aws:sso:::instance/ssoins-0123456789abcdef\n"
+            "  identity_store_id: d-0123456789\n",
+        ).replace("  plain:\n    durations: [15m, 30m]\n", ""),
+        "ic-policy.yml",
+    )
+    client = WebClient(token=BOT_TOKEN, base_url=fake.url)
+    slack_id = make_event(invoker="U0001", profile="sandbox", now=T0, slack_user_id="U0001")
+    by_email = make_event(invoker="Alice@Example.com", profile="sandbox", now=T0, slack_user_id="U0001")
+
+    pipeline = SimpleNamespace(policy=identity_center, client=client)
+    assert session_names(pipeline, slack_id) == ("U0001", "alice@example.com")  # type: ignore[arg-type]
+    assert session_names(pipeline, by_email) == ("Alice@Example.com",)  # type: ignore[arg-type]
+    target = activity_target(identity_center, slack_id, ("U0001", "alice@example.com"))
+    assert target is not None and target.identities == ("U0001", "alice@example.com")
+
+    calls = len(fake.calls_to("users.info"))
+    none = SimpleNamespace(policy=policy, client=client)
+    assert session_names(none, slack_id) == ("U0001",)  # type: ignore[arg-type]
+    assert len(fake.calls_to("users.info")) == calls  # no Slack lookup for the none provider
