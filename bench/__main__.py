@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="section 2: DynamoDB at 100,000 ended events on in-process moto, instead of the default sizes",
     )
-    parser.add_argument("--only", default="1,2,2b,3,4,5,3b,6", help="comma-separated sections to run")
+    parser.add_argument("--only", default="1,2,2b,3,3c,4,5,3b,6", help="comma-separated sections to run")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",")}
 
-    from bench import access_bench, announce_bench, http_bench, store_bench
+    from bench import access_bench, announce_bench, http_bench, side_by_side, store_bench
 
     sizes = [10, 1_000, 10_000] if args.quick else [10, 1_000, 100_000]
     dynamo_sizes = [10, 1_000, 10_000] if args.quick else [10, 1_000, 20_000]
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         ("3", lambda rows: http_bench.run(rows, submissions=submissions, memory="4" in only)),
         ("2b", store_bench.sqlite_one_profile),
         ("3", store_bench.sqlite_contention),
+        ("3c", lambda rows: side_by_side.run(rows, repeats=3, rounds=2 if args.quick else 5)),
         ("3b", lambda rows: http_bench.run_dynamodb(rows, submissions=100)),
         ("5", lambda rows: announce_bench.run(rows, count=expiries)),
         ("6", lambda rows: access_bench.run(rows, count=20 if args.quick else 100)),

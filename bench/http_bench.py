@@ -81,8 +81,10 @@ def rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def serve(cmd: list[str], env: dict[str, str], port: int, cwd: str) -> Iterator[subprocess.Popen[bytes]]:
-    full_env = {**os.environ, **env, "PORT": str(port), "PYTHONPATH": str(ROOT)}
+def serve(
+    cmd: list[str], env: dict[str, str], port: int, cwd: str, root: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
+    full_env = {**os.environ, **env, "PORT": str(port), "PYTHONPATH": str(root)}
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         yield from _serving(proc, log, cmd, port)

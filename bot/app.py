@@ -146,7 +146,12 @@ def create_app(
             log.warning("%s Will ask again on the first request; set SLACK_TEAM_ID to avoid it.", exc.message)
     # Lambda cannot run threads after returning: there a Bolt lazy listener delivers (bot.pipeline).
     pipeline = Pipeline(
-        store=store, client=client, policy=policy, clock=clock, post_ack_threads=not lazy_delivery
+        store=store,
+        client=client,
+        policy=policy,
+        clock=clock,
+        directory=directory,
+        post_ack_threads=not lazy_delivery,
     )
     service = BreakGlassService(
         store=store,
@@ -192,6 +197,11 @@ def create_app(
             return None
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
 
+    # Runs Bolt's lazy listeners (Lambda) and work after an ack (`SlackContext.after_response`); a large
+    # pool keeps slow Slack calls after one ack from delaying the next (Bolt's default is cpu_count + 4).
+    executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener")
+    if not lazy_delivery:  # Lambda: nothing may run after the response, so it stays in the listener
+        context.background = executor
     bolt = App(
         name="breakglass",
         signing_secret=settings.slack_signing_secret.get_secret_value()
@@ -204,13 +214,14 @@ def create_app(
         user_facing_authorize_error_message=(
             ":no_entry: breakglass only serves the Slack workspace it is installed in."
         ),
-        process_before_response=lazy_delivery,
+        # Listeners run in the request's thread and Bolt answers when they return: no 10 ms polling
+        # for the ack and no handoff to a listener thread first. What follows an ack goes to the
+        # pipeline (stored changes) or `context.after_response` (views.open, App Home), never before it.
+        process_before_response=True,
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=False,
         logger=_BOLT_LOGGER,
-        # Listeners ack, then deliver announcements in the same thread; a large pool keeps slow Slack
-        # calls after one ack from delaying the next request's ack (Bolt's default is cpu_count + 4).
-        listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener"),
+        listener_executor=executor,
     )
 
     @bolt.error
@@ -228,6 +239,7 @@ def create_app(
     checks.add("store_write", probe.write)
     checks.add("scheduler", lambda: CheckResult(True, detail={"running": scheduler.running}))
     checks.add("clock", skew.check)
+    checks.add("audit_channel", pipeline.audit_channels.check)
     return BreakglassApp(
         bolt=bolt, context=context, scheduler=scheduler, store=store, settings=settings, checks=checks
     )

@@ -93,6 +93,20 @@ def _dump(blocks: list[Block]) -> Blocks:
     return [b.to_dict() for b in blocks]
 
 
+def _mrkdwn_section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    if accessory is not None:
+        block["accessory"] = accessory
+    return block
+
+
+def _mrkdwn_context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+_DIVIDER: dict[str, Any] = {"type": "divider"}
+
+
 def justification_section(event: BreakGlassEvent) -> SectionBlock:
     return SectionBlock(
         text=MarkdownTextObject(text=_truncate("*Justification*\n" + quote(event.justification), MAX_SECTION))
@@ -223,7 +237,9 @@ def audit_message(event: BreakGlassEvent) -> Blocks:
 
 
 def _section(text: str) -> Blocks:
-    return _dump([SectionBlock(text=MarkdownTextObject(text=_truncate(text, MAX_SECTION)))])
+    # plain dicts on the delivery path (slack_sdk's models cost more than the rest of the message here);
+    # tests/test_blocks_plain.py checks them with slack_sdk's validators
+    return [_mrkdwn_section(_truncate(text, MAX_SECTION))]
 
 
 def thread_escalation(event: BreakGlassEvent, security: list[str], count_window: str) -> tuple[str, Blocks]:
@@ -258,20 +274,46 @@ def thread_reviewed(event: BreakGlassEvent) -> tuple[str, Blocks]:
 
 
 def _with_close_button(text: str, event: BreakGlassEvent) -> Blocks:
-    return _dump(
-        [
-            SectionBlock(text=MarkdownTextObject(text=text)),
-            ActionsBlock(block_id=ids.BLOCK_EVENT_ACTIONS, elements=[close_button(event)]),
-        ]
+    return [
+        _mrkdwn_section(text),
+        {"type": "actions", "block_id": ids.BLOCK_EVENT_ACTIONS, "elements": [close_button(event).to_dict()]},
+    ]
+
+
+def audit_broken_note(error: str | None) -> str:
+    """What an invoker is told while the audit channel is known broken (empty when it is not)."""
+    if error is None:
+        return ""
+    return (
+        f" :warning: The security audit channel is broken (Slack: `{escape(error)}`), so security has been "
+        "told directly by DM instead."
     )
 
 
-def dm_invoked(event: BreakGlassEvent) -> tuple[str, Blocks]:
+def dm_invoked(event: BreakGlassEvent, *, audit_broken: str | None = None) -> tuple[str, Blocks]:
+    announced = (
+        "Every step is posted to the security audit channel."
+        if audit_broken is None
+        else audit_broken_note(audit_broken).strip()
+    )
     text = (
         f":rotating_light: Break-glass access to `{escape(event.profile)}` is active until {date(event.expires_at)} "
-        f"(event `{event.id}`). Every step is posted to the security audit channel. Close it as soon as you are done."
+        f"(event `{event.id}`). {announced} Close it as soon as you are done."
     )
     return text, _with_close_button(text, event)
+
+
+def audit_fallback(event: BreakGlassEvent, channel: str, error: str) -> tuple[str, Blocks]:
+    """The announcement an audit channel missed, sent to the fallback channel and to security by DM: the
+    event's audit message as it is now (without its buttons), under a warning that names the channel."""
+    warning = (
+        f":rotating_light: *The break-glass audit channel <#{channel}> is broken* (Slack: `{escape(error)}`): "
+        "breakglass cannot post there, so this announcement comes to you directly. Unarchive the channel or "
+        "invite the bot back (or set another `audit_channel`); what it missed is posted there once it works."
+    )
+    body = [b for b in audit_message(event) if b.get("type") != "actions"]
+    text = f"Audit channel broken. {audit_text(event)}"
+    return text, [*_section(warning), *body]
 
 
 def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Blocks]:
@@ -310,11 +352,11 @@ def event_line(event: BreakGlassEvent) -> str:
     return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}"
 
 
-def granted(event: BreakGlassEvent) -> str:
+def granted(event: BreakGlassEvent, *, audit_broken: str | None = None) -> str:
     return (
         f":rotating_light: Break-glass access to `{escape(event.profile)}` granted until "
         f"{date(event.expires_at)} (event `{event.id}`). It is announced to security; "
-        "close it when you are done."
+        "close it when you are done." + audit_broken_note(audit_broken)
     )
 
 
@@ -456,13 +498,14 @@ def invoke_modal(
 
 
 def notice_modal(title: str, text: str) -> dict[str, Any]:
-    """A read-only modal with one message (bot-authored mrkdwn; callers escape user text)."""
-    return View(
-        type="modal",
-        title=title[:24],
-        close="Close",
-        blocks=[SectionBlock(text=MarkdownTextObject(text=_truncate(text, MAX_SECTION)))],
-    ).to_dict()
+    """A read-only modal with one message (bot-authored mrkdwn; callers escape user text). Plain dicts:
+    it answers a submission inside the ack (tests/test_blocks_plain.py checks it with slack_sdk)."""
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": title[:24], "emoji": True},
+        "close": {"type": "plain_text", "text": "Close", "emoji": True},
+        "blocks": _section(text),
+    }
 
 
 def no_profiles_modal() -> dict[str, Any]:
@@ -554,60 +597,61 @@ def home(
     unreviewed: list[BreakGlassEvent] | None,
     can_review: bool,
 ) -> dict[str, Any]:
-    blocks: list[Block] = [
-        HeaderBlock(text=_plain("Break glass")),
-        SectionBlock(
-            text=MarkdownTextObject(
-                text="Emergency access to an AWS profile. Every step is announced to security."
-            )
-        ),
-        ActionsBlock(
-            block_id="home_actions",
-            elements=[
-                ButtonElement(
-                    text="Break glass", action_id=ids.ACTION_OPEN_MODAL, style="danger", value="open"
-                )
+    """App Home, re-published after every change to one of the user's events (the post-ack path). Built as
+    plain dicts: slack_sdk's models cost about 1 ms per publish here (bench section 3c). The same view
+    as the models give, and tests validate it with slack_sdk's validators (tests/test_blocks.py, and the
+    fake Slack validates every views.publish)."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "Break glass", "emoji": True}},
+        _mrkdwn_section("Emergency access to an AWS profile. Every step is announced to security."),
+        {
+            "type": "actions",
+            "block_id": "home_actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Break glass", "emoji": True},
+                    "action_id": ids.ACTION_OPEN_MODAL,
+                    "style": "danger",
+                    "value": "open",
+                }
             ],
-        ),
-        DividerBlock(),
-        SectionBlock(text=MarkdownTextObject(text="*Your active access*")),
+        },
+        _DIVIDER,
+        _mrkdwn_section("*Your active access*"),
     ]
     budget = 90  # stay under Slack's 100-block limit for views
 
     def add_events(events: list[BreakGlassEvent], button: str | None, empty: str) -> None:
         nonlocal budget
         if not events:
-            blocks.append(ContextBlock(elements=[MarkdownTextObject(text=empty)]))
+            blocks.append(_mrkdwn_context(empty))
             budget -= 1
             return
         for event in events:
             if budget <= 2:
-                blocks.append(
-                    ContextBlock(
-                        elements=[MarkdownTextObject(text="…more not shown; use `/breakglass list`")]
-                    )
-                )
+                blocks.append(_mrkdwn_context("…more not shown; use `/breakglass list`"))
                 return
             accessory = (
-                close_button(event)
+                close_button(event).to_dict()
                 if button == "close"
-                else review_button(event)
+                else review_button(event).to_dict()
                 if button == "review"
                 else None
             )
-            blocks.append(SectionBlock(text=MarkdownTextObject(text=event_line(event)), accessory=accessory))
+            blocks.append(_mrkdwn_section(event_line(event), accessory))
             budget -= 1
 
     add_events(mine_active, "close", "You hold no break-glass access.")
-    blocks.append(SectionBlock(text=MarkdownTextObject(text="*Your recent events*")))
+    blocks.append(_mrkdwn_section("*Your recent events*"))
     add_events(mine_recent, None, "No history yet.")
     if all_active is not None:
-        blocks += [DividerBlock(), SectionBlock(text=MarkdownTextObject(text="*All active access*"))]
+        blocks += [_DIVIDER, _mrkdwn_section("*All active access*")]
         add_events(all_active, "close", "Nobody holds break-glass access.")
     if unreviewed is not None:
-        blocks += [DividerBlock(), SectionBlock(text=MarkdownTextObject(text="*Awaiting review*"))]
+        blocks += [_DIVIDER, _mrkdwn_section("*Awaiting review*")]
         add_events(unreviewed, "review" if can_review else None, "Nothing awaits review.")
-    return View(type="home", blocks=blocks).to_dict()
+    return {"type": "home", "blocks": blocks}
 
 
 def review_reminder(events: list[BreakGlassEvent], age: timedelta) -> tuple[str, Blocks]:

@@ -1,7 +1,7 @@
 """AWS Lambda entry points (see deploy/template.yaml).
 
 * `handler(event, context)`: Slack's HTTP requests through a Function URL or API Gateway (payload v1 or
-  v2). The app is built with `lazy_delivery=True`, hence `process_before_response=True`: each listener
+  v2). The app is built with `lazy_delivery=True` (and, like every runtime, `process_before_response=True`): each listener
   acks within Lambda's request, and delivery goes to a Bolt *lazy listener* (calling the same
   `bot.pipeline.Pipeline.deliver` as every other writer), which Bolt's `LambdaLazyListenerRunner` runs in
   a second, asynchronous invocation of this same function (`lambda:InvokeFunction` on itself). So the

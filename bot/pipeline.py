@@ -21,6 +21,21 @@ A root audit message carries Slack message metadata (`breakglass_event`, with th
 re-posting a root message after an unknown outcome (a connection dropped after Slack accepted it) the
 pipeline looks for it in the audit channel's recent history and records it instead of posting twice.
 
+The audit channel can break for good (archived, deleted, the bot removed from it): Slack then answers a
+send to it with one of `AUDIT_CHANNEL_ERRORS`, which is not retried as if transient. Where the bot can
+repair it (`not_in_channel` on a public channel) it joins (`conversations.join`) and sends again. Otherwise
+(`_audit_channel_broken`) the event owes an `audit_fallback` at once: the event's audit message, sent to the
+policy's `fallback_channel` and as a DM to every security member, saying the channel is broken. The audit
+steps themselves stay owed and are tried again every `AUDIT_RECHECK`: once the channel works, the missed root
+message (rendering the event as it is now) and its thread replies are posted there, so the channel ends up
+complete. `AuditChannels` remembers broken channels in this process: one ERROR line per episode, one INFO
+on recovery, and the `audit_channel` check of `/healthz` (not critical: restarting cannot fix it).
+
+Every entry is sent independently: a failed entry is skipped for the rest of the delivery (and retried
+with the rest after the backoff), and only the steps that need the root audit message (thread replies and
+updates) wait for it. A failing audit post never holds back the invoker's DM, and a failing DM never holds
+back the audit post.
+
 Post-ack: one mechanism, `after_ack`, which queues `deliver` on a few worker threads. On Lambda a process
 cannot run threads after returning its response, so there `after_ack` does nothing and a Bolt lazy listener
 (run by Bolt in a second invocation) calls `deliver_owed`, which calls the same `deliver`.
@@ -57,7 +72,10 @@ from slack_sdk.http_retry.state import RetryState
 
 from bot import blocks, evidence
 from bot.clock import Clock
+from bot.directory import Directory
 from bot.durations import format_duration
+from bot.errors import DirectoryUnavailable
+from bot.health import CheckResult
 from bot.policy import Policy
 from store import BreakGlassEvent, ConcurrentModification, EventNotFound, Store, StoreError, mutate
 from store.model import OutboxEntry, OutboxKind
@@ -78,11 +96,110 @@ Fields = dict[str, Any]
 Handler = Callable[["Pipeline", BreakGlassEvent], Fields]
 # Kinds whose message renders the whole event: one send at version V satisfies every entry owed at <= V
 # (and due: an entry owed for later is kept). The activity digest: one gather satisfies every gather due.
-RENDERS_STATE = frozenset({OutboxKind.AUDIT_UPDATE, OutboxKind.ACTIVITY_DIGEST})
+RENDERS_STATE = frozenset({OutboxKind.AUDIT_UPDATE, OutboxKind.AUDIT_FALLBACK, OutboxKind.ACTIVITY_DIGEST})
+# Kinds sent to the event's audit channel, and those of them that need its root message (its ts).
+AUDIT_CHANNEL_KINDS = frozenset(
+    {
+        OutboxKind.AUDIT_POST,
+        OutboxKind.AUDIT_UPDATE,
+        OutboxKind.ESCALATION,
+        OutboxKind.WARN_THREAD,
+        OutboxKind.CLOSE_THREAD,
+        OutboxKind.EXPIRE_THREAD,
+        OutboxKind.REVIEW_THREAD,
+        OutboxKind.ACTIVITY_DIGEST,
+    }
+)
+NEEDS_AUDIT_ROOT = AUDIT_CHANNEL_KINDS - {OutboxKind.AUDIT_POST}
+# Slack's answers (chat.postMessage, chat.update, conversations.history) that say the channel itself refuses
+# the bot, for good: retrying the same call cannot succeed until someone changes the channel.
+AUDIT_CHANNEL_ERRORS = frozenset(
+    {
+        "channel_not_found",  # deleted, or private and the bot is not in it
+        "not_in_channel",  # the bot was removed (a public channel is joined again, then posted to)
+        "is_archived",
+        "restricted_action",  # posting restricted by the workspace's settings
+        "restricted_action_read_only_channel",
+        "restricted_action_thread_only_channel",
+        "restricted_action_non_threadable_channel",
+        "team_access_not_granted",  # a shared channel the workspace lost access to
+        "ekm_access_denied",
+    }
+)
+# Per recipient of an audit fallback: answers that mean this recipient can never receive it.
+UNREACHABLE_RECIPIENT = AUDIT_CHANNEL_ERRORS | {"user_not_found", "user_disabled", "cannot_dm_bot"}
+AUDIT_RECHECK = MAX_BACKOFF  # how often a broken audit channel is tried again
 
 
 class DeliveryFailed(Exception):
     pass
+
+
+class AuditChannelBroken(DeliveryFailed):
+    """The audit channel refused a send for good (one of AUDIT_CHANNEL_ERRORS, after a join if possible)."""
+
+    def __init__(self, channel: str, error: str) -> None:
+        super().__init__(f"audit channel {channel} is broken: {error}")
+        self.channel = channel
+        self.error = error
+
+
+class AuditChannels:
+    """Audit channels this process found broken: one ERROR line when a channel breaks (not one per retry),
+    one INFO line when a send to it works again, and the `audit_channel` check of `/healthz`."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._broken: dict[str, tuple[str, datetime]] = {}  # channel -> (Slack's error, since)
+        self._lock = threading.Lock()
+
+    def failed(self, channel: str, error: str) -> None:
+        with self._lock:
+            new = channel not in self._broken
+            if new or self._broken[channel][0] != error:
+                self._broken[channel] = (error, self._broken.get(channel, (error, self.clock.now()))[1])
+        if new:
+            log.error(
+                "audit channel %s is broken (Slack: %s): announcements go to the fallback channel and "
+                "security by DM until it works again",
+                channel,
+                error,
+                extra={"action": "audit_channel", "outcome": "broken", "channel": channel},
+            )
+
+    def worked(self, channel: str) -> None:
+        with self._lock:
+            was = self._broken.pop(channel, None)
+        if was is not None:
+            log.info(
+                "audit channel %s works again (broken since %s: %s); missed announcements are posted there",
+                channel,
+                was[1].isoformat(),
+                was[0],
+                extra={"action": "audit_channel", "outcome": "recovered", "channel": channel},
+            )
+
+    def error(self, channel: str | None) -> str | None:
+        """Slack's error if `channel` is known broken, else None."""
+        with self._lock:
+            broken = self._broken.get(channel or "")
+        return broken[0] if broken else None
+
+    def check(self) -> CheckResult:
+        with self._lock:
+            broken = dict(self._broken)
+        if not broken:
+            return CheckResult(True)
+        return CheckResult(
+            False,
+            critical=False,  # restarting cannot fix an archived channel: 200 "degraded", alert on it
+            detail={
+                "broken": {
+                    channel: {"error": error, "since": since.isoformat()}
+                    for channel, (error, since) in sorted(broken.items())
+                }
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -158,7 +275,8 @@ class DeliveryConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
 
 
 class InFlight:
-    """Counts post-ack deliveries still running, so shutdown (and tests) can wait for them."""
+    """Counts post-ack work still running (deliveries, `SlackContext.after_response`), so shutdown (and
+    tests) can wait for it."""
 
     def __init__(self) -> None:
         self._count = 0
@@ -187,6 +305,7 @@ class Pipeline:
         client: WebClient,
         policy: Policy,
         clock: Clock,
+        directory: Directory | None = None,
         post_ack_threads: bool = True,
         workers: int = 4,
     ) -> None:
@@ -194,6 +313,8 @@ class Pipeline:
         self.client = client
         self.policy = policy
         self.clock = clock
+        self.directory = directory or Directory(client)
+        self.audit_channels = AuditChannels(clock)
         # Run after every delivery with the event as stored (App Home refresh, scheduler tracking).
         self.follow_ups: list[Callable[[BreakGlassEvent], None]] = []
         self.post_ack_threads = post_ack_threads
@@ -215,22 +336,30 @@ class Pipeline:
             if len(self._held) > 10_000:  # creations that failed (e.g. stacked access) are never delivered
                 self._held.clear()
             self._held[event.id] = lease
-        return event.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts)
+        return event.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts, outbox_leased=True)
 
     def after_ack(self, event_id: str) -> None:
         """Deliver `event_id` after Slack has its answer: queued, not awaited (`inflight.wait_idle`).
         If the queue is lost (crash), nothing is: the steps are owed in the store and the sweep delivers."""
         if not self.post_ack_threads:
             return  # Lambda: the lazy listener delivers (module docstring)
+        self._queue(self._deliver_queued, event_id)  # shutting down: the next process's sweep delivers
+
+    def _queue(self, work: Callable[..., None], *args: Any) -> bool:
+        """Run `work(*args)` on the delivery workers, counted in flight until it returns."""
         self.inflight.enter()
         try:
-            self._workers.submit(self._deliver_queued, event_id)
-        except RuntimeError:  # shutting down: the sweep of the next process delivers
+            self._workers.submit(work, *args)
+        except RuntimeError:  # shutting down
             self.inflight.exit()
+            return False
+        return True
 
-    def deliver(self, event_id: str) -> BreakGlassEvent | None:
+    def deliver(self, event_id: str, *, queue_follow_ups: bool = False) -> BreakGlassEvent | None:
         """Deliver what `event_id` owes, then run the follow-ups. Returns the event as stored afterwards
-        (None if it does not exist). Never sends without holding the lease; never raises for Slack."""
+        (None if it does not exist). Never sends without holding the lease; never raises for Slack.
+        `queue_follow_ups` (post-ack deliveries): the follow-ups go to the back of the delivery queue, so
+        under a burst every queued audit message is sent before the App Home refreshes."""
         with self._held_lock:
             lease = self._held.pop(event_id, None)
         event: BreakGlassEvent | None = None
@@ -247,12 +376,20 @@ class Pipeline:
                 event = self.store.get(event_id)
             except EventNotFound:
                 return None
-        for follow_up in self.follow_ups:
-            try:
-                follow_up(event)
-            except Exception:  # a follow-up (e.g. an App Home refresh) must never break delivery
-                log.exception("follow-up after delivery failed", extra={"event_id": event_id})
+        if not (queue_follow_ups and self._queue(self._follow_up, event, True)):
+            self._follow_up(event)
         return event
+
+    def _follow_up(self, event: BreakGlassEvent, queued: bool = False) -> None:
+        try:
+            for follow_up in self.follow_ups:
+                try:
+                    follow_up(event)
+                except Exception:  # a follow-up (e.g. an App Home refresh) must never break delivery
+                    log.exception("follow-up after delivery failed", extra={"event_id": event.id})
+        finally:
+            if queued:
+                self.inflight.exit()
 
     def deliver_owed(self, limit: int = 100) -> int:
         """Retry every owed delivery that is due (the sweep and Lambda's lazy listener). Returns events tried."""
@@ -289,7 +426,7 @@ class Pipeline:
 
     def _deliver_queued(self, event_id: str) -> None:
         try:
-            self.deliver(event_id)
+            self.deliver(event_id, queue_follow_ups=True)
         except Exception:
             log.exception("post-ack delivery failed; the sweep will retry", extra={"event_id": event_id})
         finally:
@@ -307,7 +444,7 @@ class Pipeline:
                 raise _NothingToDo
             lease = Lease(until=now + LEASE, attempts=ev.outbox_attempts + 1)
             taken[:] = [lease]
-            return ev.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts)
+            return ev.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts, outbox_leased=True)
 
         try:
             mutate(self.store, event_id, claim, attempts=3)
@@ -330,8 +467,11 @@ class Pipeline:
         """Send owed entries one by one, re-reading before each, while the lease is ours; then record.
         Returns (event, done): done is False when more became owed meanwhile and is due now."""
         sent: list[tuple[OutboxEntry, int]] = []  # (entry, version of the event it rendered)
+        failed: list[OutboxEntry] = []  # skipped for the rest of this delivery, retried after the backoff
         fields: Fields = {}
-        failure: Exception | None = None
+        failure: Exception | None = None  # the first failure (for the log)
+        transient = False  # a failure other than a broken audit channel: exponential backoff
+        broken = False  # the audit channel refused a send for good: its other steps are not tried now
         lost = False
         with self._bounded_by(lease):
             for _ in range(MAX_SENDS):
@@ -343,15 +483,20 @@ class Pipeline:
                     lost = True  # someone else took over (or we ran out of time): stop sending
                     break
                 event = event.updated(**{k: v for k, v in fields.items() if getattr(event, k) is None})
-                entry = _next(event, [e for e, _ in sent], self.clock.now())
+                entry = _next(event, [e for e, _ in sent] + failed, self.clock.now(), skip_audit=broken)
                 if entry is None:
                     break
                 try:
-                    fields |= HANDLERS[entry.kind](self, event)
-                except (*SLACK_ERRORS, DeliveryFailed) as exc:
-                    failure = exc
-                    break
-                sent.append((entry, event.version))
+                    fields |= self._send(entry, event)
+                except AuditChannelBroken as exc:
+                    failure, broken = failure or exc, True
+                    failed.append(entry)
+                    self._owe_fallback(event_id, lease)
+                except (*SLACK_ERRORS, DeliveryFailed, DirectoryUnavailable) as exc:
+                    failure, transient = failure or exc, True
+                    failed.append(entry)
+                else:
+                    sent.append((entry, event.version))
         if lost and not sent:  # nothing sent: a fresh claim decides (it fails while someone else holds it)
             log.info("delivery lease lost, stopping", extra={"event_id": event_id, "action": "deliver"})
             return None, False
@@ -362,12 +507,20 @@ class Pipeline:
             ev = ev.with_outbox(remove=_satisfied(ev.outbox, sent, now))
             if not ev.outbox or not lease.held_in(ev):
                 return ev  # done, or another process holds the lease now: leave it alone
-            if failure is not None or lost:
-                return ev.updated(outbox_next_at=now + backoff(ev.outbox_attempts))
-            return ev.updated(outbox_next_at=now, outbox_attempts=0)  # more became owed meanwhile: due now
+            if transient or lost:
+                return ev.updated(outbox_next_at=now + backoff(ev.outbox_attempts), outbox_leased=False)
+            if broken:  # only the broken audit channel is left: look again every AUDIT_RECHECK
+                recheck = now + AUDIT_RECHECK * random.uniform(0.8, 1.2)
+                return ev.updated(outbox_next_at=recheck, outbox_leased=False)
+            # more became owed meanwhile: due now
+            return ev.updated(outbox_next_at=now, outbox_attempts=0, outbox_leased=False)
 
         result = mutate(self.store, event_id, record)
-        if failure is not None:
+        if failure is not None and not transient:  # the broken channel logged its ERROR once (AuditChannels)
+            log.info(
+                "audit channel still broken: %s", failure, extra={"event_id": event_id, "action": "announce"}
+            )
+        elif failure is not None:
             log.warning(
                 "delivery failed, will retry: %s",
                 _describe(failure),
@@ -380,6 +533,80 @@ class Pipeline:
             )
         due_now = any(entry.due(self.clock.now()) for entry in result.outbox)
         return result, failure is not None or lost or not due_now
+
+    def _send(self, entry: OutboxEntry, event: BreakGlassEvent) -> Fields:
+        """Send one entry through its handler. A send to the audit channel that Slack refuses for good
+        raises AuditChannelBroken, after joining the channel and sending again where that repairs it."""
+        handler = HANDLERS[entry.kind]
+        if entry.kind not in AUDIT_CHANNEL_KINDS or not event.audit_channel:
+            return handler(self, event)
+        channel = event.audit_channel
+        try:
+            try:
+                fields = handler(self, event)
+            except SlackApiError as exc:
+                if _slack_error(exc) != "not_in_channel" or not self._join(channel):
+                    raise
+                fields = handler(self, event)
+        except SlackApiError as exc:
+            error = _slack_error(exc)
+            if error not in AUDIT_CHANNEL_ERRORS:
+                raise
+            self.audit_channels.failed(channel, error)
+            raise AuditChannelBroken(channel, error) from exc
+        self.audit_channels.worked(channel)
+        return fields
+
+    def _join(self, channel: str) -> bool:
+        """Join a public audit channel the bot was removed from (`channels:join`). True if it is in now."""
+        try:
+            self.client.conversations_join(channel=channel)
+        except SLACK_ERRORS as exc:
+            log.warning(
+                "could not join audit channel %s again: %s",
+                channel,
+                _describe(exc),
+                extra={"action": "audit_channel", "outcome": "join_failed", "channel": channel},
+            )
+            return False
+        log.warning(
+            "the bot had been removed from audit channel %s; it joined it again",
+            channel,
+            extra={"action": "audit_channel", "outcome": "joined", "channel": channel},
+        )
+        return True
+
+    def _owe_fallback(self, event_id: str, lease: Lease) -> None:
+        """The audit channel is broken: owe an `audit_fallback` for the audit steps not yet announced
+        another way (none again for the same steps at the next recheck; again after a new change)."""
+
+        def change(ev: BreakGlassEvent) -> BreakGlassEvent | None:
+            missed = max((e.version for e in ev.outbox if e.kind in AUDIT_CHANNEL_KINDS), default=0)
+            if missed <= ev.audit_fallback_version or not lease.held_in(ev):
+                return None
+            return ev.with_outbox(OutboxKind.AUDIT_FALLBACK, version=missed).updated(
+                audit_fallback_version=missed, audit_fallback_sent=()
+            )
+
+        try:
+            mutate(self.store, event_id, change)
+        except StoreError as exc:  # not owed now: the next recheck owes it (nothing was marked announced)
+            log.warning("could not owe the audit fallback: %s", exc, extra={"event_id": event_id})
+
+    def fallback_recipients(self) -> list[str]:
+        """Where an audit fallback goes: the fallback channel, then every security member (by DM)."""
+        members = sorted(self.directory.members(self.policy.security))
+        return [c for c in [self.policy.fallback_channel] if c] + members
+
+    def record_fallback_sent(self, event_id: str, recipient: str, version: int) -> None:
+        """Record at once that `recipient` has the fallback of `version` (a retry never sends it twice)."""
+
+        def change(ev: BreakGlassEvent) -> BreakGlassEvent | None:
+            if ev.audit_fallback_version != version or recipient in ev.audit_fallback_sent:
+                return None
+            return ev.updated(audit_fallback_sent=(*ev.audit_fallback_sent, recipient))
+
+        mutate(self.store, event_id, change)
 
     # -- helpers for handlers --------------------------------------------------------------------------
 
@@ -416,10 +643,17 @@ class _NothingToDo(Exception):
     pass
 
 
-def _next(event: BreakGlassEvent, sent: list[OutboxEntry], now: datetime) -> OutboxEntry | None:
-    """The next entry to send (due, not sent yet): the root audit message first (thread replies need its ts)."""
-    pending = [e for e in event.outbox if e not in sent and e.due(now)]
+def _next(
+    event: BreakGlassEvent, done: list[OutboxEntry], now: datetime, *, skip_audit: bool = False
+) -> OutboxEntry | None:
+    """The next entry to send, due and not among `done` (sent or failed in this delivery): the root audit
+    message first; the steps that need it wait while it is owed; with `skip_audit`, no audit-channel step."""
+    pending = [e for e in event.outbox if e not in done and e.due(now)]
+    if skip_audit:
+        pending = [e for e in pending if e.kind not in AUDIT_CHANNEL_KINDS]
     first = [e for e in pending if e.kind is OutboxKind.AUDIT_POST]
+    if event.audit_ts is None and event.owes(OutboxKind.AUDIT_POST):
+        pending = [e for e in pending if e.kind not in NEEDS_AUDIT_ROOT]
     return (first or pending or [None])[0]
 
 
@@ -434,6 +668,10 @@ def _satisfied(
         if entry.kind in RENDERS_STATE:
             done |= {e for e in outbox if e.kind is entry.kind and e.version <= rendered and e.due(now)}
     return [e for e in outbox if e in done]
+
+
+def _slack_error(exc: SlackApiError) -> str | None:
+    return exc.response.get("error") if exc.response is not None else None
 
 
 def _describe(exc: Exception) -> str:
@@ -490,10 +728,42 @@ def thread_reply(build: Callable[[Pipeline, BreakGlassEvent], tuple[str, blocks.
     return send
 
 
+def post_audit_fallback(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
+    """The audit channel is broken: the event's audit message, saying so, to the fallback channel and to
+    every security member by DM; each recipient is recorded as it is sent (never sent twice)."""
+    error = pipeline.audit_channels.error(event.audit_channel) or "unknown"
+    text, body = blocks.audit_fallback(event, event.audit_channel or "", error)
+    recipients = pipeline.fallback_recipients()
+    if not recipients:
+        log.error(
+            "audit channel %s is broken and nobody else can be told: set fallback_channel or security",
+            event.audit_channel,
+            extra={"event_id": event.id, "action": "audit_fallback", "outcome": "nobody"},
+        )
+    for recipient in recipients:
+        if recipient in event.audit_fallback_sent:
+            continue
+        try:
+            pipeline.client.chat_postMessage(channel=recipient, text=text, blocks=body)
+        except SlackApiError as exc:
+            if _slack_error(exc) not in UNREACHABLE_RECIPIENT:
+                raise
+            log.error(
+                "audit fallback cannot reach %s (Slack: %s)",
+                recipient,
+                _slack_error(exc),
+                extra={"event_id": event.id, "action": "audit_fallback", "outcome": "unreachable"},
+            )
+        pipeline.record_fallback_sent(event.id, recipient, event.audit_fallback_version)
+    return {}
+
+
 HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.AUDIT_POST: post_audit_message,
     OutboxKind.AUDIT_UPDATE: update_audit_message,
-    OutboxKind.DM_INVOKED: direct_message(lambda p, e: blocks.dm_invoked(e)),
+    OutboxKind.DM_INVOKED: direct_message(
+        lambda p, e: blocks.dm_invoked(e, audit_broken=p.audit_channels.error(e.audit_channel))
+    ),
     OutboxKind.ESCALATION: thread_reply(
         lambda p, e: blocks.thread_escalation(
             e, list(p.policy.security), format_duration(p.policy.rate_limits.window)
@@ -507,5 +777,6 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.EXPIRE_DM: direct_message(lambda p, e: blocks.dm_expired(e)),
     OutboxKind.REVIEW_THREAD: thread_reply(lambda p, e: blocks.thread_reviewed(e)),
     OutboxKind.ACTIVITY_DIGEST: evidence.deliver_digest,
+    OutboxKind.AUDIT_FALLBACK: post_audit_fallback,
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"

@@ -643,6 +643,9 @@ class Policy(BaseModel):
 
     audit_channel: ChannelId | None = None
     """Audit channel; overrides the ``BREAKGLASS_AUDIT_CHANNEL`` environment variable."""
+    fallback_channel: ChannelId | None = None
+    """Where announcements go at once when an audit channel fails permanently (archived, deleted, the bot
+    removed from a private one), besides a DM to every security member; must not be an audit channel."""
     warn_before: PositiveDuration = timedelta(minutes=15)
     """Warn the holder this long before their access expires; less than :data:`HARD_CAP`."""
     sweep_interval: PositiveDuration = timedelta(seconds=30)
@@ -679,6 +682,21 @@ class Policy(BaseModel):
         problems = _access_problems(self)
         if problems:
             raise _NestedProblems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_fallback_channel(self) -> "Policy":
+        audit = {self.audit_channel, *(p.audit_channel for p in self.profiles.values())} - {None}
+        if self.fallback_channel is not None and self.fallback_channel in audit:
+            raise _NestedProblems(
+                [
+                    (
+                        ("fallback_channel",),
+                        f"{self.fallback_channel} is an audit channel; the fallback must be another channel "
+                        "(it is used when an audit channel is broken)",
+                    )
+                ]
+            )
         return self
 
     @field_validator("warn_before")
@@ -943,6 +961,9 @@ def summarize(policy: Policy) -> str:
         audit = "not set in the policy; BREAKGLASS_AUDIT_CHANNEL is used"
     lines = [
         f"Audit channel: {audit}",
+        "If an audit channel breaks: "
+        + (f"post to {policy.fallback_channel} and " if policy.fallback_channel else "")
+        + "DM every security member",
         f"Expiry warning: {format_duration(policy.warn_before)} before access expires",
         f"Sweep interval: every {format_duration(policy.sweep_interval)}",
         f"Audit retention: {format_duration(policy.retention)} after expiry",

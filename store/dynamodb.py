@@ -187,9 +187,12 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
         if key in data:
             data[key] = parse_ts(data[key])
     data["duration"] = timedelta(microseconds=int(data["duration"]) // 1000)
-    for key in ("version", "outbox_attempts"):
+    for key in ("version", "outbox_attempts", "audit_fallback_version"):
         if key in data:
             data[key] = int(data[key])
+    for key in ("outbox", "audit_fallback_sent"):
+        if key in data:
+            data[key] = tuple(data[key])
     if "outbox" in data:
         data["outbox"] = tuple(
             {**e, "not_before": parse_ts(e["not_before"])} if isinstance(e, dict) and "not_before" in e else e

@@ -60,6 +60,7 @@ class OutboxKind(StrEnum):
     REVIEW_THREAD = "review_thread"
     AUDIT_UPDATE = "audit_update"
     ACTIVITY_DIGEST = "activity_digest"
+    AUDIT_FALLBACK = "audit_fallback"
 
 
 class OutboxEntry(BaseModel):
@@ -226,6 +227,13 @@ class BreakGlassEvent(BaseModel):
     outbox: tuple[OutboxEntry, ...] = ()
     outbox_attempts: int = Field(default=0, ge=0)
     outbox_next_at: UtcDatetime | None = None
+    # Is outbox_next_at a delivery lease (True) or a backoff after a failed delivery (False)? A step owed
+    # during a backoff is due at once (a broken audit channel's recheck never holds back a new DM).
+    outbox_leased: bool = True
+    # The audit channel failed permanently (bot/pipeline.py): the highest outbox version of audit-channel
+    # steps already announced another way (fallback channel, security DMs), and who has that fallback.
+    audit_fallback_version: int = Field(default=0, ge=0)
+    audit_fallback_sent: tuple[str, ...] = ()
 
     warned_at: UtcDatetime | None = None
     escalated: bool = False
@@ -394,6 +402,8 @@ class BreakGlassEvent(BaseModel):
         changes: dict[str, Any] = {"outbox": tuple(items)}
         if not items:
             changes.update(outbox_attempts=0, outbox_next_at=None)
+        elif add and not self.outbox_leased:  # waiting out a backoff, not held: the new step is due now
+            changes.update(outbox_next_at=None)
         return self._with(**changes)
 
     @property

@@ -229,11 +229,31 @@ def test_channel_configuration(fake: FakeSlack, client: WebClient) -> None:
     fake.add_channel("C0009", name="old", is_archived=True)
     fake.add_channel("C0010", name="private", is_private=True, is_member=False)
     assert api_error(client.chat_postMessage, channel="C0009", text="x").response["error"] == "is_archived"
-    assert api_error(client.chat_postMessage, channel="C0010", text="x").response["error"] == "not_in_channel"
+    # Slack hides a private channel from a non-member: channel_not_found, and it cannot be joined
+    assert (
+        api_error(client.chat_postMessage, channel="C0010", text="x").response["error"] == "channel_not_found"
+    )
+    assert api_error(client.conversations_join, channel="C0010").response["error"] == "channel_not_found"
     info = client.conversations_info(channel="C0010")["channel"]
     assert info["name"] == "private"
     assert info["is_private"] is True
     assert info["is_member"] is False
+    assert api_error(client.conversations_join, channel="C0009").response["error"] == "is_archived"
+
+
+def test_a_public_channel_the_bot_left_is_joined_again(fake: FakeSlack, client: WebClient) -> None:
+    fake.add_channel("C0011", name="audit", is_member=False)
+    assert api_error(client.chat_postMessage, channel="C0011", text="x").response["error"] == "not_in_channel"
+    assert api_error(client.conversations_history, channel="C0011").response["error"] == "not_in_channel"
+    assert client.conversations_join(channel="C0011")["channel"]["is_member"] is True
+    assert client.chat_postMessage(channel="C0011", text="x")["ok"] is True
+    fake.add_channel("C0012", exists=False)
+    assert (
+        api_error(client.chat_postMessage, channel="C0012", text="x").response["error"] == "channel_not_found"
+    )
+    fake.add_channel("C0013", is_private=True, is_member=True)
+    error = api_error(client.conversations_join, channel="C0013").response["error"]
+    assert error == "method_not_supported_for_channel_type"
 
 
 def test_missing_text_is_a_warning_not_an_error(fake: FakeSlack, client: WebClient) -> None:

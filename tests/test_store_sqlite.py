@@ -158,3 +158,27 @@ def test_write_lock_timeout_is_store_unavailable(tmp_path: Path) -> None:
     finally:
         holder.close_store()
         waiter.close_store()
+
+
+def test_create_without_limits_holds_the_write_lock_for_one_statement(tmp_path: Path) -> None:
+    """Under load the write lock is held until the writer gets the GIL back after each statement: a create
+    without rate limits is one INSERT … WHERE NOT EXISTS, not BEGIN, two checks, INSERT and COMMIT."""
+    from store.errors import StackedAccess
+
+    store = SQLiteStore(tmp_path / "one.db")
+    statements: list[str] = []
+    store._conn().set_trace_callback(statements.append)
+    first = store.create(make_event(invoker="alice@example.com", slack_user_id="U0ALICE"))
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO events")
+    statements.clear()
+    # refused for the invoker and for the Slack user under a new identity: the refusal names the blocker
+    for other in (
+        make_event(now=T0 + T0.resolution),
+        make_event(invoker="a@x.example", slack_user_id="U0ALICE"),
+    ):
+        with pytest.raises(StackedAccess) as refused:
+            store.create(other)
+        assert refused.value.existing.id == first.id
+    assert [s.split()[0] for s in statements] == ["INSERT", "SELECT", "INSERT", "SELECT", "SELECT"]
+    assert [e.id for e in store.list_active()] == [first.id]
+    store.close_store()

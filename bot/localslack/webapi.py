@@ -116,6 +116,7 @@ class _Failure:
     error: str | None
     retry_after: int | None
     delay: float
+    channel: str | None = None
 
 
 class _SlackError(Exception):
@@ -515,6 +516,7 @@ class FakeSlack:
             "conversations.open": self._conversations_open,
             "conversations.info": self._conversations_info,
             "conversations.history": self._conversations_history,
+            "conversations.join": self._conversations_join,
             "views.open": self._views_open,
             "views.push": self._views_push,
             "views.update": self._views_update,
@@ -637,8 +639,11 @@ class FakeSlack:
         is_private: bool = False,
         is_archived: bool = False,
         is_member: bool = True,
+        exists: bool = True,
     ) -> None:
-        """Describe a channel. Archived ones answer "is_archived", non-member ones "not_in_channel" to posts.
+        """Describe a channel. Archived ones answer "is_archived", non-member ones "not_in_channel" to posts
+        and history (a private one "channel_not_found", as Slack hides it), deleted ones (``exists=False``)
+        "channel_not_found". ``conversations.join`` makes the bot a member of a public, unarchived channel.
 
         Channels never added are treated as existing public channels the bot is a member of.
         """
@@ -648,6 +653,7 @@ class FakeSlack:
                 "is_private": is_private,
                 "is_archived": is_archived,
                 "is_member": is_member,
+                "exists": exists,
             }
 
     def fail(
@@ -659,8 +665,10 @@ class FakeSlack:
         error: str | None = None,
         retry_after: int | None = None,
         delay: float = 0.0,
+        channel: str | None = None,
     ) -> None:
-        """Queue failures for the next ``times`` calls to ``method`` (None: any method, response_url too).
+        """Queue failures for the next ``times`` calls to ``method`` (None: any method, response_url too),
+        only those whose ``channel`` parameter is ``channel`` if given.
 
         status 429 -> HTTP 429 + Retry-After (default 1) + {"ok": false, "error": "ratelimited"};
         ``error`` given -> HTTP 200 {"ok": false, "error": error}; other status -> that HTTP status with
@@ -669,7 +677,7 @@ class FakeSlack:
         (a slow but successful call; see ``slow``). Queued failures are used in the order queued.
         """
         with self._lock:
-            self._failures.append(_Failure(method, times, status, error, retry_after, delay))
+            self._failures.append(_Failure(method, times, status, error, retry_after, delay, channel))
 
     def slow(self, method: str | None, delay: float, *, times: int = 1) -> None:
         """The next ``times`` calls to ``method`` are processed normally but answered after ``delay`` s."""
@@ -854,7 +862,7 @@ class FakeSlack:
 
         with self._lock:
             down = self._down
-            failure = None if down else self._take_failure(method)
+            failure = None if down else self._take_failure(method, params.get("channel"))
         if failure is not None and failure.delay > 0:
             time.sleep(failure.delay)
 
@@ -898,9 +906,13 @@ class FakeSlack:
                 self._invalid_calls.append(call)
         self._send(handler, status, body, headers)
 
-    def _take_failure(self, method: str) -> _Failure | None:
+    def _take_failure(self, method: str, channel: Any = None) -> _Failure | None:
         for failure in self._failures:
-            if failure.remaining > 0 and (failure.method is None or failure.method == method):
+            if (
+                failure.remaining > 0
+                and (failure.method is None or failure.method == method)
+                and (failure.channel is None or failure.channel == channel)
+            ):
                 failure.remaining -= 1
                 if failure.remaining == 0:
                     self._failures.remove(failure)
@@ -990,8 +1002,18 @@ class FakeSlack:
     def _check_postable(self, channel: str) -> None:
         info = self._channels.get(channel)
         if info is not None:
+            if not info.get("exists", True) or (info["is_private"] and not info["is_member"]):
+                raise _SlackError("channel_not_found")
             if info["is_archived"]:
                 raise _SlackError("is_archived")
+            if not info["is_member"]:
+                raise _SlackError("not_in_channel")
+
+    def _check_readable(self, channel: str) -> None:
+        info = self._channels.get(channel)
+        if info is not None:
+            if not info.get("exists", True) or (info["is_private"] and not info["is_member"]):
+                raise _SlackError("channel_not_found")
             if not info["is_member"]:
                 raise _SlackError("not_in_channel")
 
@@ -1140,6 +1162,7 @@ class FakeSlack:
     def _conversations_history(self, params: dict) -> dict:
         """Top-level messages, newest first, after ``oldest``; ``metadata`` only with include_all_metadata."""
         channel = _required(params, "channel", "channel_not_found")
+        self._check_readable(channel)
         oldest = float(params.get("oldest") or 0)
         limit = int(params.get("limit") or 100)
         with_metadata = params.get("include_all_metadata") in (True, "1", "true")
@@ -1159,6 +1182,21 @@ class FakeSlack:
             if len(found) >= limit:
                 break
         return {"messages": found, "has_more": False}
+
+    def _conversations_join(self, params: dict) -> dict:
+        """Joins a public channel; private channels cannot be joined (Slack: method_not_supported...)."""
+        channel = _required(params, "channel", "channel_not_found")
+        info = self._channels.get(channel)
+        if info is None:
+            return {"channel": {"id": channel, "is_member": True}}
+        if not info.get("exists", True) or (info["is_private"] and not info["is_member"]):
+            raise _SlackError("channel_not_found")
+        if info["is_private"]:
+            raise _SlackError("method_not_supported_for_channel_type")
+        if info["is_archived"]:
+            raise _SlackError("is_archived")
+        info["is_member"] = True
+        return {"channel": {"id": channel, "name": info["name"], "is_member": True}}
 
     def _check_trigger(self, params: dict) -> None:
         trigger_id = params.get("trigger_id")

@@ -67,7 +67,8 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     @app.action(ids.ACTION_CLOSE)
     def close_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        open_form(
+        ctx.after_response(
+            open_form,
             body,
             action,
             ctx.service.check_close,
@@ -79,6 +80,9 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     @app.action(ids.ACTION_REVIEW)
     def review_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
+        ctx.after_response(open_review, body, action)
+
+    def open_review(body: dict[str, Any], action: dict[str, Any]) -> None:
         opened = open_form(
             body,
             action,
@@ -104,4 +108,4 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     @app.action(ids.ACTION_OPEN_MODAL)
     def open_clicked(ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        commands.open_modal(body.get("trigger_id", ""), body["user"]["id"], None)
+        ctx.after_response(commands.open_modal, body.get("trigger_id", ""), body["user"]["id"], None)

@@ -59,6 +59,7 @@ def parse_fast_path(user_id: str, words: list[str], request_id: str | None) -> I
 class CommandHandler:
     def __init__(self, ctx: SlackContext) -> None:
         self.ctx = ctx
+        self._modals: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def __call__(self, ack: Ack, command: dict[str, Any], client: Any, respond: Any) -> None:
         user_id = command["user_id"]
@@ -66,7 +67,7 @@ class CommandHandler:
         words = text.split()
         if not words:
             ack()
-            self.open_modal(command.get("trigger_id", ""), user_id, respond)
+            self.ctx.after_response(self.open_modal, command.get("trigger_id", ""), user_id, respond)
             return
         event: BreakGlassEvent | None = None
         try:
@@ -91,14 +92,7 @@ class CommandHandler:
     def open_modal(self, trigger_id: str, user_id: str, respond: Any) -> None:
         try:
             profiles = self.ctx.service.profiles_for(user_id)
-            if profiles:
-                view = blocks.invoke_modal(
-                    [(name, self._label(name)) for name in profiles],
-                    self.ctx.service.durations_for(profiles),
-                )
-            else:
-                view = blocks.no_profiles_modal()
-            self.ctx.client.views_open(trigger_id=trigger_id, view=view)
+            self.ctx.client.views_open(trigger_id=trigger_id, view=self.modal(tuple(profiles)))
         except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
             log.warning("could not open the break-glass modal: %s", exc, extra={"slack_user": user_id})
             detail = (
@@ -112,6 +106,22 @@ class CommandHandler:
                     )
                 except (SlackApiError, SlackClientError, OSError):
                     log.warning("could not tell the user the modal failed", extra={"slack_user": user_id})
+
+    def modal(self, profiles: tuple[str, ...]) -> dict[str, Any]:
+        """The invoke modal for a set of profiles, built once per set (the policy is fixed while the
+        process runs). Callers only serialise it, never change it."""
+        view = self._modals.get(profiles)
+        if view is None:
+            if profiles:
+                view = blocks.invoke_modal(
+                    [(name, self._label(name)) for name in profiles],
+                    self.ctx.service.durations_for(list(profiles)),
+                )
+            else:
+                view = blocks.no_profiles_modal()
+            if len(self._modals) < 1024:  # one per distinct profile set: few in practice
+                self._modals[profiles] = view
+        return view
 
     def _label(self, name: str) -> str:
         profile = self.ctx.policy.profiles[name]
@@ -165,7 +175,8 @@ class CommandHandler:
                 ) from None
             raise
         event = service.invoke(request)
-        return blocks.message(blocks.granted(event)), event
+        broken = self.ctx.pipeline.audit_channels.error(event.audit_channel)
+        return blocks.message(blocks.granted(event, audit_broken=broken)), event
 
 
 def register(app: App, ctx: SlackContext) -> CommandHandler:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,36 @@ class SlackContext:
     clock: Clock
     # Bolt lazy listeners added to every listener that stores a change (Lambda only; see bot.pipeline).
     lazy: list[Callable[..., None]] = field(default_factory=list)
+    # Where Slack calls that answer a request (views.open, App Home) run once the request is answered;
+    # None: in the listener itself (Lambda, where nothing may run after the response).
+    background: Executor | None = None
 
     def after_ack(self, event: BreakGlassEvent) -> None:
         """A change to `event` was stored and Slack has its answer: hand it to the pipeline."""
         self.pipeline.after_ack(event.id)
+
+    def after_response(self, work: Callable[..., None], *args: Any) -> None:
+        """Run `work(*args)` after the listener returns, so Bolt sends the ack first.
+
+        Listeners run in the request's thread (Bolt's `process_before_response`), and Bolt answers Slack
+        when the listener returns: no polling for the ack, no handoff to another thread before it. What
+        a listener does *after* its ack (open a modal, publish App Home) comes here instead; the pipeline
+        counts it as in flight, so a clean shutdown (and a test's `idle()`) waits for it."""
+        if self.background is None:
+            work(*args)
+            return
+        inflight = self.pipeline.inflight
+        inflight.enter()
+
+        def run() -> None:
+            try:
+                work(*args)
+            except Exception:
+                log.exception("work after a Slack acknowledgement failed")
+            finally:
+                inflight.exit()
+
+        try:
+            self.background.submit(run)
+        except RuntimeError:  # shutting down
+            inflight.exit()

@@ -76,4 +76,4 @@ def register(app: App, ctx: SlackContext) -> None:
     @app.event("app_home_opened")
     def home_opened(event: dict[str, Any]) -> None:
         if event.get("tab", "home") == "home":
-            publish(ctx, event["user"])
+            ctx.after_response(publish, ctx, event["user"])

@@ -49,7 +49,10 @@ def register(app: App, ctx: SlackContext) -> None:
             return
         ack(
             response_action="update",
-            view=blocks.notice_modal("Access granted", blocks.granted(event)),
+            view=blocks.notice_modal(
+                "Access granted",
+                blocks.granted(event, audit_broken=ctx.pipeline.audit_channels.error(event.audit_channel)),
+            ),
         )
         ctx.after_ack(event)
 
