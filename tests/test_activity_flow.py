@@ -481,3 +481,29 @@ def test_identity_center_sessions_are_looked_up_by_the_slack_profile_email(
     none = SimpleNamespace(policy=policy, client=client)
     assert session_names(none, slack_id) == ("U0001",)  # type: ignore[arg-type]
     assert len(fake.calls_to("users.info")) == calls  # no Slack lookup for the none provider
+
+
+def test_a_broken_audit_channel_keeps_the_digest_owed_until_it_is_repaired(
+    abot: Bot, cloudtrail: FakeCloudTrail
+) -> None:
+    """The digest is an audit-channel step: while the channel refuses posts for good it stays owed (the
+    audit fallback tells security) and is posted once, in the thread, after the channel is repaired."""
+    from bot.pipeline import AUDIT_RECHECK
+
+    event = close(abot, invoke(abot))
+    cloudtrail.add(*session_records(ALICE, event.created_at))
+    abot.fake.add_channel(AUDIT, is_archived=True)
+    abot.clock.set(event.ended_at + DELAY + timedelta(seconds=1))  # type: ignore[operator]
+    sweep(abot)
+    assert digests(abot, event) == []
+    assert abot.store.get(event.id).owes(OutboxKind.ACTIVITY_DIGEST)
+
+    abot.fake.add_channel(AUDIT)  # unarchived
+    abot.clock.advance(AUDIT_RECHECK * 1.3)
+    sweep(abot)
+    [message] = digests(abot, event)
+    assert "5 sensitive" in message["text"]
+    assert not abot.store.get(event.id).owes(OutboxKind.ACTIVITY_DIGEST)
+    abot.clock.advance(AUDIT_RECHECK * 2)
+    sweep(abot)
+    assert len(digests(abot, event)) == 1
