@@ -594,7 +594,7 @@ def cmd_close(args: argparse.Namespace) -> int:
     finally:
         if runtime is not None:
             runtime.pipeline.shutdown(10)
-        store.close_store()
+        store.disconnect()
 
 
 def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             handlers = {"list": cmd_list, "show": cmd_show, "export": cmd_export}
             return handlers[args.command](args, store)
         finally:
-            store.close_store()
+            store.disconnect()
     except AdminError as exc:
         err(str(exc))
         return exc.code

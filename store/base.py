@@ -181,7 +181,9 @@ class Store(Protocol):
         listing. Callers rate-limit the write probe (see bot.health)."""
         ...
 
-    def close_store(self) -> None: ...
+    def disconnect(self) -> None:
+        """Release the connection/client (not to be confused with `close`, which closes an event)."""
+        ...
 
 
 def mutate(

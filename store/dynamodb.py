@@ -349,7 +349,7 @@ class DynamoDBStore:
     def _backoff(self, attempt: int) -> None:
         time.sleep(min(0.5, 0.01 * (2**attempt)) * random.random())  # jitter only, not security
 
-    def close_store(self) -> None:
+    def disconnect(self) -> None:
         return None
 
     def ping(self, *, write: bool = False) -> None:

@@ -223,7 +223,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite query failed: {exc}") from exc
 
-    def close_store(self) -> None:
+    def disconnect(self) -> None:
         with self._lock:
             for conn in self._connections:
                 conn.close()

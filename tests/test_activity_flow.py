@@ -100,7 +100,7 @@ def backend(
     if request.param == "sqlite":
         store = SQLiteStore(tmp_path / "breakglass.db")
         yield store, f"sqlite:///{tmp_path / 'breakglass.db'}"
-        store.close_store()
+        store.disconnect()
     else:
         client, table = request.getfixturevalue("server_dynamodb")
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", request.getfixturevalue("moto_server_url"))

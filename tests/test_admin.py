@@ -47,7 +47,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         path = tmp_path / "admin.db"
         store = SQLiteStore(path)
         yield Backend(f"sqlite:///{path}", store)
-        store.close_store()
+        store.disconnect()
     else:
         client, table = request.getfixturevalue("moto_dynamodb")
         yield Backend(f"dynamodb://{table}", DynamoDBStore(table, client=client))
@@ -314,7 +314,7 @@ def test_export_progress_and_many_pages(
     assert created == sorted(created, reverse=True)
     assert "exported 5 events…" in err
     assert "exported 10 events…" in err
-    store.close_store()
+    store.disconnect()
 
 
 @pytest.mark.parametrize(
