@@ -232,7 +232,7 @@ def run_pipeline(rows: list[Row], count: int = 50) -> None:
                 assert event.ended_at is not None
                 denied.append((event.access.sessions_denied_at - event.ended_at).total_seconds())
             runtime.shutdown(5)
-            store.close_store()
+            store.disconnect()
             assert timedelta(seconds=max(denied)) < timedelta(minutes=1)
             rows.append(Row("6", "pipeline: invocation → access granted", summary_ms(granted)))
             rows.append(Row("6", "pipeline: grant step AWS requests", _describe(counters["grant"], count)))

@@ -102,7 +102,7 @@ def run(rows: list[Row], *, count: int = 200, lead: float = 15.0) -> None:
                 warn_lags.append(warn_at[stored.audit_ts] - due_warn)
             if stored.audit_ts in updated_at:
                 expire_lags.append(updated_at[stored.audit_ts] - ev.expires_at.timestamp())
-        store.close_store()
+        store.disconnect()
     rows.append(
         Row(
             SECTION,

@@ -291,7 +291,7 @@ def run(rows: list[Row], *, submissions: int = 500, memory: bool = True) -> None
         rows.append(
             Row(SECTION, "stacked events stored", str(stacked), "0", "ok" if stacked == 0 else "MISS")
         )
-        store.close_store()
+        store.disconnect()
 
         # the baseline: a bare Bolt app, same server settings, same requests
         port = free_port()

@@ -290,7 +290,7 @@ def run(rows: list[Row], *, repeats: int = 3, rounds: int = 5, compare: str | No
             spy.wait(30)
         stacked = {bot.name: _stacked_stored(bot.db) for bot in bots}
         for bot in bots:
-            bot.store.close_store()
+            bot.store.disconnect()
 
     def add(metric: str, value: str, target: str = "", ok: bool | None = None) -> None:
         rows.append(Row(SECTION, metric, value, target, "" if ok is None else ("ok" if ok else "MISS")))

@@ -441,7 +441,7 @@ def sqlite_contention(rows: list[Row], writers: int = 20, events: int = 500) -> 
 
         with ThreadPoolExecutor(writers) as pool:
             list(pool.map(one, range(events)))
-        store.close_store()
+        store.disconnect()
     section = "3 HTTP end-to-end"
     rows.append(Row(section, f"diagnostic: SQLite create, {writers} writer threads", summary_ms(creates)))
     rows.append(Row(section, f"diagnostic: SQLite get+save, {writers} writer threads", summary_ms(saves)))
@@ -499,7 +499,7 @@ def _sqlite_one(rows: list[Row], n: int) -> None:
                 "flat",
             )
         )
-        store.close_store()
+        store.disconnect()
 
 
 def sqlite_one_profile(rows: list[Row], sizes: tuple[int, ...] = (10, 10_000)) -> None:
@@ -577,7 +577,7 @@ def _sqlite_one_profile(rows: list[Row], n: int) -> None:
                 "flat",
             )
         )
-        store.close_store()
+        store.disconnect()
 
 
 def _de_all(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

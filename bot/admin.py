@@ -40,7 +40,7 @@ from store import (
     parse_store_url,
 )
 from store.base import Page
-from store.model import MAX_CLOSE_REASON, validate_free_text
+from store.model import MAX_CLOSE_REASON, OutboxEntry, validate_free_text
 from store.timeutil import format_ts
 
 OK, REFUSED, USAGE = 0, 1, 2
@@ -78,7 +78,15 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "updated_at",
     "version",
     "source",
+    # the activity digest (issue 15) as counts; JSONL has the whole digest in "activity"
+    "activity_status",
+    "activity_gathered_at",
+    "activity_calls",
+    "activity_write_calls",
+    "activity_denied_calls",
+    "activity_sensitive_calls",
 )
+JSONL_COLUMNS: tuple[str, ...] = (*EXPORT_COLUMNS, "activity")
 
 
 class AdminError(Exception):
@@ -250,10 +258,26 @@ def export_row(event: BreakGlassEvent) -> dict[str, Any]:
         "audit_channel": event.audit_channel,
         "audit_ts": event.audit_ts,
         "request_id": event.request_id,
-        "outbox": list(event.outbox),
+        "outbox": [entry.kind.value for entry in event.outbox],
         "updated_at": _ts(event.updated_at),
         "version": event.version,
         "source": event.source or "breakglass",  # "sentinel": written by Sentinel to a shared table
+        **_activity_columns(event),
+    }
+
+
+def _activity_columns(event: BreakGlassEvent) -> dict[str, Any]:
+    from bot.evidence import stored_digest
+
+    digest = stored_digest(event)
+    return {
+        "activity_status": digest.status.value if digest else None,
+        "activity_gathered_at": _ts(digest.gathered_at) if digest else None,
+        "activity_calls": digest.total_calls if digest else None,
+        "activity_write_calls": digest.write_calls if digest else None,
+        "activity_denied_calls": digest.denied_calls if digest else None,
+        "activity_sensitive_calls": digest.sensitive_calls if digest else None,
+        "activity": digest.model_dump(mode="json") if digest else None,
     }
 
 
@@ -331,6 +355,8 @@ def timeline(event: BreakGlassEvent) -> list[tuple[datetime, str]]:
 def render_show(event: BreakGlassEvent) -> str:
     lines = []
     data = event.model_dump()
+    data["activity"] = "(the activity digest, below)" if event.activity else None
+    data["outbox"] = tuple(_outbox_entry(entry) for entry in event.outbox)
     width = max(len(name) for name in data)
     for name, value in data.items():
         if isinstance(value, datetime):
@@ -345,11 +371,70 @@ def render_show(event: BreakGlassEvent) -> str:
             text = str(getattr(value, "value", value))
         text = text.replace("\n", "\n" + " " * (width + 2))
         lines.append(f"{name.ljust(width)}  {text}")
+    lines += ["", *activity_lines(event)]
     lines += ["", "timeline:"]
     lines += [f"  {_short(when)}  {what}" for when, what in timeline(event)]
     if event.status.ended and event.reviewed_at is None:
         lines.append("  (awaiting security review)")
     return "\n".join(lines)
+
+
+def _outbox_entry(entry: OutboxEntry) -> str:
+    text = f"{entry.kind.value} (v{entry.version})"
+    return text + (f" not before {format_ts(entry.not_before)}" if entry.not_before else "")
+
+
+def activity_lines(event: BreakGlassEvent) -> list[str]:
+    """The stored activity digest as plain text (every string in it was made terminal-safe when it was
+    gathered: controls and bidi characters are shown as \\uXXXX)."""
+    from bot.evidence import stored_digest
+
+    digest = stored_digest(event)
+    if digest is None:
+        return ["activity digest: none stored"]
+
+    def counts(counter: dict[str, int], dropped: int) -> str:
+        shown = ", ".join(f"{key} x{n}" for key, n in counter.items()) or "none"
+        return shown + (f" (+{dropped} more)" if dropped else "")
+
+    status = digest.status.value + (f", capped: {digest.cap_reason}" if digest.capped else "")
+    status += ", gathered before CloudTrail's delay had passed" if digest.early else ""
+    lines = [
+        f"activity digest: {status}",
+        f"  account {digest.account}, identities {', '.join(digest.identities)}, "
+        f"regions {', '.join(digest.regions_queried) or '-'}",
+        f"  window {format_ts(digest.window_start)} .. {format_ts(digest.window_end)}, "
+        f"gathered {format_ts(digest.gathered_at)} ({digest.pages} pages, {digest.records_read} records read)",
+        f"  calls {digest.total_calls}: {digest.read_calls} read, {digest.write_calls} write, "
+        f"{digest.unknown_calls} unknown; denied {digest.denied_calls}; sensitive {digest.sensitive_calls}",
+        f"  services: {counts(digest.services, digest.services_dropped)}",
+        f"  regions: {counts(digest.regions, digest.regions_dropped)}",
+        f"  source IPs: {counts(digest.source_ips, digest.source_ips_dropped)}",
+        f"  user agents: {counts(digest.user_agents, digest.user_agents_dropped)}",
+    ]
+    for title, calls, dropped in (
+        ("sensitive calls", digest.sensitive, digest.sensitive_dropped),
+        ("denied calls", digest.denied, digest.denied_dropped),
+    ):
+        if calls:
+            lines.append(f"  {title}:")
+            for call in calls:
+                what = f"[{call.category}] " if call.category else ""
+                error = f" -> {call.error_code}" if call.error_code else ""
+                lines.append(
+                    f"    {format_ts(call.time)} {what}{call.event_name} ({call.event_source}) {call.region} "
+                    f"on {call.resource or '-'}{error}  id {call.event_id or '-'}"
+                )
+            if dropped:
+                lines.append(f"    …and {dropped} more")
+    for error in digest.errors:
+        region = f" {error.region}" if error.region else ""
+        again = "retryable" if error.retryable else "not retried"
+        lines.append(f"  not gathered: {error.stage}{region}: {error.code} {error.message} ({again})")
+    if digest.event_ids:
+        more = f" (+{digest.event_ids_dropped} more)" if digest.event_ids_dropped else ""
+        lines.append(f"  CloudTrail event ids: {', '.join(digest.event_ids)}{more}")
+    return lines
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -430,7 +515,7 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
             if writer is not None:
                 writer.writerow([_csv_value(row[c]) for c in EXPORT_COLUMNS])
             else:
-                out.write(json.dumps({c: row[c] for c in EXPORT_COLUMNS}, ensure_ascii=False) + "\n")
+                out.write(json.dumps({c: row[c] for c in JSONL_COLUMNS}, ensure_ascii=False) + "\n")
             count += 1
             if count % PROGRESS_EVERY == 0:
                 err(f"exported {count} events…")
@@ -509,7 +594,7 @@ def cmd_close(args: argparse.Namespace) -> int:
     finally:
         if runtime is not None:
             runtime.pipeline.shutdown(10)
-        store.close_store()
+        store.disconnect()
 
 
 def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
@@ -541,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             handlers = {"list": cmd_list, "show": cmd_show, "export": cmd_export}
             return handlers[args.command](args, store)
         finally:
-            store.close_store()
+            store.disconnect()
     except AdminError as exc:
         err(str(exc))
         return exc.code

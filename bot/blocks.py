@@ -708,14 +708,17 @@ def close_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]
     )
 
 
-def review_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]:
+def review_modal(
+    event: BreakGlassEvent, private_metadata: str, activity: list[Block] | None = None
+) -> dict[str, Any]:
+    """`activity`: the digest's section (`review_activity_section`), if the profile has one."""
     return _event_form(
         event,
         callback_id=ids.CALLBACK_REVIEW,
         title="Review break-glass",
         submit="Mark reviewed",
         private_metadata=private_metadata,
-        context=[justification_section(event)],
+        context=[justification_section(event), *(activity or [])],
         field=ids.REVIEW_NOTES,
         label="Review notes",
         max_length=MAX_REVIEW_NOTES,
@@ -942,6 +945,16 @@ def thread_activity(digest: ActivityDigest) -> tuple[str, Blocks]:
             f"{digest.denied_calls} denied, {digest.sensitive_calls} sensitive"
         )
     return text, _dump(activity_digest_blocks(digest, max_blocks=DIGEST_MESSAGE_BLOCKS))
+
+
+def thread_activity_given_up(digest: ActivityDigest, failures: int) -> tuple[str, Blocks]:
+    """The audit-thread note when the retries of a failing gather stop (review time still tries again)."""
+    reasons = "; ".join(f"{e.code}" for e in digest.errors[:3]) or "unknown"
+    text = (
+        f":mag: AWS activity still could not be gathered after {failures} attempts "
+        f"({_ct(reasons, 200)}); no more automatic retries: it is gathered again when the event is reviewed."
+    )
+    return text, _section(text)
 
 
 def review_activity_section(digest: ActivityDigest | None) -> list[Block]:

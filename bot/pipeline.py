@@ -45,7 +45,9 @@ Adding an outbox kind (e.g. an AWS access grant or revoke, an activity digest, a
   2. write `def handler(pipeline: Pipeline, event: BreakGlassEvent) -> Fields` (send it; return event fields
      to record, usually `{}`; raise on failure: it stays owed and is retried with backoff) and register it in
      `HANDLERS` below;
-  3. have the use case owe it: `event.with_outbox(OutboxKind.NEW_KIND)` in the write that makes it owed.
+  3. have the use case owe it: `event.with_outbox(OutboxKind.NEW_KIND)` in the write that makes it owed
+     (`Deferred(kind, not_before)` owes it for later: the entry is not sent, and the stores do not list
+     the event as owed, before that time; the other entries are sent meanwhile).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot import access_steps, blocks
+from bot import access_steps, blocks, evidence
 from bot.access import AccessProvider, NoneProvider
 from bot.clock import Clock
 from bot.directory import Directory
@@ -93,8 +95,9 @@ HISTORY_LOOKBACK = 200  # messages of the audit channel searched for a root mess
 
 Fields = dict[str, Any]
 Handler = Callable[["Pipeline", BreakGlassEvent], Fields]
-# Kinds whose message renders the whole event: one send at version V satisfies every entry owed at <= V.
-RENDERS_STATE = frozenset({OutboxKind.AUDIT_UPDATE, OutboxKind.AUDIT_FALLBACK})
+# Kinds whose message renders the whole event: one send at version V satisfies every entry owed at <= V
+# (and due: an entry owed for later is kept). The activity digest: one gather satisfies every gather due.
+RENDERS_STATE = frozenset({OutboxKind.AUDIT_UPDATE, OutboxKind.AUDIT_FALLBACK, OutboxKind.ACTIVITY_DIGEST})
 # Kinds sent to the event's audit channel, and those of them that need its root message (its ts).
 AUDIT_CHANNEL_KINDS = frozenset(
     {
@@ -107,6 +110,7 @@ AUDIT_CHANNEL_KINDS = frozenset(
         OutboxKind.REVIEW_THREAD,
         OutboxKind.GRANT_RECEIPT_THREAD,
         OutboxKind.REVOKE_RECEIPT_THREAD,
+        OutboxKind.ACTIVITY_DIGEST,
     }
 )
 NEEDS_AUDIT_ROOT = AUDIT_CHANNEL_KINDS - {OutboxKind.AUDIT_POST}
@@ -224,6 +228,12 @@ _time_left: contextvars.ContextVar[Callable[[], float] | None] = contextvars.Con
 )
 
 
+def lease_time_left() -> float | None:
+    """Seconds left on the lease of the delivery running in this thread (None outside a delivery)."""
+    time_left = _time_left.get()
+    return None if time_left is None else time_left()
+
+
 class LeaseBoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
     """slack_sdk's 429 handler, except that inside a delivery it never sleeps past the delivery's lease
     (minus SEND_MARGIN): such a 429 fails the send, which stays owed and is retried after a backoff."""
@@ -318,6 +328,8 @@ class Pipeline:
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="delivery")
         self._held: dict[str, Lease] = {}  # new events created holding their lease, not yet delivered
         self._held_lock = threading.Lock()
+        # Keyword arguments for bot.access.activity.gather (tests inject its sleep and rate limiters).
+        self.activity_options: dict[str, Any] = {}
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -432,7 +444,7 @@ class Pipeline:
         taken: list[Lease] = []
 
         def claim(ev: BreakGlassEvent) -> BreakGlassEvent:
-            if not ev.outbox or (
+            if not any(entry.due(now) for entry in ev.outbox) or (
                 ev.outbox_next_at is not None and ev.outbox_next_at > now and ev.outbox_attempts > 0
             ):
                 raise _NothingToDo
@@ -477,7 +489,7 @@ class Pipeline:
                     lost = True  # someone else took over (or we ran out of time): stop sending
                     break
                 event = event.updated(**{k: v for k, v in fields.items() if getattr(event, k) is None})
-                entry = _next(event, [e for e, _ in sent] + failed, skip_audit=broken)
+                entry = _next(event, [e for e, _ in sent] + failed, self.clock.now(), skip_audit=broken)
                 if entry is None:
                     break
                 try:
@@ -498,7 +510,7 @@ class Pipeline:
 
         def record(ev: BreakGlassEvent) -> BreakGlassEvent:
             ev = ev.updated(**{k: v for k, v in fields.items() if getattr(ev, k) is None})
-            ev = ev.with_outbox(remove=_satisfied(ev.outbox, sent))
+            ev = ev.with_outbox(remove=_satisfied(ev.outbox, sent, now))
             if not ev.outbox or not lease.held_in(ev):
                 return ev  # done, or another process holds the lease now: leave it alone
             if transient or lost:
@@ -525,7 +537,8 @@ class Pipeline:
                     "attempt": lease.attempts,
                 },
             )
-        return result, failure is not None or lost or not result.outbox
+        due_now = any(entry.due(self.clock.now()) for entry in result.outbox)
+        return result, failure is not None or lost or not due_now
 
     def _send(self, entry: OutboxEntry, event: BreakGlassEvent) -> Fields:
         """Send one entry through its handler. A send to the audit channel that Slack refuses for good
@@ -636,10 +649,12 @@ class _NothingToDo(Exception):
     pass
 
 
-def _next(event: BreakGlassEvent, done: list[OutboxEntry], *, skip_audit: bool = False) -> OutboxEntry | None:
-    """The next entry to send, not among `done` (sent or failed in this delivery): the root audit message
-    first; the steps that need it wait while it is owed; with `skip_audit`, no audit-channel step."""
-    pending = [e for e in event.outbox if e not in done]
+def _next(
+    event: BreakGlassEvent, done: list[OutboxEntry], now: datetime, *, skip_audit: bool = False
+) -> OutboxEntry | None:
+    """The next entry to send, due and not among `done` (sent or failed in this delivery): the root audit
+    message first; the steps that need it wait while it is owed; with `skip_audit`, no audit-channel step."""
+    pending = [e for e in event.outbox if e not in done and e.due(now)]
     if skip_audit:
         pending = [e for e in pending if e.kind not in AUDIT_CHANNEL_KINDS]
     first = [e for e in pending if e.kind is OutboxKind.AUDIT_POST]
@@ -648,13 +663,16 @@ def _next(event: BreakGlassEvent, done: list[OutboxEntry], *, skip_audit: bool =
     return (first or pending or [None])[0]
 
 
-def _satisfied(outbox: tuple[OutboxEntry, ...], sent: list[tuple[OutboxEntry, int]]) -> list[OutboxEntry]:
+def _satisfied(
+    outbox: tuple[OutboxEntry, ...], sent: list[tuple[OutboxEntry, int]], now: datetime
+) -> list[OutboxEntry]:
     """Entries of `outbox` that the sends satisfied: each sent entry, and for kinds that render the whole
-    event, every entry of that kind owed at or before the rendered version (never a later one)."""
+    event, every entry of that kind due now and owed at or before the rendered version (never a later
+    one, nor one owed for later)."""
     done = {entry for entry, _ in sent}
     for entry, rendered in sent:
         if entry.kind in RENDERS_STATE:
-            done |= {e for e in outbox if e.kind is entry.kind and e.version <= rendered}
+            done |= {e for e in outbox if e.kind is entry.kind and e.version <= rendered and e.due(now)}
     return [e for e in outbox if e in done]
 
 
@@ -770,6 +788,7 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.GRANT_RECEIPT_THREAD: thread_reply(lambda p, e: blocks.access_granted(e)),
     OutboxKind.GRANT_RECEIPT_DM: direct_message(lambda p, e: blocks.access_granted(e)),
     OutboxKind.REVOKE_RECEIPT_THREAD: thread_reply(lambda p, e: blocks.access_revoked(e)),
+    OutboxKind.ACTIVITY_DIGEST: evidence.deliver_digest,
     OutboxKind.AUDIT_FALLBACK: post_audit_fallback,
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"

@@ -520,6 +520,13 @@ class AwsTarget(BaseModel):
     """The dedicated break-glass permission set assigned for the event's duration."""
     activity_role: RoleArn | None = None
     """A role in ``account`` the bot may assume to read CloudTrail for the activity digest (optional)."""
+    activity_external_id: str | None = Field(default=None, min_length=2, max_length=1224)
+    """The external id the activity role's trust policy requires (``sts:ExternalId``), if any."""
+    activity_regions: list[Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]] = Field(
+        default_factory=list, max_length=20
+    )
+    """The regions whose CloudTrail event history is read (IAM and other global services are recorded in
+    us-east-1); empty: the bot's own region (``AWS_REGION``)."""
 
 
 def _access_problems(policy: "Policy") -> list[tuple[tuple[str | int, ...], str]]:
@@ -992,7 +999,8 @@ def _aws_target_lines(target: AwsTarget | None) -> list[str]:
         return []
     lines = [f"    AWS: account {target.account}, permission set {target.permission_set}"]
     if target.activity_role:
-        lines.append(f"    activity role: {target.activity_role}")
+        regions = ", ".join(target.activity_regions) or "the bot's region"
+        lines.append(f"    activity role: {target.activity_role} (CloudTrail in {regions})")
     return lines
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import ids
+from bot import evidence, ids
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
@@ -42,6 +42,7 @@ from store import (
 from store.model import (
     MAX_CLOSE_REASON,
     MAX_REVIEW_NOTES,
+    Deferred,
     EventAccess,
     OutboxKind,
     validate_free_text,
@@ -343,7 +344,7 @@ class BreakGlassService:
             return CloseResult(self.expire(event.id) or self.store.get(event.id), closed_now=False)
         event = self._with_audit_channel(event)
         owed = self._ending_outbox(
-            event, OutboxKind.CLOSE_THREAD, OutboxKind.CLOSE_DM if by != event.slack_user_id else None
+            event, OutboxKind.CLOSE_THREAD, OutboxKind.CLOSE_DM if by != event.slack_user_id else None, now
         )
         try:
             closed = self.store.close(event.id, by=by, reason=reason, now=now, outbox=owed, known=event)
@@ -386,10 +387,11 @@ class BreakGlassService:
         """Expire once (conditional write); None when not due or already ended (another replica won)."""
         try:
             event = self._with_audit_channel(self.store.get(event_id))
+            now = self.clock.now()
             expired = self.store.expire(
                 event_id,
-                now=self.clock.now(),
-                outbox=self._ending_outbox(event, OutboxKind.EXPIRE_THREAD, OutboxKind.EXPIRE_DM),
+                now=now,
+                outbox=self._ending_outbox(event, OutboxKind.EXPIRE_THREAD, OutboxKind.EXPIRE_DM, now),
                 known=event,
             )
         except (InvalidTransition, EventNotFound):
@@ -429,22 +431,24 @@ class BreakGlassService:
         )
 
     def _ending_outbox(
-        self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None
-    ) -> list[OutboxKind]:
-        """What a close or expiry owes: the AWS revoke first (when access was granted), then the
+        self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None, now: datetime
+    ) -> list[OutboxKind | Deferred]:
+        """What a close or expiry at `now` owes: the AWS revoke first (when access was granted), then the
         announcements. A foreign (Sentinel) event has no Slack user to mention or message and no audit
-        message yet: it owes one audit message showing how it ended."""
-        revoke = [OutboxKind.ACCESS_REVOKE] if event.access is not None else []
-        return revoke + self._ending_announcements(event, thread, dm)
+        message yet: it owes one audit message showing how it ended. Every event of a profile with an
+        activity role owes its activity digest, after CloudTrail's delay (bot.evidence)."""
+        revoke: list[OutboxKind | Deferred] = [OutboxKind.ACCESS_REVOKE] if event.access is not None else []
+        return revoke + self._ending_announcements(event, thread, dm, now)
 
     def _ending_announcements(
-        self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None
-    ) -> list[OutboxKind]:
+        self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None, now: datetime
+    ) -> list[OutboxKind | Deferred]:
+        digest = evidence.ending_outbox(self.policy, event, now)
         if event.foreign and not event.audit_ts:
-            return [OutboxKind.AUDIT_POST]
+            return [OutboxKind.AUDIT_POST, *digest]
         if event.foreign:
-            return [OutboxKind.AUDIT_UPDATE, thread]
-        return [OutboxKind.AUDIT_UPDATE, thread] + ([dm] if dm else [])
+            return [OutboxKind.AUDIT_UPDATE, thread, *digest]
+        return [OutboxKind.AUDIT_UPDATE, thread] + ([dm] if dm else []) + digest
 
     def _with_audit_channel(self, event: BreakGlassEvent) -> BreakGlassEvent:
         """A foreign event gets the audit channel of its profile before its first announcement."""
@@ -483,17 +487,32 @@ class BreakGlassService:
         except ValueError as exc:
             raise ValidationFailed({ids.REVIEW_NOTES: _sentence(exc)}) from exc
         now = self.clock.now()
-        reviewed = mutate(
-            self.store,
-            event.id,
-            lambda ev: ev.review(by=by, notes=notes, now=now).with_outbox(
+
+        def change(ev: BreakGlassEvent) -> BreakGlassEvent:
+            ev = ev.review(by=by, notes=notes, now=now).with_outbox(
                 OutboxKind.AUDIT_UPDATE, OutboxKind.REVIEW_THREAD
-            ),
-        )
+            )
+            return evidence.regather_for_review(self.policy, ev, now) or ev  # the thread gets the newer one
+
+        reviewed = mutate(self.store, event.id, change)
         log.info(
             "break-glass reviewed", extra={"event_id": reviewed.id, "slack_user": by, "action": "review"}
         )
         return reviewed
+
+    def request_evidence(self, event_id: str) -> BreakGlassEvent | None:
+        """The review form was opened: owe a gather of the activity digest now if the stored one needs it
+        (bot.evidence.regather_for_review). Returns the event as stored when something became owed."""
+        now = self.clock.now()
+        owed: list[BreakGlassEvent] = []
+
+        def change(ev: BreakGlassEvent) -> BreakGlassEvent | None:
+            new = evidence.regather_for_review(self.policy, ev, now)
+            owed[:] = [new] if new is not None else []
+            return new
+
+        result = mutate(self.store, event_id, change)
+        return result if owed else None
 
     def _invoked_by(self, user_id: str, event: BreakGlassEvent) -> bool:
         """Is `user_id` the invoker of `event`: the same Slack user, or the same mapped identity?"""

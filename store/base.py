@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from store.errors import ConcurrentModification, InvalidTransition, StoreError
 from store.limits import Limits
-from store.model import BreakGlassEvent, Status
+from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 500
@@ -102,7 +102,7 @@ class Store(Protocol):
         by: str,
         reason: str,
         now: datetime,
-        outbox: Sequence[str] = (),
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         """active -> closed, adding `outbox` entries in the same write. Raises InvalidTransition
@@ -116,7 +116,7 @@ class Store(Protocol):
         event_id: str,
         *,
         now: datetime,
-        outbox: Sequence[str] = (),
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         """active -> expired, only when now >= expires_at. Raises InvalidTransition otherwise.
@@ -181,7 +181,9 @@ class Store(Protocol):
         listing. Callers rate-limit the write probe (see bot.health)."""
         ...
 
-    def close_store(self) -> None: ...
+    def disconnect(self) -> None:
+        """Release the connection/client (not to be confused with `close`, which closes an event)."""
+        ...
 
 
 def mutate(

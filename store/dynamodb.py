@@ -8,7 +8,9 @@ Table layout (compatible with Sentinel's break-glass table):
   Two sparse GSIs hold only the items that need attention: `gsi-outbox` (owed_pk, outbox_next_at) for
   owed Slack announcements and `gsi-review` (review_pk, ended_at) for ended events awaiting review.
   When an event owes announcements but has no outbox_next_at, the index key holds updated_at and
-  `outbox_next_at_implicit` (BOOL) records that, so the event reads back unchanged.
+  `outbox_next_at_implicit` (BOOL) records that, so the event reads back unchanged. When its entries are
+  not due before a later time (`OutboxEntry.not_before`), the index key holds that time and the event's own
+  outbox_next_at is kept in `outbox_attempt_at`.
 
 Stacking guard: a second item, id "guard#<json [invoker, profile]>", written in the *same*
 TransactWriteItems as the event, conditional on no guard existing or the guarded event being past its
@@ -62,7 +64,7 @@ from store.errors import (
     StoreUnavailable,
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
-from store.model import SENTINEL, BreakGlassEvent, Status, is_event_id, with_version
+from store.model import SENTINEL, BreakGlassEvent, Deferred, OutboxKind, Status, is_event_id, with_version
 from store.timeutil import format_ts, parse_ts
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,9 @@ WINDOW_PREFIX = "window#"
 # Set when the event owes announcements but has no outbox_next_at: the `gsi-outbox` sort key then holds
 # updated_at, and this marker says so, so that reading the item back restores outbox_next_at = None.
 IMPLICIT_NEXT_AT = "outbox_next_at_implicit"
-_INDEX_ONLY = ("ttl", "owed_pk", "review_pk", IMPLICIT_NEXT_AT)
+# The event's outbox_next_at when the `gsi-outbox` sort key holds a later time (its entries' not_before).
+ATTEMPT_AT = "outbox_attempt_at"
+_INDEX_ONLY = ("ttl", "owed_pk", "review_pk", IMPLICIT_NEXT_AT, ATTEMPT_AT)
 
 _NS = 1_000_000_000
 _TIME_FIELDS = (
@@ -151,7 +155,9 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
         elif key == "outbox":
             if value:
                 item[key] = [
-                    {"kind": str(entry.kind.value), "version": entry.version} for entry in event.outbox
+                    {"kind": str(entry.kind.value), "version": entry.version}
+                    | ({"not_before": format_ts(entry.not_before)} if entry.not_before else {})
+                    for entry in event.outbox
                 ]
         else:
             item[key] = value
@@ -159,9 +165,13 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
     item["ttl"] = int((event.expires_at + retention).timestamp())
     if event.outbox:
         item["owed_pk"] = OWED
+        due = event.outbox_due_at
+        assert due is not None
         if event.outbox_next_at is None:
-            item["outbox_next_at"] = format_ts(event.updated_at)
             item[IMPLICIT_NEXT_AT] = True
+        elif due != event.outbox_next_at:
+            item[ATTEMPT_AT] = format_ts(event.outbox_next_at)
+        item["outbox_next_at"] = format_ts(due)
     if event.status.ended and event.reviewed_at is None:
         item["review_pk"] = UNREVIEWED
     return item
@@ -175,6 +185,8 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
         data.setdefault("source", SENTINEL)
     if item.get(IMPLICIT_NEXT_AT):
         data.pop("outbox_next_at", None)
+    elif ATTEMPT_AT in item:
+        data["outbox_next_at"] = item[ATTEMPT_AT]
     for key in _TIME_FIELDS:
         if key in data:
             data[key] = parse_ts(data[key])
@@ -185,6 +197,13 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
     for key in ("outbox", "audit_fallback_sent"):
         if key in data:
             data[key] = tuple(data[key])
+    if "outbox" in data:
+        data["outbox"] = tuple(
+            {**e, "not_before": parse_ts(e["not_before"])} if isinstance(e, dict) and "not_before" in e else e
+            for e in data["outbox"]
+        )
+    if "activity_failures" in data:
+        data["activity_failures"] = int(data["activity_failures"])
     if "access" in data:
         data["access"] = {k: int(v) if isinstance(v, Decimal) else v for k, v in dict(data["access"]).items()}
     return BreakGlassEvent.model_validate(data)
@@ -336,7 +355,7 @@ class DynamoDBStore:
     def _backoff(self, attempt: int) -> None:
         time.sleep(min(0.5, 0.01 * (2**attempt)) * random.random())  # jitter only, not security
 
-    def close_store(self) -> None:
+    def disconnect(self) -> None:
         return None
 
     def ping(self, *, write: bool = False) -> None:
@@ -577,7 +596,7 @@ class DynamoDBStore:
         by: str,
         reason: str,
         now: datetime,
-        outbox: Sequence[str] = (),
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(
@@ -589,7 +608,7 @@ class DynamoDBStore:
         event_id: str,
         *,
         now: datetime,
-        outbox: Sequence[str] = (),
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)

@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +28,9 @@ MAX_JUSTIFICATION = 1000
 MAX_INCIDENT = 200
 MAX_CLOSE_REASON = 500
 MAX_REVIEW_NOTES = 2000
+# The activity digest (bot.access.activity) is stored as its JSON text, bounded there to 16 KiB; this is
+# the store's own bound (DynamoDB items are limited to 400 KB).
+MAX_ACTIVITY = 32 * 1024
 MAX_DURATION = timedelta(hours=4)
 SENTINEL = "sentinel"
 EVENT_ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -56,6 +59,7 @@ class OutboxKind(StrEnum):
     EXPIRE_DM = "expire_dm"
     REVIEW_THREAD = "review_thread"
     AUDIT_UPDATE = "audit_update"
+    ACTIVITY_DIGEST = "activity_digest"
     AUDIT_FALLBACK = "audit_fallback"
     # AWS access (bot/access): the grant and the revoke themselves, then their receipts in the thread and DM
     ACCESS_GRANT = "access_grant"
@@ -74,6 +78,17 @@ class OutboxEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: OutboxKind
     version: int = Field(ge=0)
+    # Not to be sent before this time (e.g. the activity digest waits for CloudTrail's delivery delay);
+    # None: due at once. The stores index an event by the earliest time one of its entries is due.
+    not_before: datetime | None = None
+
+    @field_validator("not_before")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else ensure_utc(value)
+
+    def due(self, now: datetime) -> bool:
+        return self.not_before is None or self.not_before <= now
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +99,14 @@ class OutboxEntry(BaseModel):
         if isinstance(value, (list, tuple)) and len(value) == 2:
             return {"kind": value[0], "version": value[1]}
         return value
+
+
+class Deferred(NamedTuple):
+    """An outbox step owed not before `not_before` (for `BreakGlassEvent.with_outbox` and the stores'
+    `close`/`expire` outbox arguments)."""
+
+    kind: OutboxKind
+    not_before: datetime
 
 
 class Status(StrEnum):
@@ -262,6 +285,11 @@ class BreakGlassEvent(BaseModel):
     # AWS access granted for this event (None: the profile maps to no AWS target, or provider none)
     access: EventAccess | None = None
 
+    # The activity digest (what the session did in AWS, from CloudTrail) as JSON text, newest gathered;
+    # `activity_failures`: gathers in a row that failed (the audit thread is told once per such episode).
+    activity: str | None = Field(default=None, max_length=MAX_ACTIVITY)
+    activity_failures: int = Field(default=0, ge=0)
+
     version: int = Field(default=1, ge=1)
 
     @field_validator("justification")
@@ -398,18 +426,21 @@ class BreakGlassEvent(BaseModel):
 
     def with_outbox(
         self,
-        *add: OutboxKind | str,
+        *add: OutboxKind | str | Deferred,
         remove: Iterable[OutboxEntry] = (),
         version: int | None = None,
     ) -> BreakGlassEvent:
         """Add owed steps (stamped with `version`, by default the version this change will be stored as:
-        the current one + 1) and remove exactly the `remove` entries. Order is kept; an entry already owed
-        (same kind and version) is not added twice."""
+        the current one + 1; a `Deferred` step is not due before its time) and remove exactly the `remove`
+        entries. Order is kept; an entry already owed (same kind, version and time) is not added twice."""
         stamp = self.version + 1 if version is None else version
         removed = set(remove)
         items = [item for item in self.outbox if item not in removed]
         for kind in add:
-            entry = OutboxEntry(kind=OutboxKind(kind), version=stamp)
+            if isinstance(kind, Deferred):
+                entry = OutboxEntry(kind=OutboxKind(kind.kind), version=stamp, not_before=kind.not_before)
+            else:
+                entry = OutboxEntry(kind=OutboxKind(kind), version=stamp)
             if entry not in items:
                 items.append(entry)
         changes: dict[str, Any] = {"outbox": tuple(items)}
@@ -425,6 +456,17 @@ class BreakGlassEvent(BaseModel):
 
     def owes(self, kind: OutboxKind) -> bool:
         return any(entry.kind is kind for entry in self.outbox)
+
+    @property
+    def outbox_due_at(self) -> datetime | None:
+        """When a delivery of this event's outbox is next due (what the stores index for `list_owed`):
+        its next attempt (`outbox_next_at`, else `updated_at`), but not before its earliest entry is due."""
+        if not self.outbox:
+            return None
+        attempt = self.outbox_next_at or self.updated_at
+        times = [entry.not_before for entry in self.outbox]
+        earliest = None if None in times else min(t for t in times if t is not None)
+        return attempt if earliest is None else max(attempt, earliest)
 
     def _with(self, **changes: Any) -> BreakGlassEvent:
         """A validated copy with `changes` applied (model_copy does not validate)."""

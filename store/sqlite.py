@@ -36,7 +36,7 @@ from store.errors import (
     StoreUnavailable,
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
-from store.model import BreakGlassEvent, Status, with_version
+from store.model import BreakGlassEvent, Deferred, OutboxKind, Status, with_version
 from store.timeutil import format_ts, parse_ts
 
 SCHEMA_VERSION = 2  # 2: slack_user_id column (limits and stacking per Slack user)
@@ -101,7 +101,7 @@ def _row(event: BreakGlassEvent) -> tuple[Any, ...]:
         format_ts(event.expires_at),
         format_ts(event.ended_at) if event.ended_at else None,
         1 if event.outbox else 0,
-        format_ts(event.outbox_next_at or event.updated_at) if event.outbox else None,
+        format_ts(event.outbox_due_at) if event.outbox_due_at else None,  # next attempt, entries' not_before
         1 if event.status.ended and event.reviewed_at is None else 0,
         event.version,
         event.model_dump_json(),
@@ -223,7 +223,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite query failed: {exc}") from exc
 
-    def close_store(self) -> None:
+    def disconnect(self) -> None:
         with self._lock:
             for conn in self._connections:
                 conn.close()
@@ -435,7 +435,7 @@ class SQLiteStore:
         by: str,
         reason: str,
         now: datetime,
-        outbox: Sequence[str] = (),
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(
@@ -447,7 +447,7 @@ class SQLiteStore:
         event_id: str,
         *,
         now: datetime,
-        outbox: Sequence[str] = (),
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)

@@ -106,7 +106,7 @@ def make_bot(
 def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "breakglass.db")
     yield s
-    s.close_store()
+    s.disconnect()
 
 
 @pytest.fixture

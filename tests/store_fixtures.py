@@ -232,4 +232,4 @@ def open_test_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path
     try:
         yield opened
     finally:
-        opened.close_store()
+        opened.disconnect()

@@ -366,6 +366,20 @@ def test_record_cap(fake: FakeCloudTrail, clock: FakeTime, limiters: Any) -> Non
     assert digest.records_read == 150
 
 
+def test_time_budget_stops_new_requests_and_is_retryable(
+    fake: FakeCloudTrail, clock: FakeTime, limiters: Any
+) -> None:
+    """A gather inside a delivery lease starts no request once its budget is spent (checked before each
+    request waits for the rate limiter: at 2 per second the fifth is decided at 1.05 s, the sixth at 2.1 s,
+    past the 1.5 s budget), and says that the rest is read on the next attempt."""
+    fake.add(*bulk_records(ALICE, T0, 300))
+    digest = run(fake, clock, limiters, budget=1.5, monotonic=clock.monotonic)
+    assert len(fake.requests()) == 5 and digest.pages == 5
+    assert digest.capped and digest.status is DigestStatus.PARTIAL and digest.retryable
+    assert [e.code for e in digest.errors] == ["OutOfTime"]
+    assert "out of time" in (digest.cap_reason or "")
+
+
 # -- soft failures -------------------------------------------------------------------------------------------------------
 
 

@@ -47,7 +47,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         path = tmp_path / "admin.db"
         store = SQLiteStore(path)
         yield Backend(f"sqlite:///{path}", store)
-        store.close_store()
+        store.disconnect()
     else:
         client, table = request.getfixturevalue("moto_dynamodb")
         yield Backend(f"dynamodb://{table}", DynamoDBStore(table, client=client))
@@ -282,7 +282,7 @@ def test_export_jsonl_since_until_and_output(
     assert out == ""
     records = [json.loads(line) for line in target.read_text().splitlines()]
     assert [r["id"] for r in records] == [events["active"].id, events["expired"].id]
-    assert all(tuple(r) == admin.EXPORT_COLUMNS for r in records)
+    assert all(tuple(r) == admin.JSONL_COLUMNS for r in records)
     assert records[1]["status"] == "expired"
     assert records[0]["ended_at"] is None
     assert records[0]["escalated"] is False
@@ -314,7 +314,7 @@ def test_export_progress_and_many_pages(
     assert created == sorted(created, reverse=True)
     assert "exported 5 events…" in err
     assert "exported 10 events…" in err
-    store.close_store()
+    store.disconnect()
 
 
 @pytest.mark.parametrize(
@@ -401,3 +401,33 @@ def test_export_csv_neutralises_formulas_and_jsonl_stays_exact(
     assert record["incident"] == texts["incident"]
     assert (record["closed_by"], record["closed_reason"]) == ("@here", "-2+3 and the rest")
     assert (record["invoker"], record["request_id"]) == ("\tmallory@example.com", "\r=1+1")
+
+
+def test_show_and_export_an_event_that_still_owes_steps(
+    backend: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ended event owes its activity digest for minutes after it ends: show and export must not choke
+    on the outbox entries (kinds only in the export; kind, version and time in show)."""
+    from store.model import Deferred
+
+    event = backend.store.create(make_event(now=T0))
+    later = T0 + 2 * HOUR
+    event = backend.store.close(
+        event.id,
+        by="U0IC",
+        reason="incident over",
+        now=T0 + HOUR,
+        outbox=[OutboxKind.AUDIT_UPDATE, Deferred(OutboxKind.ACTIVITY_DIGEST, later)],
+    )
+    code, out, _ = run(capsys, "--store", backend.url, "show", event.id)
+    assert code == 0
+    assert "audit_update (v2), activity_digest (v2) not before 2026-03-01T14:00:00.000000Z" in out
+    assert "activity digest: none stored" in out
+    code, out, _ = run(capsys, "--store", backend.url, "export", "--since", "2026-03-01", "--format", "jsonl")
+    assert code == 0
+    assert json.loads(out)["outbox"] == ["audit_update", "activity_digest"]
+    assert json.loads(out)["activity"] is None
+    code, out, _ = run(capsys, "--store", backend.url, "export", "--since", "2026-03-01", "--format", "csv")
+    assert code == 0
+    row = dict(zip(*list(csv.reader(io.StringIO(out))), strict=True))
+    assert row["outbox"] == "audit_update activity_digest" and row["activity_status"] == ""

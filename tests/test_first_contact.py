@@ -325,7 +325,7 @@ def test_admin_close_announces_with_only_the_bot_token(tmp_path: Path) -> None:
         event = store.create(
             make_event(now=now, profile="sandbox", audit_channel="C0AUDIT", audit_ts=audit["ts"])
         )
-        store.close_store()
+        store.disconnect()
         env = clean_env(
             SLACK_BOT_TOKEN=BOT_TOKEN,
             SLACK_API_URL=fake.url,

@@ -180,7 +180,7 @@ def test_healthz(bot: Bot) -> None:
 
     response = http("GET", bot.server.url + "/healthz")
     assert response.status == 200 and response.json["status"] == "ok"
-    bot.store.close_store()
+    bot.store.disconnect()
     bot.store.path = "/nonexistent-dir/x/y.db"
     assert http("GET", bot.server.url + "/healthz").status == 503
     assert http("GET", bot.server.url + "/nope").status == 404

@@ -76,7 +76,7 @@ def build_runtime(fake: FakeSlack, store: Store, policy: Policy, clock: ManualCl
 def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     store = SQLiteStore(tmp_path / "lambda.db")
     yield store
-    store.close_store()
+    store.disconnect()
 
 
 def command_body(text: str, user: str = "U0001") -> str:

@@ -602,7 +602,7 @@ def test_open_store_sqlite(tmp_path: Path) -> None:
         assert (tmp_path / "nested" / "dir" / "events.db").exists()
         opened.ping()
     finally:
-        opened.close_store()
+        opened.disconnect()
 
 
 # -- store.base helpers ------------------------------------------------------------------------

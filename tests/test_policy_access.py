@@ -158,7 +158,7 @@ def test_summary_shows_the_access_block_and_targets() -> None:
         (
             f"profiles: {{p: {{aws: {{account: '123456789012', permission_set: {PS}, role: x}}}}}}\n",
             "profiles.p.aws.role",
-            "unknown key; expected one of: account, permission_set, activity_role",
+            "unknown key; expected one of: account, permission_set, activity_role, activity_external_id, activity_regions",
         ),
     ],
 )

@@ -130,4 +130,4 @@ def test_socket_mode_slash_command_and_submission(
     finally:
         handler.close()
         runtime.shutdown()
-        store.close_store()
+        store.disconnect()

@@ -94,7 +94,7 @@ def _race(path: Path, *, processes: int, count: int, open_late: bool) -> list[di
 def test_two_processes_on_one_file_create_exactly_one(tmp_path: Path, precreated: bool) -> None:
     path = tmp_path / "shared.db"
     if precreated:
-        SQLiteStore(path).close_store()
+        SQLiteStore(path).disconnect()
     count = 25
     results = _race(path, processes=2, count=count, open_late=not precreated)
 
@@ -109,14 +109,14 @@ def test_two_processes_on_one_file_create_exactly_one(tmp_path: Path, precreated
         assert [e.id for e in store.list_active()] == created
         assert store.count_by_invoker_since("alice@example.com", T0) == 1
     finally:
-        store.close_store()
+        store.disconnect()
 
 
 def test_store_persists_across_connections(tmp_path: Path) -> None:
     path = tmp_path / "persist.db"
     first = SQLiteStore(path)
     event = first.create(make_event())
-    first.close_store()
+    first.disconnect()
     second = SQLiteStore(path)
     try:
         assert second.get(event.id) == event
@@ -124,15 +124,15 @@ def test_store_persists_across_connections(tmp_path: Path) -> None:
         assert second.get(event.id).status is Status.CLOSED
         assert closed.version == 2
     finally:
-        second.close_store()
+        second.disconnect()
 
 
 def test_store_reopens_after_close_store(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "reopen.db")
     event = store.create(make_event())
-    store.close_store()
+    store.disconnect()
     assert store.get(event.id) == event  # a new connection is opened on demand
-    store.close_store()
+    store.disconnect()
 
 
 def test_unopenable_path_is_store_unavailable(tmp_path: Path) -> None:
@@ -156,8 +156,8 @@ def test_write_lock_timeout_is_store_unavailable(tmp_path: Path) -> None:
             conn.execute("ROLLBACK")
         waiter.create(make_event())
     finally:
-        holder.close_store()
-        waiter.close_store()
+        holder.disconnect()
+        waiter.disconnect()
 
 
 def test_create_without_limits_holds_the_write_lock_for_one_statement(tmp_path: Path) -> None:
@@ -181,4 +181,4 @@ def test_create_without_limits_holds_the_write_lock_for_one_statement(tmp_path: 
         assert refused.value.existing.id == first.id
     assert [s.split()[0] for s in statements] == ["INSERT", "SELECT", "INSERT", "SELECT", "SELECT"]
     assert [e.id for e in store.list_active()] == [first.id]
-    store.close_store()
+    store.disconnect()

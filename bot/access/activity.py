@@ -545,9 +545,23 @@ class _Gathering:
     seen: set[str] = field(default_factory=set)
     calls: list[dict[str, Any]] = field(default_factory=list)
     errors: list[GatherError] = field(default_factory=list)
+    deadline: float | None = None  # monotonic(): no new request after it
+    monotonic: Callable[[], float] = time.monotonic
 
     def cap_hit(self) -> bool:
-        if self.pages >= self.limits.max_pages:
+        if self.capped is not None:
+            return True
+        if self.deadline is not None and self.monotonic() >= self.deadline:
+            self.capped = f"stopped after {self.pages} LookupEvents pages: out of time for this attempt"
+            self.errors.append(
+                GatherError(
+                    stage="lookup_events",
+                    code="OutOfTime",
+                    message="the time budget of one gather ran out; the rest is read on the next attempt",
+                    retryable=True,
+                )
+            )
+        elif self.pages >= self.limits.max_pages:
             self.capped = f"stopped after {self.pages} LookupEvents pages (cap {self.limits.max_pages})"
         elif self.records_read >= self.limits.max_records:
             self.capped = f"stopped after {self.records_read} records (cap {self.limits.max_records})"
@@ -665,14 +679,25 @@ def gather(
     session: boto3.session.Session | None = None,
     limiters: Callable[[str, str], RateLimiter] = limiter_for,
     sleep: Callable[[float], None] = time.sleep,
+    budget: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> ActivityDigest:
-    """The activity digest of one break-glass event. Never raises for AWS failures (see the module doc)."""
+    """The activity digest of one break-glass event. Never raises for AWS failures (see the module doc).
+    `budget`: seconds after which no new LookupEvents request starts (the digest is then partial, with a
+    retryable error), so that a gather ends inside the delivery lease that runs it."""
     now = ensure_utc(now)
     ended = event.ended_at or min(event.expires_at, now)
     start = event.created_at - limits.margin_before
     end = min(ended + limits.margin_after, now)
     regions = target.regions or ((sdk_region(),) if sdk_region() else ())
-    state = _Gathering(target=target, limits=limits, start=start, end=max(end, start))
+    state = _Gathering(
+        target=target,
+        limits=limits,
+        start=start,
+        end=max(end, start),
+        deadline=None if budget is None else monotonic() + budget,
+        monotonic=monotonic,
+    )
     base = {
         "breakglass_event": event.id,
         "account": target.account,

@@ -12,11 +12,11 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot import blocks, ids
+from bot import blocks, evidence, ids
 from bot.slack.commands import CommandHandler
 from bot.slack.context import EventMetadata, SlackContext
 from bot.slack.errors import user_message
-from store import BreakGlassEvent
+from store import BreakGlassEvent, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +44,25 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
         done: Callable[[BreakGlassEvent], str | None],
         modal: Callable[[BreakGlassEvent, str], dict[str, Any]],
         fallback: str,
-    ) -> None:
-        """A Close or Mark reviewed click: authorize the clicker, then open the form (or say why not)."""
+    ) -> BreakGlassEvent | None:
+        """A Close or Mark reviewed click: authorize the clicker, then open the form (or say why not).
+        Returns the event when its form was opened."""
         user_id = body["user"]["id"]
         try:
             event = check(user_id, str(action.get("value", "")))
             answer = done(event)
             if answer is not None:
                 tell(ctx, body, answer)
-                return
+                return None
             meta = EventMetadata(event_id=event.id).model_dump_json()
             ctx.client.views_open(trigger_id=body["trigger_id"], view=modal(event, meta))
+            return event
         except (SlackApiError, SlackClientError, OSError) as exc:
             log.warning("could not open a form: %s", type(exc).__name__, extra={"slack_user": user_id})
             tell(ctx, body, fallback)
         except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
             tell(ctx, body, ":no_entry: " + blocks.escape(user_message(exc)))
+        return None
 
     @app.action(ids.ACTION_CLOSE)
     def close_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
@@ -77,8 +80,10 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
     @app.action(ids.ACTION_REVIEW)
     def review_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        ctx.after_response(
-            open_form,
+        ctx.after_response(open_review, body, action)
+
+    def open_review(body: dict[str, Any], action: dict[str, Any]) -> None:
+        opened = open_form(
             body,
             action,
             ctx.service.check_review,
@@ -87,9 +92,18 @@ def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
                 if e.reviewed_at is not None
                 else None
             ),
-            blocks.review_modal,
+            lambda e, meta: blocks.review_modal(e, meta, evidence.review_section(ctx.policy, e)),
             "Could not open the review form; try again.",
         )
+        if opened is None:
+            return
+        try:  # the reviewer is looking: gather the activity again now if the stored digest needs it
+            owed = ctx.service.request_evidence(opened.id)
+        except StoreError as exc:
+            log.warning("could not owe an activity digest: %s", exc, extra={"event_id": opened.id})
+            return
+        if owed is not None:
+            ctx.after_ack(owed)
 
     @app.action(ids.ACTION_OPEN_MODAL)
     def open_clicked(ack: Ack, body: dict[str, Any]) -> None:
