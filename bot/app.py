@@ -5,12 +5,13 @@ surfaces onto a runtime-agnostic Bolt `App`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk import WebClient
@@ -29,7 +30,7 @@ from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, commands, home, views
-from bot.slack.context import SlackContext
+from bot.slack.context import CONTEXT_KEY, SlackContext
 from store import Store
 from store.dynamodb import DynamoDBStore
 
@@ -246,10 +247,15 @@ def create_app(
         log.error("unhandled error in a Slack listener", exc_info=error, extra={"outcome": "error"})
         return BoltResponse(status=500, body="")
 
-    handler = commands.register(bolt, context)
-    views.register(bolt, context)
-    actions.register(bolt, context, handler)
-    home.register(bolt, context)
+    @bolt.middleware
+    def share_context(req: BoltRequest, next_: Callable[[], BoltResponse]) -> BoltResponse:
+        req.context[CONTEXT_KEY] = context  # what every listener shares: `ctx_of(context)` there
+        return next_()
+
+    commands.register(bolt, context.lazy)
+    views.register(bolt, context.lazy)
+    actions.register(bolt)
+    home.register(bolt)
     checks = Health()
     probe = StoreProbe(store)
     checks.add("store", probe.read)

@@ -9,12 +9,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, evidence, ids
-from bot.slack.commands import CommandHandler
-from bot.slack.context import EventMetadata, SlackContext
+from bot.slack import commands
+from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
 from store import BreakGlassEvent, StoreError
 
@@ -36,76 +36,88 @@ def tell(ctx: SlackContext, body: dict[str, Any], text: str) -> None:
         log.warning("could not answer a button click: %s", type(exc).__name__, extra={"slack_user": user_id})
 
 
-def register(app: App, ctx: SlackContext, commands: CommandHandler) -> None:
-    def open_form(
-        body: dict[str, Any],
-        action: dict[str, Any],
-        check: Callable[[str, str], BreakGlassEvent],
-        done: Callable[[BreakGlassEvent], str | None],
-        modal: Callable[[BreakGlassEvent, str], dict[str, Any]],
-        fallback: str,
-    ) -> BreakGlassEvent | None:
-        """A Close or Mark reviewed click: authorize the clicker, then open the form (or say why not).
-        Returns the event when its form was opened."""
-        user_id = body["user"]["id"]
-        try:
-            event = check(user_id, str(action.get("value", "")))
-            answer = done(event)
-            if answer is not None:
-                tell(ctx, body, answer)
-                return None
-            meta = EventMetadata(event_id=event.id).model_dump_json()
-            ctx.client.views_open(trigger_id=body["trigger_id"], view=modal(event, meta))
-            return event
-        except (SlackApiError, SlackClientError, OSError) as exc:
-            log.warning("could not open a form: %s", type(exc).__name__, extra={"slack_user": user_id})
-            tell(ctx, body, fallback)
-        except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
-            tell(ctx, body, ":no_entry: " + blocks.escape(user_message(exc)))
-        return None
+def open_form(
+    ctx: SlackContext,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    check: Callable[[str, str], BreakGlassEvent],
+    done: Callable[[BreakGlassEvent], str | None],
+    modal: Callable[[BreakGlassEvent, str], dict[str, Any]],
+    fallback: str,
+) -> BreakGlassEvent | None:
+    """A Close or Mark reviewed click: authorize the clicker, then open the form (or say why not).
+    Returns the event when its form was opened."""
+    user_id = body["user"]["id"]
+    try:
+        event = check(user_id, str(action.get("value", "")))
+        answer = done(event)
+        if answer is not None:
+            tell(ctx, body, answer)
+            return None
+        meta = EventMetadata(event_id=event.id).model_dump_json()
+        ctx.client.views_open(trigger_id=body["trigger_id"], view=modal(event, meta))
+        return event
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        log.warning("could not open a form: %s", type(exc).__name__, extra={"slack_user": user_id})
+        tell(ctx, body, fallback)
+    except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+        tell(ctx, body, ":no_entry: " + blocks.escape(user_message(exc)))
+    return None
 
-    @app.action(ids.ACTION_CLOSE)
-    def close_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
-        ack()
-        ctx.after_response(
-            open_form,
-            body,
-            action,
-            ctx.service.check_close,
-            lambda e: blocks.already_ended(e) if e.status.ended else None,
-            blocks.close_modal,
-            "Could not open the close form. Use `/breakglass close &lt;id&gt; &lt;reason&gt;` instead.",
-        )
 
-    @app.action(ids.ACTION_REVIEW)
-    def review_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
-        ack()
-        ctx.after_response(open_review, body, action)
+def close_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
+    ctx = ctx_of(context)
+    ack()
+    ctx.after_response(
+        open_form,
+        ctx,
+        body,
+        action,
+        ctx.service.check_close,
+        lambda e: blocks.already_ended(e) if e.status.ended else None,
+        blocks.close_modal,
+        "Could not open the close form. Use `/breakglass close &lt;id&gt; &lt;reason&gt;` instead.",
+    )
 
-    def open_review(body: dict[str, Any], action: dict[str, Any]) -> None:
-        opened = open_form(
-            body,
-            action,
-            ctx.service.check_review,
-            lambda e: (
-                f"Event `{e.id}` was already reviewed by {blocks.user(e.reviewed_by or '')}."
-                if e.reviewed_at is not None
-                else None
-            ),
-            lambda e, meta: blocks.review_modal(e, meta, evidence.review_section(ctx.policy, e)),
-            "Could not open the review form; try again.",
-        )
-        if opened is None:
-            return
-        try:  # the reviewer is looking: gather the activity again now if the stored digest needs it
-            owed = ctx.service.request_evidence(opened.id)
-        except StoreError as exc:
-            log.warning("could not owe an activity digest: %s", exc, extra={"event_id": opened.id})
-            return
-        if owed is not None:
-            ctx.after_ack(owed)
 
-    @app.action(ids.ACTION_OPEN_MODAL)
-    def open_clicked(ack: Ack, body: dict[str, Any]) -> None:
-        ack()
-        ctx.after_response(commands.open_modal, body.get("trigger_id", ""), body["user"]["id"], None)
+def review_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
+    ctx = ctx_of(context)
+    ack()
+    ctx.after_response(open_review, ctx, body, action)
+
+
+def open_review(ctx: SlackContext, body: dict[str, Any], action: dict[str, Any]) -> None:
+    opened = open_form(
+        ctx,
+        body,
+        action,
+        ctx.service.check_review,
+        lambda e: (
+            f"Event `{e.id}` was already reviewed by {blocks.user(e.reviewed_by or '')}."
+            if e.reviewed_at is not None
+            else None
+        ),
+        lambda e, meta: blocks.review_modal(e, meta, evidence.review_section(ctx.policy, e)),
+        "Could not open the review form; try again.",
+    )
+    if opened is None:
+        return
+    try:  # the reviewer is looking: gather the activity again now if the stored digest needs it
+        owed = ctx.service.request_evidence(opened.id)
+    except StoreError as exc:
+        log.warning("could not owe an activity digest: %s", exc, extra={"event_id": opened.id})
+        return
+    if owed is not None:
+        ctx.after_ack(owed)
+
+
+def open_clicked(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
+    ctx = ctx_of(context)
+    ack()
+    ctx.after_response(commands.open_modal, ctx, body.get("trigger_id", ""), body["user"]["id"], None)
+
+
+def register(app: App) -> None:
+    app.action(ids.ACTION_CLOSE)(close_clicked)
+    app.action(ids.ACTION_REVIEW)(review_clicked)
+    app.action(ids.ACTION_OPEN_MODAL)(open_clicked)

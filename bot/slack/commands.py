@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
 from bot.errors import AlreadyActive, BreakglassError, ValidationFailed
 from bot.service import InvokeRequest
-from bot.slack.context import SlackContext
+from bot.slack.context import SlackContext, ctx_of
 from bot.slack.errors import user_message
 from store import BreakGlassEvent, StoreError
 
@@ -56,130 +57,124 @@ def parse_fast_path(user_id: str, words: list[str], request_id: str | None) -> I
     )
 
 
-class CommandHandler:
-    def __init__(self, ctx: SlackContext) -> None:
-        self.ctx = ctx
-        self._modals: dict[tuple[str, ...], dict[str, Any]] = {}
+def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, context: BoltContext) -> None:
+    ctx = ctx_of(context)
+    user_id = command["user_id"]
+    text = unescape_command_text(command.get("text") or "").strip()
+    words = text.split()
+    if not words:
+        ack()
+        ctx.after_response(open_modal, ctx, command.get("trigger_id", ""), user_id, respond)
+        return
+    event: BreakGlassEvent | None = None
+    try:
+        reply, event = dispatch(ctx, user_id, words, command)
+    except (BreakglassError, StoreError) as exc:
+        message = blocks.escape(user_message(exc))
+        if (
+            isinstance(exc, ValidationFailed)
+            and not isinstance(exc, AlreadyActive)  # a well-formed command: usage would not help
+            and words[0].lower() not in SUBCOMMANDS
+            and "usage" not in exc.errors
+        ):
+            message += "\n" + blocks.escape(USAGE)
+        reply = blocks.message(":x: " + message)
+    except Exception as exc:  # one clear answer, never silence  # noqa: BLE001 - shown to the user, logged with a reference
+        reply = blocks.message(":x: " + blocks.escape(user_message(exc)))
+    text_out, body = reply
+    ack(text=text_out, blocks=body)
+    if event is not None:
+        ctx.after_ack(event)
 
-    def __call__(self, ack: Ack, command: dict[str, Any], client: Any, respond: Any) -> None:
-        user_id = command["user_id"]
-        text = unescape_command_text(command.get("text") or "").strip()
-        words = text.split()
-        if not words:
-            ack()
-            self.ctx.after_response(self.open_modal, command.get("trigger_id", ""), user_id, respond)
-            return
-        event: BreakGlassEvent | None = None
-        try:
-            reply, event = self.dispatch(user_id, words, command)
-        except (BreakglassError, StoreError) as exc:
-            message = blocks.escape(user_message(exc))
-            if (
-                isinstance(exc, ValidationFailed)
-                and not isinstance(exc, AlreadyActive)  # a well-formed command: usage would not help
-                and words[0].lower() not in SUBCOMMANDS
-                and "usage" not in exc.errors
-            ):
-                message += "\n" + blocks.escape(USAGE)
-            reply = blocks.message(":x: " + message)
-        except Exception as exc:  # one clear answer, never silence  # noqa: BLE001 - shown to the user, logged with a reference
-            reply = blocks.message(":x: " + blocks.escape(user_message(exc)))
-        text_out, body = reply
-        ack(text=text_out, blocks=body)
-        if event is not None:
-            self.ctx.after_ack(event)
 
-    def open_modal(self, trigger_id: str, user_id: str, respond: Any) -> None:
-        try:
-            profiles = self.ctx.service.profiles_for(user_id)
-            self.ctx.client.views_open(trigger_id=trigger_id, view=self.modal(tuple(profiles)))
-        except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
-            log.warning("could not open the break-glass modal: %s", exc, extra={"slack_user": user_id})
-            detail = (
-                user_message(exc) if isinstance(exc, BreakglassError) else "Slack did not accept the request"
+def open_modal(ctx: SlackContext, trigger_id: str, user_id: str, respond: Any) -> None:
+    try:
+        profiles = ctx.service.profiles_for(user_id)
+        ctx.client.views_open(trigger_id=trigger_id, view=modal(ctx, tuple(profiles)))
+    except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
+        log.warning("could not open the break-glass modal: %s", exc, extra={"slack_user": user_id})
+        detail = user_message(exc) if isinstance(exc, BreakglassError) else "Slack did not accept the request"
+        if respond is not None:
+            try:
+                respond(
+                    text=blocks.escape(f"Could not open the break-glass form ({detail}). {USAGE}"),
+                    response_type="ephemeral",
+                )
+            except (SlackApiError, SlackClientError, OSError):
+                log.warning("could not tell the user the modal failed", extra={"slack_user": user_id})
+
+
+def modal(ctx: SlackContext, profiles: tuple[str, ...]) -> dict[str, Any]:
+    """The invoke modal for a set of profiles, built once per set (the policy is fixed while the
+    process runs). Callers only serialise it, never change it."""
+    view = ctx.modals.get(profiles)
+    if view is None:
+        if profiles:
+            view = blocks.invoke_modal(
+                [(name, _label(ctx, name)) for name in profiles],
+                ctx.service.durations_for(list(profiles)),
             )
-            if respond is not None:
-                try:
-                    respond(
-                        text=blocks.escape(f"Could not open the break-glass form ({detail}). {USAGE}"),
-                        response_type="ephemeral",
-                    )
-                except (SlackApiError, SlackClientError, OSError):
-                    log.warning("could not tell the user the modal failed", extra={"slack_user": user_id})
-
-    def modal(self, profiles: tuple[str, ...]) -> dict[str, Any]:
-        """The invoke modal for a set of profiles, built once per set (the policy is fixed while the
-        process runs). Callers only serialise it, never change it."""
-        view = self._modals.get(profiles)
-        if view is None:
-            if profiles:
-                view = blocks.invoke_modal(
-                    [(name, self._label(name)) for name in profiles],
-                    self.ctx.service.durations_for(list(profiles)),
-                )
-            else:
-                view = blocks.no_profiles_modal()
-            if len(self._modals) < 1024:  # one per distinct profile set: few in practice
-                self._modals[profiles] = view
-        return view
-
-    def _label(self, name: str) -> str:
-        profile = self.ctx.policy.profiles[name]
-        return f"{name} — {profile.description}" if profile.description else name
-
-    def dispatch(
-        self, user_id: str, words: list[str], command: dict[str, Any]
-    ) -> tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]:
-        service = self.ctx.service
-        name, args = words[0].lower(), words[1:]
-        if name == "help":
-            return blocks.message(blocks.HELP), None
-        if name == "list":
-            roles = service.roles(user_id)
-            title = "All active break-glass access" if roles.can_see_all else "Your active break-glass access"
-            return blocks.event_list(
-                title, service.active_for(user_id), "No active break-glass access."
-            ), None
-        if name == "status":
-            if len(args) != 1:
-                raise ValidationFailed({"usage": "Usage: `/breakglass status <event id>`"})
-            return blocks.event_status(service.status(user_id, args[0])), None
-        if name == "close":
-            if len(args) < 2:
-                raise ValidationFailed({"usage": "Usage: `/breakglass close <event id> <reason…>`"})
-            result = service.close(args[0], by=user_id, reason=" ".join(args[1:]))
-            if not result.closed_now:  # announce what is still owed (e.g. it was just recorded as expired)
-                return blocks.message(blocks.already_ended(result.event)), (
-                    result.event if result.event.outbox else None
-                )
-            return blocks.message(blocks.closed_now(result.event)), result.event
-        if name == "history":
-            profile = args[0] if args else None
-            events = service.history(user_id, profile)
-            title = f"Recent break-glass events on {profile}" if profile else "Your recent break-glass events"
-            return blocks.event_list(title, events, "No break-glass events yet."), None
-        if name == "review":
-            if not service.roles(user_id).security:
-                raise ValidationFailed({"review": "Only security can list events awaiting review."})
-            return blocks.event_list(
-                "Ended events awaiting review", service.unreviewed(), "Nothing awaits review."
-            ), None
-        if len(words) == 1 and self.ctx.policy.profile(words[0]) is None:
-            return blocks.message(f"Unknown command `{blocks.escape(words[0])}`.\n{blocks.HELP}"), None
-        try:
-            request = parse_fast_path(user_id, words, command.get("trigger_id"))
-        except ValidationFailed as exc:
-            if self.ctx.policy.profile(words[0]) is None:  # name the unknown profile before what is missing
-                raise ValidationFailed(
-                    {ids.PROFILE: f"There is no profile called {words[0]!r}.", **exc.errors}
-                ) from None
-            raise
-        event = service.invoke(request)
-        broken = self.ctx.pipeline.audit_channels.error(event.audit_channel)
-        return blocks.message(blocks.granted(event, audit_broken=broken)), event
+        else:
+            view = blocks.no_profiles_modal()
+        if len(ctx.modals) < 1024:  # one per distinct profile set: few in practice
+            ctx.modals[profiles] = view
+    return view
 
 
-def register(app: App, ctx: SlackContext) -> CommandHandler:
-    handler = CommandHandler(ctx)
-    app.command(ids.COMMAND)(ack=handler, lazy=ctx.lazy)
-    return handler
+def _label(ctx: SlackContext, name: str) -> str:
+    profile = ctx.policy.profiles[name]
+    return f"{name} — {profile.description}" if profile.description else name
+
+
+def dispatch(
+    ctx: SlackContext, user_id: str, words: list[str], command: dict[str, Any]
+) -> tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]:
+    service = ctx.service
+    name, args = words[0].lower(), words[1:]
+    if name == "help":
+        return blocks.message(blocks.HELP), None
+    if name == "list":
+        roles = service.roles(user_id)
+        title = "All active break-glass access" if roles.can_see_all else "Your active break-glass access"
+        return blocks.event_list(title, service.active_for(user_id), "No active break-glass access."), None
+    if name == "status":
+        if len(args) != 1:
+            raise ValidationFailed({"usage": "Usage: `/breakglass status <event id>`"})
+        return blocks.event_status(service.status(user_id, args[0])), None
+    if name == "close":
+        if len(args) < 2:
+            raise ValidationFailed({"usage": "Usage: `/breakglass close <event id> <reason…>`"})
+        result = service.close(args[0], by=user_id, reason=" ".join(args[1:]))
+        if not result.closed_now:  # announce what is still owed (e.g. it was just recorded as expired)
+            return blocks.message(blocks.already_ended(result.event)), (
+                result.event if result.event.outbox else None
+            )
+        return blocks.message(blocks.closed_now(result.event)), result.event
+    if name == "history":
+        profile = args[0] if args else None
+        events = service.history(user_id, profile)
+        title = f"Recent break-glass events on {profile}" if profile else "Your recent break-glass events"
+        return blocks.event_list(title, events, "No break-glass events yet."), None
+    if name == "review":
+        if not service.roles(user_id).security:
+            raise ValidationFailed({"review": "Only security can list events awaiting review."})
+        return blocks.event_list(
+            "Ended events awaiting review", service.unreviewed(), "Nothing awaits review."
+        ), None
+    if len(words) == 1 and ctx.policy.profile(words[0]) is None:
+        return blocks.message(f"Unknown command `{blocks.escape(words[0])}`.\n{blocks.HELP}"), None
+    try:
+        request = parse_fast_path(user_id, words, command.get("trigger_id"))
+    except ValidationFailed as exc:
+        if ctx.policy.profile(words[0]) is None:  # name the unknown profile before what is missing
+            raise ValidationFailed(
+                {ids.PROFILE: f"There is no profile called {words[0]!r}.", **exc.errors}
+            ) from None
+        raise
+    event = service.invoke(request)
+    broken = ctx.pipeline.audit_channels.error(event.audit_channel)
+    return blocks.message(blocks.granted(event, audit_broken=broken)), event
+
+
+def register(app: App, lazy: list[Callable[..., None]]) -> None:
+    app.command(ids.COMMAND)(ack=slash_command, lazy=lazy)

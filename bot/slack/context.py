@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,15 @@ def parse_metadata(model: type[BaseModel], raw: str | None) -> BaseModel | None:
         return None
 
 
+# The key under which `create_app`'s middleware puts the `SlackContext` into Bolt's request context.
+CONTEXT_KEY = "breakglass"
+
+
+def ctx_of(context: Mapping[str, Any]) -> SlackContext:
+    """The `SlackContext` of the app a listener runs in (Bolt's `context` argument)."""
+    return context[CONTEXT_KEY]
+
+
 @dataclass
 class SlackContext:
     """What every Slack surface needs: the use cases, the delivery pipeline, the Web API client."""
@@ -56,6 +65,8 @@ class SlackContext:
     # Where Slack calls that answer a request (views.open, App Home) run once the request is answered;
     # None: in the listener itself (Lambda, where nothing may run after the response).
     background: Executor | None = None
+    # The invoke modal per set of profiles (bot.slack.commands.modal), built once per set.
+    modals: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
 
     def after_ack(self, event: BreakGlassEvent) -> None:
         """A change to `event` was stored and Slack has its answer: hand it to the pipeline."""

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks
 from bot.errors import BreakglassError
-from bot.slack.context import SlackContext
+from bot.slack.context import SlackContext, ctx_of
 from store import BreakGlassEvent, StoreError
 from store.model import MAX_DURATION
 
@@ -72,8 +72,11 @@ def refresh_for(ctx: SlackContext):
     return hook
 
 
-def register(app: App, ctx: SlackContext) -> None:
-    @app.event("app_home_opened")
-    def home_opened(event: dict[str, Any]) -> None:
-        if event.get("tab", "home") == "home":
-            ctx.after_response(publish, ctx, event["user"])
+def home_opened(event: dict[str, Any], context: BoltContext) -> None:
+    if event.get("tab", "home") == "home":
+        ctx = ctx_of(context)
+        ctx.after_response(publish, ctx, event["user"])
+
+
+def register(app: App) -> None:
+    app.event("app_home_opened")(home_opened)

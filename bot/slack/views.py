@@ -6,16 +6,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 
 from bot import blocks, ids
 from bot.service import InvokeRequest
-from bot.slack.context import EventMetadata, SlackContext, parse_metadata
+from bot.slack.context import EventMetadata, SlackContext, ctx_of, parse_metadata
 from bot.slack.errors import modal_errors
 from store import BreakGlassEvent
 
 log = logging.getLogger(__name__)
-Listener = Callable[[Ack, dict[str, Any], dict[str, Any]], None]
 
 
 def state_value(view: dict[str, Any], block_id: str) -> str | None:
@@ -31,74 +30,96 @@ def state_value(view: dict[str, Any], block_id: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def register(app: App, ctx: SlackContext) -> None:
-    def invoke(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        request = InvokeRequest(
-            user_id=body["user"]["id"],
-            profile=state_value(view, ids.PROFILE),
-            reason=state_value(view, ids.REASON),
-            justification=state_value(view, ids.JUSTIFICATION),
-            duration=state_value(view, ids.DURATION),
-            incident=state_value(view, ids.INCIDENT),
-            request_id=view.get("id"),
-        )
-        try:
-            event = ctx.service.invoke(request)
-        except Exception as exc:  # every failure becomes an inline error; nothing was granted  # noqa: BLE001 - shown to the user, logged with a reference
-            ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
-            return
-        ack(
-            response_action="update",
-            view=blocks.notice_modal(
-                "Access granted",
-                blocks.granted(event, audit_broken=ctx.pipeline.audit_channels.error(event.audit_channel)),
-            ),
-        )
+def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+    ctx = ctx_of(context)
+    request = InvokeRequest(
+        user_id=body["user"]["id"],
+        profile=state_value(view, ids.PROFILE),
+        reason=state_value(view, ids.REASON),
+        justification=state_value(view, ids.JUSTIFICATION),
+        duration=state_value(view, ids.DURATION),
+        incident=state_value(view, ids.INCIDENT),
+        request_id=view.get("id"),
+    )
+    try:
+        event = ctx.service.invoke(request)
+    except Exception as exc:  # every failure becomes an inline error; nothing was granted  # noqa: BLE001 - shown to the user, logged with a reference
+        ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
+        return
+    ack(
+        response_action="update",
+        view=blocks.notice_modal(
+            "Access granted",
+            blocks.granted(event, audit_broken=ctx.pipeline.audit_channels.error(event.audit_channel)),
+        ),
+    )
+    ctx.after_ack(event)
+
+
+def submit_event_form(
+    ctx: SlackContext,
+    ack: Ack,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    field: str,
+    apply: Callable[[SlackContext, str, str, str], tuple[BreakGlassEvent, str | None]],
+    done: Callable[[BreakGlassEvent], tuple[str, str]] | None = None,
+) -> None:
+    """A close or review modal: event id from private_metadata, one text field; `apply` returns the
+    event and, when nothing was changed (it had already ended), what to tell the user instead.
+    `done` gives the (title, text) of the confirmation that replaces the modal after a change."""
+    meta = parse_metadata(EventMetadata, view.get("private_metadata"))
+    if not isinstance(meta, EventMetadata):
+        ack(response_action="errors", errors={field: "This form is damaged; close it and try again."})
+        return
+    try:
+        event, notice = apply(ctx, meta.event_id, body["user"]["id"], state_value(view, field) or "")
+    except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+        ack(response_action="errors", errors=modal_errors(exc, (field,)))
+        return
+    if notice is None and done is not None:
+        ack(response_action="update", view=blocks.notice_modal(*done(event)))
+    elif notice is None:
+        ack()
+    else:
+        ack(response_action="update", view=blocks.notice_modal("Already ended", notice))
+    if notice is None or event.outbox:  # e.g. it was just recorded as expired: announce that now
         ctx.after_ack(event)
 
-    def event_form(
-        field: str,
-        apply: Callable[[str, str, str], tuple[BreakGlassEvent, str | None]],
-        done: Callable[[BreakGlassEvent], tuple[str, str]] | None = None,
-    ) -> Listener:
-        """A close or review modal: event id from private_metadata, one text field; `apply` returns the
-        event and, when nothing was changed (it had already ended), what to tell the user instead.
-        `done` gives the (title, text) of the confirmation that replaces the modal after a change."""
 
-        def submit(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-            meta = parse_metadata(EventMetadata, view.get("private_metadata"))
-            if not isinstance(meta, EventMetadata):
-                ack(response_action="errors", errors={field: "This form is damaged; close it and try again."})
-                return
-            try:
-                event, notice = apply(meta.event_id, body["user"]["id"], state_value(view, field) or "")
-            except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
-                ack(response_action="errors", errors=modal_errors(exc, (field,)))
-                return
-            if notice is None and done is not None:
-                ack(response_action="update", view=blocks.notice_modal(*done(event)))
-            elif notice is None:
-                ack()
-            else:
-                ack(response_action="update", view=blocks.notice_modal("Already ended", notice))
-            if notice is None or event.outbox:  # e.g. it was just recorded as expired: announce that now
-                ctx.after_ack(event)
+def close_event(
+    ctx: SlackContext, event_id: str, user_id: str, reason: str
+) -> tuple[BreakGlassEvent, str | None]:
+    result = ctx.service.close(event_id, by=user_id, reason=reason)
+    return result.event, None if result.closed_now else blocks.already_ended(result.event)
 
-        return submit
 
-    def close(event_id: str, user_id: str, reason: str) -> tuple[BreakGlassEvent, str | None]:
-        result = ctx.service.close(event_id, by=user_id, reason=reason)
-        return result.event, None if result.closed_now else blocks.already_ended(result.event)
+def review_event(
+    ctx: SlackContext, event_id: str, user_id: str, notes: str
+) -> tuple[BreakGlassEvent, str | None]:
+    return ctx.service.review(event_id, by=user_id, notes=notes), None
 
-    def review(event_id: str, user_id: str, notes: str) -> tuple[BreakGlassEvent, str | None]:
-        return ctx.service.review(event_id, by=user_id, notes=notes), None
 
+def close_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+    submit_event_form(
+        ctx_of(context),
+        ack,
+        body,
+        view,
+        ids.CLOSE_REASON,
+        close_event,
+        lambda event: ("Access closed", blocks.closed_now(event)),
+    )
+
+
+def review_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+    submit_event_form(ctx_of(context), ack, body, view, ids.REVIEW_NOTES, review_event)
+
+
+def register(app: App, lazy: list[Callable[..., None]]) -> None:
     for callback_id, listener in (
-        (ids.CALLBACK_INVOKE, invoke),
-        (
-            ids.CALLBACK_CLOSE,
-            event_form(ids.CLOSE_REASON, close, lambda event: ("Access closed", blocks.closed_now(event))),
-        ),
-        (ids.CALLBACK_REVIEW, event_form(ids.REVIEW_NOTES, review)),
+        (ids.CALLBACK_INVOKE, invoke_submitted),
+        (ids.CALLBACK_CLOSE, close_submitted),
+        (ids.CALLBACK_REVIEW, review_submitted),
     ):
-        app.view(callback_id)(ack=listener, lazy=ctx.lazy)
+        app.view(callback_id)(ack=listener, lazy=lazy)
