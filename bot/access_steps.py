@@ -345,7 +345,9 @@ def reconcile(pipeline: Pipeline, now: datetime) -> ReconcileReport | None:
     targets = managed_targets(pipeline)
     if pipeline.access.name == "none" or not targets:
         return None
-    report = pipeline.access.reconcile(targets, expected_assignments(pipeline), regrant=True)
+    report = pipeline.access.reconcile(
+        targets, expected_assignments(pipeline), regrant=True, confirm=lambda: expected_assignments(pipeline)
+    )
     try:
         removed = pipeline.access.cleanup(targets, now)
         if removed:

@@ -186,6 +186,43 @@ class Store(Protocol):
         ...
 
 
+class TransitionStore:
+    """close and expire for a backend, written once: each backend supplies `_transition`, its atomic
+    conditional write of `apply(current)` (on `known`, the caller's copy, when given)."""
+
+    def _transition(
+        self,
+        event_id: str,
+        apply: Callable[[BreakGlassEvent], BreakGlassEvent],
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        raise NotImplementedError
+
+    def close(
+        self,
+        event_id: str,
+        *,
+        by: str,
+        reason: str,
+        now: datetime,
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        return self._transition(
+            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox), known
+        )
+
+    def expire(
+        self,
+        event_id: str,
+        *,
+        now: datetime,
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)
+
+
 def mutate(
     store: Store,
     event_id: str,

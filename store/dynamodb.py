@@ -35,7 +35,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -50,6 +50,7 @@ from store.base import (
     HEARTBEAT_CLAIM,
     InvalidCursor,
     Page,
+    TransitionStore,
     check_limit,
     check_save,
     decode_cursor,
@@ -64,7 +65,7 @@ from store.errors import (
     StoreUnavailable,
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
-from store.model import SENTINEL, BreakGlassEvent, Deferred, OutboxKind, Status, is_event_id, with_version
+from store.model import SENTINEL, BreakGlassEvent, Status, is_event_id, with_version
 from store.timeutil import format_ts, parse_ts
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def aws_region(session: Any = None) -> str | None:
     )
 
 
-class DynamoDBStore:
+class DynamoDBStore(TransitionStore):
     """`Store` on one DynamoDB table (see the module docstring for the layout)."""
 
     def __init__(
@@ -588,30 +589,6 @@ class DynamoDBStore:
                     continue
                 raise StoreUnavailable(f"DynamoDB transaction cancelled: {codes}") from exc
         raise ConcurrentModification(event_id, f"still conflicting after {self._conflict_attempts} attempts")
-
-    def close(
-        self,
-        event_id: str,
-        *,
-        by: str,
-        reason: str,
-        now: datetime,
-        outbox: Sequence[OutboxKind | str | Deferred] = (),
-        known: BreakGlassEvent | None = None,
-    ) -> BreakGlassEvent:
-        return self._transition(
-            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox), known
-        )
-
-    def expire(
-        self,
-        event_id: str,
-        *,
-        now: datetime,
-        outbox: Sequence[OutboxKind | str | Deferred] = (),
-        known: BreakGlassEvent | None = None,
-    ) -> BreakGlassEvent:
-        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
         # No read first: the write is conditional on the version, the status and the claim fields behind

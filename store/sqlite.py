@@ -22,6 +22,7 @@ from store.base import (
     HEARTBEAT_CLAIM,
     InvalidCursor,
     Page,
+    TransitionStore,
     check_limit,
     check_save,
     decode_cursor,
@@ -36,7 +37,7 @@ from store.errors import (
     StoreUnavailable,
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
-from store.model import BreakGlassEvent, Deferred, OutboxKind, Status, with_version
+from store.model import BreakGlassEvent, Status, with_version
 from store.timeutil import format_ts, parse_ts
 
 SCHEMA_VERSION = 2  # 2: slack_user_id column (limits and stacking per Slack user)
@@ -121,7 +122,7 @@ def _position(cursor: str, *keys: str) -> list[str]:
     return [position[k] for k in keys]
 
 
-class SQLiteStore:
+class SQLiteStore(TransitionStore):
     """`Store` on one SQLite file. `path` may be ':memory:' only for single-connection use in tests."""
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0, create: bool = True) -> None:
@@ -427,30 +428,6 @@ class SQLiteStore:
             if written is not None:
                 return written
         raise ConcurrentModification(event_id, f"still conflicting after {_ATTEMPTS} attempts")
-
-    def close(
-        self,
-        event_id: str,
-        *,
-        by: str,
-        reason: str,
-        now: datetime,
-        outbox: Sequence[OutboxKind | str | Deferred] = (),
-        known: BreakGlassEvent | None = None,
-    ) -> BreakGlassEvent:
-        return self._transition(
-            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox), known
-        )
-
-    def expire(
-        self,
-        event_id: str,
-        *,
-        now: datetime,
-        outbox: Sequence[OutboxKind | str | Deferred] = (),
-        known: BreakGlassEvent | None = None,
-    ) -> BreakGlassEvent:
-        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
         # `event` carries the version it was read at; the UPDATE applies only if the row is still that

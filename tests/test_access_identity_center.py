@@ -218,6 +218,25 @@ def test_reconcile_removes_drift_and_regrants_vanished_assignments(world: World)
     assert world.assigned_users() == [("USER", alice)]
 
 
+def test_reconcile_never_takes_a_grant_made_after_it_read_the_events_for_drift(world: World) -> None:
+    """The drift check reads the active events, then lists the target; a new event stored and granted in
+    between looks like a rogue assignment unless the events are read again before anything is removed."""
+    alice, _ = world.user("alice")
+    newcomer, _ = world.user("newcomer")
+    rogue, _ = world.user("rogue")
+    world.provider.grant("ev-alice", world.target, alice)
+    read_before = [ExpectedAssignment(event_id="ev-alice", assignment=Assignment.of(world.target, alice))]
+    world.provider.grant("ev-new", world.target, newcomer)  # stored and granted after that read
+    world.assign(rogue)
+    read_again = [
+        *read_before,
+        ExpectedAssignment(event_id="ev-new", assignment=Assignment.of(world.target, newcomer)),
+    ]
+    report = world.provider.reconcile([world.target], read_before, confirm=lambda: read_again)
+    assert [(d.principal_id, d.removed) for d in report.drift] == [(rogue, True)]
+    assert sorted(world.assigned_users()) == sorted([("USER", alice), ("USER", newcomer)])
+
+
 def test_reconcile_keeps_standing_access_of_active_events(world: World) -> None:
     user_id, _ = world.user("standing")
     world.assign(user_id)

@@ -227,8 +227,18 @@ class AccessProvider(Protocol):
         ...
 
     def reconcile(
-        self, targets: Iterable[Target], expected: Iterable[ExpectedAssignment], *, regrant: bool = True
-    ) -> ReconcileReport: ...
+        self,
+        targets: Iterable[Target],
+        expected: Iterable[ExpectedAssignment],
+        *,
+        regrant: bool = True,
+        confirm: Callable[[], Iterable[ExpectedAssignment]] | None = None,
+    ) -> ReconcileReport:
+        """Compare each target's assignments with `expected`: remove the others as drift (denying their
+        sessions), re-grant vanished ones. `confirm`, when given, is asked again *after* a target was listed
+        and before anything is removed: an assignment a grant made after `expected` was read is then known
+        (its event was stored before its grant ran), so a new event's access is never taken for drift."""
+        ...
 
     def cleanup(self, targets: Iterable[Target], now: datetime) -> int:
         """Remove deny statements whose sessions can no longer exist; returns how many were removed."""

@@ -526,7 +526,12 @@ class IdentityCenterProvider:
         )
 
     def reconcile(
-        self, targets: Iterable[Target], expected: Iterable[ExpectedAssignment], *, regrant: bool = True
+        self,
+        targets: Iterable[Target],
+        expected: Iterable[ExpectedAssignment],
+        *,
+        regrant: bool = True,
+        confirm: Callable[[], Iterable[ExpectedAssignment]] | None = None,
     ) -> ReconcileReport:
         """Compare each managed target's assignments with ``expected`` (the active events' assignments):
         remove the others as drift (and deny their sessions), re-grant the vanished ones."""
@@ -546,11 +551,19 @@ class IdentityCenterProvider:
                 errors.append(f"{target.account} {target.permission_set}: {exc.message}")
                 continue
             have_users = set()
+            candidates: list[tuple[str, str]] = []
             for item in actual:
                 kind, principal = item.get("PrincipalType", "USER"), item.get("PrincipalId", "")
                 if kind == "USER" and principal in want_users:
                     have_users.add(principal)
                     continue
+                candidates.append((kind, principal))
+            if candidates and confirm is not None:
+                # Read the events again now that the target was listed: a grant that ran since `expected`
+                # was read belongs to an event stored before it, which this read sees.
+                known = {e.assignment.user_id for e in confirm() if e.assignment.target == target}
+                candidates = [(k, p) for k, p in candidates if not (k == "USER" and p in known)]
+            for kind, principal in candidates:
                 drift.append(self._remove_drift(target, kind, principal))
             for item in want:
                 if item.assignment.user_id in have_users or item.pre_existing:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from bot.access.base import (
@@ -53,7 +53,12 @@ class NoneProvider:
         return None  # no AWS access is managed, so there is nothing to look at
 
     def reconcile(
-        self, targets: Iterable[Target], expected: Iterable[ExpectedAssignment], *, regrant: bool = True
+        self,
+        targets: Iterable[Target],
+        expected: Iterable[ExpectedAssignment],
+        *,
+        regrant: bool = True,
+        confirm: Callable[[], Iterable[ExpectedAssignment]] | None = None,
     ) -> ReconcileReport:
         return ReconcileReport(checked_at=self.clock.now(), targets_checked=0)
 
