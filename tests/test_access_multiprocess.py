@@ -27,7 +27,8 @@ pytest_plugins = ["tests.store_fixtures", "tests.access_world"]
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+def eventually(check: Callable[[], T], what: str, timeout: float = 90.0) -> T:
+    """Poll real processes; the bound is generous because the whole suite shares 2 cores (30 s flaked)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
