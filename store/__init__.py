@@ -4,6 +4,7 @@ from store.base import Page, Store, mutate
 from store.errors import (
     ConcurrentModification,
     EventNotFound,
+    ExtendedMeanwhile,
     InvalidTransition,
     LimitReached,
     StackedAccess,
@@ -21,6 +22,7 @@ __all__ = [
     "ConcurrentModification",
     "EventNotFound",
     "InvalidStoreURL",
+    "ExtendedMeanwhile",
     "InvalidTransition",
     "LimitReached",
     "Limits",
