@@ -29,7 +29,7 @@ from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
-from bot.slack import actions, commands, home, views
+from bot.slack import actions, commands, extend, home, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
 from store import Store
 from store.dynamodb import DynamoDBStore
@@ -256,6 +256,7 @@ def create_app(
     views.register(bolt, context.lazy)
     actions.register(bolt)
     home.register(bolt)
+    extend.register(bolt, context.lazy)
     checks = Health()
     probe = StoreProbe(store)
     checks.add("store", probe.read)

@@ -622,7 +622,9 @@ class DynamoDBStore(TransitionStore):
                     continue  # someone else changed the event: re-read (InvalidTransition if it ended)
                 failed = {k for k, c in zip(keys, codes[1:], strict=False) if c == "ConditionalCheckFailed"}
                 if failed and moves_claim:  # its claim was taken: it had run out before this write
-                    raise InvalidTransition(current, "extend", "it ran out and a newer event holds its claim")
+                    raise InvalidTransition(
+                        current, "extend", "it ran out and a newer event holds its claim"
+                    ) from exc
                 if failed:
                     superseded |= failed
                     continue

@@ -25,6 +25,12 @@ USAGE = (
     "Or `/breakglass` alone to open the form; `/breakglass help` for everything else."
 )
 SUBCOMMANDS = ids.SUBCOMMANDS
+# Subcommands that live in their own module (e.g. bot.slack.extend), added by its `register`:
+# name -> handler(ctx, user_id, args) returning the reply and the changed event.
+SubcommandHandler = Callable[
+    ["SlackContext", str, list[str]], tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]
+]
+SUBCOMMAND_HANDLERS: dict[str, SubcommandHandler] = {}
 
 
 def unescape_command_text(text: str) -> str:
@@ -150,6 +156,8 @@ def dispatch(
                 result.event if result.event.outbox else None
             )
         return blocks.message(blocks.closed_now(result.event)), result.event
+    if name in SUBCOMMAND_HANDLERS:
+        return SUBCOMMAND_HANDLERS[name](ctx, user_id, args)
     if name == "history":
         profile = args[0] if args else None
         events = service.history(user_id, profile)
