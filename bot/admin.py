@@ -14,6 +14,7 @@ data to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import heapq
 import json
@@ -149,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     close.add_argument("id")
     close.add_argument("--reason", required=True)
     close.add_argument("--operator", required=True, help="who is closing (recorded as operator:NAME)")
+
+    extend = sub.add_parser(
+        "extend", parents=[store_opt], help="extend an active event, announced as in Slack"
+    )
+    extend.add_argument("id")
+    extend.add_argument("--duration", required=True, help="one of the profile's durations that still fits")
+    extend.add_argument("--reason", required=True)
+    extend.add_argument("--operator", required=True, help="who is extending (recorded as operator:NAME)")
 
     export = sub.add_parser("export", parents=[store_opt], help="export events for auditors")
     export.add_argument("--since", type=parse_date, required=True, help="created at or after DATE")
@@ -524,9 +533,11 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
     return OK
 
 
-def cmd_close(args: argparse.Namespace) -> int:
-    """Close through the same use case as Slack (`BreakGlassService.close`, as operator `operator:NAME`),
-    then hand the event to the delivery pipeline; without Slack settings the steps stay owed for the sweep."""
+@contextlib.contextmanager
+def _operator_service(args: argparse.Namespace) -> Iterator[tuple[Any, Any, list[str], str]]:
+    """The use cases as Slack runs them, for an operator (`operator:NAME`, authorized by their access to
+    the store): yields (service, runtime or None, Slack problems, by). Without Slack settings, the use
+    case alone: the owed steps stay in the outbox for the bot's sweep."""
     from slack_sdk import WebClient
 
     from bot.app import create_app, resolve_policy
@@ -537,18 +548,13 @@ def cmd_close(args: argparse.Namespace) -> int:
     from bot.runtime import aws_secrets
     from bot.service import BreakGlassService
 
-    event_id = _event_id(args.id)
     operator = args.operator.strip()
     if not _OPERATOR_RE.match(operator):
         raise AdminError("--operator must be a name or email (letters, digits, . _ @ + -; at most 64)")
-    try:
-        reason = validate_free_text(args.reason, what="close reason", max_length=MAX_CLOSE_REASON)
-    except ValueError as exc:
-        raise AdminError(f"--reason: {exc}") from None
     by = OPERATOR_PREFIX + operator
     url = store_url(args)
 
-    # Only what closing and announcing need: the bot token and the audit channel, never the signing
+    # Only what changing and announcing need: the bot token and the audit channel, never the signing
     # secret or an app token (the admin CLI receives no requests from Slack).
     slack_problems: list[str] = []
     try:
@@ -580,6 +586,22 @@ def cmd_close(args: argparse.Namespace) -> int:
             service = BreakGlassService(
                 store=store, policy=policy, directory=Directory(WebClient()), clock=SystemClock()
             )
+        yield service, runtime, slack_problems, by
+    finally:
+        if runtime is not None:
+            runtime.pipeline.shutdown(10)
+        store.disconnect()
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    """Close through the same use case as Slack (`BreakGlassService.close`, as operator `operator:NAME`),
+    then hand the event to the delivery pipeline; without Slack settings the steps stay owed for the sweep."""
+    event_id = _event_id(args.id)
+    try:
+        reason = validate_free_text(args.reason, what="close reason", max_length=MAX_CLOSE_REASON)
+    except ValueError as exc:
+        raise AdminError(f"--reason: {exc}") from None
+    with _operator_service(args) as (service, runtime, slack_problems, by):
         result = service.close(event_id, by=by, reason=reason, operator=True)
         event = result.event
         if not result.closed_now:
@@ -591,10 +613,26 @@ def cmd_close(args: argparse.Namespace) -> int:
         print(f"closed event {event.id} on {event.profile} (invoker {event.invoker}) as {by}")
         _deliver(runtime, event.id, slack_problems)
         return OK
-    finally:
-        if runtime is not None:
-            runtime.pipeline.shutdown(10)
-        store.disconnect()
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    """Extend through the same use case as Slack (`BreakGlassService.extend`, as operator `operator:NAME`):
+    the same bounds, the same atomic write, the same announcements."""
+    from bot.errors import ValidationFailed
+
+    event_id = _event_id(args.id)
+    with _operator_service(args) as (service, runtime, slack_problems, by):
+        try:
+            event = service.extend(event_id, by=by, duration=args.duration, reason=args.reason, operator=True)
+        except ValidationFailed as exc:
+            err("refused: " + " ".join(exc.errors.values()))
+            return REFUSED
+        print(
+            f"extended event {event.id} on {event.profile} by {_duration(event.extensions[-1].duration)} "
+            f"as {by}: it now expires {_short(event.expires_at)}"
+        )
+        _deliver(runtime, event.id, slack_problems)
+        return OK
 
 
 def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
@@ -615,8 +653,8 @@ def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "close":
-            return cmd_close(args)
+        if args.command in ("close", "extend"):
+            return (cmd_close if args.command == "close" else cmd_extend)(args)
         url = store_url(args)
         parse_store_url(url)
         if args.command == "create-table":

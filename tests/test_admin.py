@@ -235,6 +235,39 @@ def test_close_refusals_and_usage(backend: Backend, capsys: pytest.CaptureFixtur
     assert code == 2
 
 
+# -- extend -------------------------------------------------------------------------------------------
+
+
+def test_extend_with_slack_is_announced_as_in_slack(
+    backend: Backend, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeSlack
+) -> None:
+    audit = WebClient(token=BOT_TOKEN, base_url=fake.url).chat_postMessage(channel="C0AUDIT", text="audit")
+    event = _active_now(backend.store, audit_channel="C0AUDIT", audit_ts=audit["ts"])
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    monkeypatch.setenv("SLACK_API_URL", fake.url)
+    monkeypatch.setenv("BREAKGLASS_AUDIT_CHANNEL", "C0AUDIT")
+    reason = ("--reason", "the failover still needs watching")
+    code, out, err = run(
+        capsys, "extend", event.id, "--store", backend.url, "--duration", "15m", *reason, "--operator", "bob"
+    )
+    assert code == 0, err
+    assert "extended event" in out
+    extended = backend.store.get(event.id)
+    assert extended.expires_at == event.expires_at + timedelta(minutes=15)
+    assert extended.extensions[0].by == "operator:bob"
+    assert extended.outbox == ()
+    assert any(
+        "Extended by 15 minutes by operator:bob" in m["text"] for m in fake.thread("C0AUDIT", audit["ts"])
+    )
+    # the built-in sandbox offers 15m, 30m, 1h: 2 h in all at most (1 h 15 min used), so 1 h is refused
+    code, _, err = run(
+        capsys, "extend", event.id, "--store", backend.url, "--duration", "1h", *reason, "--operator", "bob"
+    )
+    assert code == 1 and "not offered for extending" in err
+    assert backend.store.get(event.id) == extended
+
+
 # -- export -------------------------------------------------------------------------------------------
 
 
