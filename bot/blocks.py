@@ -626,8 +626,9 @@ HELP = (
     f"(`incident=&lt;ticket or URL&gt;` anywhere after the reason), e.g. `{EXAMPLE}`\n"
     "`/breakglass list` — active events (yours; everyone's for incident commanders and security)\n"
     "`/breakglass status &lt;id&gt;` — one event\n"
-    "`/breakglass close &lt;id&gt; &lt;reason…&gt;` — end access now\n"
-    "`/breakglass history [profile]` — recent events\n"
+    "`/breakglass close &lt;id&gt; [reason…]` — end access now (without a reason: the close form)\n"
+    "`/breakglass extend &lt;id&gt; &lt;duration&gt; &lt;reason…&gt;` — more time on active access\n"
+    "`/breakglass history [profile]` — recent events (everyone's for incident commanders and security)\n"
     "`/breakglass review` — ended events awaiting review (security)\n"
     "`/breakglass help` — this message"
 )
@@ -641,15 +642,22 @@ def _options(pairs: list[tuple[str, str]]) -> list[Option]:
 
 
 def invoke_modal(
-    profiles: list[tuple[str, str]], durations: list[timedelta], *, private_metadata: str = ""
+    profiles: list[tuple[str, str]],
+    durations: list[timedelta],
+    *,
+    private_metadata: str = "",
+    selected: str | None = None,
 ) -> dict[str, Any]:
-    """The /breakglass modal. `profiles` are (name, label) the user may invoke; durations the union offered."""
+    """The /breakglass modal. `profiles` are (name, label) the user may invoke; durations those offered
+    (the chosen profile's when `selected` names one, which is then preselected)."""
+    options = _options(profiles[:100])
+    initial = next((o for o in options if o.value == selected), None)
     blocks: list[Block] = [
         InputBlock(
             block_id=ids.PROFILE,
             label="Profile",
             element=StaticSelectElement(
-                action_id=ids.PROFILE, placeholder="Choose a profile", options=_options(profiles[:100])
+                action_id=ids.PROFILE, placeholder="Choose a profile", options=options, initial_option=initial
             ),
         ),
         InputBlock(
@@ -776,6 +784,27 @@ def close_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]
     )
 
 
+def _review_details(event: BreakGlassEvent) -> list[Block]:
+    """What a reviewer needs besides the fields: how it ended (who closed it and why) and each extension."""
+    lines = []
+    if event.status is Status.CLOSED:
+        lines.append(
+            f"*Closed* by {user(event.closed_by or '')} {date(event.ended_at or event.updated_at)}: "
+            f"{escape(event.closed_reason or '')}"
+        )
+    elif event.status is Status.EXPIRED:
+        lines.append(f"*Expired* {date(event.ended_at or event.expires_at)}")
+    for ext in event.extensions:
+        lines.append(
+            f"*Extended* by {human_duration(ext.duration)} by {user(ext.by)} {date(ext.at)}: {escape(ext.reason)}"
+        )
+    if event.escalated:
+        lines.append(":warning: *Escalated*: repeated break-glass use within the rate-limit window")
+    if not lines:
+        return []
+    return [SectionBlock(text=MarkdownTextObject(text=_truncate("\n".join(lines), MAX_SECTION)))]
+
+
 def review_modal(
     event: BreakGlassEvent, private_metadata: str, activity: list[Block] | None = None
 ) -> dict[str, Any]:
@@ -786,7 +815,12 @@ def review_modal(
         title="Review break-glass",
         submit="Mark reviewed",
         private_metadata=private_metadata,
-        context=[justification_section(event), *(activity or [])],
+        context=[
+            SectionBlock(fields=event_fields(event)),
+            justification_section(event),
+            *_review_details(event),
+            *(activity or []),
+        ],
         field=ids.REVIEW_NOTES,
         label="Review notes",
         max_length=MAX_REVIEW_NOTES,

@@ -679,12 +679,17 @@ class BreakGlassService:
         return event
 
     def history(self, user_id: str, profile: str | None = None, limit: int = 10) -> list[BreakGlassEvent]:
-        """Recent events, newest first: incident commanders and security see everyone's on a profile;
-        everyone else sees only their own."""
+        """Recent events, newest first: incident commanders and security see everyone's (on a profile, or
+        on all); everyone else sees only their own."""
+        if profile:
+            profile = self.policy.profile_name(profile) or profile
         if profile and self.policy.profile(profile) is None:
             raise ValidationFailed({"profile": f"There is no profile called {profile!r}."})
-        if profile and self.roles(user_id).can_see_all:
-            return self.store.list_by_profile(profile, limit=limit).items
+        if self.roles(user_id).can_see_all:
+            if profile:
+                return self.store.list_by_profile(profile, limit=limit).items
+            recent = [e for status in Status for e in self.store.list_by_status(status, limit=limit).items]
+            return sorted(recent, key=lambda e: (e.created_at, e.id), reverse=True)[:limit]
         invoker = self.identity(user_id)
         if not profile:
             return self.store.list_by_invoker(invoker, limit=limit).items
