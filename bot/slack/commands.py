@@ -73,6 +73,10 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
         ack()
         ctx.after_response(open_modal, ctx, command.get("trigger_id", ""), user_id, respond)
         return
+    if len(words) == 2 and words[0].lower() == "close":  # no reason: the close form, which asks for it
+        ack()
+        ctx.after_response(open_close_form, ctx, command.get("trigger_id", ""), user_id, words[1], respond)
+        return
     chosen = (
         ctx.policy.profile_name(words[0]) if len(words) == 1 and words[0].lower() not in SUBCOMMANDS else None
     )
