@@ -19,6 +19,7 @@ import contextlib
 import copy
 import itertools
 import json
+import secrets
 import threading
 import time
 from collections import Counter
@@ -490,6 +491,9 @@ class FakeSlack:
         self._thread: threading.Thread | None = None
         self._last_ts_us = 0
         self._view_seq = 0
+        # Slack's view ids are unique in the workspace: a run that reopens a kept store (`try --db FILE`)
+        # must not hand out the view ids of an earlier run (the store refuses a second event per view).
+        self._view_prefix = secrets.token_hex(3).upper()
         self._hash_seq = itertools.count(1)
         self._users: dict[str, dict] = {}
         self._usergroups: dict[str, list[str]] = {gid: list(uids) for gid, uids in (usergroups or {}).items()}
@@ -997,7 +1001,7 @@ class FakeSlack:
 
     def _next_view_id(self) -> str:
         self._view_seq += 1
-        return f"V{self._view_seq:08d}"
+        return f"V{self._view_prefix}{self._view_seq:06d}"
 
     def _check_postable(self, channel: str) -> None:
         info = self._channels.get(channel)
