@@ -40,6 +40,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot.app import BreakglassApp, create_app
 from bot.clock import OffsetClock
 from bot.config import Settings
+from bot.localslack.pageguard import SECURITY_HEADERS, TOKEN_PLACEHOLDER, PageGuard
 from bot.localslack.webapi import APP_ID, TEAM_ID, FakeSlack, validate_view
 from bot.policy import parse_policy
 from bot.wsgi import EVENTS_PATH, WSGIApp
@@ -165,6 +166,7 @@ class LocalWorkspace:
         )
         page = _PageServer((HOST, self.port), _PageHandler)
         page.workspace = self
+        page.guard = PageGuard()
         self._page_server = page
         for name, server in (("try-bot", self._bot_server), ("try-page", page)):
             thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
@@ -528,6 +530,7 @@ class _PageServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     workspace: LocalWorkspace
+    guard: PageGuard
 
 
 class _PageHandler(BaseHTTPRequestHandler):
@@ -541,18 +544,34 @@ class _PageHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
     def _json(self, status: int, body: Any) -> None:
         self._send(status, json.dumps(body).encode(), "application/json")
 
+    def _refused(self, method: str, path: str) -> bool:
+        """Answer 403/415 and return True unless the page itself sent this (see bot/localslack/pageguard.py)."""
+        refusal = self.server.guard.check(
+            method, path, self.headers, self.server.server_address[1], needs_token=path.startswith("/ui/")
+        )
+        if refusal is None:
+            return False
+        if method == "POST":  # the body is not read: drop the connection after the answer
+            self.close_connection = True
+        self._json(refusal.status, {"error": refusal.error})
+        return True
+
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
+        if self._refused("GET", path):
+            return
         if path in ("/", "/index.html"):
-            page = resources.files("bot.localslack").joinpath("page.html").read_bytes()
-            self._send(200, page, "text/html; charset=utf-8")
+            page = resources.files("bot.localslack").joinpath("page.html").read_text(encoding="utf-8")
+            page = page.replace(TOKEN_PLACEHOLDER, self.server.guard.new_token())
+            self._send(200, page.encode(), "text/html; charset=utf-8")
         elif path == "/ui/state":
             self._json(200, self.server.workspace.snapshot())
         elif path == "/healthz":
@@ -564,6 +583,8 @@ class _PageHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
+        if self._refused("POST", path):
+            return
         workspace = self.server.workspace
         try:
             length = int(self.headers.get("Content-Length") or 0)
