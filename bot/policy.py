@@ -81,7 +81,7 @@ DEFAULT_POLICY_YAML = """\
 warn_before: 15m
 
 # How a person is identified (slack_id, email or email_local_part); with the email modes, only
-# addresses in email_domains are accepted (required for email_local_part).
+# addresses in email_domains are accepted (exactly one domain for email_local_part).
 # identity: slack_id
 # email_domains: [example.com]
 # Slack guests and users of other workspaces (Slack Connect) are refused unless allowed here.
@@ -656,7 +656,7 @@ class Policy(BaseModel):
     """How a person is identified: Slack user id, email address, or the part of it before the @."""
     email_domains: tuple[EmailDomain, ...] = Field(default=(), validate_default=True)
     """Email domains an identity may come from (``identity: email``/``email_local_part``); others are
-    refused. Required with ``email_local_part``, where two domains would make two people one invoker."""
+    refused. Exactly one with ``email_local_part``, where two domains would make two people one invoker."""
     allow_guests: bool = False
     """Whether Slack guests (multi- and single-channel: ``is_restricted``/``is_ultra_restricted``) may use
     breakglass. Deleted users never may."""
@@ -736,9 +736,16 @@ class Policy(BaseModel):
         if info.data.get("identity") == "email_local_part" and not value:
             raise ValueError(
                 "is required with identity: email_local_part (alice@example.com and alice@other.example "
-                "would be one invoker); list the domains whose addresses are your people, e.g. [example.com]"
+                "would be one invoker); list the domain whose addresses are your people, e.g. [example.com]"
             )
-        return _dedupe(value)
+        value = _dedupe(value)
+        if info.data.get("identity") == "email_local_part" and len(value) > 1:
+            raise ValueError(
+                f"lists {len(value)} domains ({', '.join(value)}), but identity: email_local_part keeps only the "
+                f"part before the @, so alice@{value[0]} and alice@{value[1]} would be one invoker: list one "
+                "domain, or use identity: email (the whole address) for several"
+            )
+        return value
 
     @field_validator("incident_commanders", "security", mode="before")
     @classmethod
