@@ -428,6 +428,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.server.fake._handle(self)
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, on the fake's clock (the bot's skew check compares it with its own)."""
+        return super().date_time_string(self.server.fake.clock() if timestamp is None else timestamp)
+
     def do_GET(self) -> None:
         self.server.fake._handle(self)
 
@@ -479,8 +483,12 @@ class FakeSlack:
         validate_blocks: bool = True,
         bot_user_id: str = "UBOT",
         view_wide_action_ids: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.token = token
+        # Seconds since the epoch, for message timestamps and the `Date` header: `try` passes its simulated
+        # clock, so the page, the bot and its clock-skew check see one time.
+        self.clock = clock
         self.bot_user_id = bot_user_id
         self.validate_blocks = validate_blocks
         # Slack requires action_ids to be unique within their block; True also rejects duplicates across the
@@ -995,7 +1003,7 @@ class FakeSlack:
     # ---------------------------------------------------------------- helpers (called with the lock held)
 
     def _next_ts(self) -> str:
-        now_us = time.time_ns() // 1000
+        now_us = int(self.clock() * 1_000_000)
         self._last_ts_us = max(now_us, self._last_ts_us + 1)
         return f"{self._last_ts_us // 1_000_000}.{self._last_ts_us % 1_000_000:06d}"
 
