@@ -3,6 +3,7 @@ added to the policy must be added to the example too)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -29,3 +30,16 @@ def test_the_example_policy_loads_and_shows_every_key() -> None:
         assert set(model.model_fields) - keys == set(), (
             f"{model.__name__} keys missing from examples/policy.yml"
         )
+
+
+def test_the_readme_contents_list_every_section() -> None:
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    sections, in_code = [], False
+    for line in readme.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("## ") and line != "## Contents":
+            sections.append(line[3:])
+    contents = readme.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^- \[(.+?)\]\(#[\w-]+\)$", contents, flags=re.MULTILINE)
+    assert listed == sections, "README.md's Contents must list its ## sections, in order"
