@@ -30,6 +30,14 @@ pytest_plugins = ["tests.store_fixtures"]
 METHODS = ["GET", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "NONE", "TRACE"]
 
 
+@pytest.fixture
+def lam(fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock) -> FakeLambdaClient:
+    """The bot installed as the Lambda function's runtime; the fake Lambda client records self-invocations."""
+    client = FakeLambdaClient()
+    lambda_handler.install(build_runtime(fake, store, policy, clock), lambda_client=client)
+    return client
+
+
 def with_method(event: dict, method: str) -> dict:
     if "http" in event["requestContext"]:
         event["requestContext"]["http"]["method"] = method
@@ -41,16 +49,12 @@ def with_method(event: dict, method: str) -> dict:
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("shape", ["function-url", "rest-api"])
 def test_unsigned_requests_with_any_method_get_401_before_bolt(
-    fake: FakeSlack,
+    lam: FakeLambdaClient,
     store: SQLiteStore,
-    policy: Policy,
-    clock: ManualClock,
     method: str,
     shape: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    lam = FakeLambdaClient()
-    lambda_handler.install(build_runtime(fake, store, policy, clock), lambda_client=lam)
     body = "{not json"  # what used to reach Bolt unsigned and raise JSONDecodeError
     headers = {"content-type": "application/json", "x-slack-bolt-lazy-only": "1"}  # a header anyone can send
     build = function_url_event if shape == "function-url" else rest_api_event
@@ -67,10 +71,8 @@ def test_unsigned_requests_with_any_method_get_401_before_bolt(
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "NONE"])
 def test_signed_requests_that_are_not_posts_get_405_and_change_nothing(
-    fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock, method: str
+    lam: FakeLambdaClient, store: SQLiteStore, method: str
 ) -> None:
-    lam = FakeLambdaClient()
-    lambda_handler.install(build_runtime(fake, store, policy, clock), lambda_client=lam)
     body = command_body(f"sandbox 15m maintenance {JUSTIFICATION}")
     event = with_method(function_url_event(body, signed_headers(body)), method)
     assert lambda_handler.handler(event, LambdaContext())["statusCode"] == 405
@@ -79,10 +81,8 @@ def test_signed_requests_that_are_not_posts_get_405_and_change_nothing(
 
 
 def test_the_lazy_self_invocation_is_told_by_lambdas_event_not_by_a_header(
-    fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock
+    lam: FakeLambdaClient, store: SQLiteStore
 ) -> None:
-    lam = FakeLambdaClient()
-    lambda_handler.install(build_runtime(fake, store, policy, clock), lambda_client=lam)
     body = command_body(f"sandbox 15m maintenance {JUSTIFICATION}")
     assert (
         lambda_handler.handler(function_url_event(body, signed_headers(body)), LambdaContext())["statusCode"]

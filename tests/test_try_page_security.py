@@ -99,36 +99,18 @@ def test_another_origin_is_refused_even_with_json_and_a_token(workspace: LocalWo
 
 
 def test_a_post_needs_json_and_the_pages_token(workspace: LocalWorkspace) -> None:
-    origin = workspace.url.rstrip("/")
     body = json.dumps(INVOKE).encode()
     token = page_token(workspace.url)
-    assert (
-        send(workspace, "POST", "/ui/command", body, Origin=origin, Content_Type="application/json")[0] == 403
-    )
-    assert (
-        send(
-            workspace,
-            "POST",
-            "/ui/command",
-            body,
-            Origin=origin,
-            Content_Type="application/json",
-            **{TOKEN_HEADER: "guessed"},
+
+    def command(content_type: str, **token_header: str) -> int:
+        origin = workspace.url.rstrip("/")
+        return send(
+            workspace, "POST", "/ui/command", body, Origin=origin, Content_Type=content_type, **token_header
         )[0]
-        == 403
-    )
-    assert (
-        send(
-            workspace,
-            "POST",
-            "/ui/command",
-            body,
-            Origin=origin,
-            Content_Type="text/plain",
-            **{TOKEN_HEADER: token},
-        )[0]
-        == 415
-    )
+
+    assert command("application/json") == 403
+    assert command("application/json", **{TOKEN_HEADER: "guessed"}) == 403
+    assert command("text/plain", **{TOKEN_HEADER: token}) == 415
     nothing_happened(workspace)
 
 
