@@ -10,6 +10,7 @@ DynamoDB: a request item conditional on not existing, in the same TransactWriteI
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from store.errors import DuplicateRequest
 from store.limits import Limits
+from store.sqlite import SQLiteStore
 from tests.store_fixtures import BACKENDS, HOUR, T0, make_event, open_test_store, run_concurrently
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -84,3 +86,32 @@ def test_racing_replays_create_one_event(store: Any, limits: Limits | None) -> N
         refused
     )
     assert [e.id for e in store.list_by_invoker("alice@example.com").items] == [created[0].id]
+
+
+def test_a_file_from_before_the_check_keeps_its_duplicates_and_refuses_new_ones(tmp_path: Path) -> None:
+    """A schema-2 SQLite file (no request_id column) in which a replay already made a second event: it opens,
+    both events stay, the first holds the request id, and the next replay is refused."""
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    first = store.create(make_event(request_id="V0OLD"))
+    store.close(first.id, by="alice@example.com", reason="done", now=T0 + MINUTE)
+    second = store.create(make_event(request_id="V0TEMP", now=T0 + 2 * MINUTE))
+    store.disconnect()
+    with sqlite3.connect(path) as conn:  # what the file looked like before: the replay's event, no column
+        conn.execute("DROP INDEX events_request")
+        conn.execute("ALTER TABLE events DROP COLUMN request_id")
+        conn.execute(
+            "UPDATE events SET data = json_set(data, '$.request_id', 'V0OLD') WHERE id = ?", (second.id,)
+        )
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+
+    reopened = SQLiteStore(path)
+    try:
+        assert {e.id for e in reopened.list_by_invoker("alice@example.com").items} == {first.id, second.id}
+        reopened.close(second.id, by="alice@example.com", reason="done", now=T0 + 3 * MINUTE)
+        with pytest.raises(DuplicateRequest) as refused:
+            reopened.create(make_event(request_id="V0OLD", now=T0 + 4 * MINUTE))
+        assert refused.value.event_id == first.id
+    finally:
+        reopened.disconnect()
