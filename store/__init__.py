@@ -3,6 +3,7 @@
 from store.base import Page, Store, mutate
 from store.errors import (
     ConcurrentModification,
+    DuplicateRequest,
     EventNotFound,
     ExtendedMeanwhile,
     InvalidTransition,
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_STORE_URL",
     "BreakGlassEvent",
     "ConcurrentModification",
+    "DuplicateRequest",
     "EventNotFound",
     "ExtendedMeanwhile",
     "InvalidStoreURL",
