@@ -189,15 +189,23 @@ def test_close_without_slack_leaves_announcements_owed(
     assert [e.id for e in backend.store.list_owed(now=datetime.now(UTC) + timedelta(seconds=1))] == [event.id]
 
 
-def test_close_with_slack_delivers_announcements(
-    backend: Backend, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeSlack
-) -> None:
+def _announced_event(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, fake: FakeSlack
+) -> tuple[Any, BreakGlassEvent]:
+    """An active event with its audit message in the fake Slack, and the Slack settings the CLI reads."""
     audit = WebClient(token=BOT_TOKEN, base_url=fake.url).chat_postMessage(channel="C0AUDIT", text="audit")
     event = _active_now(backend.store, audit_channel="C0AUDIT", audit_ts=audit["ts"])
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
     monkeypatch.setenv("SLACK_API_URL", fake.url)
     monkeypatch.setenv("BREAKGLASS_AUDIT_CHANNEL", "C0AUDIT")
+    return audit, event
+
+
+def test_close_with_slack_delivers_announcements(
+    backend: Backend, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeSlack
+) -> None:
+    audit, event = _announced_event(backend, monkeypatch, fake)
     code, _, err = run(
         capsys, "close", event.id, "--store", backend.url, "--reason", "not needed", "--operator", "bob"
     )
@@ -241,12 +249,7 @@ def test_close_refusals_and_usage(backend: Backend, capsys: pytest.CaptureFixtur
 def test_extend_with_slack_is_announced_as_in_slack(
     backend: Backend, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeSlack
 ) -> None:
-    audit = WebClient(token=BOT_TOKEN, base_url=fake.url).chat_postMessage(channel="C0AUDIT", text="audit")
-    event = _active_now(backend.store, audit_channel="C0AUDIT", audit_ts=audit["ts"])
-    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
-    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
-    monkeypatch.setenv("SLACK_API_URL", fake.url)
-    monkeypatch.setenv("BREAKGLASS_AUDIT_CHANNEL", "C0AUDIT")
+    audit, event = _announced_event(backend, monkeypatch, fake)
     reason = ("--reason", "the failover still needs watching")
     code, out, err = run(
         capsys, "extend", event.id, "--store", backend.url, "--duration", "15m", *reason, "--operator", "bob"

@@ -13,7 +13,7 @@ from slack_bolt import Ack, App, BoltContext
 from bot import blocks, ids
 from bot.errors import ValidationFailed
 from bot.slack import commands
-from bot.slack.actions import open_form
+from bot.slack.actions import form_button
 from bot.slack.context import SlackContext, ctx_of, parse_metadata
 from bot.slack.errors import modal_errors
 from bot.slack.views import state_value
@@ -42,23 +42,16 @@ def _not_extendable(ctx: SlackContext, event: BreakGlassEvent) -> str | None:
     return None
 
 
-def extend_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
-    ctx = ctx_of(context)
-    ack()
-    ctx.after_response(
-        open_form,
-        ctx,
-        body,
-        action,
-        ctx.service.check_extend,
-        lambda e: _not_extendable(ctx, e),
-        lambda e, _meta: blocks.extend_modal(
-            e,
-            ExtendMetadata(event_id=e.id, seen=len(e.extensions)).model_dump_json(),
-            ctx.service.extend_durations(e),
-        ),
-        "Could not open the extend form. Use `/breakglass extend &lt;id&gt; &lt;duration&gt; &lt;reason&gt;` instead.",
-    )
+extend_clicked = form_button(
+    lambda ctx, user_id, event_id: ctx.service.check_extend(user_id, event_id),
+    _not_extendable,
+    lambda ctx, e, _meta: blocks.extend_modal(
+        e,
+        ExtendMetadata(event_id=e.id, seen=len(e.extensions)).model_dump_json(),
+        ctx.service.extend_durations(e),
+    ),
+    "Could not open the extend form. Use `/breakglass extend &lt;id&gt; &lt;duration&gt; &lt;reason&gt;` instead.",
+)
 
 
 def extend_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
