@@ -29,7 +29,7 @@ from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
-from bot.slack import actions, commands, extend, home, views
+from bot.slack import actions, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
 from store import Store
 from store.dynamodb import DynamoDBStore
@@ -257,6 +257,7 @@ def create_app(
     actions.register(bolt)
     home.register(bolt)
     extend.register(bolt, context.lazy)
+    invoke_form.register(bolt)
     checks = Health()
     probe = StoreProbe(store)
     checks.add("store", probe.read)

@@ -656,6 +656,7 @@ def invoke_modal(
         InputBlock(
             block_id=ids.PROFILE,
             label="Profile",
+            dispatch_action=True,  # choosing one updates the durations to its own (bot.slack.invoke_form)
             element=StaticSelectElement(
                 action_id=ids.PROFILE, placeholder="Choose a profile", options=options, initial_option=initial
             ),
