@@ -546,6 +546,17 @@ def dm_expired(event: BreakGlassEvent) -> tuple[str, Blocks]:
     return text, _section(text)
 
 
+def dm_ended(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    """The invoker's "access is active" DM once the event ended: says how, without its buttons."""
+    how = (
+        f"was closed by {user(event.closed_by or '')} {date(event.ended_at or event.updated_at)}"
+        if event.status is Status.CLOSED
+        else f"expired {date(event.ended_at or event.updated_at)}"
+    )
+    text = f":lock: Break-glass access to `{escape(event.profile)}` (event `{event.id}`) {how}. It is no longer active."
+    return text, _section(text)
+
+
 # -- ephemeral replies ---------------------------------------------------------------------------------
 
 

@@ -70,7 +70,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot import access_steps, blocks, evidence, extend_steps
+from bot import access_steps, blocks, dm_steps, evidence, extend_steps
 from bot.access import AccessProvider, NoneProvider
 from bot.clock import Clock
 from bot.directory import Directory
@@ -768,9 +768,6 @@ def post_audit_fallback(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
 HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.AUDIT_POST: post_audit_message,
     OutboxKind.AUDIT_UPDATE: update_audit_message,
-    OutboxKind.DM_INVOKED: direct_message(
-        lambda p, e: blocks.dm_invoked(e, audit_broken=p.audit_channels.error(e.audit_channel))
-    ),
     OutboxKind.ESCALATION: thread_reply(
         lambda p, e: blocks.thread_escalation(
             e, list(p.policy.security), format_duration(p.policy.rate_limits.window)
@@ -792,5 +789,6 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.ACTIVITY_DIGEST: evidence.deliver_digest,
     OutboxKind.AUDIT_FALLBACK: post_audit_fallback,
     **extend_steps.HANDLERS,  # an extension's thread reply and DM (bot/extend_steps.py)
+    **dm_steps.HANDLERS,  # the invoker's "access is active" DM, recorded, and updated at the end
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"

@@ -73,6 +73,9 @@ class OutboxKind(StrEnum):
     # An extension (bot/extend_steps.py): its thread reply and the invoker's DM (plus an AUDIT_UPDATE)
     EXTEND_THREAD = "extend_thread"
     EXTEND_DM = "extend_dm"
+    # The end of an event (closed or expired, any way): the invoker's "access is active" DM is updated to
+    # say so, without its buttons (bot/dm_steps.py)
+    DM_ENDED = "dm_ended"
 
 
 class OutboxEntry(BaseModel):
@@ -289,6 +292,9 @@ class BreakGlassEvent(BaseModel):
     # Slack audit trail: where the audit message lives, and the announcements still owed (the outbox).
     audit_channel: str | None = None
     audit_ts: str | None = None
+    # Where the invoker's "access is active" DM lives (recorded when it is sent), updated when the event ends.
+    dm_channel: str | None = None
+    dm_ts: str | None = None
     outbox: tuple[OutboxEntry, ...] = ()
     outbox_attempts: int = Field(default=0, ge=0)
     outbox_next_at: UtcDatetime | None = None

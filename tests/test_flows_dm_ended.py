@@ -1,0 +1,90 @@
+"""The invoker's "access is active" DM once the event ends: however it ends (the Close modal by the invoker
+or by someone else, `breakglass-admin close`, the scheduler's sweep), the DM is updated (chat.update) to
+say it ended, without its Close/Extend buttons. Over the real HTTP endpoint and the fake Slack Web API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from store import BreakGlassEvent, Status
+from store.model import OutboxKind
+from tests.conftest import Bot
+from tests.test_flows_close import action_ids, dm_texts, expire, invoke, settled, submit_close, wait_until
+
+
+def _close_by(user: str) -> Callable[[Bot, BreakGlassEvent], BreakGlassEvent]:
+    def close(bot: Bot, event: BreakGlassEvent) -> BreakGlassEvent:
+        assert submit_close(bot, event.id, "Replica promoted, done", user=user).status == 200
+        return settled(bot, event.id)
+
+    return close
+
+
+def _close_as_operator(bot: Bot, event: BreakGlassEvent) -> BreakGlassEvent:
+    """What `breakglass-admin close` does: the use case as an operator, then the one pipeline."""
+    bot.runtime.service.close(event.id, by="operator:alice", reason="Replica promoted, done", operator=True)
+    bot.runtime.pipeline.deliver(event.id)
+    return settled(bot, event.id)
+
+
+ENDINGS = {
+    "closed by the invoker": _close_by("U0001"),
+    "closed by an incident commander": _close_by("U0IC"),
+    "closed by an operator": _close_as_operator,
+    "expired by the sweep": expire,
+}
+
+
+def _active_dm(bot: Bot) -> dict:
+    """The invoker's first DM (the "access is active" one) as posted."""
+    first = bot.fake.channel_messages("U0001")[0]
+    assert "is active until" in first["text"] and "close_event" in action_ids(first["blocks"])
+    return first
+
+
+@pytest.mark.parametrize("how", list(ENDINGS))
+def test_the_active_dm_says_the_event_ended_and_loses_its_buttons(bot: Bot, how: str) -> None:
+    event = invoke(bot)
+    posted = _active_dm(bot)
+    # the DM's location is recorded on the event when it is sent
+    assert (event.dm_channel, event.dm_ts) == (posted["channel"], posted["ts"])
+
+    ended = ENDINGS[how](bot, event)
+    assert ended.status in (Status.CLOSED, Status.EXPIRED) and ended.outbox == ()
+
+    updates = [c for c in bot.fake.calls_to("chat.update") if c.params.get("ts") == event.dm_ts]
+    assert len(updates) == 1 and updates[0].ok
+    assert updates[0].params["channel"] == event.dm_channel
+    message = bot.fake.message(posted["channel"], posted["ts"])
+    assert "is active until" not in message["text"] and event.id in message["text"]
+    assert ("expired" if ended.status is Status.EXPIRED else "was closed by") in message["text"]
+    assert action_ids(message["blocks"]) == []  # no Close, no Extend
+    assert bot.fake.invalid_calls == []
+
+
+def test_an_ended_event_whose_dm_is_still_owed_updates_it_once_sent(bot: Bot) -> None:
+    """The end's update waits for the DM it updates: while the DM is still owed (Slack refused it), the
+    update stays owed too; once the DM is sent, the update follows, so no DM keeps its buttons."""
+    bot.fake.fail("chat.postMessage", error="fatal_error", channel="U0001")
+    response = bot.slack.invoke(user="U0001")
+    assert response.status == 200
+    event = bot.store.list_by_invoker("U0001", limit=1).items[0]
+
+    def dm_still_owed() -> BreakGlassEvent | None:
+        ev = bot.store.get(event.id)
+        return ev if ev.audit_ts and ev.owes(OutboxKind.DM_INVOKED) and not ev.outbox_leased else None
+
+    wait_until(dm_still_owed, "the first delivery, with the DM failed")
+    assert dm_texts(bot, "U0001") == []
+    bot.runtime.service.close(event.id, by="U0IC", reason="Incident over, closing it")
+    bot.clock.advance(timedelta(minutes=10))  # past the backoff: the sweep delivers what stays owed
+    bot.runtime.pipeline.deliver_owed()
+    ended = settled(bot, event.id)
+    assert ended.dm_ts is not None
+    message = bot.fake.message(ended.dm_channel or "", ended.dm_ts)
+    assert "was closed by" in message["text"] and action_ids(message["blocks"]) == []
+    assert bot.fake.invalid_calls == []
