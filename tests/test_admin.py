@@ -185,7 +185,12 @@ def test_close_without_slack_leaves_announcements_owed(
     assert closed.status is Status.CLOSED
     assert closed.closed_by == "operator:alice"
     assert closed.closed_reason == "incident over"
-    assert closed.owed_kinds == (OutboxKind.AUDIT_UPDATE, OutboxKind.CLOSE_THREAD, OutboxKind.CLOSE_DM)
+    assert closed.owed_kinds == (
+        OutboxKind.AUDIT_UPDATE,
+        OutboxKind.CLOSE_THREAD,
+        OutboxKind.CLOSE_DM,
+        OutboxKind.DM_ENDED,
+    )
     assert [e.id for e in backend.store.list_owed(now=datetime.now(UTC) + timedelta(seconds=1))] == [event.id]
 
 

@@ -189,7 +189,7 @@ def test_a_failing_audit_post_never_holds_back_the_dm_and_a_failing_dm_never_hol
     bot.idle()
     closed = bot.store.get(event.id)
     assert closed.status is Status.CLOSED and closed.audit_ts
-    assert closed.owed_kinds == (OutboxKind.CLOSE_DM,)
+    assert closed.owed_kinds == (OutboxKind.CLOSE_DM, OutboxKind.DM_ENDED)  # the DMs are retried
     replies = bot.fake.thread(AUDIT, closed.audit_ts)
     assert any("Closed by" in m["text"] for m in replies)
     assert "CLOSED" in header(bot.fake.message(AUDIT, closed.audit_ts)["blocks"])

@@ -230,7 +230,9 @@ def test_invoker_closing_updates_the_audit_message_and_threads_without_a_dm(bot:
     replies = thread_texts(bot, stored)
     assert len(replies) == 1
     assert "<@U0001>" in replies[0] and "Replica promoted, done" in replies[0]
-    assert dm_texts(bot, "U0001") == dms_before  # closing your own access: no DM
+    # closing your own access: no new DM; the "access is active" one now says it was closed
+    (dm,) = dm_texts(bot, "U0001")
+    assert dm != dms_before[0] and "was closed by <@U0001>" in dm
     assert bot.fake.invalid_calls == []
 
 
