@@ -5,14 +5,17 @@ say it ended, without its Close/Extend buttons. Over the real HTTP endpoint and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
 
+from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
+from bot.policy import Policy
 from store import BreakGlassEvent, Status
 from store.model import OutboxKind
-from tests.conftest import Bot
+from tests.conftest import Bot, dynamodb_bot
 from tests.test_flows_close import action_ids, dm_texts, expire, invoke, settled, submit_close, wait_until
 
 
@@ -46,8 +49,25 @@ def _active_dm(bot: Bot) -> dict:
     return first
 
 
+@pytest.fixture
+def ddb_bot(
+    fake: FakeSlack, policy: Policy, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Bot]:
+    with dynamodb_bot(fake, policy, clock, monkeypatch, "dm-ended") as bot:
+        yield bot
+
+
 @pytest.mark.parametrize("how", list(ENDINGS))
 def test_the_active_dm_says_the_event_ended_and_loses_its_buttons(bot: Bot, how: str) -> None:
+    _ends_and_updates_the_dm(bot, how)
+
+
+@pytest.mark.parametrize("how", ["closed by an incident commander", "expired by the sweep"])
+def test_the_active_dm_is_updated_on_dynamodb_too(ddb_bot: Bot, how: str) -> None:
+    _ends_and_updates_the_dm(ddb_bot, how)
+
+
+def _ends_and_updates_the_dm(bot: Bot, how: str) -> None:
     event = invoke(bot)
     posted = _active_dm(bot)
     # the DM's location is recorded on the event when it is sent
