@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 
 from bot.access import Assignment, ExpectedAssignment, UserNotInIdentityStore, make_provider
-from bot.access.identity_center import IdentityCenterProvider, deny_sid
+from bot.access.denies import Deny, denies_of
+from bot.access.identity_center import IdentityCenterProvider
 from bot.policy import AccessPolicy
 from tests.access_fixtures import ACCOUNT, World
 from tests.store_fixtures import T0
@@ -22,6 +23,11 @@ OPERATOR_STATEMENT = {"Sid": "OperatorReadOnly", "Effect": "Allow", "Action": "s
 def statements(world: World) -> list[dict]:
     text = world.inline_policy()
     return json.loads(text)["Statement"] if text else []
+
+
+def denied(world: World) -> list[tuple[str, str]]:
+    """(account, user id) of every deny entry on the permission set."""
+    return [(d.account, d.user_id) for d in denies_of(world.inline_policy())]
 
 
 def test_clients_follow_the_sdk_environment(sso_env: str) -> None:
@@ -87,12 +93,12 @@ def test_revoke_deletes_and_denies_sessions_issued_before(world: World) -> None:
     assert statements(world) == [
         OPERATOR_STATEMENT,  # never dropped
         {
-            "Sid": deny_sid(user_id),
+            "Sid": "BreakglassRevoke0",
             "Effect": "Deny",
             "Action": "*",
             "Resource": "*",
             "Condition": {
-                "StringEquals": {"identitystore:UserId": user_id},
+                "StringEquals": {"identitystore:UserId": user_id, "aws:PrincipalAccount": ACCOUNT},
                 "DateLessThan": {"aws:TokenIssueTime": "2026-03-01T12:30:00Z"},
             },
         },
@@ -139,7 +145,7 @@ def test_different_people_on_one_permission_set_do_not_revoke_each_other(world: 
     world.provider.grant("ev-bob", world.target, bob)
     world.provider.revoke("ev-alice", world.target, alice)
     assert world.assigned_users() == [("USER", bob)]
-    assert [s["Sid"] for s in statements(world)] == [deny_sid(alice)]
+    assert denied(world) == [(ACCOUNT, alice)]
 
 
 def test_another_active_event_on_the_same_assignment_keeps_it(world: World) -> None:
@@ -173,7 +179,8 @@ def test_cleanup_removes_the_deny_after_the_session_duration(world: World) -> No
     # The permission set's sessions last 2 hours (PT2H).
     assert world.provider.cleanup([world.target], T0 + timedelta(hours=1, minutes=59)) == 0
     assert world.provider.cleanup([world.target, world.target], T0 + timedelta(hours=2)) == 1
-    assert [s.get("Sid") for s in statements(world)] == ["OperatorReadOnly", deny_sid(bob)]
+    assert statements(world)[0] == OPERATOR_STATEMENT
+    assert denied(world) == [(ACCOUNT, bob)]
     assert world.provider.cleanup([world.target], T0 + timedelta(hours=3)) == 1
     assert statements(world) == [OPERATOR_STATEMENT]
 
@@ -201,7 +208,7 @@ def test_reconcile_removes_drift_and_regrants_vanished_assignments(world: World)
         ("GROUP", "group-1234", True),
     }
     assert world.assigned_users() == [("USER", alice)]
-    assert [s["Sid"] for s in statements(world)] == [deny_sid(rogue)]  # the rogue's sessions end too
+    assert denied(world) == [(ACCOUNT, rogue)]  # the rogue's sessions end too
 
     world.sso.delete_account_assignment(  # alice's assignment vanishes behind breakglass's back
         InstanceArn=world.instance_arn,
@@ -245,3 +252,32 @@ def test_reconcile_keeps_standing_access_of_active_events(world: World) -> None:
     report = world.provider.reconcile([world.target], expected)
     assert report.clean and report.targets_checked == 1
     assert world.assigned_users() == [("USER", user_id)]
+
+
+ACCOUNT_B = "444455556666"
+
+
+def test_a_revoke_denies_only_the_revoked_accounts_sessions(world: World) -> None:
+    """One person, two profiles sharing the permission set on two accounts: closing prod-a must not cut the
+    sessions of their still-active prod-b event (the permission set's inline policy serves both accounts)."""
+    alice, _ = world.user("alice")
+    prod_a = world.target
+    prod_b = prod_a.model_copy(update={"account": ACCOUNT_B})
+    world.provider.grant("ev-a", prod_a, alice)
+    world.provider.grant("ev-b", prod_b, alice)
+    world.clock.advance(timedelta(minutes=10))
+    world.provider.revoke("ev-a", prod_a, alice)
+    assert world.assigned_users(prod_a) == [] and world.assigned_users(prod_b) == [("USER", alice)]
+    ((deny),) = [s for s in statements(world) if s["Effect"] == "Deny"]
+    assert deny["Condition"]["StringEquals"] == {
+        "identitystore:UserId": alice,
+        "aws:PrincipalAccount": ACCOUNT,
+    }
+    assert world.provider.inspect(prod_a, alice).denied_sessions_issued_before == T0 + timedelta(minutes=10)
+    assert world.provider.inspect(prod_b, alice).denied_sessions_issued_before is None
+    world.clock.advance(timedelta(minutes=10))
+    world.provider.revoke("ev-b", prod_b, alice)
+    assert denies_of(world.inline_policy()) == [
+        Deny(account=ACCOUNT, user_id=alice, issued_before=T0 + timedelta(minutes=10)),
+        Deny(account=ACCOUNT_B, user_id=alice, issued_before=T0 + timedelta(minutes=20)),
+    ]
