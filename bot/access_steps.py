@@ -162,8 +162,9 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
                 receipt = pipeline.access.grant(
                     event.id, target_of(access), access.user_id, first_attempt=False
                 )
-            if not access.pre_existing and _recently_denied(pipeline, event):
-                # the old event's deny reaches past now by the clock-skew margin: not into the new sessions
+            if not access.pre_existing:
+                # A deny of this person on this account may reach past now (an old event's clock-skew margin,
+                # or a merge to a later bound to fit IAM's quota): never into the new sessions.
                 pipeline.access.allow_sessions_from(target_of(access), access.user_id, receipt.completed_at)
         except AccessError as exc:
             _failed(pipeline, event, "grant", exc)
@@ -187,21 +188,6 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
         },
     )
     return {}
-
-
-def _recently_denied(pipeline: Pipeline, event: BreakGlassEvent) -> bool:
-    """Did one of this person's recent events deny sessions of this assignment until after now?"""
-    assert event.access is not None
-    now = pipeline.clock.now()
-    mine = assignment_of(event.access)
-    return any(
-        e.id != event.id
-        and _same(e.access, mine)
-        and e.access is not None
-        and e.access.sessions_issued_before is not None
-        and e.access.sessions_issued_before > now
-        for e in pipeline.store.list_by_invoker(event.invoker, limit=10).items
-    )
 
 
 def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:

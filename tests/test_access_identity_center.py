@@ -4,12 +4,14 @@ grant, revoke with the session deny, standing access, overlapping events, cleanu
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import random
+import uuid
+from datetime import datetime, timedelta
 
 import pytest
 
 from bot.access import Assignment, ExpectedAssignment, UserNotInIdentityStore, make_provider
-from bot.access.denies import Deny, denies_of
+from bot.access.denies import ROLE_POLICY_LIMIT, Deny, DenyPolicy, denies_of, not_denied, quota_length
 from bot.access.identity_center import IdentityCenterProvider
 from bot.policy import AccessPolicy
 from tests.access_fixtures import ACCOUNT, World
@@ -281,3 +283,49 @@ def test_a_revoke_denies_only_the_revoked_accounts_sessions(world: World) -> Non
         Deny(account=ACCOUNT, user_id=alice, issued_before=T0 + timedelta(minutes=10)),
         Deny(account=ACCOUNT_B, user_id=alice, issued_before=T0 + timedelta(minutes=20)),
     ]
+
+
+def test_200_revokes_in_one_session_duration_stay_denied_within_the_quota(world: World) -> None:
+    """60 people on two accounts take and lose access 200 times inside one session duration (2 h), up to 8
+    of them holding access at once, next to an operator's statement of ~2,000 characters: after every revoke the written policy stays within IAM's
+    10,240 non-whitespace characters, every revoked session stays denied in its account, and nobody's live
+    access (granted again after a revoke) is denied by a merged statement."""
+    rng = random.Random(20)
+    operator = {**OPERATOR_STATEMENT, "Resource": [f"arn:aws:s3:::bucket-{i:04d}/*" for i in range(70)]}
+    world.put_inline_policy(json.dumps({"Version": "2012-10-17", "Statement": [operator]}, indent=2))
+    assert 1_900 < quota_length(json.dumps(operator)) < 2_300
+    people = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(60)]
+    accounts = [ACCOUNT, ACCOUNT_B]
+    live: dict[tuple[str, str], datetime] = {}  # (account, person) -> granted at
+    revoked: list[Deny] = []
+    merged_at_least_once = False
+    while len(revoked) < 200:
+        world.clock.advance(timedelta(seconds=15))
+        if len(live) >= 8 or (live and rng.random() < 0.5):
+            account, person = rng.choice(sorted(live))
+        else:
+            account, person = rng.choice(accounts), rng.choice(people)
+        target = world.target.model_copy(update={"account": account})
+        if (account, person) in live:
+            receipt = world.provider.revoke(f"ev-{len(revoked)}", target, person)
+            assert receipt.sessions_issued_before is not None
+            revoked.append(Deny(account, person, receipt.sessions_issued_before))
+            del live[(account, person)]
+            text = world.inline_policy()
+            assert quota_length(text) <= ROLE_POLICY_LIMIT
+            assert not_denied(text, revoked) == []
+            exact = len({(d.account, d.user_id) for d in revoked})
+            merged_at_least_once |= (
+                sum(1 for s in json.loads(text)["Statement"] if s["Effect"] == "Deny") < exact
+            )
+        else:
+            granted = world.provider.grant(f"ev-{person}-{account}", target, person)
+            world.provider.allow_sessions_from(target, person, granted.completed_at)
+            live[(account, person)] = granted.completed_at
+        policy = DenyPolicy.parse(world.inline_policy())
+        for (acct, who), granted_at in live.items():
+            bound = policy.bound(acct, who)
+            assert bound is None or bound <= granted_at, "a live session would be denied"
+    assert world.clock.now() - T0 < timedelta(hours=2)  # all inside one session duration
+    assert merged_at_least_once
+    assert operator in statements(world)

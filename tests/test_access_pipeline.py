@@ -25,7 +25,7 @@ from bot.service import InvokeRequest
 from store import Status
 from store.model import EventAccess, OutboxKind
 from store.sqlite import SQLiteStore
-from tests.access_world import Aws
+from tests.access_world import ACCOUNT, Aws
 from tests.conftest import Bot, make_bot
 from tests.test_flows_close import settled, submit_close
 from tests.test_lambda import (
@@ -478,3 +478,26 @@ def test_what_the_grant_saw_is_recorded_before_it_creates_so_a_retry_owns_its_as
     submit_close(access_bot, event_id, "Replica promoted, done")
     settled(access_bot, event_id)
     assert aws.assigned() == []
+
+
+def test_a_grant_pulls_back_a_deny_merged_later_than_its_own_revoke(access_bot: Bot, aws: Aws) -> None:
+    """To fit IAM's quota, a person's deny can be merged to a later bound than their own revoke (another
+    person's). Their next grant must pull it back, though their stored receipt says the deny ended earlier."""
+    from bot.access.denies import DenyPolicy
+
+    first = invoke(access_bot)
+    settled(access_bot, first)
+    submit_close(access_bot, first, "Done with the first attempt")
+    old = settled(access_bot, first)
+    assert old.access is not None and old.access.sessions_issued_before is not None
+    merged = DenyPolicy.parse(aws.inline_policy())
+    later = access_bot.clock.now() + timedelta(minutes=3)
+    merged.add(ACCOUNT, aws.users["U0001"], later)  # as a merge with a later revoke's group would
+    aws.sso.put_inline_policy_to_permission_set(
+        InstanceArn=aws.instance_arn, PermissionSetArn=aws.permission_set, InlinePolicy=merged.render()
+    )
+    access_bot.clock.advance(timedelta(minutes=1))
+    second = invoke(access_bot)
+    settled(access_bot, second)
+    assert old.access.sessions_issued_before < access_bot.clock.now() < later
+    assert aws.deny_of("U0001") == access_bot.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")

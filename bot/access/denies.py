@@ -18,10 +18,10 @@ the written policy inside it:
    before them can still be alive);
 2. entries of one account with the same bound share a statement (a list of user ids), and statements with the
    same people and bound share one across accounts (a list of accounts): both are exact;
-3. while the policy is still too long, the two groups of one account whose bounds are closest are merged at
-   the *later* bound. That denies the earlier group's people a little longer than their revoke, which is safe
-   only for people who hold no assignment on that account now (they have no session issued after their
-   revoke): ``movable`` says who. A person granted again later gets their entry pulled back to the grant
+3. while the policy is still too long, the people of one account's group are moved to the next *later*
+   bound of that account (the two closest bounds first). That denies them a little longer than their revoke,
+   which is safe only for people who hold no assignment on that account now (they have no session issued
+   after their revoke): ``movable`` says who; the others stay where they are. A person granted again later gets their entry pulled back to the grant
    (``allow_sessions_from``), which again goes through :func:`fit`;
 4. when nothing more can be merged, :class:`DenyQuotaExceeded` (a permanent, announced failure): never a
    silent skip and never a deny that AWS would refuse.
@@ -215,7 +215,8 @@ class DenyPolicy:
         return text
 
     def _merge_closest(self, movable: Callable[[str, str], bool]) -> bool:
-        """Merge one account's two groups whose bounds are closest, at the later bound. False: none left."""
+        """Move the movable people of one account's group to that account's next later group, choosing the
+        two bounds that are closest. False: nobody can be moved."""
         best: tuple[timedelta, str, datetime, datetime] | None = None
         by_account: dict[str, dict[datetime, list[str]]] = {}
         for (account, user), bound in self.entries.items():
@@ -223,18 +224,17 @@ class DenyPolicy:
         for account, groups in by_account.items():
             if account == ALL_ACCOUNTS:
                 continue
-            bounds = sorted(groups)
-            for earlier, later in pairwise(bounds):
-                if not all(movable(account, user) for user in groups[earlier]):
+            for earlier, later in pairwise(sorted(groups)):
+                if not any(movable(account, user) for user in groups[earlier]):
                     continue
-                gap = later - earlier
-                if best is None or gap < best[0]:
-                    best = (gap, account, earlier, later)
+                if best is None or later - earlier < best[0]:
+                    best = (later - earlier, account, earlier, later)
         if best is None:
             return False
         _, account, earlier, later = best
         for user in by_account[account][earlier]:
-            self.entries[(account, user)] = later
+            if movable(account, user):
+                self.entries[(account, user)] = later
         return True
 
 

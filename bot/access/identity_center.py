@@ -21,6 +21,7 @@ Clients follow the SDK conventions: region from ``AWS_REGION`` (then ``AWS_DEFAU
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -47,8 +48,10 @@ from bot.access.base import (
     UserNotInIdentityStore,
     no_holders,
 )
-from bot.access.denies import DENY_SID_PREFIX, DenyPolicy, load_policy_document
+from bot.access.denies import DENY_SID_PREFIX, DenyPolicy, DenyQuotaExceeded, load_policy_document
 from bot.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DENY_SID_PREFIX",
@@ -371,9 +374,17 @@ class IdentityCenterProvider:
 
         return movable
 
+    def read_inline_policy(self, permission_set: str) -> str:
+        """The permission set's inline policy as AWS holds it ("" when there is none)."""
+        return self._read_policy(permission_set, [])
+
     def _write_denies(self, permission_set: str, policy: DenyPolicy, request_ids: list[str]) -> None:
         """Write ``policy`` within the quota (merging only people who hold no assignment now)."""
-        text = policy.fit(movable=self._movable(permission_set, request_ids))
+        try:
+            text = policy.fit(movable=self._movable(permission_set, request_ids))
+        except DenyQuotaExceeded as exc:
+            log.error("revoked sessions NOT denied on %s: %s", permission_set, exc.message)
+            raise
         self._write_policy(permission_set, text, request_ids)
 
     def _deny_sessions(self, target: Target, user_id: str, issued_before: datetime, ids: list[str]) -> None:
