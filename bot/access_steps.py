@@ -39,7 +39,7 @@ from bot.access import (
     ReconcileReport,
     Target,
 )
-from store import BreakGlassEvent, mutate
+from store import BreakGlassEvent, EventNotFound, mutate
 from store.model import EventAccess, OutboxKind
 
 if TYPE_CHECKING:
@@ -316,6 +316,45 @@ def expected_assignments(pipeline: Pipeline) -> list[ExpectedAssignment]:
     return list(expected.values())
 
 
+def regrant_vanished(pipeline: Pipeline, report: ReconcileReport) -> ReconcileReport:
+    """Grant again what the drift check found vanished, each under its assignment's lock and only if the
+    event, read again under that lock (after the listing), still owes it: an event closed and revoked while
+    the check listed is never granted again (the check's first read of the events is stale by then)."""
+    from bot.pipeline import DeliveryFailed
+
+    regranted = list(report.regranted)
+    missing: list[ExpectedAssignment] = []
+    errors = list(report.errors)
+    for item in report.missing:
+        try:
+            event = pipeline.store.get(item.event_id)
+        except EventNotFound:
+            continue
+        access = event.access
+        if access is None or event.status.ended or access.revoked_at is not None:
+            continue
+        if assignment_of(access) != item.assignment:
+            continue
+        try:
+            with assignment_lock(pipeline, access):
+                event = pipeline.store.get(item.event_id)
+                access = event.access
+                if access is None or event.status.ended or access.revoked_at is not None:
+                    continue
+                regranted.append(
+                    pipeline.access.grant(event.id, target_of(access), access.user_id, first_attempt=False)
+                )
+        except AccessError as exc:
+            errors.append(f"re-granting {item.event_id}: {describe(exc)}")
+            missing.append(item)
+        except DeliveryFailed as exc:  # a grant or revoke holds the lock: the next check looks again
+            errors.append(f"re-granting {item.event_id}: {exc}")
+            missing.append(item)
+    return report.model_copy(
+        update={"regranted": tuple(regranted), "missing": tuple(missing), "errors": tuple(errors)}
+    )
+
+
 def managed_targets(pipeline: Pipeline) -> list[Target]:
     return list(
         dict.fromkeys(
@@ -332,8 +371,9 @@ def reconcile(pipeline: Pipeline, now: datetime) -> ReconcileReport | None:
     if pipeline.access.name == "none" or not targets:
         return None
     report = pipeline.access.reconcile(
-        targets, expected_assignments(pipeline), regrant=True, confirm=lambda: expected_assignments(pipeline)
+        targets, expected_assignments(pipeline), regrant=False, confirm=lambda: expected_assignments(pipeline)
     )
+    report = regrant_vanished(pipeline, report)
     try:
         removed = pipeline.access.cleanup(targets, now)
         if removed:

@@ -501,3 +501,41 @@ def test_a_grant_pulls_back_a_deny_merged_later_than_its_own_revoke(access_bot: 
     settled(access_bot, second)
     assert old.access.sessions_issued_before < access_bot.clock.now() < later
     assert aws.deny_of("U0001") == access_bot.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_the_drift_check_never_grants_again_an_event_closed_while_it_listed(
+    access_bot: Bot, aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check reads the events (active), then lists the target slowly; meanwhile the event is closed
+    and revoked. Re-granting from the first read would give the closed event its access back until the next
+    check: the re-grant reads the event again under the assignment lock, after the listing."""
+    event_id = invoke(access_bot)
+    settled(access_bot, event_id)
+    aws.sso.delete_account_assignment(  # vanished behind breakglass's back: the check will want it back
+        InstanceArn=aws.instance_arn,
+        TargetId=ACCOUNT,
+        TargetType="AWS_ACCOUNT",
+        PermissionSetArn=aws.permission_set,
+        PrincipalType="USER",
+        PrincipalId=aws.users["U0001"],
+    )
+    provider = access_bot.runtime.pipeline.access
+    assert isinstance(provider, IdentityCenterProvider)
+    real_list = provider._list_assignments
+    closed_during_listing = []
+
+    def slow_listing(target: Any, request_ids: list[str]) -> list[dict[str, Any]]:
+        listed = real_list(target, request_ids)
+        if not closed_during_listing:  # while this listing is "in flight", the event ends and is revoked
+            closed_during_listing.append(True)
+            access_bot.service.close(event_id, by="U0001", reason="Incident over, closing")
+            access_bot.runtime.pipeline.deliver(event_id)
+            assert access_bot.store.get(event_id).access.revoked_at is not None
+        return listed
+
+    monkeypatch.setattr(provider, "_list_assignments", slow_listing)
+    access_bot.runtime.scheduler.sweep()
+    assert closed_during_listing
+    assert access_bot.store.get(event_id).status is Status.CLOSED
+    assert aws.assigned() == []  # not granted again
+    assert not any(f"{event_id}`'s assignment had vanished" in t for t in texts(access_bot, "C0AUDIT"))
