@@ -176,6 +176,7 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
         OutboxKind.GRANT_RECEIPT_DM,
         grant_requested_at=receipt.requested_at,
         granted_at=receipt.completed_at,
+        permission_set_name=receipt.permission_set_name or access.permission_set_name,
         failure=None,
     )
     log.info(

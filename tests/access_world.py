@@ -61,6 +61,14 @@ class Aws:
     def target(self) -> Target:
         return Target(account=ACCOUNT, permission_set=self.permission_set)
 
+    @property
+    def permission_set_name(self) -> str:
+        return str(
+            self.sso.describe_permission_set(
+                InstanceArn=self.instance_arn, PermissionSetArn=self.permission_set
+            )["PermissionSet"]["Name"]
+        )
+
     def policy_text(self, **extra: str) -> str:
         return access_policy_text(self.instance_arn, self.identity_store_id, self.permission_set, **extra)
 

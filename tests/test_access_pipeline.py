@@ -75,12 +75,15 @@ def test_invoke_grants_the_assignment_with_a_receipt_in_the_thread_and_the_dm(
     event_id = invoke(access_bot)
     event = settled(access_bot, event_id)
     assert aws.assigned() == [aws.users["U0001"]]
+    assert event.access is not None and event.access.permission_set_name  # read at grant: binds the digest
+    assert aws.permission_set_name == event.access.permission_set_name
     assert event.access == EventAccess(
         provider="identity-center",
         account="111122223333",
         permission_set=aws.permission_set,
         user_id=aws.users["U0001"],
         email="alice@example.com",
+        permission_set_name=event.access.permission_set_name,
         pre_existing=False,
         grant_requested_at=access_bot.clock.now(),
         granted_at=access_bot.clock.now(),

@@ -147,14 +147,21 @@ def test_grant_polls_in_progress_until_succeeded(stubbed: Stubbed) -> None:
     }
     stubbed.ok("describe_account_assignment_creation_status", creation("IN_PROGRESS"), status_params)
     stubbed.ok("describe_account_assignment_creation_status", creation("SUCCEEDED"), status_params)
+    stubbed.ok(
+        "describe_permission_set",
+        {"PermissionSet": {"Name": "BreakGlassAdmin"}},
+        {"InstanceArn": INSTANCE, "PermissionSetArn": PS},
+    )
     receipt = stubbed.provider.grant("ev1", TARGET, USER)
     assert stubbed.sleeps == [2.0, 2.0]
     assert receipt.took == timedelta(seconds=4)
+    assert receipt.permission_set_name == "BreakGlassAdmin"  # the digest counts only its role's calls
     assert receipt.request_ids == (
         "req-list_account_assignments",
         "req-create_account_assignment",
         "req-describe_account_assignment_creation_status",
         "req-describe_account_assignment_creation_status",
+        "req-describe_permission_set",
     )
 
 
@@ -179,7 +186,9 @@ def test_conflict_is_retried_with_backoff_then_succeeds(stubbed: Stubbed) -> Non
     stubbed.error("create_account_assignment", "ConflictException", 409, "another operation is in progress")
     stubbed.error("create_account_assignment", "ConflictException", 409)
     stubbed.ok("create_account_assignment", creation("SUCCEEDED"), ASSIGNMENT_PARAMS)
+    stubbed.error("describe_permission_set", "AccessDeniedException", 400)  # the grant stands without it
     receipt = stubbed.provider.grant("ev1", TARGET, USER)
+    assert receipt.permission_set_name is None
     assert stubbed.sleeps == [0.5, 1.0]
     assert receipt.assignment == Assignment.of(TARGET, USER)
 
@@ -200,6 +209,7 @@ def test_server_errors_are_transient(stubbed: Stubbed) -> None:
     stubbed.not_assigned()
     stubbed.error("create_account_assignment", "InternalServerException", 500)
     stubbed.ok("create_account_assignment", creation("SUCCEEDED"))
+    stubbed.ok("describe_permission_set", {"PermissionSet": {"Name": "BreakGlassAdmin"}})
     stubbed.provider.grant("ev1", TARGET, USER)
     assert stubbed.sleeps == [0.5]
 

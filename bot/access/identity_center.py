@@ -347,7 +347,7 @@ class IdentityCenterProvider:
             request_ids,
         )
 
-    def _session_lifetime(self, permission_set: str, request_ids: list[str]) -> timedelta:
+    def _describe_permission_set(self, permission_set: str, request_ids: list[str]) -> dict[str, Any]:
         described = self._call(
             self.sso,
             "describe_permission_set",
@@ -355,7 +355,18 @@ class IdentityCenterProvider:
             InstanceArn=self.instance_arn,
             PermissionSetArn=permission_set,
         )
-        return parse_session_duration(described["PermissionSet"].get("SessionDuration"))
+        return dict(described.get("PermissionSet") or {})
+
+    def permission_set_name(self, permission_set: str, request_ids: list[str] | None = None) -> str | None:
+        """The permission set's name (its role is ``AWSReservedSSO_<name>_<hash>`` in each account)."""
+        name = self._describe_permission_set(permission_set, [] if request_ids is None else request_ids).get(
+            "Name"
+        )
+        return str(name) if name else None
+
+    def _session_lifetime(self, permission_set: str, request_ids: list[str]) -> timedelta:
+        described = self._describe_permission_set(permission_set, request_ids)
+        return parse_session_duration(described.get("SessionDuration"))
 
     def _movable(self, permission_set: str, request_ids: list[str]) -> Callable[[str, str], bool]:
         """Who may have their deny merged to a later bound: people with no assignment on that account now
@@ -442,15 +453,27 @@ class IdentityCenterProvider:
             pre_existing = first_attempt and not others
         else:
             self._create(assignment, request_ids)
+        completed_at = self.clock.now()
+        name = self._name_for_receipt(target.permission_set, request_ids)
         return GrantReceipt(
             provider=self.name,
             event_id=event_id,
             assignment=assignment,
             requested_at=requested_at,
-            completed_at=self.clock.now(),
+            completed_at=completed_at,
             pre_existing=pre_existing,
             request_ids=tuple(request_ids),
+            permission_set_name=name,
         )
+
+    def _name_for_receipt(self, permission_set: str, request_ids: list[str]) -> str | None:
+        """The permission set's name for the grant receipt; the access is granted already, so a failure
+        here only loses the digest's exact role binding (it then takes any Identity Center role)."""
+        try:
+            return self.permission_set_name(permission_set, request_ids)
+        except (TransientAccessError, PermanentAccessError) as exc:
+            log.warning("could not read the name of %s: %s", permission_set, exc.message)
+            return None
 
     def revoke(
         self, event_id: str, target: Target | None, user_id: str | None, *, pre_existing: bool = False
