@@ -19,6 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot import access_steps
 from bot.access import AccessProvider, make_provider
+from bot.access.policy_lock import StorePolicyLock
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
@@ -169,6 +170,7 @@ def create_app(
         clock=clock,
         poll_timeout=ACCESS_POLL_TIMEOUT,
         deny_margin=SKEW_BOUND,
+        policy_lock=StorePolicyLock(store, clock),
     )
     service = BreakGlassService(
         store=store,

@@ -7,6 +7,7 @@ import json
 import random
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +75,9 @@ def test_grant_assigns_and_returns_a_receipt(world: World) -> None:
     assert receipt.requested_at == receipt.completed_at == T0  # moto answers SUCCEEDED at once
     assert receipt.took == timedelta(0)
     assert receipt.pre_existing is False
-    assert len(receipt.request_ids) == 2  # ListAccountAssignments, CreateAccountAssignment
+    # ListAccountAssignments, CreateAccountAssignment, DescribePermissionSet (its name binds the digest)
+    assert len(receipt.request_ids) == 3
+    assert receipt.permission_set_name is not None and receipt.permission_set_name.startswith("breakglass-")
     # A retried grant (after a crash) finds its assignment and does not create a second one.
     again = world.provider.grant("ev1", world.target, user_id, first_attempt=False)
     assert again.pre_existing is False
@@ -329,3 +332,48 @@ def test_200_revokes_in_one_session_duration_stay_denied_within_the_quota(world:
     assert world.clock.now() - T0 < timedelta(hours=2)  # all inside one session duration
     assert merged_at_least_once
     assert operator in statements(world)
+
+
+def test_concurrent_revokes_on_one_permission_set_never_drop_each_others_deny(
+    world: World, tmp_path: Path
+) -> None:
+    """Two replicas revoke two people on one permission set at once: each reads the inline policy, adds its
+    deny and writes. Without one writer at a time the later write drops the earlier deny (that person's
+    sessions stay alive); with the store's policy lock the second writer waits, or fails and is retried."""
+    from bot.access.base import TransientAccessError
+    from bot.access.policy_lock import StorePolicyLock
+    from store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "locks.db")
+    alice, _ = world.user("alice")
+    bob, _ = world.user("bob")
+
+    def replica() -> IdentityCenterProvider:
+        return IdentityCenterProvider(
+            world.instance_arn,
+            world.identity_store_id,
+            clock=world.clock,
+            sleep=world.clock.advance,
+            policy_lock=StorePolicyLock(store, world.clock, wait=0.3, poll=0.05),
+        )
+
+    first, second = replica(), replica()
+    real_read = first._read_policy
+    raced: list[str] = []
+
+    def read_then_race(permission_set: str, request_ids: list[str]) -> str:
+        text = real_read(permission_set, request_ids)
+        if not raced:  # between the first replica's read and its write, the second revokes bob
+            try:
+                second.revoke("ev-bob", world.target, bob)
+                raced.append("written")
+            except TransientAccessError:
+                raced.append("waited")
+        return text
+
+    first._read_policy = read_then_race  # type: ignore[method-assign]
+    first.revoke("ev-alice", world.target, alice)
+    assert raced == ["waited"]
+    second.revoke("ev-bob", world.target, bob)  # the pipeline's retry
+    assert denied(world) == sorted([(ACCOUNT, alice), (ACCOUNT, bob)])
+    store.disconnect()

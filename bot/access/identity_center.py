@@ -49,6 +49,7 @@ from bot.access.base import (
     no_holders,
 )
 from bot.access.denies import DENY_SID_PREFIX, DenyPolicy, DenyQuotaExceeded, load_policy_document
+from bot.access.policy_lock import PolicyLock, no_policy_lock
 from bot.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class IdentityCenterProvider:
         poll_interval: float = 1.0,
         poll_timeout: timedelta = timedelta(minutes=5),
         deny_margin: timedelta = timedelta(0),
+        policy_lock: PolicyLock = no_policy_lock,
     ) -> None:
         if sso_admin is None or identitystore is None:
             default_sso, default_ids = make_clients()
@@ -169,6 +171,8 @@ class IdentityCenterProvider:
         # The deny covers sessions issued up to this long after the deletion as the bot's clock sees it, so
         # that a bot clock behind AWS's (within this margin) still denies every session issued before it.
         self.deny_margin = deny_margin
+        # Held around every read-modify-write of a permission set's inline policy (bot.access.policy_lock).
+        self.policy_lock = policy_lock
 
     # -- calls ----------------------------------------------------------------------------------------
 
@@ -402,10 +406,11 @@ class IdentityCenterProvider:
         """Deny ``user_id``'s sessions in ``target``'s account issued before ``issued_before``; denies whose
         sessions cannot be alive any more are dropped in the same write."""
         lifetime = self._session_lifetime(target.permission_set, ids)
-        policy = DenyPolicy.parse(self._read_policy(target.permission_set, ids))
-        policy.drop_expired(self.clock.now(), lifetime)
-        policy.add(target.account, user_id, issued_before)
-        self._write_denies(target.permission_set, policy, ids)
+        with self.policy_lock(target.permission_set):
+            policy = DenyPolicy.parse(self._read_policy(target.permission_set, ids))
+            policy.drop_expired(self.clock.now(), lifetime)
+            policy.add(target.account, user_id, issued_before)
+            self._write_denies(target.permission_set, policy, ids)
 
     # -- the protocol ---------------------------------------------------------------------------------
 
@@ -519,10 +524,11 @@ class IdentityCenterProvider:
         """Pull the person's deny in ``target``'s account back to ``moment`` if it reaches past it (see the
         protocol). Sessions denied by it were issued before the revoke, which came before ``moment``."""
         request_ids: list[str] = []
-        policy = DenyPolicy.parse(self._read_policy(target.permission_set, request_ids))
-        if not policy.pull_back(target.account, user_id, moment):
-            return False
-        self._write_denies(target.permission_set, policy, request_ids)
+        with self.policy_lock(target.permission_set):
+            policy = DenyPolicy.parse(self._read_policy(target.permission_set, request_ids))
+            if not policy.pull_back(target.account, user_id, moment):
+                return False
+            self._write_denies(target.permission_set, policy, request_ids)
         return True
 
     def is_assigned(self, target: Target, user_id: str) -> bool:
@@ -644,13 +650,11 @@ class IdentityCenterProvider:
         for permission_set in dict.fromkeys(t.permission_set for t in targets):
             request_ids: list[str] = []
             lifetime = self._session_lifetime(permission_set, request_ids)
-            text = self._read_policy(permission_set, request_ids)
-            if not text.strip():
-                continue
-            policy = DenyPolicy.parse(text)
-            dropped = policy.drop_expired(now, lifetime)
-            if not dropped:
-                continue
+            with self.policy_lock(permission_set):
+                text = self._read_policy(permission_set, request_ids)
+                policy = DenyPolicy.parse(text)
+                dropped = policy.drop_expired(now, lifetime) if text.strip() else 0
+                if dropped:
+                    self._write_policy(permission_set, policy.render(), request_ids)
             removed += dropped
-            self._write_policy(permission_set, policy.render(), request_ids)
         return removed
