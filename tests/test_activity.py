@@ -40,6 +40,7 @@ from tests.fake_cloudtrail import (
     HOSTILE,
     FakeCloudTrail,
     bulk_records,
+    identity_center_access,
     session_records,
     sso_record,
 )
@@ -802,18 +803,8 @@ def test_active_event_window_ends_now(fake: FakeCloudTrail, clock: FakeTime, lim
 # -- evidence bound to the person and the role ---------------------------------------------------------------
 
 
-def ic_event(email: str = ALICE, permission_set_name: str | None = "BreakGlassAdmin") -> BreakGlassEvent:
-    from store.model import EventAccess
-
-    access = EventAccess(
-        provider="identity-center",
-        account=ACCOUNT,
-        permission_set="arn:aws:sso:::permissionSet/ssoins-0123456789abcdef/ps-0123456789abcdef",
-        user_id="9067d8b1-1111-2222-3333-444455556666",
-        email=email,
-        permission_set_name=permission_set_name,
-        pre_existing=False,
-    )
+def ic_event(email: str = ALICE) -> BreakGlassEvent:
+    access = identity_center_access(email)
     event = make_event(invoker="U0001", profile="sandbox", now=T0, slack_user_id="U0001", access=access)
     return event.close(by="U0IC", reason="incident over", now=CLOSED)
 

@@ -456,18 +456,11 @@ def test_identity_center_sessions_are_looked_up_by_the_identity_stored_at_invoke
     from slack_sdk import WebClient
 
     from bot.evidence import activity_target, session_names
-    from store.model import EventAccess
+    from tests.fake_cloudtrail import identity_center_access
     from tests.harness import BOT_TOKEN
     from tests.store_fixtures import T0, make_event
 
-    access = EventAccess(
-        provider="identity-center",
-        account="123456789012",
-        permission_set="arn:aws:sso:::permissionSet/ssoins-0123456789abcdef/ps-0123456789abcdef",
-        user_id="9067d8b1-1111-2222-3333-444455556666",
-        email="alice@example.com",
-        permission_set_name="BreakGlassAdmin",
-    )
+    access = identity_center_access("alice@example.com")
     fake.add_user("U0001", email="mallory@example.com")  # changed after the event
     client = WebClient(token=BOT_TOKEN, base_url=fake.url)
     slack_id = make_event(invoker="U0001", profile="sandbox", now=T0, slack_user_id="U0001", access=access)
