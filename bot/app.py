@@ -27,6 +27,7 @@ from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
 from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
 from bot.policy import Policy, PolicyError, load_policy, unheld_roles
+from bot.revoke_deadline import RevocationCheck
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
@@ -265,6 +266,7 @@ def create_app(
     checks.add("scheduler", lambda: CheckResult(True, detail={"running": scheduler.running}))
     checks.add("clock", skew.check)
     checks.add("audit_channel", pipeline.audit_channels.check)
+    checks.add("revocations", RevocationCheck(pipeline))
     return BreakglassApp(
         bolt=bolt, context=context, scheduler=scheduler, store=store, settings=settings, checks=checks
     )

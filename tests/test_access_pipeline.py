@@ -9,6 +9,7 @@ identity-store user is refused before anything is stored."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -542,3 +543,50 @@ def test_the_drift_check_never_grants_again_an_event_closed_while_it_listed(
     assert access_bot.store.get(event_id).status is Status.CLOSED
     assert aws.assigned() == []  # not granted again
     assert not any(f"{event_id}`'s assignment had vanished" in t for t in texts(access_bot, "C0AUDIT"))
+
+
+def test_a_revoke_nobody_attempts_past_its_deadline_alarms_once_and_degrades_health(
+    access_bot: Bot, aws: Aws, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A revoke that never fails but never runs (here: its assignment lock held by a dead holder) used to
+    be silent. Past its deadline (ended + sweep interval + 10 s) it alarms: the thread and every security
+    member, one ERROR line, and /healthz degraded until the revoke is done."""
+    from bot.revoke_deadline import REVOKE_DEADLINE
+    from tests.test_audit_channel import health
+
+    event_id = invoke(access_bot)
+    event = settled(access_bot, event_id)
+    assert event.access is not None
+    lock = f"access-lock:{ACCOUNT}:{aws.permission_set}:{event.access.user_id}"
+    assert access_bot.store.claim(lock, now=access_bot.clock.now(), hold=timedelta(minutes=10))
+    submit_close(access_bot, event_id, "Replica promoted, done")
+    access_bot.idle()
+    assert access_bot.store.get(event_id).owes(OutboxKind.ACCESS_REVOKE)
+
+    def alarms() -> tuple[int, int]:
+        thread = [t for t in texts(access_bot, "C0AUDIT", event.audit_ts) if "NOT revoked" in t]
+        dms = [t for t in texts(access_bot, "U0SECA") if "is failing" in t]
+        return len(thread), len(dms)
+
+    access_bot.clock.advance(timedelta(seconds=30))  # within the deadline: nothing yet
+    assert access_bot.runtime.scheduler.sweep()["revokes_overdue"] == 0
+    assert alarms() == (0, 0) and health(access_bot)[1]["status"] == "ok"
+
+    access_bot.clock.advance(REVOKE_DEADLINE + timedelta(seconds=1))
+    with caplog.at_level(logging.ERROR):
+        assert access_bot.runtime.scheduler.sweep()["revokes_overdue"] == 1
+    assert alarms() == (1, 1)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "AWS access revoke overdue: the revoke is still not done 1 s after its deadline; the assignment "
+        "may still exist and the sessions are not denied"
+    ]
+    status, body = health(access_bot)
+    assert status == 200 and body["status"] == "degraded"
+    assert body["checks"]["revocations"]["overdue_revokes"] == [event_id]
+    assert access_bot.runtime.scheduler.sweep()["revokes_overdue"] == 0  # once per event
+    assert alarms() == (1, 1)
+
+    access_bot.store.finish_claim(lock, until=access_bot.clock.now())  # the lock frees: the revoke runs
+    retry_later(access_bot, timedelta(minutes=2))
+    assert access_bot.store.get(event_id).access.revoked_at is not None
+    assert aws.assigned() == []
