@@ -184,18 +184,15 @@ class DenyPolicy:
             del self.entries[key]
         return len(expired)
 
-    def render(self, groups: list[tuple[datetime, list[str], list[str]]] | None = None) -> str:
+    def render(self) -> str:
         """The policy as written: operator statements first, then ours (compact JSON). Empty: no policy."""
         ours = [
             _statement(i, accounts, users, bound)
-            for i, (bound, accounts, users) in enumerate(groups if groups is not None else self._groups())
+            for i, (bound, accounts, users) in enumerate(_exact_groups(self.entries))
         ]
         if not ours and not self.operator:
             return ""
         return json.dumps({**self.envelope, "Statement": self.operator + ours}, separators=(",", ":"))
-
-    def _groups(self) -> list[tuple[datetime, list[str], list[str]]]:
-        return _exact_groups(self.entries)
 
     def fit(self, *, movable: Callable[[str, str], bool], limit: int = ROLE_POLICY_LIMIT) -> str:
         """The policy rendered within ``limit`` (see the module docstring); may merge entries to later

@@ -7,11 +7,13 @@
   sessions already issued from it, deny this user's sessions *in the target's account* issued before the
   revoke (``identitystore:UserId`` + ``aws:PrincipalAccount`` + ``aws:TokenIssueTime``) in the permission
   set's inline policy, keeping every other statement, within IAM's role policy quota
-  (:mod:`bot.access.denies`), and ``ProvisionPermissionSet`` to all accounts. Denies whose sessions cannot be
-  alive any more are dropped in the same write and by :meth:`cleanup`. An assignment that another active event holds (overlap,
-  two profiles on one target) is kept: the caller's :data:`~bot.access.base.HoldersFn` says who holds it.
+  (:mod:`bot.access.denies`), one writer at a time (``policy_lock``), and ``ProvisionPermissionSet`` to all
+  accounts. Denies whose sessions cannot be alive any more are dropped in the same write and by
+  :meth:`cleanup`. An assignment that another active event holds (overlap, two profiles on one target) is
+  kept: the caller's :data:`~bot.access.base.HoldersFn` says who holds it.
 * **reconcile**: assignments on managed targets that no active event expects are removed (drift); expected
-  ones that vanished are re-granted.
+  ones that vanished are re-granted (``regrant=True``) or reported as missing, for a caller that re-grants
+  them under its own lock after reading its events again (bot.access_steps does).
 
 Throttling and ``ConflictException`` (another operation on the permission set in flight) are retried here with
 exponential backoff on an injectable ``sleep``; botocore's own retries are off so that tests never sleep.
