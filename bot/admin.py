@@ -4,7 +4,7 @@ breakglass-admin create-table                       create the DynamoDB table (i
 breakglass-admin list [--status S] [--profile P] [--invoker I] [--since DATE] [--limit N]
 breakglass-admin show ID                            every field and the lifecycle timeline
 breakglass-admin close ID --reason TEXT --operator NAME
-breakglass-admin export --since DATE [--until DATE] --format csv|jsonl [--output FILE]
+breakglass-admin export --since DATE [--until DATE] --format csv|jsonl|ocsf [--output FILE]
 
 `--store URL` (before or after the command; default $BREAKGLASS_STORE, else sqlite:///breakglass.db).
 Exit status: 0 ok, 1 not found or refused, 2 usage or configuration error. Messages go to stderr,
@@ -26,6 +26,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any
 
+from bot.audit_feed import event_records
 from store import (
     DEFAULT_STORE_URL,
     BreakGlassEvent,
@@ -153,7 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", parents=[store_opt], help="export events for auditors")
     export.add_argument("--since", type=parse_date, required=True, help="created at or after DATE")
     export.add_argument("--until", type=parse_date, help="created before DATE")
-    export.add_argument("--format", choices=["csv", "jsonl"], required=True)
+    export.add_argument(
+        "--format",
+        choices=["csv", "jsonl", "ocsf"],
+        required=True,
+        help="ocsf: JSON lines, one OCSF record per step of each event (bot/audit_feed)",
+    )
     export.add_argument("--output", help="write to FILE instead of stdout")
     return parser
 
@@ -512,7 +518,10 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
             if args.until is not None and event.created_at >= args.until:
                 continue
             row = export_row(event)
-            if writer is not None:
+            if args.format == "ocsf":
+                for record in event_records(event):
+                    out.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            elif writer is not None:
                 writer.writerow([_csv_value(row[c]) for c in EXPORT_COLUMNS])
             else:
                 out.write(json.dumps({c: row[c] for c in JSONL_COLUMNS}, ensure_ascii=False) + "\n")

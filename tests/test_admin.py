@@ -431,3 +431,22 @@ def test_show_and_export_an_event_that_still_owes_steps(
     assert code == 0
     row = dict(zip(*list(csv.reader(io.StringIO(out))), strict=True))
     assert row["outbox"] == "audit_update activity_digest" and row["activity_status"] == ""
+
+
+def test_export_ocsf(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--format ocsf`: one OCSF record per step of each event (JSON lines), chained per event."""
+    from bot.audit_feed import event_records
+    from bot.audit_feed.ocsf import verify_chain
+
+    events = seed(backend.store)
+    code, out, err = run(
+        capsys, "--store", backend.url, "export", "--since", "2026-03-01", "--format", "ocsf"
+    )
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    expected = [r for e in events.values() for r in event_records(backend.store.get(e.id))]
+    assert sorted(r["metadata"]["uid"] for r in records) == sorted(r["metadata"]["uid"] for r in expected)
+    assert {r["class_uid"] for r in records} == {3005}
+    for event in events.values():
+        assert verify_chain([r for r in records if r["metadata"]["correlation_uid"] == event.id]) == []
+    assert "exported 4 events" in err
