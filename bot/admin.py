@@ -27,6 +27,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any
 
 from bot.audit_feed import event_records
+from bot.audit_feed.verify import verify_feed
 from store import (
     DEFAULT_STORE_URL,
     BreakGlassEvent,
@@ -161,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="ocsf: JSON lines, one OCSF record per step of each event (bot/audit_feed)",
     )
     export.add_argument("--output", help="write to FILE instead of stdout")
+
+    verify = sub.add_parser(
+        "verify-audit",
+        parents=[store_opt],
+        help="check an OCSF audit feed file against the store and its chain",
+    )
+    verify.add_argument("file", help="the feed's JSON lines (a file sink, or `export --format ocsf`)")
+    verify.add_argument("--since", type=parse_date, help="also report store events since DATE the feed lacks")
     return parser
 
 
@@ -621,6 +630,19 @@ def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
         err("some announcements could not be delivered now: they stay owed and the bot's sweep retries them")
 
 
+def cmd_verify_audit(args: argparse.Namespace, store: Store) -> int:
+    stored = iter_all(store, since=args.since) if args.since is not None else ()
+    try:
+        with open(args.file, encoding="utf-8") as feed:
+            problems = verify_feed(feed, store, stored)
+    except OSError as exc:
+        raise AdminError(f"cannot read {args.file}: {exc.strerror}", USAGE) from exc
+    for problem in problems:
+        print(problem)
+    err(f"{len(problems)} problems" if problems else "the feed matches the store and every chain holds")
+    return REFUSED if problems else OK
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -632,7 +654,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_create_table(args)
         store = open_store(url, create=False)  # reading never creates a store
         try:
-            handlers = {"list": cmd_list, "show": cmd_show, "export": cmd_export}
+            handlers = {
+                "list": cmd_list,
+                "show": cmd_show,
+                "export": cmd_export,
+                "verify-audit": cmd_verify_audit,
+            }
             return handlers[args.command](args, store)
         finally:
             store.disconnect()
