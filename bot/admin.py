@@ -5,6 +5,7 @@ breakglass-admin list [--status S] [--profile P] [--invoker I] [--since DATE] [-
 breakglass-admin show ID                            every field and the lifecycle timeline
 breakglass-admin close ID --reason TEXT --operator NAME
 breakglass-admin export --since DATE [--until DATE] --format csv|jsonl|ocsf [--output FILE]
+breakglass-admin verify-audit FILE [--since DATE]
 
 `--store URL` (before or after the command; default $BREAKGLASS_STORE, else sqlite:///breakglass.db).
 Exit status: 0 ok, 1 not found or refused, 2 usage or configuration error. Messages go to stderr,
