@@ -4,7 +4,8 @@ breakglass-admin create-table                       create the DynamoDB table (i
 breakglass-admin list [--status S] [--profile P] [--invoker I] [--since DATE] [--limit N]
 breakglass-admin show ID                            every field and the lifecycle timeline
 breakglass-admin close ID --reason TEXT --operator NAME
-breakglass-admin export --since DATE [--until DATE] --format csv|jsonl [--output FILE]
+breakglass-admin export --since DATE [--until DATE] --format csv|jsonl|ocsf [--output FILE]
+breakglass-admin verify-audit FILE [--since DATE]
 
 `--store URL` (before or after the command; default $BREAKGLASS_STORE, else sqlite:///breakglass.db).
 Exit status: 0 ok, 1 not found or refused, 2 usage or configuration error. Messages go to stderr,
@@ -27,6 +28,8 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any
 
+from bot.audit_feed import event_records
+from bot.audit_feed.verify import verify_feed
 from store import (
     DEFAULT_STORE_URL,
     BreakGlassEvent,
@@ -176,8 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"created at or after DATE ({DATE_FORMAT})",
     )
     export.add_argument("--until", type=parse_date, metavar="DATE", help="created before DATE (same format)")
-    export.add_argument("--format", choices=["csv", "jsonl"], required=True)
+    export.add_argument(
+        "--format",
+        choices=["csv", "jsonl", "ocsf"],
+        required=True,
+        help="ocsf: JSON lines, one OCSF record per step of each event (bot/audit_feed)",
+    )
     export.add_argument("--output", help="write to FILE instead of stdout")
+
+    verify = sub.add_parser(
+        "verify-audit",
+        parents=[store_opt],
+        help="check an OCSF audit feed file against the store and its chain",
+    )
+    verify.add_argument("file", help="the feed's JSON lines (a file sink, or `export --format ocsf`)")
+    verify.add_argument(
+        "--since",
+        type=parse_date,
+        metavar="DATE",
+        help=f"also report store events created since DATE that the feed lacks ({DATE_FORMAT})",
+    )
     return parser
 
 
@@ -543,7 +564,10 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
             if args.until is not None and event.created_at >= args.until:
                 continue
             row = export_row(event)
-            if writer is not None:
+            if args.format == "ocsf":
+                for record in event_records(event):
+                    out.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            elif writer is not None:
                 writer.writerow([_csv_value(row[c]) for c in EXPORT_COLUMNS])
             else:
                 out.write(json.dumps({c: row[c] for c in JSONL_COLUMNS}, ensure_ascii=False) + "\n")
@@ -677,6 +701,19 @@ def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
         err("some announcements could not be delivered now: they stay owed and the bot's sweep retries them")
 
 
+def cmd_verify_audit(args: argparse.Namespace, store: Store) -> int:
+    stored = iter_all(store, since=args.since) if args.since is not None else ()
+    try:
+        with open(args.file, encoding="utf-8") as feed:
+            problems = verify_feed(feed, store, stored)
+    except OSError as exc:
+        raise AdminError(f"cannot read {args.file}: {exc.strerror}", USAGE) from exc
+    for problem in problems:
+        print(problem)
+    err(f"{len(problems)} problems" if problems else "the feed matches the store and every chain holds")
+    return REFUSED if problems else OK
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -688,7 +725,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_create_table(args)
         store = open_store(url, create=False)  # reading never creates a store
         try:
-            handlers = {"list": cmd_list, "show": cmd_show, "export": cmd_export}
+            handlers = {
+                "list": cmd_list,
+                "show": cmd_show,
+                "export": cmd_export,
+                "verify-audit": cmd_verify_audit,
+            }
             return handlers[args.command](args, store)
         finally:
             store.disconnect()

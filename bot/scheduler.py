@@ -20,7 +20,7 @@ from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import access_steps, blocks
+from bot import access_steps, blocks, revoke_deadline
 from bot.access import AccessError, ReconcileReport
 from bot.clock import Clock
 from bot.pipeline import SLACK_ERRORS, Pipeline
@@ -194,6 +194,7 @@ class Scheduler:
                         extra={"event_id": event.id, "action": "sweep", "outcome": "error"},
                     )
             counts["owed"] = self.pipeline.deliver_owed()
+            counts["revokes_overdue"] = revoke_deadline.alarm_overdue(self.pipeline, self.clock.now())
             counts["reminded"] = self.remind_if_due()  # also retries a reminder that failed earlier
             counts["drift"] = self.reconcile_access()
         except StoreError as exc:

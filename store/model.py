@@ -227,6 +227,10 @@ class EventAccess(BaseModel):
     user_id: str = Field(min_length=1, max_length=256)
     """The identity-store user id (found by the Slack profile's email before the event was stored)."""
     email: str | None = Field(default=None, max_length=320)
+    """The email the identity-store user was found by when the event was invoked: its role session name,
+    which the activity digest looks for (never the Slack profile's email at gather time)."""
+    permission_set_name: str | None = Field(default=None, max_length=64)
+    """The permission set's name when granted: the digest counts only its ``AWSReservedSSO_<name>_`` role."""
     pre_existing: bool | None = None
     grant_requested_at: UtcDatetime | None = None
     granted_at: UtcDatetime | None = None
