@@ -39,6 +39,8 @@ from bot.access import (
     ReconcileReport,
     Target,
 )
+from bot.delivery.errors import SLACK_ERRORS, DeliveryFailed
+from bot.delivery.lease import LEASE, Lease
 from store import BreakGlassEvent, mutate
 from store.model import EventAccess, OutboxKind
 
@@ -47,8 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCK_HOLD = timedelta(minutes=2)
-"""How long an assignment's lock is held at most (a holder that dies lets it run out)."""
+LOCK_HOLD = LEASE
+"""How long an assignment's lock lasts past its last renewal (a holder that dies lets it run out)."""
 ALARM_FIRST = timedelta(minutes=5)
 ALARM_MAX = timedelta(hours=2)
 REVOKE_PENDING_HORIZON = timedelta(days=1)
@@ -95,14 +97,16 @@ def made_by_breakglass(pipeline: Pipeline, assignment: Assignment, exclude: str)
 
 @contextmanager
 def assignment_lock(pipeline: Pipeline, access: EventAccess) -> Iterator[None]:
-    """Hold the assignment's lock across processes, or fail the step (it is retried after a backoff)."""
-    from bot.pipeline import DeliveryFailed
-
+    """Hold the assignment's lock across processes, or fail the step (it is retried after a backoff). The
+    lock is short (`LOCK_HOLD`) and renewed while the step works, AWS calls and polling included."""
     name = f"access-lock:{access.account}:{access.permission_set}:{access.user_id}"
-    if not pipeline.store.claim(name, now=pipeline.clock.now(), hold=LOCK_HOLD):
+    now = pipeline.clock.now()
+    if not pipeline.store.claim(name, now=now, hold=LOCK_HOLD):
         raise DeliveryFailed("another grant or revoke of this AWS assignment is in progress")
+    lease = Lease(until=now + LOCK_HOLD, attempts=0)
     try:
-        yield
+        with pipeline.leases.keeping(lease, pipeline.claim_renewal(name, lease)):
+            yield
     finally:
         pipeline.store.finish_claim(name, until=pipeline.clock.now())
 
@@ -245,8 +249,6 @@ def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
 
 
 def _delivery_failed(step: str, exc: AccessError) -> Exception:
-    from bot.pipeline import DeliveryFailed
-
     return DeliveryFailed(f"AWS access {step} failed: {describe(exc)}")
 
 
@@ -282,8 +284,6 @@ def _failed(pipeline: Pipeline, event: BreakGlassEvent, step: str, exc: AccessEr
 def _announce_failure(
     pipeline: Pipeline, event: BreakGlassEvent, step: str, error: str, *, repeat: int
 ) -> None:
-    from bot.pipeline import SLACK_ERRORS
-
     security = list(pipeline.policy.security)
     sends = []
     if event.audit_channel and event.audit_ts:

@@ -386,6 +386,24 @@ class DynamoDBStore(TransitionStore):
             raise
         return True
 
+    def renew_claim(self, name: str, *, held: datetime, until: datetime) -> bool:
+        item = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(until)}
+        item["ttl"] = int((until + self.retention).timestamp())
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table,
+                Item=_ser(item),
+                ConditionExpression="#u = :held",
+                ExpressionAttributeNames={"#u": "until"},
+                ExpressionAttributeValues={":held": {"S": format_ts(held)}},
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def finish_claim(self, name: str, *, until: datetime) -> None:
         item = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(until)}
         item["ttl"] = int((until + self.retention).timestamp())
