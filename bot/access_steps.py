@@ -285,14 +285,14 @@ def _announce_failure(
     pipeline: Pipeline, event: BreakGlassEvent, step: str, error: str, *, repeat: int
 ) -> None:
     security = list(pipeline.policy.security)
-    sends = []
+    sends: list[dict[str, Any]] = []
     if event.audit_channel and event.audit_ts:
         text, body = blocks.access_failed(event, step, error, security, repeat=repeat)
         sends.append(
             {"channel": event.audit_channel, "thread_ts": event.audit_ts, "text": text, "blocks": body}
         )
     text, body = blocks.dm_access_failed(event, step, error)
-    recipients: list[str | None] = [event.slack_user_id]
+    recipients: list[str] = [event.slack_user_id] if event.slack_user_id else []
     if step == "revoke":
         try:
             recipients = sorted(pipeline.directory.members(pipeline.policy.security))
@@ -300,6 +300,7 @@ def _announce_failure(
             log.exception("could not list security members to alarm", extra={"event_id": event.id})
             recipients = []
     sends += [{"channel": r, "text": text, "blocks": body} for r in recipients if r]
+    send: dict[str, Any]
     for send in sends:
         try:
             pipeline.client.chat_postMessage(**send)

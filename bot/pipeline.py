@@ -679,7 +679,7 @@ def _next(
     first = [e for e in pending if e.kind is OutboxKind.AUDIT_POST]
     if event.audit_ts is None and event.owes(OutboxKind.AUDIT_POST):
         pending = [e for e in pending if e.kind not in NEEDS_AUDIT_ROOT]
-    return (first or pending or [None])[0]
+    return next(iter(first or pending), None)
 
 
 def _satisfied(
@@ -737,6 +737,8 @@ def update_audit_message(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
 def direct_message(build: Callable[[Pipeline, BreakGlassEvent], tuple[str, blocks.Blocks]]) -> Handler:
     def send(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
         text, body = build(pipeline, event)
+        if not event.slack_user_id:
+            raise DeliveryFailed("the event has no Slack user to message")
         pipeline.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
         return {}
 

@@ -136,7 +136,9 @@ def close(sender: SlackSender, event: BreakGlassEvent) -> None:
 
 
 def invoke(sender: SlackSender, store: Any, duration: str) -> BreakGlassEvent:
-    assert sender.invoke(user="U0001", profile="sandbox", duration=duration).json["response_action"] == "update"
+    assert (
+        sender.invoke(user="U0001", profile="sandbox", duration=duration).json["response_action"] == "update"
+    )
     (event,) = store.list_by_invoker("U0001").items
     return event
 
@@ -171,7 +173,7 @@ def test_a_sigkill_during_a_close_delays_its_steps_by_seconds(replicas, aws: Aws
     event = invoke(SlackSender(dying.url, fake), store, "3600")
     eventually(lambda: not store.get(event.id).outbox, "the grant and its announcements")
     assert aws.assigned() == [aws.users["U0001"]]
-    fake.slow(None, 60, times=1)  # the close's first Slack call hangs: the dying process holds the lease
+    fake.slow("chat.update", 60, times=1)  # the close's audit update hangs: the dying process holds its lease
     close(SlackSender(dying.url, fake), event)
     closed = eventually(lambda: (e := store.get(event.id)).status is Status.CLOSED and e, "the close")
     eventually(lambda: store.get(event.id).outbox_attempts >= 1, "the close's delivery to start")
