@@ -176,7 +176,7 @@ def test_a_sigkill_during_a_close_delays_its_steps_by_seconds(replicas, aws: Aws
     fake.slow("chat.update", 60, times=1)  # the close's audit update hangs: the dying process holds its lease
     close(SlackSender(dying.url, fake), event)
     closed = eventually(lambda: (e := store.get(event.id)).status is Status.CLOSED and e, "the close")
-    eventually(lambda: store.get(event.id).outbox_attempts >= 1, "the close's delivery to start")
+    fake.wait_for("chat.update", timeout=30)  # the dying process's delivery is inside that call now
     dying.kill_all()  # SIGKILL in the middle of the close's delivery
     took = done_after(
         closed.ended_at,
