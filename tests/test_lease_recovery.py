@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from bot.localslack.webapi import FakeSlack
-from store import BreakGlassEvent, Status, open_store
-from tests.access_world import SLACK_USERS, Aws, aws_env_for
-from tests.harness import BOT_TOKEN, SlackSender
+from store import BreakGlassEvent, Status
+from tests.access_world import Aws
+from tests.harness import SlackSender
 from tests.processes import BotProcess
-from tests.test_access_multiprocess import eventually
+from tests.test_access_multiprocess import eventually, processes_on
 from tests.test_multiprocess import backend, moto_url  # noqa: F401 - fixtures: both stores
 
 pytest_plugins = ["tests.store_fixtures", "tests.access_world"]
@@ -80,28 +80,10 @@ def replicas(
     aws: Aws,
     tmp_path: Path,
 ) -> Iterator[tuple[Callable[..., BotProcess], FakeSlack, Any]]:
-    store_url, env = backend
-    policy = tmp_path / "policy.yml"
     text = aws.policy_text(durations="5s, 1h", reconcile_every="1h")
-    policy.write_text(text.replace("sweep_interval: 30s", "sweep_interval: 5s").replace("15m", "2s"))
-    users = {user: {"email": email} for user, email in SLACK_USERS.items()}
-    started: list[BotProcess] = []
-    with FakeSlack(token=BOT_TOKEN, users=users) as fake:
-
-        def bot(sso_admin: str | None = None) -> BotProcess:
-            aws_env = aws_env_for(aws.url) | ({"AWS_ENDPOINT_URL_SSO_ADMIN": sso_admin} if sso_admin else {})
-            process = BotProcess(
-                tmp_path, fake.url, store_url, BREAKGLASS_POLICY=str(policy), **(env | aws_env)
-            )
-            started.append(process)
-            return process
-
-        store = open_store(store_url)
-        try:
-            yield bot, fake, store
-        finally:
-            for process in started:
-                process.kill()
+    policy = text.replace("sweep_interval: 30s", "sweep_interval: 5s").replace("15m", "2s")
+    with processes_on(backend, aws, tmp_path, policy, start=False) as running:
+        yield running
 
 
 def start_both(*bots: BotProcess) -> None:
@@ -173,10 +155,13 @@ def test_a_sigkill_during_a_close_delays_its_steps_by_seconds(replicas, aws: Aws
     event = invoke(SlackSender(dying.url, fake), store, "3600")
     eventually(lambda: not store.get(event.id).outbox, "the grant and its announcements")
     assert aws.assigned() == [aws.users["U0001"]]
+    updates = len(fake.calls_to("chat.update"))  # the grant's receipts updated the audit message
     fake.slow("chat.update", 60, times=1)  # the close's audit update hangs: the dying process holds its lease
     close(SlackSender(dying.url, fake), event)
     closed = eventually(lambda: (e := store.get(event.id)).status is Status.CLOSED and e, "the close")
-    fake.wait_for("chat.update", timeout=30)  # the dying process's delivery is inside that call now
+    fake.wait_for(
+        "chat.update", count=updates + 1, timeout=30
+    )  # the dying process's delivery is inside that call now
     dying.kill_all()  # SIGKILL in the middle of the close's delivery
     took = done_after(
         closed.ended_at,
