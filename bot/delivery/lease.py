@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from bot.clock import Clock
-from store import BreakGlassEvent
+from store import BreakGlassEvent, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,11 @@ class LeaseKeeper:
             for key, renew in renewals:
                 try:
                     keep = renew()
-                except Exception:  # a store hiccup: try again at the next beat (the lease may run out)
-                    log.warning("lease renewal failed, will retry", exc_info=True)
+                except StoreError as exc:  # a store hiccup: try again at the next beat (it may run out)
+                    log.warning("lease renewal failed, will retry: %s", exc, extra={"action": "lease"})
+                    keep = True
+                except Exception:  # never let one renewal stop the others
+                    log.exception("lease renewal failed, will retry", extra={"action": "lease"})
                     keep = True
                 if not keep:
                     with self._lock:
