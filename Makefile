@@ -39,6 +39,8 @@ test: $(STAMP)
 	sh scripts/install-browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n auto -q
 
 # The README's screenshots (docs/screenshots/*.png), taken by the browser tests.

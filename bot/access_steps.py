@@ -39,6 +39,8 @@ from bot.access import (
     ReconcileReport,
     Target,
 )
+from bot.delivery.errors import SLACK_ERRORS, DeliveryFailed
+from bot.delivery.lease import LEASE, Lease
 from store import BreakGlassEvent, EventNotFound, mutate
 from store.model import EventAccess, OutboxKind
 
@@ -47,8 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCK_HOLD = timedelta(minutes=2)
-"""How long an assignment's lock is held at most (a holder that dies lets it run out)."""
+LOCK_HOLD = LEASE
+"""How long an assignment's lock lasts past its last renewal (a holder that dies lets it run out)."""
 ALARM_FIRST = timedelta(minutes=5)
 ALARM_MAX = timedelta(hours=2)
 REVOKE_PENDING_HORIZON = timedelta(days=1)
@@ -95,14 +97,16 @@ def made_by_breakglass(pipeline: Pipeline, assignment: Assignment, exclude: str)
 
 @contextmanager
 def assignment_lock(pipeline: Pipeline, access: EventAccess) -> Iterator[None]:
-    """Hold the assignment's lock across processes, or fail the step (it is retried after a backoff)."""
-    from bot.pipeline import DeliveryFailed
-
+    """Hold the assignment's lock across processes, or fail the step (it is retried after a backoff). The
+    lock is short (`LOCK_HOLD`) and renewed while the step works, AWS calls and polling included."""
     name = f"access-lock:{access.account}:{access.permission_set}:{access.user_id}"
-    if not pipeline.store.claim(name, now=pipeline.clock.now(), hold=LOCK_HOLD):
+    now = pipeline.clock.now()
+    if not pipeline.store.claim(name, now=now, hold=LOCK_HOLD):
         raise DeliveryFailed("another grant or revoke of this AWS assignment is in progress")
+    lease = Lease(until=now + LOCK_HOLD, attempts=0)
     try:
-        yield
+        with pipeline.leases.keeping(lease, pipeline.claim_renewal(name, lease)):
+            yield
     finally:
         pipeline.store.finish_claim(name, until=pipeline.clock.now())
 
@@ -232,8 +236,6 @@ def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
 
 
 def _delivery_failed(step: str, exc: AccessError) -> Exception:
-    from bot.pipeline import DeliveryFailed
-
     return DeliveryFailed(f"AWS access {step} failed: {describe(exc)}")
 
 
@@ -269,17 +271,15 @@ def _failed(pipeline: Pipeline, event: BreakGlassEvent, step: str, exc: AccessEr
 def _announce_failure(
     pipeline: Pipeline, event: BreakGlassEvent, step: str, error: str, *, repeat: int
 ) -> None:
-    from bot.pipeline import SLACK_ERRORS
-
     security = list(pipeline.policy.security)
-    sends = []
+    sends: list[dict[str, Any]] = []
     if event.audit_channel and event.audit_ts:
         text, body = blocks.access_failed(event, step, error, security, repeat=repeat)
         sends.append(
             {"channel": event.audit_channel, "thread_ts": event.audit_ts, "text": text, "blocks": body}
         )
     text, body = blocks.dm_access_failed(event, step, error)
-    recipients: list[str | None] = [event.slack_user_id]
+    recipients: list[str] = [event.slack_user_id] if event.slack_user_id else []
     if step == "revoke":
         try:
             recipients = sorted(pipeline.directory.members(pipeline.policy.security))
@@ -287,6 +287,7 @@ def _announce_failure(
             log.exception("could not list security members to alarm", extra={"event_id": event.id})
             recipients = []
     sends += [{"channel": r, "text": text, "blocks": body} for r in recipients if r]
+    send: dict[str, Any]
     for send in sends:
         try:
             pipeline.client.chat_postMessage(**send)
@@ -321,8 +322,6 @@ def regrant_vanished(pipeline: Pipeline, report: ReconcileReport) -> ReconcileRe
     """Grant again what the drift check found vanished, each under its assignment's lock and only if the
     event, read again under that lock (after the listing), still owes it: an event closed and revoked while
     the check listed is never granted again (the check's first read of the events is stale by then)."""
-    from bot.pipeline import DeliveryFailed
-
     regranted = list(report.regranted)
     missing: list[ExpectedAssignment] = []
     errors = list(report.errors)

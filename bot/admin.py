@@ -130,7 +130,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    store_opt = argparse.ArgumentParser(add_help=False)
+    store_opt = _Parser(add_help=False)
     store_opt.add_argument(
         "--store",
         default=argparse.SUPPRESS,
@@ -479,10 +479,10 @@ def activity_lines(event: BreakGlassEvent) -> list[str]:
                 )
             if dropped:
                 lines.append(f"    …and {dropped} more")
-    for error in digest.errors:
-        region = f" {error.region}" if error.region else ""
-        again = "retryable" if error.retryable else "not retried"
-        lines.append(f"  not gathered: {error.stage}{region}: {error.code} {error.message} ({again})")
+    for failure in digest.errors:
+        region = f" {failure.region}" if failure.region else ""
+        again = "retryable" if failure.retryable else "not retried"
+        lines.append(f"  not gathered: {failure.stage}{region}: {failure.code} {failure.message} ({again})")
     if digest.event_ids:
         more = f" (+{digest.event_ids_dropped} more)" if digest.event_ids_dropped else ""
         lines.append(f"  CloudTrail event ids: {', '.join(digest.event_ids)}{more}")
@@ -590,8 +590,7 @@ def _operator_service(args: argparse.Namespace) -> Iterator[tuple[Any, Any, list
     from bot.clock import SystemClock
     from bot.config import ConfigError, load_settings
     from bot.directory import Directory
-    from bot.logs import configure_logging
-    from bot.runtime import aws_secrets
+    from bot.logs import aws_secrets, configure_logging
     from bot.service import BreakGlassService
 
     operator = args.operator.strip()

@@ -231,7 +231,7 @@ def create_app(
         client=WebClient(
             base_url=client.base_url, timeout=client.timeout, retry_handlers=client.retry_handlers
         ),
-        authorize=authorize,
+        authorize=authorize,  # type: ignore[arg-type]  # None refuses the request (Bolt's own contract)
         user_facing_authorize_error_message=(
             ":no_entry: breakglass only serves the Slack workspace it is installed in."
         ),

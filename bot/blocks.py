@@ -242,7 +242,7 @@ def _section(text: str) -> Blocks:
 def thread_escalation(event: BreakGlassEvent, security: list[str], count_window: str) -> tuple[str, Blocks]:
     mentions = " ".join(group(g) if g.startswith("S") else user(g) for g in security) or "security"
     text = (
-        f":warning: {mentions}: escalation. {user(event.slack_user_id)} has invoked break-glass repeatedly "
+        f":warning: {mentions}: escalation. {invoker_of(event)} has invoked break-glass repeatedly "
         f"within {count_window}; this event ({event.id}) needs attention."
     )
     return text, _section(text)
@@ -1054,8 +1054,8 @@ def activity_digest_blocks(digest: ActivityDigest, *, max_blocks: int = DIGEST_M
         )
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_truncate(note, MAX_SECTION))]))
     if len(blocks) > max_blocks:
-        more = ContextBlock(elements=[MarkdownTextObject(text="…more in the stored digest")])
-        blocks = [*blocks[: max_blocks - 1], more]
+        rest = ContextBlock(elements=[MarkdownTextObject(text="…more in the stored digest")])
+        blocks = [*blocks[: max_blocks - 1], rest]
     return blocks
 
 

@@ -48,7 +48,7 @@ def run_http(threads: int = 32) -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = check_configuration()  # in the master, before forking: a bad configuration exits 2 once
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             config = {
                 "bind": f"0.0.0.0:{settings.port}",
@@ -167,7 +167,7 @@ def show_policy(builtin: bool) -> int:
     from bot.config import Settings
     from bot.policy import DEFAULT_POLICY_YAML
 
-    path = None if builtin else Settings(_env_file=".env").breakglass_policy  # type: ignore[call-arg]
+    path = None if builtin else Settings(_env_file=".env").breakglass_policy
     if path is None:
         print(DEFAULT_POLICY_YAML, end="")
         return 0
@@ -184,7 +184,7 @@ def create_table(store_url: str | None) -> int:
     from bot import admin
     from bot.config import Settings
 
-    url = store_url or Settings(_env_file=".env").breakglass_store  # type: ignore[call-arg]
+    url = store_url or Settings(_env_file=".env").breakglass_store
     return admin.main(["create-table", "--store", url])
 
 

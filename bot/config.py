@@ -98,7 +98,7 @@ def load_settings(
     only calls the Web API and does not.
     """
     try:
-        settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from bot import blocks
 from bot.access import activity
 from bot.access.activity import ActivityDigest, ActivityTarget, DigestStatus, GatherLimits
+from bot.delivery.lease import lease_time_left
 from bot.policy import Policy
 from store import BreakGlassEvent, mutate
 from store.model import Deferred, OutboxKind
@@ -132,8 +133,6 @@ def retry_delay(failures: int) -> timedelta:
 
 def deliver_digest(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
     """The ACTIVITY_DIGEST handler: gather, post to the audit thread, store (see the module doc)."""
-    from bot.pipeline import lease_time_left
-
     if activity_target(pipeline.policy, event) is None:
         return {}  # the profile has no activity role (any more): nothing to gather
     channel, ts = pipeline.audit_location(event)  # before any AWS work: the thread must exist

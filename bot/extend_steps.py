@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bot import blocks
+from bot.delivery.errors import DeliveryFailed
 from store import BreakGlassEvent
 from store.model import OutboxKind
 
@@ -44,6 +45,8 @@ def thread_extended(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any
 
 def dm_extended(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
     text, body = blocks.dm_extended(event)
+    if not event.slack_user_id:
+        raise DeliveryFailed("the event has no Slack user to message")
     pipeline.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
     return {}
 

@@ -98,15 +98,23 @@ def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
     }
 
 
+def aws_secrets() -> list[str]:
+    """AWS credentials in the environment (redacted from every log line)."""
+    return [
+        v
+        for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+        if (v := os.environ.get(k))
+    ]
+
+
 def redacting_filter_from_environment() -> RedactingFilter:
     """Redacts the secrets the settings (environment and .env) hold, for gunicorn's lines too."""
     from pydantic import ValidationError
 
     from bot.config import Settings
-    from bot.runtime import aws_secrets
 
     try:
-        secrets = Settings(_env_file=".env").secrets()  # type: ignore[call-arg]
+        secrets = Settings(_env_file=".env").secrets()
     except ValidationError:  # reported by the configuration check; redact what the environment holds
         secrets = [
             os.environ[k]

@@ -7,7 +7,9 @@ ack, `Pipeline.after_ack(event_id)`, which queues that same call). Delivery read
 
   1. claim: a conditional write takes the event's delivery lease (`outbox_next_at = now + LEASE`); a lost
      claim means another process holds it. (A new invocation is created already holding its lease, see
-     `hold_new`, so the hot path needs no extra write.)
+     `hold_new`, so the hot path needs no extra write.) The lease is short (seconds) and renewed by this
+     process's `LeaseKeeper` while the delivery works (bot/delivery/lease.py), so a dead holder's lease
+     runs out within `LEASE` and the next sweep takes its steps over.
   2. re-read, then send the first owed entry, through its handler in `HANDLERS`, rendering the event as
      stored *now* — never an in-memory copy. Before each send the lease must still be ours with at least
      `SEND_MARGIN` left; Slack's 429 retries inside a send are bounded by the lease left
@@ -52,19 +54,16 @@ Adding an outbox kind (e.g. an AWS access grant or revoke, an activity digest, a
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
@@ -73,6 +72,17 @@ from slack_sdk.http_retry.state import RetryState
 from bot import access_steps, blocks, dm_steps, evidence, extend_steps
 from bot.access import AccessProvider, NoneProvider
 from bot.clock import Clock
+from bot.delivery.errors import SLACK_ERRORS, AuditChannelBroken, DeliveryFailed, LeaseLost
+from bot.delivery.lease import (
+    LEASE,
+    SEND_MARGIN,
+    Lease,
+    LeaseKeeper,
+    bounded_by,
+    current,
+    lease_lost,
+    lease_time_left,
+)
 from bot.directory import Directory
 from bot.durations import format_duration
 from bot.errors import DirectoryUnavailable
@@ -83,13 +93,8 @@ from store.model import OutboxEntry, OutboxKind
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=2)
-# Never start a send with less than this left on the lease: a send (client timeout 10 s, connection and
-# 5xx retries of a few seconds) then always ends inside the lease.
-SEND_MARGIN = timedelta(seconds=45)
 MAX_BACKOFF = timedelta(minutes=5)
 MAX_SENDS = 50  # per delivery; the rest waits for the next one
-SLACK_ERRORS = (SlackApiError, SlackClientError, OSError)
 METADATA_EVENT_TYPE = "breakglass_event"
 HISTORY_LOOKBACK = 200  # messages of the audit channel searched for a root message of unknown outcome
 
@@ -133,19 +138,6 @@ AUDIT_CHANNEL_ERRORS = frozenset(
 # Per recipient of an audit fallback: answers that mean this recipient can never receive it.
 UNREACHABLE_RECIPIENT = AUDIT_CHANNEL_ERRORS | {"user_not_found", "user_disabled", "cannot_dm_bot"}
 AUDIT_RECHECK = MAX_BACKOFF  # how often a broken audit channel is tried again
-
-
-class DeliveryFailed(Exception):
-    pass
-
-
-class AuditChannelBroken(DeliveryFailed):
-    """The audit channel refused a send for good (one of AUDIT_CHANNEL_ERRORS, after a join if possible)."""
-
-    def __init__(self, channel: str, error: str) -> None:
-        super().__init__(f"audit channel {channel} is broken: {error}")
-        self.channel = channel
-        self.error = error
 
 
 class AuditChannels:
@@ -206,38 +198,17 @@ class AuditChannels:
         )
 
 
-@dataclass(frozen=True)
-class Lease:
-    """A delivery lease as written in the store: it is ours while the stored event still shows it."""
-
-    until: datetime
-    attempts: int
-
-    def held_in(self, event: BreakGlassEvent) -> bool:
-        return event.outbox_next_at == self.until and event.outbox_attempts == self.attempts
-
-
 def backoff(attempts: int) -> timedelta:
     """2 s, 4 s, 8 s … capped at 5 minutes, with ±20 % jitter."""
     base = min(MAX_BACKOFF.total_seconds(), 2.0 ** max(1, attempts))
     return timedelta(seconds=base * random.uniform(0.8, 1.2))
 
 
-# The lease time left (seconds) of the delivery running in this thread, for the retry handler below.
-_time_left: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar(
-    "breakglass_lease_time_left", default=None
-)
-
-
-def lease_time_left() -> float | None:
-    """Seconds left on the lease of the delivery running in this thread (None outside a delivery)."""
-    time_left = _time_left.get()
-    return None if time_left is None else time_left()
-
-
 class LeaseBoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
-    """slack_sdk's 429 handler, except that inside a delivery it never sleeps past the delivery's lease
-    (minus SEND_MARGIN): such a 429 fails the send, which stays owed and is retried after a backoff."""
+    """slack_sdk's 429 handler, except that inside a delivery it never sleeps past what the delivery may
+    still hold its lease for (`MAX_HOLD`, minus SEND_MARGIN): such a 429 fails the send, which stays owed and
+    is retried after a backoff. The lease is renewed during the sleep; if it is lost meanwhile (the store
+    refused a renewal, another process took over), the retry is not sent (`LeaseLost`)."""
 
     def _can_retry(
         self,
@@ -249,7 +220,7 @@ class LeaseBoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
     ) -> bool:
         if not super()._can_retry(state=state, request=request, response=response, error=error):
             return False
-        time_left = _time_left.get()
+        time_left = lease_time_left()
         if time_left is None or response is None:
             return True
         retry_after = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), ["1"])
@@ -257,7 +228,19 @@ class LeaseBoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
             wait = float(retry_after[0] if isinstance(retry_after, list) else retry_after) + 1
         except ValueError:
             wait = 2.0
-        return wait < time_left() - SEND_MARGIN.total_seconds()
+        return wait < time_left - SEND_MARGIN.total_seconds()
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        super().prepare_for_next_attempt(state=state, request=request, response=response, error=error)
+        if lease_lost():
+            raise LeaseLost("the delivery lease was lost during Slack's Retry-After wait")
 
 
 class DeliveryConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
@@ -273,7 +256,7 @@ class DeliveryConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if _time_left.get() is not None and request.url.endswith("chat.postMessage"):
+        if current.get() is not None and request.url.endswith("chat.postMessage"):
             return False
         return super()._can_retry(state=state, request=request, response=response, error=error)
 
@@ -322,6 +305,7 @@ class Pipeline:
         self.access: AccessProvider = access or NoneProvider(clock)
         self.directory = directory or Directory(client)
         self.audit_channels = AuditChannels(clock)
+        self.leases = LeaseKeeper()  # renews every lease this process holds (deliveries, assignment locks)
         # Run after every delivery with the event as stored (App Home refresh, scheduler tracking).
         self.follow_ups: list[Callable[[BreakGlassEvent], None]] = []
         self.post_ack_threads = post_ack_threads
@@ -343,6 +327,7 @@ class Pipeline:
             if len(self._held) > 10_000:  # creations that failed (e.g. stacked access) are never delivered
                 self._held.clear()
             self._held[event.id] = lease
+        self.leases.add(lease, self._renewal(event.id, lease))  # renewed while it waits for a worker
         return event.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts, outbox_leased=True)
 
     def after_ack(self, event_id: str) -> None:
@@ -417,7 +402,7 @@ class Pipeline:
             return False  # done already, or another replica is on it
         lease = Lease(until=now + LEASE, attempts=0)
         try:
-            with self._bounded_by(lease):
+            with bounded_by(lease, self.clock), self.leases.keeping(lease, self.claim_renewal(name, lease)):
                 send()
         except SLACK_ERRORS as exc:
             log.warning("task %s failed, will retry: %s", name, _describe(exc), extra={"action": name})
@@ -459,16 +444,49 @@ class Pipeline:
             return None
         return taken[0] if taken else None
 
-    def _time_left(self, lease: Lease) -> float:
-        return (lease.until - self.clock.now()).total_seconds()
+    def _renewal(self, event_id: str, lease: Lease) -> Callable[[], bool]:
+        """The heartbeat of a delivery lease: extend it by LEASE if the stored event still shows it (a
+        conditional write), else mark it lost. False: stop renewing (lost, past MAX_HOLD, never created)."""
 
-    @contextmanager
-    def _bounded_by(self, lease: Lease) -> Iterator[None]:
-        token = _time_left.set(lambda: self._time_left(lease))
-        try:
-            yield
-        finally:
-            _time_left.reset(token)
+        def renew() -> bool:
+            now = self.clock.now()
+            if lease.lost or now >= lease.deadline:
+                return False
+            until = now + LEASE
+            lease.expect(until)
+
+            def change(ev: BreakGlassEvent) -> BreakGlassEvent:
+                if not lease.held_in(ev):
+                    raise _NothingToDo
+                return ev.updated(outbox_next_at=until)
+
+            try:
+                mutate(self.store, event_id, change, attempts=3)
+            except _NothingToDo:
+                lease.lose()
+                return False
+            except EventNotFound:  # `hold_new`: the event may not be stored yet (or its creation failed)
+                return now < lease.until
+            lease.renewed(until)
+            return True
+
+        return renew
+
+    def claim_renewal(self, name: str, lease: Lease) -> Callable[[], bool]:
+        """The heartbeat of a named claim (`Store.claim`) held with `lease`: extend it while it is ours."""
+
+        def renew() -> bool:
+            now = self.clock.now()
+            if lease.lost or now >= lease.deadline:
+                return False
+            until = now + LEASE
+            if not self.store.renew_claim(name, held=lease.until, until=until):
+                lease.lose()
+                return False
+            lease.renewed(until)
+            return True
+
+        return renew
 
     def _send_owed(self, event_id: str, lease: Lease) -> tuple[BreakGlassEvent | None, bool]:
         """Send owed entries one by one, re-reading before each, while the lease is ours; then record.
@@ -480,13 +498,14 @@ class Pipeline:
         transient = False  # a failure other than a broken audit channel: exponential backoff
         broken = False  # the audit channel refused a send for good: its other steps are not tried now
         lost = False
-        with self._bounded_by(lease):
+        with bounded_by(lease, self.clock), self.leases.keeping(lease, self._renewal(event_id, lease)):
             for _ in range(MAX_SENDS):
                 try:
                     event = self.store.get(event_id)
                 except EventNotFound:
                     return None, True
-                if not lease.held_in(event) or self._time_left(lease) < SEND_MARGIN.total_seconds():
+                left = lease.expires_in(self.clock.now())
+                if not lease.held_in(event) or left < SEND_MARGIN.total_seconds():
                     lost = True  # someone else took over (or we ran out of time): stop sending
                     break
                 event = event.updated(**{k: v for k, v in fields.items() if getattr(event, k) is None})
@@ -661,7 +680,7 @@ def _next(
     first = [e for e in pending if e.kind is OutboxKind.AUDIT_POST]
     if event.audit_ts is None and event.owes(OutboxKind.AUDIT_POST):
         pending = [e for e in pending if e.kind not in NEEDS_AUDIT_ROOT]
-    return (first or pending or [None])[0]
+    return next(iter(first or pending), None)
 
 
 def _satisfied(
@@ -719,6 +738,8 @@ def update_audit_message(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
 def direct_message(build: Callable[[Pipeline, BreakGlassEvent], tuple[str, blocks.Blocks]]) -> Handler:
     def send(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
         text, body = build(pipeline, event)
+        if not event.slack_user_id:
+            raise DeliveryFailed("the event has no Slack user to message")
         pipeline.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
         return {}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import NoReturn
 
@@ -11,18 +10,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.app import BreakglassApp, audit_channel, create_app, make_slack_client, resolve_policy, unheld_roles
 from bot.config import ConfigError, Settings, load_settings
-from bot.logs import configure_logging
+from bot.logs import aws_secrets, configure_logging
 from store import StoreError, open_store, parse_store_url
 
 log = logging.getLogger("bot.runtime")
-
-
-def aws_secrets() -> list[str]:
-    return [
-        v
-        for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
-        if (v := os.environ.get(k))
-    ]
 
 
 class ConfigurationFailed(SystemExit):

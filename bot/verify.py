@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from slack_bolt.request.internals import parse_body
-from slack_sdk.signature import SignatureVerifier
+from slack_sdk.signature import Clock, SignatureVerifier
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,11 @@ def refuse(status: int, reason: str) -> Refusal:
     return Refusal(status, reason)
 
 
-class _Clock:
+class _Clock(Clock):
     """slack_sdk's verifier takes a Clock object with `now()`."""
 
     def __init__(self, now: Callable[[], float]) -> None:
-        self.now = now
+        self._now = now
+
+    def now(self) -> float:
+        return self._now()

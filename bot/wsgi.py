@@ -59,9 +59,9 @@ class WSGIApp:
             if key.startswith("HTTP_")
         }
         headers["content-type"] = environ.get("CONTENT_TYPE", "")
-        refusal = self.guard.check(body, headers)
-        if refusal is not None:
-            return _json(start_response, refusal.status, {"error": refusal.reason})
+        refused = self.guard.check(body, headers)
+        if refused is not None:
+            return _json(start_response, refused.status, {"error": refused.reason})
         environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
         return self.slack(environ, start_response)
 
@@ -89,6 +89,9 @@ def build_wsgi() -> WSGIApp:
         runtime.scheduler.start()
     atexit.register(runtime.shutdown)
     return WSGIApp(runtime)
+
+
+app: Any  # built on first access (module __getattr__ below), not at import
 
 
 def __getattr__(name: str) -> Any:

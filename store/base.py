@@ -193,6 +193,11 @@ class Store(Protocol):
         review reminder) happens once."""
         ...
 
+    def renew_claim(self, name: str, *, held: datetime, until: datetime) -> bool:
+        """Extend the named lease to `until` if it still runs until `held` (the holder's last claim or
+        renewal: nobody took it over meanwhile). True: renewed (a heartbeat, see bot.delivery.lease)."""
+        ...
+
     def finish_claim(self, name: str, *, until: datetime) -> None:
         """The holder of the named lease marks its work done: nobody can claim it again before `until`.
         (A holder that fails simply lets its lease run out, and the next claim retries the work.)"""

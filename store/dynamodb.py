@@ -404,13 +404,13 @@ class DynamoDBStore(TransitionStore):
         self._call("describe_table", TableName=self.table)
         if write:  # one small item with no index keys (in no GSI), expiring by itself
             now = datetime.now(UTC)
-            item = {"id": HEARTBEAT_CLAIM, "kind": "heartbeat", "at": format_ts(now)}
+            item: dict[str, Any] = {"id": HEARTBEAT_CLAIM, "kind": "heartbeat", "at": format_ts(now)}
             item["ttl"] = int((now + timedelta(days=1)).timestamp())
             self._call("put_item", TableName=self.table, Item=_ser(item))
 
     def claim(self, name: str, *, now: datetime, hold: timedelta) -> bool:
         # A lease item with no index keys (out of every GSI), kept as long as the lease plus retention.
-        item = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(now + hold)}
+        item: dict[str, Any] = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(now + hold)}
         item["ttl"] = int((now + hold + self.retention).timestamp())
         try:
             self._call(
@@ -427,8 +427,26 @@ class DynamoDBStore(TransitionStore):
             raise
         return True
 
+    def renew_claim(self, name: str, *, held: datetime, until: datetime) -> bool:
+        item: dict[str, Any] = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(until)}
+        item["ttl"] = int((until + self.retention).timestamp())
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table,
+                Item=_ser(item),
+                ConditionExpression="#u = :held",
+                ExpressionAttributeNames={"#u": "until"},
+                ExpressionAttributeValues={":held": {"S": format_ts(held)}},
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def finish_claim(self, name: str, *, until: datetime) -> None:
-        item = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(until)}
+        item: dict[str, Any] = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(until)}
         item["ttl"] = int((until + self.retention).timestamp())
         self._call("put_item", TableName=self.table, Item=_ser(item))
 

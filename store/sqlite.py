@@ -266,6 +266,13 @@ class SQLiteStore(TransitionStore):
         )
         return taken == 1
 
+    def renew_claim(self, name: str, *, held: datetime, until: datetime) -> bool:
+        renewed = self._execute_write(
+            "UPDATE claims SET until = ? WHERE name = ? AND until = ?",
+            (format_ts(until), name, format_ts(held)),
+        )
+        return renewed == 1
+
     def finish_claim(self, name: str, *, until: datetime) -> None:
         self._execute_write(
             "INSERT INTO claims (name, until) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET until = excluded.until",

@@ -62,6 +62,7 @@ class BotProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group: `kill_all` reaches gunicorn's workers too
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -86,6 +87,13 @@ class BotProcess:
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def kill_all(self) -> None:
+        """SIGKILL the whole process group, gunicorn's master and workers at once (a lost node, an OOM of
+        the container). `kill` signals the master alone, and an orphaned worker finishes its work."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
     def stderr(self) -> str:

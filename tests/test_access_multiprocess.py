@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,17 +65,17 @@ def denying_aws() -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture
-def world(
-    backend: tuple[str, dict[str, str]],  # noqa: F811
-    aws: Aws,
-    tmp_path: Path,
+@contextmanager
+def processes_on(
+    stores: tuple[str, dict[str, str]], aws: Aws, tmp_path: Path, policy_text: str, *, start: bool = True
 ) -> Iterator[tuple[Callable[..., BotProcess], FakeSlack, Any]]:
-    store_url, env = backend
+    """A fake Slack, the store and `bot(sso_admin=None)`, which makes a `breakglass-bot http` process on
+    them (started unless `start` is False); every process is SIGKILLed at the end."""
+    store_url, env = stores
     policy = tmp_path / "policy.yml"
-    policy.write_text(aws.policy_text().replace("sweep_interval: 30s", "sweep_interval: 1s"))
+    policy.write_text(policy_text)
     users = {user: {"email": email} for user, email in SLACK_USERS.items()}
-    started: list[BotProcess] = []
+    made: list[BotProcess] = []
     with FakeSlack(token=BOT_TOKEN, users=users) as fake:
 
         def bot(sso_admin: str | None = None) -> BotProcess:
@@ -82,15 +83,25 @@ def world(
             process = BotProcess(
                 tmp_path, fake.url, store_url, BREAKGLASS_POLICY=str(policy), **(env | aws_env)
             )
-            started.append(process.start())
-            return process
+            made.append(process)
+            return process.start() if start else process
 
-        store = open_store(store_url)
         try:
-            yield bot, fake, store
+            yield bot, fake, open_store(store_url)
         finally:
-            for process in started:
-                process.kill()
+            for process in made:
+                process.kill_all()
+
+
+@pytest.fixture
+def world(
+    backend: tuple[str, dict[str, str]],  # noqa: F811
+    aws: Aws,
+    tmp_path: Path,
+) -> Iterator[tuple[Callable[..., BotProcess], FakeSlack, Any]]:
+    policy = aws.policy_text().replace("sweep_interval: 30s", "sweep_interval: 1s")
+    with processes_on(backend, aws, tmp_path, policy) as running:
+        yield running
 
 
 def test_the_grant_survives_a_sigkill_before_its_aws_call(world, aws: Aws) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from bot import admin, ids, pipeline
 from bot.clock import ManualClock
+from bot.delivery.lease import LEASE, Lease, bounded_by
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy, parse_policy
 from store import BreakGlassEvent, Status
@@ -166,16 +167,19 @@ def test_the_lease_bounds_retries_of_a_rate_limited_send() -> None:
         status_code = 429
         headers: ClassVar[dict[str, list[str]]] = {"Retry-After": ["125"]}
 
+    clock = ManualClock(datetime(2026, 11, 25, 8, 0, tzinfo=UTC))
+
     def can_retry(time_left: float | None) -> bool:
-        token = pipeline._time_left.set(None if time_left is None else (lambda: time_left))
-        try:
+        if time_left is None:
             return handler._can_retry(state=None, request=None, response=Response())  # type: ignore[arg-type]
-        finally:
-            pipeline._time_left.reset(token)
+        now = clock.now()
+        lease = Lease(now + LEASE, 1, deadline=now + timedelta(seconds=time_left))
+        with bounded_by(lease, clock):
+            return handler._can_retry(state=None, request=None, response=Response())  # type: ignore[arg-type]
 
     assert can_retry(None)  # outside a delivery: Slack's own behaviour
-    assert not can_retry(120)  # 125 s does not fit in a 2-minute lease
-    assert can_retry(timedelta(minutes=10).total_seconds())
+    assert not can_retry(120)  # 125 s does not fit in the 2 minutes a delivery may hold its lease
+    assert can_retry(timedelta(minutes=10).total_seconds())  # a short lease renewed while it waits
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
@@ -211,7 +215,7 @@ def test_the_review_reminder_survives_a_slack_failure(
         fake.fail("chat.postMessage", error="internal_error")
         assert bot.runtime.scheduler.sweep()["reminded"] == 0  # Slack failed: still owed
         assert reminders() == 0
-        clock.advance(30)
+        clock.advance(pipeline.LEASE.total_seconds() / 2)
         assert bot.runtime.scheduler.sweep()["reminded"] == 0  # another replica's lease would still hold
         clock.advance(pipeline.LEASE.total_seconds())
         assert bot.runtime.scheduler.sweep()["reminded"] == 1  # retried, posted

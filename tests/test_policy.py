@@ -117,7 +117,7 @@ def test_defaults() -> None:
     policy = parse_policy("profiles:\n  p: {}\n", "policy.yml")
     assert policy.audit_channel is None
     assert policy.warn_before == M15
-    assert policy.sweep_interval == timedelta(seconds=30)
+    assert policy.sweep_interval == timedelta(seconds=15)
     assert policy.retention == timedelta(days=400)
     assert policy.identity == "slack_id"
     assert policy.review_reminder_after == timedelta(hours=24)
@@ -769,7 +769,7 @@ def test_default_policy_loads() -> None:
     assert prod.invokers is None
     assert prod.require_incident is True
     assert policy.warn_before == M15
-    assert policy.sweep_interval == timedelta(seconds=30)
+    assert policy.sweep_interval == timedelta(seconds=15)
     assert policy.audit_channel is None
     assert policy.rate_limits == RateLimits(cooldown=timedelta(0))
     assert policy.incident_commanders == () and policy.security == ()

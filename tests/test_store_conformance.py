@@ -689,6 +689,19 @@ def test_a_finished_claim_is_not_taken_again_before_its_end(store: Any) -> None:
     assert store.list_active() == []
 
 
+def test_a_claim_is_renewed_only_by_its_holder(store: Any) -> None:
+    """A heartbeat extends a short claim while its holder works; once it ran out and someone else took
+    it, the old holder's renewal (naming the `until` it last wrote) is refused."""
+    assert store.claim("lock", now=T0, hold=MINUTE) is True
+    assert store.renew_claim("lock", held=T0 + MINUTE, until=T0 + 2 * MINUTE) is True
+    assert store.claim("lock", now=T0 + MINUTE + MINUTE / 2, hold=MINUTE) is False  # renewed: still held
+    assert store.renew_claim("lock", held=T0 + MINUTE, until=T0 + 3 * MINUTE) is False  # not its last until
+    assert store.claim("lock", now=T0 + 2 * MINUTE, hold=MINUTE) is True  # ran out: another holder
+    assert store.renew_claim("lock", held=T0 + 2 * MINUTE, until=T0 + 4 * MINUTE) is False
+    assert store.renew_claim("never-claimed", held=T0, until=T0 + MINUTE) is False
+    assert store.list_active() == []
+
+
 # -- extend ----------------------------------------------------------------------------------------
 
 

@@ -712,7 +712,8 @@ def gather(
     ended = event.ended_at or min(event.expires_at, now)
     start = event.created_at - limits.margin_before
     end = min(ended + limits.margin_after, now)
-    regions = target.regions or ((sdk_region(),) if sdk_region() else ())
+    default_region = sdk_region()
+    regions = target.regions or ((default_region,) if default_region else ())
     state = _Gathering(
         target=target,
         limits=limits,

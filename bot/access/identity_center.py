@@ -212,7 +212,7 @@ class IdentityCenterProvider:
             if request_id:
                 request_ids.append(request_id)
             return response
-        assert last is not None
+        assert isinstance(last, TransientAccessError)
         raise TransientAccessError(
             f"{last.message} (gave up after {self.max_attempts} attempts)",
             code=last.code,
@@ -574,8 +574,8 @@ class IdentityCenterProvider:
                 continue
             have_users = set()
             candidates: list[tuple[str, str]] = []
-            for item in actual:
-                kind, principal = item.get("PrincipalType", "USER"), item.get("PrincipalId", "")
+            for listed in actual:
+                kind, principal = listed.get("PrincipalType", "USER"), listed.get("PrincipalId", "")
                 if kind == "USER" and principal in want_users:
                     have_users.add(principal)
                     continue

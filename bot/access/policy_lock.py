@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.access.base import TransientAccessError
@@ -32,9 +32,9 @@ def no_policy_lock(_permission_set: str) -> AbstractContextManager[None]:
 
 
 class Claims(Protocol):
-    def claim(self, name: str, *, now: object, hold: timedelta) -> bool: ...
+    def claim(self, name: str, *, now: datetime, hold: timedelta) -> bool: ...
 
-    def finish_claim(self, name: str, *, until: object) -> None: ...
+    def finish_claim(self, name: str, *, until: datetime) -> None: ...
 
 
 class StorePolicyLock:

@@ -119,7 +119,9 @@ def _record(event: BreakGlassEvent, step: Step, seq: int, previous: str) -> Reco
         "start_time": _ms(event.created_at),
         # only what was known at this step: a later step never changes an earlier record
         "end_time": _ms(
-            event.ended_at if step.activity_id == REVOKE or step.name == "reviewed" else event.expires_at
+            (event.ended_at or event.expires_at)
+            if step.activity_id == REVOKE or step.name == "reviewed"
+            else event.expires_at
         ),
         "unmapped": {
             "breakglass": {

@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.message import Message
 
 TOKEN_HEADER = "X-Breakglass-Token"  # noqa: S105 - a header name, not a secret
 TOKEN_PLACEHOLDER = "__BREAKGLASS_PAGE_TOKEN__"  # noqa: S105 - replaced by each page's token
@@ -59,7 +60,13 @@ class PageGuard:
         return any(hmac.compare_digest(token, known) for known in tokens)
 
     def check(
-        self, method: str, path: str, headers: Mapping[str, str], port: int, *, needs_token: bool
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | Message[str, str],
+        port: int,
+        *,
+        needs_token: bool,
     ) -> Refused | None:
         """None when the request may be served; else why not. ``headers`` as the request sent them."""
         hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}

@@ -456,6 +456,7 @@ def _parse_body(content_type: str, raw: bytes) -> dict:
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
             payload = part.get_payload(decode=True) or b""
+            assert isinstance(payload, bytes)  # decode=True: the bytes of a non-multipart part
             if name:
                 params[str(name)] = payload if part.get_filename() else payload.decode("utf-8")
         return params

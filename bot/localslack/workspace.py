@@ -218,7 +218,7 @@ class LocalWorkspace:
         page.workspace = self
         page.guard = PageGuard()
         self.slack.start()
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             slack_bot_token=self.slack.token,
             slack_signing_secret=self.signing_secret,
@@ -288,7 +288,7 @@ class LocalWorkspace:
         headers = {
             "Content-Type": content_type,
             "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": self._verifier.generate_signature(timestamp=ts, body=body),
+            "X-Slack-Signature": self._verifier.generate_signature(timestamp=ts, body=body) or "",
         }
         request = urllib.request.Request(self.bot_url, data=body, method="POST", headers=headers)  # noqa: S310 - our own http://127.0.0.1 URL
         try:

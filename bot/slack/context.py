@@ -72,7 +72,7 @@ class SlackContext:
         """A change to `event` was stored and Slack has its answer: hand it to the pipeline."""
         self.pipeline.after_ack(event.id)
 
-    def after_response(self, work: Callable[..., None], *args: Any) -> None:
+    def after_response(self, work: Callable[..., object], *args: Any) -> None:
         """Run `work(*args)` after the listener returns, so Bolt sends the ack first.
 
         Listeners run in the request's thread (Bolt's `process_before_response`), and Bolt answers Slack
