@@ -12,19 +12,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bot import blocks
+from bot.delivery.errors import DeliveryFailed
 from store import BreakGlassEvent
 from store.model import OutboxKind
 
 if TYPE_CHECKING:
     from bot.pipeline import Pipeline
 
-# What an end owes for the invoker's DM (after the end's own announcements), in the same store write.
-ENDED_DM = OutboxKind.DM_ENDED
-
 
 def dm_invoked(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
     if event.dm_ts:
         return {}  # already sent (recorded by an earlier attempt)
+    if event.slack_user_id is None:
+        raise DeliveryFailed("the event has no Slack user to send the DM to")
     text, body = blocks.dm_invoked(event, audit_broken=pipeline.audit_channels.error(event.audit_channel))
     response = pipeline.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
     return {"dm_channel": response["channel"], "dm_ts": response["ts"]}
@@ -33,8 +33,6 @@ def dm_invoked(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
 def dm_ended(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
     if not event.dm_channel or not event.dm_ts:
         if event.owes(OutboxKind.DM_INVOKED):  # stays owed, retried once the DM is sent
-            from bot.pipeline import DeliveryFailed
-
             raise DeliveryFailed("the invoker's DM has not been sent yet")
         return {}  # never sent (e.g. an event from before DMs were recorded): nothing to update
     text, body = blocks.dm_ended(event)

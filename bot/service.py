@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import dm_steps, evidence, extend_steps, ids
+from bot import evidence, extend_steps, ids
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
@@ -573,7 +573,7 @@ class BreakGlassService:
             return [OutboxKind.AUDIT_POST, *digest]
         if event.foreign:
             return [OutboxKind.AUDIT_UPDATE, thread, *digest]
-        return [OutboxKind.AUDIT_UPDATE, thread] + ([dm] if dm else []) + [dm_steps.ENDED_DM] + digest
+        return [OutboxKind.AUDIT_UPDATE, thread] + ([dm] if dm else []) + [OutboxKind.DM_ENDED] + digest
 
     def _with_audit_channel(self, event: BreakGlassEvent) -> BreakGlassEvent:
         """A foreign event gets the audit channel of its profile before its first announcement."""
