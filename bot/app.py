@@ -24,6 +24,9 @@ from bot.config import ConfigError, Settings
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
+from bot.incidents import make_incident_provider, missing_settings, webhook_secrets
+from bot.incidents.links import IncidentLinks
+from bot.incidents.webhooks import IncidentWebhooks
 from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
 from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.scheduler import Scheduler
@@ -107,6 +110,7 @@ class BreakglassApp:
     store: Store
     settings: Settings
     checks: Health
+    webhooks: IncidentWebhooks
 
     @property
     def service(self) -> BreakGlassService:
@@ -170,7 +174,17 @@ def create_app(
         poll_timeout=ACCESS_POLL_TIMEOUT,
         deny_margin=SKEW_BOUND,
     )
+    # The incident tool (policy `incidents:`): links, on-call, resolve → close, timeline notes.
+    missing = missing_settings(policy.incidents, settings)
+    if missing:
+        raise ConfigError(missing)
+    pipeline.incidents = make_incident_provider(policy.incidents, settings)
+    incident_links = IncidentLinks(
+        provider=pipeline.incidents, policy=policy.incidents, store=store, directory=directory, clock=clock
+    )
+    incident_links.after_change = pipeline.after_ack
     service = BreakGlassService(
+        incidents=incident_links,
         store=store,
         policy=policy,
         directory=directory,
@@ -264,5 +278,11 @@ def create_app(
     checks.add("clock", skew.check)
     checks.add("audit_channel", pipeline.audit_channels.check)
     return BreakglassApp(
-        bolt=bolt, context=context, scheduler=scheduler, store=store, settings=settings, checks=checks
+        bolt=bolt,
+        context=context,
+        scheduler=scheduler,
+        store=store,
+        settings=settings,
+        checks=checks,
+        webhooks=IncidentWebhooks(incident_links, webhook_secrets(settings)),
     )

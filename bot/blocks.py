@@ -169,8 +169,12 @@ def event_fields(event: BreakGlassEvent) -> list[MarkdownTextObject]:
         f"*{'Expires' if event.status is Status.ACTIVE else 'Was due to expire'}*\n{date(event.expires_at)}",
         f"*Event id*\n`{event.id}`",
     ]
-    if event.incident:
+    if event.incident_link is not None:
+        fields.append(f"*Incident*\n{incident_link(event)}")
+    elif event.incident:
         fields.append(f"*Incident*\n{escape(_truncate(event.incident, 200))}")
+    if event.oncall is not None:
+        fields.append(f"*On call*\n{'yes' if event.oncall else 'no'}")
     if event.status is not Status.ACTIVE and event.ended_at:
         fields.append(f"*Ended*\n{date(event.ended_at)}")
     return [MarkdownTextObject(text=f) for f in fields[:10]]
@@ -459,6 +463,30 @@ def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Block
     text = (
         f":alarm_clock: Your break-glass access to `{escape(event.profile)}` expires in {human_duration(remaining)} "
         f"({date(event.expires_at, '{time}')}), event `{event.id}`."
+    )
+    return text, _with_close_button(text, event)
+
+
+def incident_link(event: BreakGlassEvent) -> str:
+    """The linked incident: its reference as a link to the tool, its title, and what was checked."""
+    link = event.incident_link
+    assert link is not None
+    ref = escape(_truncate(link.reference, 100))
+    url = link.url or ""
+    text = f"<{url}|{ref}>" if url.startswith("https://") and not any(c in url for c in "<>|") else ref
+    if link.title:
+        text += f" {escape(_truncate(link.title, 120))}"
+    if not link.verified:
+        text += " (:warning: unverified: the incident tool was unreachable)"
+    return text
+
+
+def dm_incident_resolved(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    link = event.incident_link
+    ref = escape(link.reference) if link else "the incident"
+    text = (
+        f":white_check_mark: Incident {ref} resolved, and your break-glass access to `{escape(event.profile)}` "
+        f"(event `{event.id}`) is still active until {date(event.expires_at, '{time}')}. Close it if you are done."
     )
     return text, _with_close_button(text, event)
 

@@ -33,6 +33,7 @@ from pydantic import (
 
 from bot.durations import Duration, PositiveDuration, compact_duration, format_duration
 from bot.ids import SUBCOMMANDS
+from bot.incidents.policy import CloseOnResolve, IncidentsPolicy, OncallRule, incident_problems
 from store.model import MAX_DURATION
 
 __all__ = [
@@ -577,6 +578,10 @@ class ProfilePolicy(BaseModel):
     """Audit channel for this profile, instead of the policy's."""
     aws: AwsTarget | None = None
     """Where the access provider grants access (required with ``access.provider: identity-center``)."""
+    close_on_resolve: CloseOnResolve = True
+    """When the linked incident resolves: close the event (``true``), DM the holder (``warn``) or nothing."""
+    oncall: OncallRule | None = None
+    """Who is on call in the incident tool (``incidents.provider``): required to invoke, or only noted."""
 
     @field_validator("durations", mode="before")
     @classmethod
@@ -674,12 +679,16 @@ class Policy(BaseModel):
     """Limits on how often access is taken."""
     access: AccessPolicy = Field(default_factory=AccessPolicy)
     """Which access provider changes AWS access (default ``none``: the stored event is the grant)."""
+    incidents: IncidentsPolicy = Field(default_factory=IncidentsPolicy)
+    """Which incident tool the incident field links to (default ``none``: free text)."""
     profiles: dict[ProfileName, ProfilePolicy]
     """The profiles that may be invoked, by name; at least one."""
 
     @model_validator(mode="after")
     def _check_access(self) -> "Policy":
-        problems = _access_problems(self)
+        problems = _access_problems(self) + incident_problems(
+            self.incidents, {n: p.oncall for n, p in self.profiles.items()}
+        )
         if problems:
             raise _NestedProblems(problems)
         return self
@@ -750,7 +759,7 @@ class Policy(BaseModel):
     def _dedupe_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _dedupe(value)
 
-    @field_validator("rate_limits", "access", mode="before")
+    @field_validator("rate_limits", "access", "incidents", mode="before")
     @classmethod
     def _null_is_default(cls, value: Any) -> Any:
         return {} if value is None else value

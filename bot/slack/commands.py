@@ -91,6 +91,8 @@ def open_modal(ctx: SlackContext, trigger_id: str, user_id: str, respond: Any) -
     try:
         profiles = ctx.service.profiles_for(user_id)
         ctx.client.views_open(trigger_id=trigger_id, view=modal(ctx, tuple(profiles)))
+        # while the person fills in the form: who is on call (so the submission's answer is cached)
+        ctx.service.incidents.prefetch(ctx.policy.profiles[name].oncall for name in profiles)
     except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
         log.warning("could not open the break-glass modal: %s", exc, extra={"slack_user": user_id})
         detail = user_message(exc) if isinstance(exc, BreakglassError) else "Slack did not accept the request"
