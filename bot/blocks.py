@@ -441,9 +441,13 @@ def dm_invoked(event: BreakGlassEvent, *, audit_broken: str | None = None) -> tu
     )
     text = (
         f":rotating_light: Break-glass access to `{escape(event.profile)}` is active until {date(event.expires_at)} "
-        f"(event `{event.id}`). {announced} Close it as soon as you are done."
+        f"(event `{event.id}`{_for_incident(event)}). {announced} Close it as soon as you are done."
     )
     return text, _with_close_button(text, event)
+
+
+def _for_incident(event: BreakGlassEvent) -> str:
+    return f", incident {incident_link(event)}" if event.incident_link is not None else ""
 
 
 def audit_fallback(event: BreakGlassEvent, channel: str, error: str) -> tuple[str, Blocks]:
@@ -516,7 +520,7 @@ def event_line(event: BreakGlassEvent) -> str:
         else f"{event.status.value} {date(event.ended_at or event.updated_at)}"
     )
     who = invoker_of(event)
-    return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}"
+    return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}{_for_incident(event)}"
 
 
 def granted(event: BreakGlassEvent, *, audit_broken: str | None = None) -> str:

@@ -145,6 +145,10 @@ def test_valid_incident_is_linked_shown_and_noted(pdbot: Bot, pagerduty: FakePag
         audit_post(pdbot)
     )
     # the timeline note, written as the configured PagerDuty user, names the event
+    dm = pdbot.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "U0001")[0]
+    assert (
+        "incident <https://acme.pagerduty.com/incidents/PINC001|#1234> Checkout is down" in dm.params["text"]
+    )
     (note,) = pagerduty.notes
     assert note[0] == "PINC001" and note[1] == "breakglass@example.com" and event.id in note[2]
     assert all(c.headers["authorization"] == f"Token token={PD_TOKEN}" for c in pagerduty.calls)
