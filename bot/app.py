@@ -24,7 +24,7 @@ from bot.config import ConfigError, Settings
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
-from bot.incidents import make_incident_provider, missing_settings, webhook_secrets
+from bot.incidents import IncidentProvider, make_incident_provider, missing_settings, webhook_secrets
 from bot.incidents.links import IncidentLinks
 from bot.incidents.webhooks import IncidentWebhooks
 from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
@@ -140,6 +140,7 @@ def create_app(
     directory: Directory | None = None,
     lazy_delivery: bool = False,
     access: AccessProvider | None = None,
+    incidents: IncidentProvider | None = None,
 ) -> BreakglassApp:
     policy = policy or resolve_policy(settings)
     channel = audit_channel(settings, policy)
@@ -175,10 +176,10 @@ def create_app(
         deny_margin=SKEW_BOUND,
     )
     # The incident tool (policy `incidents:`): links, on-call, resolve → close, timeline notes.
-    missing = missing_settings(policy.incidents, settings)
+    missing = [] if incidents else missing_settings(policy.incidents, settings)
     if missing:
         raise ConfigError(missing)
-    pipeline.incidents = make_incident_provider(policy.incidents, settings)
+    pipeline.incidents = incidents or make_incident_provider(policy.incidents, settings)
     incident_links = IncidentLinks(
         provider=pipeline.incidents, policy=policy.incidents, store=store, directory=directory, clock=clock
     )
