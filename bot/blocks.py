@@ -605,7 +605,11 @@ def _options(pairs: list[tuple[str, str]]) -> list[Option]:
 
 
 def invoke_modal(
-    profiles: list[tuple[str, str]], durations: list[timedelta], *, private_metadata: str = ""
+    profiles: list[tuple[str, str]],
+    durations: list[timedelta],
+    *,
+    private_metadata: str = "",
+    incident_hint: str = "Ticket id or URL",
 ) -> dict[str, Any]:
     """The /breakglass modal. `profiles` are (name, label) the user may invoke; durations the union offered."""
     blocks: list[Block] = [
@@ -652,7 +656,7 @@ def invoke_modal(
             block_id=ids.INCIDENT,
             label="Incident",
             optional=True,
-            hint="Ticket id or URL (required for some profiles).",
+            hint=f"{incident_hint} (required for some profiles).",
             element=PlainTextInputElement(action_id=ids.INCIDENT, max_length=MAX_INCIDENT),
         ),
     ]

@@ -149,6 +149,11 @@ def test_valid_incident_is_linked_shown_and_noted(pdbot: Bot, pagerduty: FakePag
     assert (
         "incident <https://acme.pagerduty.com/incidents/PINC001|#1234> Checkout is down" in dm.params["text"]
     )
+    assert pdbot.slack.event({"type": "app_home_opened", "user": "U0001", "tab": "home"}).status == 200
+    pdbot.fake.wait_for(
+        "views.publish",
+        where=lambda c: c.params.get("user_id") == "U0001" and "|#1234> Checkout is down" in json.dumps(c.params),
+    )
     (note,) = pagerduty.notes
     assert note[0] == "PINC001" and note[1] == "breakglass@example.com" and event.id in note[2]
     assert all(c.headers["authorization"] == f"Token token={PD_TOKEN}" for c in pagerduty.calls)
@@ -337,7 +342,8 @@ def test_oncall_noted_not_required(pdbot: Bot, pagerduty: FakePagerDuty) -> None
 def test_oncall_is_looked_up_when_the_modal_opens(pdbot: Bot, pagerduty: FakePagerDuty) -> None:
     pagerduty.put_on_call("alice@example.com", policy="PEP0001")
     assert pdbot.slack.command("").status == 200
-    pdbot.fake.wait_for("views.open")
+    view = pdbot.fake.wait_for("views.open")[0].params["view"]
+    assert "PagerDuty incident: id, number or URL (required for some profiles)." in json.dumps(view)
     wait_until(lambda: pagerduty.calls_to("GET", "/oncalls"), "the on-call prefetch")
     pdbot.idle()
     before = len(pagerduty.calls_to("GET", "/oncalls"))

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+HINTS = {
+    "pagerduty": "id, number or URL",
+    "incident-io": "reference (INC-123) or URL",
+}
+
 
 class IncidentLinks:
     def __init__(
@@ -47,6 +52,13 @@ class IncidentLinks:
     @property
     def enabled(self) -> bool:
         return self.provider.name != "none"
+
+    @property
+    def hint(self) -> str:
+        """What the modal's incident field asks for."""
+        if not self.enabled:
+            return "Ticket id or URL"
+        return f"{self.provider.label} incident: {HINTS.get(self.provider.name, 'its id, number or URL')}"
 
     # -- invoke ---------------------------------------------------------------------------------
 

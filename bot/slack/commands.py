@@ -115,6 +115,7 @@ def modal(ctx: SlackContext, profiles: tuple[str, ...]) -> dict[str, Any]:
             view = blocks.invoke_modal(
                 [(name, _label(ctx, name)) for name in profiles],
                 ctx.service.durations_for(list(profiles)),
+                incident_hint=ctx.service.incidents.hint,
             )
         else:
             view = blocks.no_profiles_modal()
