@@ -152,7 +152,9 @@ def test_valid_incident_is_linked_shown_and_noted(pdbot: Bot, pagerduty: FakePag
     assert pdbot.slack.event({"type": "app_home_opened", "user": "U0001", "tab": "home"}).status == 200
     pdbot.fake.wait_for(
         "views.publish",
-        where=lambda c: c.params.get("user_id") == "U0001" and "|#1234> Checkout is down" in json.dumps(c.params),
+        where=lambda c: (
+            c.params.get("user_id") == "U0001" and "|#1234> Checkout is down" in json.dumps(c.params)
+        ),
     )
     (note,) = pagerduty.notes
     assert note[0] == "PINC001" and note[1] == "breakglass@example.com" and event.id in note[2]
