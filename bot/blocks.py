@@ -174,7 +174,8 @@ def event_fields(event: BreakGlassEvent) -> list[MarkdownTextObject]:
     elif event.incident:
         fields.append(f"*Incident*\n{escape(_truncate(event.incident, 200))}")
     if event.oncall is not None:
-        fields.append(f"*On call*\n{'yes' if event.oncall else 'no'}")
+        shown = {"yes": "yes", "no": "no", "unknown": ":warning: unknown (the incident tool was unreachable)"}
+        fields.append(f"*On call*\n{shown[event.oncall]}")
     if event.status is not Status.ACTIVE and event.ended_at:
         fields.append(f"*Ended*\n{date(event.ended_at)}")
     return [MarkdownTextObject(text=f) for f in fields[:10]]

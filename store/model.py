@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -306,8 +306,9 @@ class BreakGlassEvent(BaseModel):
     access: EventAccess | None = None
     # The incident-tool incident this event is linked to (None: no tool, or free text only)
     incident_link: IncidentLink | None = None
-    # Was the invoker on call at invoke (the profile's `oncall` rule)? None: no rule, or it was unknown
-    oncall: bool | None = None
+    # Was the invoker on call at invoke (the profile's `oncall` rule)? "unknown": the incident tool could
+    # not be asked and the policy allowed it; None: the profile has no rule
+    oncall: Literal["yes", "no", "unknown"] | None = None
 
     # The activity digest (what the session did in AWS, from CloudTrail) as JSON text, newest gathered;
     # `activity_failures`: gathers in a row that failed (the audit thread is told once per such episode).

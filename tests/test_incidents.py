@@ -328,7 +328,7 @@ def test_oncall_required(pdbot: Bot, pagerduty: FakePagerDuty) -> None:
         == "update"
     )
     (event,) = pdbot.store.list_active()
-    assert event.oncall is True
+    assert event.oncall == "yes"
     (call,) = pagerduty.calls_to("GET", "/oncalls")  # the second answer came from the cache
     assert call.query["escalation_policy_ids[]"] == ["PEP0001"] and call.query["include[]"] == ["users"]
 
@@ -337,7 +337,7 @@ def test_oncall_noted_not_required(pdbot: Bot, pagerduty: FakePagerDuty) -> None
     pagerduty.put_on_call("bob@example.com", schedule="PSCHED1")
     assert pdbot.slack.invoke(profile="oncall-noted", duration="1800").json["response_action"] == "update"
     (event,) = pdbot.store.list_active()
-    assert event.oncall is False
+    assert event.oncall == "no"
     assert "*On call*\\nno" in json.dumps(audit_post(pdbot))
 
 
@@ -424,7 +424,9 @@ def test_incident_io_link_oncall_and_signed_resolve(iiobot: tuple[Bot, FakeIncid
     assert bot.slack.invoke(profile="prod", incident="INC-12").json["response_action"] == "update"
     (event,) = bot.store.list_active()
     assert (
-        event.incident_link is not None and event.incident_link.reference == "INC-12" and event.oncall is True
+        event.incident_link is not None
+        and event.incident_link.reference == "INC-12"
+        and event.oncall == "yes"
     )
     assert all(c.headers["authorization"] == f"Bearer {IIO_KEY}" for c in iio.calls)
     settled(bot, event.id)
@@ -439,3 +441,25 @@ def test_incident_io_link_oncall_and_signed_resolve(iiobot: tuple[Bot, FakeIncid
         closed.closed_by == "incident.io"
         and closed.closed_reason == "incident INC-12 resolved in incident.io"
     )
+
+
+def test_oncall_unknown_when_the_tool_is_down(
+    fake: FakeSlack, store: SQLiteStore, clock: ManualClock, pagerduty: FakePagerDuty
+) -> None:
+    """allow: the invocation goes through and the audit message says on-call is unknown; refuse: refused."""
+    pagerduty.down()
+    for on_unreachable in ("allow", "refuse"):
+        bot = pd_bot(fake, store, clock, pagerduty, on_unreachable=on_unreachable)
+        try:
+            response = bot.slack.invoke(profile="oncall-only", duration="1800")
+            if on_unreachable == "allow":
+                assert response.json["response_action"] == "update"
+                (event,) = store.list_active()
+                assert event.oncall == "unknown"
+                assert "unknown (the incident tool was unreachable)" in json.dumps(audit_post(bot))
+                bot.service.close(event.id, by="U0001", reason="done with it")
+            else:
+                assert "could not be asked (PagerDuty answered HTTP 503)" in json.dumps(response.json)
+                assert store.list_active() == []
+        finally:
+            bot.server.stop()

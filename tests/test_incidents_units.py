@@ -100,7 +100,7 @@ def test_dynamodb_keeps_the_link() -> None:
         justification="Checkout is down; restarting the payment workers",
         duration=timedelta(minutes=30),
         now=now,
-        oncall=True,
+        oncall="unknown",
         incident_link=IncidentLink(
             provider="pagerduty", id="PINC001", reference="#1234", title="Down", url=None, resolved_at=now
         ),

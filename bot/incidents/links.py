@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bot import ids
 from bot.clock import Clock
@@ -113,9 +113,12 @@ class IncidentLinks:
             except IncidentUnreachable as exc:
                 log.warning("on-call prefetch failed: %s", exc.message, extra={"action": "oncall"})
 
-    def check_oncall(self, user_id: str, profile_name: str, rule: OncallRule | None) -> bool | None:
+    def check_oncall(
+        self, user_id: str, profile_name: str, rule: OncallRule | None
+    ) -> Literal["yes", "no", "unknown"] | None:
         """Is the person on call under `rule`? NotAuthorized when the rule requires it and they are not
-        (or it cannot be told and the policy refuses then); None: no rule, or unknown."""
+        (or it cannot be told and the policy refuses then); "unknown" when it cannot be told and the
+        policy allows it (announced in the audit message); None: no rule."""
         if rule is None or not self.enabled:
             return None
         try:
@@ -128,13 +131,16 @@ class IncidentLinks:
                     f"{profile_name!r} is for whoever is on call, and {self.provider.label} could not be "
                     f"asked ({message}). Try again in a moment."
                 ) from exc
-            return None
+            log.warning(
+                "on-call lookup failed: %s", message, extra={"action": "oncall", "outcome": "unknown"}
+            )
+            return "unknown"
         if rule.require and not on_call:
             raise NotAuthorized(
                 f"{profile_name!r} is for whoever is on call now in {self.provider.label}, and you are not "
                 "(matched by your Slack email address)."
             )
-        return on_call
+        return "yes" if on_call else "no"
 
     # -- resolve --------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.incidents.base import IncidentError
 from bot.incidents.incident_io import incident_of
+from store import StoreError
 
 if TYPE_CHECKING:
     from bot.incidents.links import IncidentLinks
@@ -152,8 +153,14 @@ class IncidentWebhooks:
             return 200, {"status": "ignored", "event_type": delivery.event_type}
         name = f"webhook:{provider}:{delivery.id or hashlib.sha256(body).hexdigest()}"
         store = self.links.store
-        if not store.claim(name, now=now, hold=CLAIM_HOLD):
-            return 200, {"status": "duplicate"}
-        closed = self.links.incident_resolved(delivery.incident_id)
-        store.finish_claim(name, until=now + REPLAY_WINDOW)
+        try:
+            if not store.claim(name, now=now, hold=CLAIM_HOLD):
+                return 200, {"status": "duplicate"}
+            closed = self.links.incident_resolved(delivery.incident_id)
+            store.finish_claim(name, until=now + REPLAY_WINDOW)
+        except StoreError as exc:  # the tool retries a failed delivery; the claim's lease runs out first
+            log.error(
+                "incident webhook not processed: %s", exc, extra={"action": "webhook", "outcome": "error"}
+            )
+            return 503, {"error": "the store is unavailable; retry"}
         return 200, {"status": "ok", "events": closed}
