@@ -34,6 +34,8 @@ from pydantic import (
 from bot.durations import Duration, PositiveDuration, compact_duration, format_duration
 from bot.ids import SUBCOMMANDS
 from bot.incidents.policy import CloseOnResolve, IncidentsPolicy, OncallRule, incident_problems
+from bot.incidents.policy import profile_lines as incident_profile_lines
+from bot.incidents.policy import summary_lines as incident_summary_lines
 from store.model import MAX_DURATION
 
 __all__ = [
@@ -985,6 +987,7 @@ def summarize(policy: Policy) -> str:
         f"Incident commanders: {_ids(policy.incident_commanders)}",
         f"Security: {_ids(policy.security)}",
         *_access_lines(policy.access),
+        *incident_summary_lines(policy.incidents),
         "Rate limits:",
         *(f"  - {line}" for line in _rate_limit_lines(policy.rate_limits)),
         f"Profiles ({len(policy.profiles)}):",
@@ -999,6 +1002,7 @@ def summarize(policy: Policy) -> str:
         if profile.audit_channel:
             lines.append(f"    audit channel: {profile.audit_channel} (overrides the policy's)")
         lines.extend(_aws_target_lines(profile.aws))
+        lines.extend(incident_profile_lines(policy.incidents, profile.close_on_resolve, profile.oncall))
     lines += [f"WARNING: {warning}" for warning in unheld_roles(policy)]
     return "\n".join(lines)
 

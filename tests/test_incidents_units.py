@@ -136,3 +136,18 @@ def test_svix_window_is_five_minutes_both_ways() -> None:
             verify_svix(b"{}", headers(ts), secret, now)
     with pytest.raises(Unverified):
         verify_svix(b"{}", {**headers(stamp), "webhook-id": "m2"}, secret, now)
+
+
+def test_policy_summary_says_what_the_incident_tool_does() -> None:
+    from bot.policy import summarize
+
+    text = summarize(
+        parse_policy(
+            "incidents: {provider: pagerduty, on_unreachable: refuse}\n"
+            "profiles: {p: {close_on_resolve: warn, oncall: {escalation_policies: [PEP1], require: false}}}",
+            "p.yml",
+        )
+    )
+    assert "Incident tool: pagerduty; when unreachable: refuse; linked incidents polled every 3m" in text
+    assert "    when the incident resolves: DM the holder\n    on call (PEP1): noted" in text
+    assert "Incident tool" not in summarize(parse_policy("profiles: {p: {}}", "p.yml"))

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bot.durations import Duration, PositiveDuration
+from bot.durations import Duration, PositiveDuration, compact_duration
 
 IncidentProviderName = Literal["none", "pagerduty", "incident-io"]
 CloseOnResolve = Literal[True, False, "warn"]
@@ -85,3 +85,26 @@ def incident_problems(
                 )
             )
     return problems
+
+
+def summary_lines(incidents: IncidentsPolicy) -> list[str]:
+    """The ``incidents:`` block in the policy summary (nothing with provider ``none``)."""
+    if incidents.provider == "none":
+        return []
+    return [
+        f"Incident tool: {incidents.provider}; when unreachable: {incidents.on_unreachable}; "
+        f"linked incidents polled every {compact_duration(incidents.poll_every)}"
+    ]
+
+
+def profile_lines(
+    incidents: IncidentsPolicy, close_on_resolve: CloseOnResolve, oncall: OncallRule | None
+) -> list[str]:
+    if incidents.provider == "none":
+        return []
+    words = {True: "close the event", False: "nothing", "warn": "DM the holder"}
+    lines = [f"    when the incident resolves: {words[close_on_resolve]}"]
+    if oncall is not None:
+        on = ", ".join([*oncall.schedules, *oncall.escalation_policies])
+        lines.append(f"    on call ({on}): {'required' if oncall.require else 'noted'}")
+    return lines
