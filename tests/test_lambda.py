@@ -280,7 +280,15 @@ def test_sweep_handler_on_dynamodb(
 
     counts = lambda_handler.sweep_handler({"source": "aws.events", "detail-type": "Scheduled Event"}, None)
 
-    assert counts == {"active": 2, "warned": 0, "expired": 1, "owed": 0, "reminded": 0, "drift": 0}
+    assert counts == {
+        "active": 2,
+        "warned": 0,
+        "expired": 1,
+        "owed": 0,
+        "reminded": 0,
+        "drift": 0,
+        "incidents": 0,
+    }
     assert store.get(due.id).status is Status.EXPIRED
     assert store.get(due.id).outbox == ()
     assert store.get(running.id).status is Status.ACTIVE
