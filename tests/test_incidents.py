@@ -463,3 +463,13 @@ def test_oncall_unknown_when_the_tool_is_down(
                 assert store.list_active() == []
         finally:
             bot.server.stop()
+
+
+def test_fast_path_incident_is_validated_too(pdbot: Bot, pagerduty: FakePagerDuty) -> None:
+    text = "prod 30m incident incident=PNOPE99 Checkout is down; restarting the payment workers"
+    refused = pdbot.slack.command(text)
+    assert refused.status == 200 and "PagerDuty has no incident PNOPE99" in refused.text
+    assert pdbot.store.list_active() == []
+    assert pdbot.slack.command(text.replace("PNOPE99", "1234")).status == 200
+    (event,) = wait_until(pdbot.store.list_active, "the fast-path event")
+    assert event.incident_link is not None and event.incident_link.id == "PINC001"
