@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from bot import lambda_handler
-from bot.app import create_app, make_slack_client
 from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
@@ -23,12 +22,12 @@ from store import Status
 from store.dynamodb import DynamoDBStore
 from store.sqlite import SQLiteStore
 from tests.access_world import Aws
-from tests.conftest import make_bot, settings_for
+from tests.conftest import make_bot
 from tests.fake_incidents import PD_TOKEN, FakePagerDuty
 from tests.harness import http
 from tests.test_flows_close import settled
 from tests.test_incidents import PD_SECRET
-from tests.test_lambda import FakeLambdaClient, LambdaContext, function_url_event
+from tests.test_lambda import FakeLambdaClient, LambdaContext, build_runtime, function_url_event
 
 pytest_plugins = ["tests.store_fixtures", "tests.access_world"]
 
@@ -88,15 +87,7 @@ def test_lambda_webhook_on_dynamodb(
         "audit_channel: C0AUDIT\nincidents: {provider: pagerduty}\nprofiles: {prod: {durations: [30m]}}\n",
         "p.yml",
     )
-    settings = settings_for(fake, pagerduty_api_url=pagerduty.url, **PD_SETTINGS)
-    runtime = create_app(
-        settings,
-        store,
-        make_slack_client(settings, timeout=5),
-        policy=policy,
-        clock=clock,
-        lazy_delivery=True,
-    )
+    runtime = build_runtime(fake, store, policy, clock, pagerduty_api_url=pagerduty.url, **PD_SETTINGS)
     lambda_handler.install(runtime, lambda_client=FakeLambdaClient())
     try:
         event = runtime.service.invoke(

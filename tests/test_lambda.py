@@ -60,8 +60,10 @@ def _reset_module_cache() -> Iterator[None]:
     lambda_handler.reset()
 
 
-def build_runtime(fake: FakeSlack, store: Store, policy: Policy, clock: ManualClock) -> BreakglassApp:
-    settings = settings_for(fake)
+def build_runtime(
+    fake: FakeSlack, store: Store, policy: Policy, clock: ManualClock, **overrides: object
+) -> BreakglassApp:
+    settings = settings_for(fake, **overrides)
     return create_app(
         settings,
         store,

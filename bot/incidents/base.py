@@ -127,6 +127,14 @@ class JsonApi:
             raise IncidentUnreachable(f"{self.label} answered an unexpected shape")
         return parsed
 
+    def incident(self, path: str, incident_id: str, parse: Callable[[Any], Incident]) -> Incident:
+        """``GET path`` → ``{"incident": {...}}`` parsed (both tools answer that shape); a 404 names the id."""
+        try:
+            data = self.request("GET", path)
+        except IncidentNotFound:
+            raise IncidentNotFound(f"{self.label} has no incident {incident_id}") from None
+        return parse(data.get("incident"))
+
 
 class TtlCache:
     """A small thread-safe cache of answers for `ttl` seconds (on-call lookups)."""

@@ -51,11 +51,7 @@ class IncidentIoProvider:
         return self.get(key)
 
     def get(self, incident_id: str) -> Incident:
-        try:
-            data = self.api.request("GET", f"/v2/incidents/{incident_id}")
-        except IncidentNotFound:
-            raise IncidentNotFound(f"incident.io has no incident {incident_id}") from None
-        return incident_of(data.get("incident"))
+        return self.api.incident(f"/v2/incidents/{incident_id}", incident_id, incident_of)
 
     def oncall_emails(self, schedules: Iterable[str], escalation_policies: Iterable[str]) -> frozenset[str]:
         emails: set[str] = set()

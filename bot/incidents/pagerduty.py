@@ -19,6 +19,7 @@ DEFAULT_API_URL = "https://api.pagerduty.com"
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 _URL_RE = re.compile(r"^https://[A-Za-z0-9-]+\.pagerduty\.com/incidents/([A-Za-z0-9]{2,32})/?(?:[?#].*)?$")
 _ID_RE = re.compile(r"^[A-Z0-9]{6,20}$")
+MAX_ONCALL_PAGES = 3  # 300 on-call entries: ample for the schedules and escalation policies a profile names
 _NUMBER_RE = re.compile(r"^#?([0-9]{1,12})$")
 
 
@@ -54,11 +55,7 @@ class PagerDutyProvider:
         return self.get(key)
 
     def get(self, incident_id: str) -> Incident:
-        try:
-            data = self.api.request("GET", f"/incidents/{incident_id}")
-        except IncidentNotFound:
-            raise IncidentNotFound(f"PagerDuty has no incident {incident_id}") from None
-        return _incident(data.get("incident"))
+        return self.api.incident(f"/incidents/{incident_id}", incident_id, _incident)
 
     def oncall_emails(self, schedules: Iterable[str], escalation_policies: Iterable[str]) -> frozenset[str]:
         query = [("schedule_ids[]", s) for s in schedules]
@@ -66,7 +63,7 @@ class PagerDutyProvider:
         query += [("include[]", "users"), ("limit", "100")]
         emails: set[str] = set()
         offset = 0
-        for _ in range(10):  # at most 1000 on-call entries
+        for _ in range(MAX_ONCALL_PAGES):  # bounded: this can run inside Slack's 3-second answer
             data = self.api.request("GET", "/oncalls", query=[*query, ("offset", str(offset))])
             for entry in data.get("oncalls") or []:
                 email = ((entry or {}).get("user") or {}).get("email")
