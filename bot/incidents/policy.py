@@ -31,8 +31,9 @@ class IncidentsPolicy(BaseModel):
     unverified) or ``refuse``. Break-glass must work in the outage that takes the incident tool down."""
     poll_every: PositiveDuration = timedelta(minutes=3)
     """How often the sweep asks the tool about the incidents of active events (catches a lost webhook)."""
-    oncall_cache: Duration = timedelta(seconds=60)
-    """How long an on-call answer is reused."""
+    oncall_cache: Duration = timedelta(minutes=5)
+    """How long an on-call answer is reused: it is looked up when the modal opens, and the submission (often
+    minutes later) must find it, so the lookup never runs inside Slack's 3-second answer."""
 
     @field_validator("poll_every")
     @classmethod
