@@ -19,6 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot import access_steps
 from bot.access import AccessProvider, make_provider
+from bot.access.policy_lock import StorePolicyLock
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
@@ -29,10 +30,11 @@ from bot.incidents.links import IncidentLinks
 from bot.incidents.webhooks import IncidentWebhooks
 from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
 from bot.policy import Policy, PolicyError, load_policy, unheld_roles
+from bot.revoke_deadline import RevocationCheck
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
-from bot.slack import actions, commands, home, views
+from bot.slack import actions, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
 from store import Store
 from store.dynamodb import DynamoDBStore
@@ -174,6 +176,7 @@ def create_app(
         clock=clock,
         poll_timeout=ACCESS_POLL_TIMEOUT,
         deny_margin=SKEW_BOUND,
+        policy_lock=StorePolicyLock(store, clock),
     )
     # The incident tool (policy `incidents:`): links, on-call, resolve → close, timeline notes.
     missing = [] if incidents else missing_settings(policy.incidents, settings)
@@ -271,6 +274,8 @@ def create_app(
     views.register(bolt, context.lazy)
     actions.register(bolt)
     home.register(bolt)
+    extend.register(bolt, context.lazy)
+    invoke_form.register(bolt)
     checks = Health()
     probe = StoreProbe(store)
     checks.add("store", probe.read)
@@ -278,6 +283,7 @@ def create_app(
     checks.add("scheduler", lambda: CheckResult(True, detail={"running": scheduler.running}))
     checks.add("clock", skew.check)
     checks.add("audit_channel", pipeline.audit_channels.check)
+    checks.add("revocations", RevocationCheck(pipeline))
     return BreakglassApp(
         bolt=bolt,
         context=context,

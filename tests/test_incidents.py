@@ -296,7 +296,7 @@ def test_close_on_resolve_warn_dms_the_holder(
             lambda: [m for m in fake.channel_messages("U0001") if "Incident #1234 resolved" in m["text"]],
             "the DM",
         )
-        assert buttons(dm[0].get("blocks")) == [(ids.ACTION_CLOSE, event.id)]
+        assert buttons(dm[0].get("blocks")) == [(ids.ACTION_CLOSE, event.id), (ids.ACTION_EXTEND, event.id)]
     finally:
         bot.server.stop()
 
@@ -473,3 +473,19 @@ def test_fast_path_incident_is_validated_too(pdbot: Bot, pagerduty: FakePagerDut
     assert pdbot.slack.command(text.replace("PNOPE99", "1234")).status == 200
     (event,) = wait_until(pdbot.store.list_active, "the fast-path event")
     assert event.incident_link is not None and event.incident_link.id == "PINC001"
+
+
+def test_an_extension_is_noted_on_the_incident(pdbot: Bot, pagerduty: FakePagerDuty) -> None:
+    pdbot.slack.invoke(profile="prod", incident="PINC001")
+    (event,) = pdbot.store.list_active()
+    settled(pdbot, event.id)
+    extended = pdbot.service.extend(
+        event.id, by="U0001", duration="30m", reason="The failover needs more time"
+    )
+    pdbot.runtime.pipeline.deliver(event.id)
+    settled(pdbot, event.id)
+    assert [n[2].split(" break-glass")[0] for n in pagerduty.notes] == [
+        f"breakglass: {event.invoker} took",
+        f"breakglass: {event.invoker} extended",
+    ]
+    assert f"{extended.expires_at:%Y-%m-%d %H:%M} UTC" in pagerduty.notes[1][2]

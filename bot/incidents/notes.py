@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 def note_text(event: BreakGlassEvent) -> str:
     who = event.invoker
     if event.status is Status.ACTIVE:
+        did = "extended" if event.extensions else "took"
         return (
-            f"breakglass: {who} took break-glass access to {event.profile} until "
+            f"breakglass: {who} {did} break-glass access to {event.profile} until "
             f"{event.expires_at:%Y-%m-%d %H:%M} UTC (event {event.id})."
         )
     how = f"closed by {event.closed_by}" if event.status is Status.CLOSED else "expired"
