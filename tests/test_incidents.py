@@ -489,3 +489,20 @@ def test_an_extension_is_noted_on_the_incident(pdbot: Bot, pagerduty: FakePagerD
         f"breakglass: {event.invoker} extended",
     ]
     assert f"{extended.expires_at:%Y-%m-%d %H:%M} UTC" in pagerduty.notes[1][2]
+
+
+def test_the_ocsf_feed_carries_the_link(pdbot: Bot) -> None:
+    from bot.audit_feed.ocsf import event_records, verify_chain
+
+    pdbot.slack.invoke(profile="prod", incident="PINC001")
+    (event,) = pdbot.store.list_active()
+    (record,) = event_records(pdbot.store.get(event.id))
+    link = record["unmapped"]["breakglass"]["incident_link"]
+    assert link == {
+        "provider": "pagerduty",
+        "id": "PINC001",
+        "reference": "#1234",
+        "url": "https://acme.pagerduty.com/incidents/PINC001",
+        "verified": True,
+    }
+    assert verify_chain([record]) == []
