@@ -25,6 +25,9 @@ from bot.config import ConfigError, Settings
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
+from bot.incidents import IncidentProvider, make_incident_provider, missing_settings, webhook_secrets
+from bot.incidents.links import IncidentLinks
+from bot.incidents.webhooks import IncidentWebhooks
 from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
 from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.revoke_deadline import RevocationCheck
@@ -109,6 +112,7 @@ class BreakglassApp:
     store: Store
     settings: Settings
     checks: Health
+    webhooks: IncidentWebhooks
 
     @property
     def service(self) -> BreakGlassService:
@@ -138,6 +142,7 @@ def create_app(
     directory: Directory | None = None,
     lazy_delivery: bool = False,
     access: AccessProvider | None = None,
+    incidents: IncidentProvider | None = None,
 ) -> BreakglassApp:
     policy = policy or resolve_policy(settings)
     channel = audit_channel(settings, policy)
@@ -173,7 +178,17 @@ def create_app(
         deny_margin=SKEW_BOUND,
         policy_lock=StorePolicyLock(store, clock),
     )
+    # The incident tool (policy `incidents:`): links, on-call, resolve → close, timeline notes.
+    missing = [] if incidents else missing_settings(policy.incidents, settings)
+    if missing:
+        raise ConfigError(missing)
+    pipeline.incidents = incidents or make_incident_provider(policy.incidents, settings)
+    incident_links = IncidentLinks(
+        provider=pipeline.incidents, policy=policy.incidents, store=store, directory=directory, clock=clock
+    )
+    incident_links.after_change = pipeline.after_ack
     service = BreakGlassService(
+        incidents=incident_links,
         store=store,
         policy=policy,
         directory=directory,
@@ -270,5 +285,11 @@ def create_app(
     checks.add("audit_channel", pipeline.audit_channels.check)
     checks.add("revocations", RevocationCheck(pipeline))
     return BreakglassApp(
-        bolt=bolt, context=context, scheduler=scheduler, store=store, settings=settings, checks=checks
+        bolt=bolt,
+        context=context,
+        scheduler=scheduler,
+        store=store,
+        settings=settings,
+        checks=checks,
+        webhooks=IncidentWebhooks(incident_links, webhook_secrets(settings)),
     )

@@ -166,8 +166,13 @@ def event_fields(event: BreakGlassEvent) -> list[MarkdownTextObject]:
         f"*{'Expires' if event.status is Status.ACTIVE else 'Was due to expire'}*\n{date(event.expires_at)}",
         f"*Event id*\n`{event.id}`",
     ]
-    if event.incident:
+    if event.incident_link is not None:
+        fields.append(f"*Incident*\n{incident_link(event)}")
+    elif event.incident:
         fields.append(f"*Incident*\n{escape(_truncate(event.incident, 200))}")
+    if event.oncall is not None:
+        shown = {"yes": "yes", "no": "no", "unknown": ":warning: unknown (the incident tool was unreachable)"}
+        fields.append(f"*On call*\n{shown[event.oncall]}")
     if event.status is not Status.ACTIVE and event.ended_at:
         fields.append(f"*Ended*\n{date(event.ended_at)}")
     return [MarkdownTextObject(text=f) for f in fields[:10]]
@@ -434,9 +439,13 @@ def dm_invoked(event: BreakGlassEvent, *, audit_broken: str | None = None) -> tu
     )
     text = (
         f":rotating_light: Break-glass access to `{escape(event.profile)}` is active until {date(event.expires_at)} "
-        f"(event `{event.id}`). {announced} Close it as soon as you are done."
+        f"(event `{event.id}`{_for_incident(event)}). {announced} Close it as soon as you are done."
     )
     return text, _with_close_button(text, event)
+
+
+def _for_incident(event: BreakGlassEvent) -> str:
+    return f", incident {incident_link(event)}" if event.incident_link is not None else ""
 
 
 def audit_fallback(event: BreakGlassEvent, channel: str, error: str) -> tuple[str, Blocks]:
@@ -486,6 +495,38 @@ def dm_extended(event: BreakGlassEvent) -> tuple[str, Blocks]:
         f"{human_duration(ext.duration)}: it now expires {date(event.expires_at)}."
     )
     return text, _with_close_button(text, event)
+
+
+def incident_link(event: BreakGlassEvent) -> str:
+    """The linked incident: its reference as a link to the tool, its title, and what was checked."""
+    link = event.incident_link
+    assert link is not None
+    ref = escape(_truncate(link.reference, 100))
+    url = link.url or ""
+    text = f"<{url}|{ref}>" if url.startswith("https://") and not any(c in url for c in "<>|") else ref
+    if link.title:
+        text += f" {escape(_truncate(link.title, 120))}"
+    if not link.verified:
+        text += " (:warning: unverified: the incident tool was unreachable)"
+    return text
+
+
+def dm_incident_resolved(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    link = event.incident_link
+    ref = escape(link.reference) if link else "the incident"
+    text = (
+        f":white_check_mark: Incident {ref} resolved, and your break-glass access to `{escape(event.profile)}` "
+        f"(event `{event.id}`) is still active until {date(event.expires_at, '{time}')}. Close it if you are done, "
+        "or extend it if the work goes on."
+    )
+    return text, [
+        _mrkdwn_section(text),
+        {
+            "type": "actions",
+            "block_id": ids.BLOCK_EVENT_ACTIONS,
+            "elements": [close_button(event).to_dict(), extend_button(event).to_dict()],
+        },
+    ]
 
 
 def extended_now(event: BreakGlassEvent) -> str:
@@ -567,7 +608,7 @@ def event_line(event: BreakGlassEvent) -> str:
         else f"{event.status.value} {date(event.ended_at or event.updated_at)}"
     )
     who = invoker_of(event)
-    return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}"
+    return f"`{event.id}` {who} on `{escape(event.profile)}` ({event.reason_code.value}) {when}{_for_incident(event)}"
 
 
 def granted(event: BreakGlassEvent, *, audit_broken: str | None = None) -> str:
@@ -657,6 +698,7 @@ def invoke_modal(
     durations: list[timedelta],
     *,
     private_metadata: str = "",
+    incident_hint: str = "Ticket id or URL",
     selected: str | None = None,
 ) -> dict[str, Any]:
     """The /breakglass modal. `profiles` are (name, label) the user may invoke; durations those offered
@@ -708,7 +750,7 @@ def invoke_modal(
             block_id=ids.INCIDENT,
             label="Incident",
             optional=True,
-            hint="Ticket id or URL (required for some profiles).",
+            hint=f"{incident_hint} (required for some profiles).",
             element=PlainTextInputElement(action_id=ids.INCIDENT, max_length=MAX_INCIDENT),
         ),
     ]

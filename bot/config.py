@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     breakglass_scheduler: Literal["embedded", "off"] = "embedded"
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Incident tools (bot/incidents; the policy's incidents.provider says which is used)
+    pagerduty_api_token: SecretStr | None = None
+    pagerduty_webhook_secret: SecretStr | None = None
+    pagerduty_api_url: str = "https://api.pagerduty.com"
+    pagerduty_from_email: str | None = None  # the PagerDuty user incident notes are written as
+    incident_io_api_key: SecretStr | None = None
+    incident_io_webhook_secret: SecretStr | None = None
+    incident_io_api_url: str = "https://api.incident.io"
 
     @field_validator("slack_api_url")
     @classmethod
@@ -69,6 +77,13 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://", value):
             raise ValueError("must be an http(s) URL such as https://slack.com/api/")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("pagerduty_api_url", "incident_io_api_url")
+    @classmethod
+    def _tool_url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -83,7 +98,15 @@ class Settings(BaseSettings):
         """Secret values, so logging can redact them."""
         return [
             s.get_secret_value()
-            for s in (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token)
+            for s in (
+                self.slack_bot_token,
+                self.slack_signing_secret,
+                self.slack_app_token,
+                self.pagerduty_api_token,
+                self.pagerduty_webhook_secret,
+                self.incident_io_api_key,
+                self.incident_io_webhook_secret,
+            )
             if s is not None and s.get_secret_value()
         ]
 

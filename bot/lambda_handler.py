@@ -26,6 +26,7 @@ from slack_bolt.adapter.aws_lambda import SlackRequestHandler
 from slack_bolt.adapter.aws_lambda.lazy_listener_runner import LambdaLazyListenerRunner
 
 from bot.app import BreakglassApp
+from bot.incidents.webhooks import PATHS as WEBHOOK_PATHS
 from bot.runtime import ConfigurationFailed
 from bot.verify import MAX_BODY_BYTES, Refusal, RequestGuard, refuse
 
@@ -106,6 +107,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if method in ("GET", "HEAD") and path.rstrip("/").endswith(HEALTH_PATHS):
         status, body = runtime().health()
         return _response(status, body)
+    if method == "POST" and path.rstrip("/") in WEBHOOK_PATHS:
+        return _incident_webhook(path.rstrip("/"), event)
     if is_lazy_self_invocation(event):
         return _slack_handler().handle(event, context)
     refusal = _verify(event)
@@ -123,6 +126,18 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
     return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
+
+
+def _incident_webhook(path: str, event: dict[str, Any]) -> dict[str, Any]:
+    """An incident tool's webhook (bot.incidents.webhooks verifies the raw body before parsing it)."""
+    raw = event.get("body") or ""
+    try:
+        body = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") else raw.encode()
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return _response(400, {"error": "body is not valid base64"})
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    status, answer = runtime().webhooks.handle(path, body, headers)
+    return _response(status, answer)
 
 
 def _verify(event: dict[str, Any]) -> Refusal | None:

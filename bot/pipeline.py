@@ -87,6 +87,8 @@ from bot.directory import Directory
 from bot.durations import format_duration
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult
+from bot.incidents import IncidentProvider, NoIncidents
+from bot.incidents import notes as incident_notes
 from bot.policy import Policy
 from store import BreakGlassEvent, ConcurrentModification, EventNotFound, Store, StoreError, mutate
 from store.model import OutboxEntry, OutboxKind
@@ -303,6 +305,7 @@ class Pipeline:
         self.clock = clock
         # AWS access (the ACCESS_* kinds, bot/access_steps.py): who grants and revokes it.
         self.access: AccessProvider = access or NoneProvider(clock)
+        self.incidents: IncidentProvider = NoIncidents()  # the incident tool (bot/incidents/notes.py)
         self.directory = directory or Directory(client)
         self.audit_channels = AuditChannels(clock)
         self.leases = LeaseKeeper()  # renews every lease this process holds (deliveries, assignment locks)
@@ -809,6 +812,8 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.REVOKE_RECEIPT_THREAD: thread_reply(lambda p, e: blocks.access_revoked(e)),
     OutboxKind.ACTIVITY_DIGEST: evidence.deliver_digest,
     OutboxKind.AUDIT_FALLBACK: post_audit_fallback,
+    OutboxKind.INCIDENT_NOTE: incident_notes.post_note,
+    OutboxKind.INCIDENT_RESOLVED_DM: incident_notes.resolved_dm,
     **extend_steps.HANDLERS,  # an extension's thread reply and DM (bot/extend_steps.py)
     **dm_steps.HANDLERS,  # the invoker's "access is active" DM, recorded, and updated at the end
 }

@@ -34,6 +34,9 @@ from pydantic import (
 
 from bot.durations import Duration, PositiveDuration, compact_duration, format_duration
 from bot.ids import SUBCOMMANDS
+from bot.incidents.policy import CloseOnResolve, IncidentsPolicy, OncallRule, incident_problems
+from bot.incidents.policy import profile_lines as incident_profile_lines
+from bot.incidents.policy import summary_lines as incident_summary_lines
 from store.model import MAX_DURATION, MAX_TOTAL
 
 __all__ = [
@@ -591,6 +594,11 @@ class ProfilePolicy(BaseModel):
     """Audit channel for this profile, instead of the policy's."""
     aws: AwsTarget | None = None
     """Where the access provider grants access (required with ``access.provider: identity-center``)."""
+    close_on_resolve: CloseOnResolve = True
+    """When the linked incident resolves: close the event (``true``), DM the holder (``warn``) or nothing."""
+    oncall: OncallRule | None = None
+    """Who is on call in the incident tool (``incidents.provider``): required to invoke, or only noted."""
+
     max_total: PositiveDuration | None = None
     """The longest an event may last with its extensions; default twice the longest duration, at most
     :data:`store.model.MAX_TOTAL` (12 h, the longest Identity Center session)."""
@@ -706,13 +714,19 @@ class Policy(BaseModel):
     """Limits on how often access is taken."""
     access: AccessPolicy = Field(default_factory=AccessPolicy)
     """Which access provider changes AWS access (default ``none``: the stored event is the grant)."""
+    incidents: IncidentsPolicy = Field(default_factory=IncidentsPolicy)
+    """Which incident tool the incident field links to (default ``none``: free text)."""
     profiles: dict[ProfileName, ProfilePolicy]
     """The profiles that may be invoked, by name; at least one."""
 
     @model_validator(mode="after")
     def _check_whole_policy(self) -> "Policy":
         """The checks across keys, all at once (pydantic would stop at the first validator that raises)."""
-        problems = _access_problems(self) + _fallback_problems(self)
+        problems = (
+            _access_problems(self)
+            + _fallback_problems(self)
+            + incident_problems(self.incidents, {n: p.oncall for n, p in self.profiles.items()})
+        )
         if problems:
             raise _NestedProblems(problems)
         return self
@@ -775,7 +789,7 @@ class Policy(BaseModel):
     def _dedupe_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _dedupe(value)
 
-    @field_validator("rate_limits", "access", mode="before")
+    @field_validator("rate_limits", "access", "incidents", mode="before")
     @classmethod
     def _null_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -1095,6 +1109,7 @@ def summarize(policy: Policy) -> str:
         f"Incident commanders: {_ids(policy.incident_commanders)}",
         f"Security: {_ids(policy.security)}",
         *_access_lines(policy.access),
+        *incident_summary_lines(policy.incidents),
         "Rate limits:",
         *(f"  - {line}" for line in _rate_limit_lines(policy.rate_limits)),
         f"Profiles ({len(policy.profiles)}):",
@@ -1109,6 +1124,7 @@ def summarize(policy: Policy) -> str:
         if profile.audit_channel:
             lines.append(f"    audit channel: {profile.audit_channel} (overrides the policy's)")
         lines.extend(_aws_target_lines(profile.aws))
+        lines.extend(incident_profile_lines(policy.incidents, profile.close_on_resolve, profile.oncall))
     lines += [f"WARNING: {warning}" for warning in unheld_roles(policy)]
     return "\n".join(lines)
 

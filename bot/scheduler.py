@@ -197,6 +197,7 @@ class Scheduler:
             counts["revokes_overdue"] = revoke_deadline.alarm_overdue(self.pipeline, self.clock.now())
             counts["reminded"] = self.remind_if_due()  # also retries a reminder that failed earlier
             counts["drift"] = self.reconcile_access()
+            counts["incidents"] = self.poll_incidents()
         except StoreError as exc:
             log.warning(
                 "sweep failed, will retry next interval: %s",
@@ -254,6 +255,25 @@ class Scheduler:
         except (StoreError, AccessError, *SLACK_ERRORS) as exc:
             log.warning("drift check failed, will retry: %s", exc, extra={"action": "reconcile"})
         return sum(announced)
+
+    # -- incident tools ---------------------------------------------------------------------------------
+
+    def poll_incidents(self) -> int:
+        """Ask the incident tool about the incidents linked to active events, once per
+        `incidents.poll_every` across replicas (a lost resolve webhook is caught here)."""
+        links = self.service.incidents
+        if not links.enabled:
+            return 0
+        period = self.policy.incidents.poll_every
+        slot = int(self.clock.now().timestamp() // period.total_seconds())
+        closed: list[int] = []
+        try:
+            self.pipeline.deliver_task(
+                f"incident-poll:{slot}", lambda: closed.append(links.poll()), done_for=period
+            )
+        except StoreError as exc:
+            log.warning("incident poll failed, will retry: %s", exc, extra={"action": "incident_poll"})
+        return sum(closed)
 
     # -- review reminder ------------------------------------------------------------------------------
 

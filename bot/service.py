@@ -25,6 +25,8 @@ from bot.errors import (
     RateLimited,
     ValidationFailed,
 )
+from bot.incidents import NoIncidents
+from bot.incidents.links import IncidentLinks, incident_note
 from bot.policy import Policy, ProfilePolicy
 from store import (
     BreakGlassEvent,
@@ -118,8 +120,14 @@ class BreakGlassService:
         default_audit_channel: str | None = None,
         prepare_new: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
         access: AccessProvider | None = None,
+        incidents: IncidentLinks | None = None,
     ) -> None:
         self.store = store
+        # The incident tool (bot/incidents): the incident field is looked up and linked, on-call checked.
+        self.incidents = incidents or IncidentLinks(
+            provider=NoIncidents(), policy=policy.incidents, store=store, directory=directory, clock=clock
+        )
+        self.incidents.service = self
         # Who changes AWS access (bot/access): looked up before an invocation is stored; the grant and the
         # revoke themselves are owed steps delivered by the pipeline.
         self.access: AccessProvider = access or NoneProvider()
@@ -219,11 +227,18 @@ class BreakGlassService:
             and profile.require_incident
         ):
             errors[ids.INCIDENT] = f"Profile {profile_name!r} requires an incident ticket id or URL."
+        link = None
+        if incident is not None and not errors:  # looked up only once everything else is right
+            try:
+                link = self.incidents.link(incident)
+            except ValidationFailed as exc:
+                errors.update(exc.errors)
         if errors:
             raise ValidationFailed(errors)
         assert profile is not None
         assert duration is not None
         invoker = self.identity(request.user_id)
+        oncall = self.incidents.check_oncall(request.user_id, profile_name, profile.oncall)
         event = BreakGlassEvent.new(
             invoker=invoker,
             slack_user_id=request.user_id,
@@ -235,6 +250,8 @@ class BreakGlassService:
             now=now,
             request_id=request.request_id,
             audit_channel=self.policy.audit_channel_for(profile_name, self.default_audit_channel),
+            incident_link=link,
+            oncall=oncall,
         )
         return profile, event
 
@@ -245,7 +262,7 @@ class BreakGlassService:
         The announcements (audit message, DM, escalation) are owed in the outbox of the stored event.
         """
         profile, event = self.validate(request)
-        owed = [OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED]
+        owed = [OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED, *incident_note(event)]
         access = self._access_for(request.user_id, profile)
         if access is not None:
             # right after the audit message: the access itself comes before the other announcements
@@ -448,7 +465,7 @@ class BreakGlassService:
                 seen=len(event.extensions) if seen is None else seen,
                 max_total=profile.lifetime_cap,
                 max_extensions=profile.extensions,
-                outbox=extend_steps.extension_outbox(event, by),
+                outbox=extend_steps.extension_outbox(event, by) + incident_note(event),
                 known=event,
             )
         except InvalidTransition as exc:  # ended, ran out, or another extend won the race
@@ -563,7 +580,7 @@ class BreakGlassService:
         message yet: it owes one audit message showing how it ended. Every event of a profile with an
         activity role owes its activity digest, after CloudTrail's delay (bot.evidence)."""
         revoke: list[OutboxKind | Deferred] = [OutboxKind.ACCESS_REVOKE] if event.access is not None else []
-        return revoke + self._ending_announcements(event, thread, dm, now)
+        return revoke + self._ending_announcements(event, thread, dm, now) + incident_note(event)
 
     def _ending_announcements(
         self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None, now: datetime

@@ -14,6 +14,8 @@ from typing import Any
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.app import BreakglassApp
+from bot.incidents.webhooks import MAX_BODY as WEBHOOK_MAX_BODY
+from bot.incidents.webhooks import PATHS as WEBHOOK_PATHS
 from bot.verify import MAX_BODY_BYTES, RequestGuard
 
 EVENTS_PATH = "/slack/events"
@@ -37,11 +39,30 @@ class WSGIApp:
             return _json(start_response, status, body)
         if path == LIVE_PATH and method in ("GET", "HEAD"):  # liveness: the process serves requests
             return _json(start_response, 200, {"status": "alive"})
+        if path in WEBHOOK_PATHS:
+            if method != "POST":
+                return _json(start_response, 405, {"error": "use POST"}, [("Allow", "POST")])
+            return self._incident_webhook(path, environ, start_response)
         if path == EVENTS_PATH:
             if method != "POST":
                 return _json(start_response, 405, {"error": "use POST"}, [("Allow", "POST")])
             return self._slack_event(environ, start_response)
         return _json(start_response, 404, {"error": "not found"})
+
+    def _incident_webhook(
+        self, path: str, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """An incident tool's webhook (bot.incidents.webhooks: verified on the raw body first)."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > WEBHOOK_MAX_BODY:
+            return _json(start_response, 413, {"error": "body too large"})
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {k[5:].lower().replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
+        status, answer = self.runtime.webhooks.handle(path, body, headers)
+        return _json(start_response, status, answer)
 
     def _slack_event(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Verify the signature on the raw body, then hand Bolt a body it can parse."""

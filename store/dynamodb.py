@@ -157,6 +157,12 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
             item[key] = (value // timedelta(microseconds=1)) * (_NS // 1_000_000)
         elif key in ("reason_code", "status"):
             item[key] = str(value.value)
+        elif key == "incident_link":  # a map of strings and booleans (times as ISO 8601 UTC text)
+            item[key] = (
+                event.incident_link.model_dump(mode="json", exclude_none=True)
+                if event.incident_link
+                else None
+            )
         elif key == "access":
             # a map of strings, booleans and integers (times as ISO 8601 UTC text)
             item[key] = event.access.model_dump(mode="json", exclude_none=True) if event.access else None

@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -70,6 +70,10 @@ class OutboxKind(StrEnum):
     GRANT_RECEIPT_THREAD = "grant_receipt_thread"
     GRANT_RECEIPT_DM = "grant_receipt_dm"
     REVOKE_RECEIPT_THREAD = "revoke_receipt_thread"
+    # Incident tools (bot/incidents): a note on the linked incident's timeline; the holder's DM when the
+    # incident resolved and the profile says `close_on_resolve: warn`
+    INCIDENT_NOTE = "incident_note"
+    INCIDENT_RESOLVED_DM = "incident_resolved_dm"
     # An extension (bot/extend_steps.py): its thread reply and the invoker's DM (plus an AUDIT_UPDATE)
     EXTEND_THREAD = "extend_thread"
     EXTEND_DM = "extend_dm"
@@ -251,6 +255,22 @@ class EventAccess(BaseModel):
     alarms: int = Field(default=0, ge=0)
 
 
+class IncidentLink(BaseModel):
+    """The incident of the incident tool (bot/incidents) an event is linked to, as looked up at invoke."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str = Field(min_length=1, max_length=32)
+    id: str = Field(min_length=1, max_length=128)
+    reference: str = Field(min_length=1, max_length=128)
+    title: str = Field(default="", max_length=256)
+    url: str | None = Field(default=None, max_length=512)
+    verified: bool = True
+    """False: the tool was unreachable at invoke and the policy allowed it (`on_unreachable: allow`)."""
+    resolved_at: UtcDatetime | None = None
+    """When breakglass learned the incident resolved (webhook or poll)."""
+
+
 class Extension(BaseModel):
     """One extension of an event: a new expiry, not a new event (`BreakGlassEvent.extend`)."""
 
@@ -317,6 +337,11 @@ class BreakGlassEvent(BaseModel):
     review_notes: str | None = None
     # AWS access granted for this event (None: the profile maps to no AWS target, or provider none)
     access: EventAccess | None = None
+    # The incident-tool incident this event is linked to (None: no tool, or free text only)
+    incident_link: IncidentLink | None = None
+    # Was the invoker on call at invoke (the profile's `oncall` rule)? "unknown": the incident tool could
+    # not be asked and the policy allowed it; None: the profile has no rule
+    oncall: Literal["yes", "no", "unknown"] | None = None
 
     # The activity digest (what the session did in AWS, from CloudTrail) as JSON text, newest gathered;
     # `activity_failures`: gathers in a row that failed (the audit thread is told once per such episode).

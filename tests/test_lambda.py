@@ -60,8 +60,10 @@ def _reset_module_cache() -> Iterator[None]:
     lambda_handler.reset()
 
 
-def build_runtime(fake: FakeSlack, store: Store, policy: Policy, clock: ManualClock) -> BreakglassApp:
-    settings = settings_for(fake)
+def build_runtime(
+    fake: FakeSlack, store: Store, policy: Policy, clock: ManualClock, **overrides: object
+) -> BreakglassApp:
+    settings = settings_for(fake, **overrides)
     return create_app(
         settings,
         store,
@@ -287,6 +289,7 @@ def test_sweep_handler_on_dynamodb(
         "owed": 0,
         "reminded": 0,
         "drift": 0,
+        "incidents": 0,
         "revokes_overdue": 0,
     }
     assert store.get(due.id).status is Status.EXPIRED

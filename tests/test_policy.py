@@ -585,7 +585,7 @@ def test_wrong_types() -> None:
             "zzz",
             "unknown key; expected one of: audit_channel, fallback_channel, warn_before, sweep_interval, retention, "
             "identity, email_domains, allow_guests, allow_external_users, review_reminder_after, "
-            "review_reminder_time, incident_commanders, security, rate_limits, access, profiles",
+            "review_reminder_time, incident_commanders, security, rate_limits, access, incidents, profiles",
         ),
     ],
 )

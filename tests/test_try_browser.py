@@ -246,6 +246,25 @@ def test_fast_forward_to_warning_and_expiry(workspace: LocalWorkspace, browser: 
     assert workspace.runtime.store.list_active() == []  # type: ignore[union-attr]
 
 
+def test_resolving_the_incident_on_the_page_closes_the_event(
+    workspace: LocalWorkspace, browser: WebDriver
+) -> None:
+    browser.get(workspace.url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#who option"))
+    be(browser, "U0ENG")
+    open_pane(browser, "C0OPS")
+    type_command(browser, f"/breakglass sandbox 30m incident incident=INC-7 {JUSTIFICATION}")
+    wait(browser, lambda d: workspace.runtime.store.list_active())  # type: ignore[union-attr]
+    (event,) = workspace.runtime.store.list_active()  # type: ignore[union-attr]
+    open_pane(browser, AUDIT_CHANNEL)
+    assert "Simulated incident INC-7" in audit_message(browser, event.id).text
+    browser.find_element(By.ID, "incident-ref").send_keys("INC-7")
+    click(browser, lambda d: d.find_element(By.ID, "resolve-incident"))
+    message = audit_message(browser, event.id, "CLOSED")
+    assert "the simulated incident tool" in message.text
+    assert workspace.runtime.store.list_active() == []  # type: ignore[union-attr]
+
+
 def extend_in_modal(driver: WebDriver, seconds: str, reason: str) -> None:
     form = modal(driver, "Extend")
     Select(form.find_element(By.ID, "in-extend_duration")).select_by_value(seconds)

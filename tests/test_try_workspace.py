@@ -122,3 +122,25 @@ def test_breakglass_bot_try_serves_the_page_and_stops_on_ctrl_c(tmp_path: Path) 
         assert process.wait(timeout=30) == 0
     assert not store.parent.exists()  # the temporary store is gone
     assert list(tmp_path.iterdir()) == []  # nothing left in the working directory
+
+
+def test_the_page_simulates_an_incident_resolving(workspace: LocalWorkspace) -> None:
+    """The pretend incident tool: the fast path links INC-42; resolving it on the page closes the event
+    through the same path as a resolve webhook (closed by the tool, a note on the incident's timeline)."""
+    text = "/breakglass prod 15m incident incident=INC-42 " + "database failover is stuck"
+    assert post(workspace, "/ui/command", {"user": "U0ENG", "text": text})[0] == 200
+    runtime = workspace.runtime
+    assert runtime is not None
+    [event] = runtime.store.list_active()
+    assert event.incident_link is not None and event.incident_link.title == "Simulated incident INC-42"
+    assert post(workspace, "/ui/resolve-incident", {"reference": "inc-42"}) == (
+        200,
+        {"ok": True, "result": 1},
+    )
+    closed = runtime.store.get(event.id)
+    assert closed.status.value == "closed" and closed.closed_by == "the simulated incident tool"
+    workspace.slack.wait_for("chat.update", where=lambda c: "CLOSED" in json.dumps(c.params))
+    assert post(workspace, "/ui/resolve-incident", {"reference": "  "})[0] == 400
+    # a resolved incident cannot be linked again
+    assert post(workspace, "/ui/command", {"user": "U0ENG", "text": text})[0] == 200
+    assert runtime.store.list_active() == []

@@ -135,6 +135,11 @@ def _record(event: BreakGlassEvent, step: Step, seq: int, previous: str) -> Reco
     }
     if event.access is not None and event.access.email:
         record["user"]["email_addr"] = event.access.email
+    if event.incident_link is not None:  # fixed at invoke (bot/incidents): the same in every record
+        link = event.incident_link.model_dump(include={"provider", "id", "reference", "url", "verified"})
+        record["unmapped"]["breakglass"]["incident_link"] = link
+    if event.oncall is not None:
+        record["unmapped"]["breakglass"]["oncall"] = event.oncall
     return record
 
 

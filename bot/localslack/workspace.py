@@ -42,6 +42,8 @@ from slack_sdk.signature import SignatureVerifier
 from bot.app import BreakglassApp, create_app
 from bot.clock import OffsetClock
 from bot.config import Settings
+from bot.incidents import IncidentNotFound
+from bot.incidents.local import LocalIncidents
 from bot.localslack.pageguard import SECURITY_HEADERS, TOKEN_PLACEHOLDER, PageGuard
 from bot.localslack.webapi import APP_ID, TEAM_ID, FakeSlack, validate_view
 from bot.policy import AccessPolicy, Policy, parse_policy
@@ -192,6 +194,7 @@ class LocalWorkspace:
         for channel_id, name in CHANNELS.items():
             self.slack.add_channel(channel_id, name=name)
         self.runtime: BreakglassApp | None = None
+        self.incidents = LocalIncidents()  # the pretend incident tool: the page can resolve its incidents
         self._bot_server: WSGIServer | None = None
         self._page_server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
@@ -230,7 +233,7 @@ class LocalWorkspace:
         )
         policy = self.policy
         store = open_store(settings.breakglass_store, retention=policy.retention)
-        self.runtime = create_app(settings, store, policy=policy, clock=self.clock)
+        self.runtime = create_app(settings, store, policy=policy, clock=self.clock, incidents=self.incidents)
         self.runtime.scheduler.start()
         self._bot_server = make_server(
             HOST, 0, WSGIApp(self.runtime), server_class=_ThreadingWSGIServer, handler_class=_QuietWSGIHandler
@@ -481,6 +484,15 @@ class LocalWorkspace:
             scheduler.track(event)
         scheduler.sweep()
 
+    def resolve_incident(self, reference: str) -> int:
+        """The pretend incident tool says `reference` resolved (as its webhook would): linked events close."""
+        assert self.runtime is not None
+        try:
+            key = self.incidents.resolve(reference)
+        except IncidentNotFound as exc:
+            raise ValueError(exc.message) from exc
+        return self.runtime.service.incidents.incident_resolved(key)
+
     # ------------------------------------------------------------------ what the page renders
 
     def _state(self, user: str) -> _UserState:
@@ -679,6 +691,8 @@ class _PageHandler(BaseHTTPRequestHandler):
                 workspace.open_home(user)
             elif path == "/ui/fast-forward":
                 workspace.fast_forward(float(body["seconds"]))
+            elif path == "/ui/resolve-incident":
+                result = workspace.resolve_incident(str(body["reference"]))
             else:
                 self._json(404, {"error": "not found"})
                 return

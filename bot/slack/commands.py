@@ -113,6 +113,8 @@ def open_modal(
         if selected is not None and selected not in profiles:
             raise NotAuthorized(f"You are not allowed to invoke break-glass on {selected!r}.")
         ctx.client.views_open(trigger_id=trigger_id, view=modal(ctx, tuple(profiles), selected))
+        # while the person fills in the form: who is on call (so the submission's answer is cached)
+        ctx.service.incidents.prefetch(ctx.policy.profiles[name].oncall for name in profiles)
     except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
         log.warning("could not open the break-glass modal: %s", exc, extra={"slack_user": user_id})
         detail = user_message(exc) if isinstance(exc, BreakglassError) else "Slack did not accept the request"
@@ -158,6 +160,7 @@ def modal(ctx: SlackContext, profiles: tuple[str, ...], selected: str | None = N
                 [(name, _label(ctx, name)) for name in profiles],
                 ctx.service.durations_for([selected] if selected else list(profiles)),
                 selected=selected,
+                incident_hint=ctx.service.incidents.hint,
             )
         else:
             view = blocks.no_profiles_modal()
