@@ -100,7 +100,7 @@ class IncidentLinks:
         key = (rule.schedules, rule.escalation_policies)
         cached = self.oncall_cache.get(key)
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         emails = self.provider.oncall_emails(rule.schedules, rule.escalation_policies)
         self.oncall_cache.put(key, emails)
         return emails
