@@ -8,15 +8,16 @@ STAMP  := $(VENV)/.installed
 
 TRY_PORT ?= $(or $(PORT),3000)
 
-.PHONY: try run test lint bench clean screenshots
+.PHONY: try run test lint bench clean screenshots lock
 
 APP    := $(VENV)/.installed-app
 
 # The bot alone (enough for `make try` and `make run`), then the development tools on top (tests, lint).
-$(APP): pyproject.toml
+$(APP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(APP)
 
 $(STAMP): $(APP)
@@ -39,6 +40,12 @@ test: $(STAMP)
 screenshots: $(STAMP)
 	sh scripts/install-browser
 	BREAKGLASS_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -m browser tests/test_try_browser.py
+
+# requirements.lock: the runtime dependencies of pyproject.toml, pinned with their hashes (all platforms),
+# used by `make`, the Dockerfile and `sam build`; tests/test_lock.py checks it still matches pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -355,13 +355,16 @@ def test_templates_have_no_duplicate_keys() -> None:
 
 
 def test_sam_build_installs_this_project_and_its_dependencies(template: dict[str, Any]) -> None:
-    """`sam build` installs each function's dependencies from requirements.txt in its CodeUri:
-    that file must name this project, whose dependencies pyproject.toml declares."""
+    """`sam build` installs each function's dependencies from requirements.txt in its CodeUri: the locked
+    runtime dependencies (tests/test_lock.py checks the lock against pyproject.toml); the project's own
+    packages are in the CodeUri, where the handlers import them from."""
     code_uri = template["Globals"]["Function"]["CodeUri"]
     source = (ROOT / "deploy" / code_uri).resolve()
     assert source == ROOT
     requirements = [line.strip() for line in (source / "requirements.txt").read_text().splitlines()]
-    assert "." in requirements
+    assert "-r requirements.lock" in requirements
+    assert (source / "requirements.lock").is_file()
+    assert (source / "bot" / "__init__.py").is_file() and (source / "store" / "__init__.py").is_file()
     for function in ("HttpFunction", "SweepFunction"):
         handler = template["Resources"][function]["Properties"]["Handler"]
         module, _, name = handler.rpartition(".")
