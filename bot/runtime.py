@@ -13,6 +13,7 @@ from bot.app import BreakglassApp, audit_channel, create_app, make_slack_client,
 from bot.aws_secrets import load_into_environ as load_secrets_into_environ
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
+from bot.slack_token import TOKEN_REFUSED
 from store import StoreError, open_store, parse_store_url
 
 log = logging.getLogger("bot.runtime")
@@ -87,7 +88,7 @@ def build(settings: Settings | None = None, *, lazy_delivery: bool = False) -> B
         fail(f"breakglass cannot start:\n  - BREAKGLASS_STORE: {exc}")
 
 
-_TOKEN_REFUSED = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
+_TOKEN_REFUSED = TOKEN_REFUSED
 
 
 def check_bot_token(settings: Settings) -> Settings:
