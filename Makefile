@@ -8,12 +8,18 @@ STAMP  := $(VENV)/.installed
 
 TRY_PORT ?= $(or $(PORT),3000)
 
-.PHONY: try run test lint bench clean screenshots lock
+.PHONY: try run test lint bench clean screenshots lock FORCE
 
 APP    := $(VENV)/.installed-app
 
+# Which interpreter the virtualenv is made from: checked on every run (Python >= 3.11, able to make a
+# virtualenv; one made by another interpreter is removed), rewritten only when it changes, so that a change
+# rebuilds the virtualenv below.
+$(VENV)/.interpreter: FORCE
+	@$(PYTHON) scripts/check-python $(VENV)
+
 # The bot alone (enough for `make try` and `make run`), then the development tools on top (tests, lint).
-$(APP): pyproject.toml requirements.lock
+$(APP): pyproject.toml requirements.lock $(VENV)/.interpreter
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
@@ -25,7 +31,7 @@ $(STAMP): $(APP)
 	touch $(STAMP)
 
 try: $(APP)
-	$(BIN)/breakglass-bot try --port $(TRY_PORT)
+	$(BIN)/breakglass-bot try --port $(TRY_PORT) $(if $(POLICY),--policy $(POLICY))
 
 run: $(APP)
 	$(BIN)/breakglass-bot

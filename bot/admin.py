@@ -102,6 +102,9 @@ def err(message: str) -> None:
 # -- parsing ---------------------------------------------------------------------------------------
 
 
+DATE_FORMAT = "YYYY-MM-DD, midnight UTC, or YYYY-MM-DDTHH:MM[:SS][+HH:MM], UTC without an offset"
+
+
 def parse_date(text: str) -> datetime:
     """YYYY-MM-DD (midnight UTC) or an ISO 8601 date-time (naive means UTC)."""
     value = text.strip()
@@ -144,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--status", choices=[s.value for s in Status])
     ls.add_argument("--profile")
     ls.add_argument("--invoker", help="the invoker's identity, e.g. alice@example.com")
-    ls.add_argument("--since", type=parse_date, help="only events created at or after DATE")
+    ls.add_argument(
+        "--since",
+        type=parse_date,
+        metavar="DATE",
+        help=f"only events created at or after DATE ({DATE_FORMAT})",
+    )
     ls.add_argument("--limit", type=int, default=DEFAULT_LIST_LIMIT, help="at most N rows (default 50)")
 
     show = sub.add_parser("show", parents=[store_opt], help="every field of one event and its timeline")
@@ -156,8 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     close.add_argument("--operator", required=True, help="who is closing (recorded as operator:NAME)")
 
     export = sub.add_parser("export", parents=[store_opt], help="export events for auditors")
-    export.add_argument("--since", type=parse_date, required=True, help="created at or after DATE")
-    export.add_argument("--until", type=parse_date, help="created before DATE")
+    export.add_argument(
+        "--since",
+        type=parse_date,
+        required=True,
+        metavar="DATE",
+        help=f"created at or after DATE ({DATE_FORMAT})",
+    )
+    export.add_argument("--until", type=parse_date, metavar="DATE", help="created before DATE (same format)")
     export.add_argument("--format", choices=["csv", "jsonl"], required=True)
     export.add_argument("--output", help="write to FILE instead of stdout")
     return parser
@@ -362,6 +376,14 @@ def render_show(event: BreakGlassEvent) -> str:
     data = event.model_dump()
     data["activity"] = "(the activity digest, below)" if event.activity else None
     data["outbox"] = tuple(_outbox_entry(entry) for entry in event.outbox)
+    # Whether outbox_next_at is a delivery's lease or a backoff: meaningless without an outbox_next_at
+    # (nothing owed, or owed and due at once), where the stored default would read "True".
+    if event.outbox_next_at is None:
+        data["outbox_leased"] = None
+    else:
+        data["outbox_leased"] = (
+            "lease (a delivery holds it)" if event.outbox_leased else "backoff (retry after)"
+        )
     width = max(len(name) for name in data)
     for name, value in data.items():
         if isinstance(value, datetime):
@@ -566,7 +588,10 @@ def cmd_close(args: argparse.Namespace) -> int:
             raise AdminError(exc2.render()) from None
     settings = settings.model_copy(update={"breakglass_store": url})
     if not logging.getLogger().handlers:  # keep an embedding process's (or test runner's) logging
-        configure_logging(settings.log_level, settings.secrets() + aws_secrets())
+        # The bot's JSON log lines are for its log pipeline; at a terminal a normal close prints only its
+        # result (and warnings and errors, as JSON lines, still go to stderr).
+        level = "WARNING" if settings.log_level == "INFO" else settings.log_level  # DEBUG when asked for
+        configure_logging(level, settings.secrets() + aws_secrets())
     try:
         policy = resolve_policy(settings)
     except ConfigError as exc:
@@ -588,8 +613,10 @@ def cmd_close(args: argparse.Namespace) -> int:
         result = service.close(event_id, by=by, reason=reason, operator=True)
         event = result.event
         if not result.closed_now:
-            if event.outbox:  # it was just recorded as expired (the sweep was late): announce that
-                _deliver(runtime, event.id, slack_problems)
+            if event.outbox and runtime is not None:  # e.g. just recorded as expired (a late sweep): announce
+                runtime.pipeline.deliver(
+                    event.id
+                )  # quietly: this command changed nothing, the sweep would too
             who = f" by {event.closed_by}" if event.closed_by else ""
             err(f"refused: event {event.id} is already {event.status.value}{who} at {_short(event.ended_at)}")
             return REFUSED

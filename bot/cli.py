@@ -121,16 +121,22 @@ def run_clock() -> None:
     runtime.shutdown()
 
 
-def run_try(port: int | None, db_path: str | None) -> int:
+def run_try(port: int | None, db_path: str | None, policy_path: str | None = None) -> int:
     import os
 
     from bot.localslack.workspace import serve
     from bot.logs import configure_logging
+    from bot.policy import PolicyError, load_policy
 
     configure_logging("WARNING")
     try:
-        serve(port if port is not None else int(os.environ.get("PORT") or 3000), db_path)
-    except OSError as exc:  # e.g. the port is taken
+        policy = load_policy(policy_path) if policy_path is not None else None
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    try:
+        serve(port if port is not None else int(os.environ.get("PORT") or 3000), db_path, policy)
+    except OSError as exc:  # e.g. the port is taken (the message names PORT=)
         print(f"breakglass try: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -199,11 +205,18 @@ def main(argv: list[str] | None = None) -> int:
         help="SQLite file to keep the simulation's events in (default: a temporary file, gone on exit; "
         "the simulated Slack messages are never kept)",
     )
+    trial.add_argument(
+        "--policy",
+        default=None,
+        metavar="FILE",
+        help="preview your own policy file: its profiles, durations and limits, with the simulation's "
+        "example people in the roles (default: the built-in example policy)",
+    )
     args = parser.parse_args(argv)
 
     command = args.command or "run"
     if command == "try":
-        return run_try(args.port, args.db)
+        return run_try(args.port, args.db, args.policy)
     if command == "check-policy":
         return check_policy(args.file)
     if command == "show-policy":

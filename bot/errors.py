@@ -27,6 +27,11 @@ class AlreadyActive(ValidationFailed):
     itself was well formed (no usage hint helps)."""
 
 
+class AlreadySubmitted(ValidationFailed):
+    """The same request (a modal's view id, a command's trigger id) already created an event: a replayed or
+    repeated submission creates nothing and announces nothing."""
+
+
 class AwsAccessRefused(BreakglassError):
     """The profile grants AWS access and the person cannot be given it (no identity-store user with the
     email of their Slack profile, or the identity store could not be asked): nothing was stored."""

@@ -88,18 +88,36 @@ def _method_and_path(event: dict[str, Any]) -> tuple[str | None, str]:
     return method, path
 
 
+def is_lazy_self_invocation(event: dict[str, Any]) -> bool:
+    """Bolt's `LambdaLazyListenerRunner` re-invokes this function with the original request's event plus a
+    top-level ``"method": "NONE"`` and the ``x-slack-bolt-lazy-only`` header. Lambda builds a Function URL or
+    API Gateway event itself, and no HTTP request can add a top-level key to it (a client controls only its
+    method, path, headers and body): so the top-level key, not the header or the HTTP method, tells a
+    self-invocation (made with `lambda:InvokeFunction`, which only this function's role holds) from a request."""
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    return event.get("method") == "NONE" and headers.get("x-slack-bolt-lazy-only") == "1"
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """HTTP: Slack's POSTs (signature verified on the raw body before Bolt parses it, then by Bolt),
-    plus GET /healthz. The lazy-listener self-invocations (method NONE) come from this function, not
-    from the internet, and go straight to Bolt."""
+    """HTTP: GET /healthz, and Slack's POSTs: every other request, whatever its method, is verified on the
+    raw body before Bolt parses it (then again by Bolt), and one that is not a POST gets 405. Only the
+    lazy-listener self-invocations (`is_lazy_self_invocation`) go straight to Bolt."""
     method, path = _method_and_path(event)
     if method in ("GET", "HEAD") and path.rstrip("/").endswith(HEALTH_PATHS):
         status, body = runtime().health()
         return _response(status, body)
-    if method == "POST":
-        refusal = _verify(event)
-        if refusal is not None:
-            return _response(refusal.status, {"error": refusal.reason})
+    if is_lazy_self_invocation(event):
+        return _slack_handler().handle(event, context)
+    refusal = _verify(event)
+    if refusal is not None:
+        return _response(refusal.status, {"error": refusal.reason})
+    if method != "POST":
+        log.warning(
+            "refused a signed %s request to the Slack endpoint: Slack only POSTs",
+            method,
+            extra={"action": "verify", "outcome": 405},
+        )
+        return _response(405, {"error": "Slack requests are POSTs"})
     return _slack_handler().handle(event, context)
 
 

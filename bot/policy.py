@@ -9,6 +9,7 @@ lists each bad key in dotted form (``profiles.prod.durations[2]``) with the reas
 This module depends on nothing else in ``bot`` except :mod:`bot.durations`.
 """
 
+import copy
 import difflib
 import json
 import re
@@ -81,7 +82,7 @@ DEFAULT_POLICY_YAML = """\
 warn_before: 15m
 
 # How a person is identified (slack_id, email or email_local_part); with the email modes, only
-# addresses in email_domains are accepted (required for email_local_part).
+# addresses in email_domains are accepted (exactly one domain for email_local_part).
 # identity: slack_id
 # email_domains: [example.com]
 # Slack guests and users of other workspaces (Slack Connect) are refused unless allowed here.
@@ -529,6 +530,19 @@ class AwsTarget(BaseModel):
     us-east-1); empty: the bot's own region (``AWS_REGION``)."""
 
 
+def _fallback_problems(policy: "Policy") -> list[tuple[tuple[str | int, ...], str]]:
+    audit = {policy.audit_channel, *(p.audit_channel for p in policy.profiles.values())} - {None}
+    if policy.fallback_channel is not None and policy.fallback_channel in audit:
+        return [
+            (
+                ("fallback_channel",),
+                f"{policy.fallback_channel} is an audit channel; the fallback must be another channel "
+                "(it is used when an audit channel is broken)",
+            )
+        ]
+    return []
+
+
 def _access_problems(policy: "Policy") -> list[tuple[tuple[str | int, ...], str]]:
     """Cross-checks between ``access:`` and the profiles' ``aws:`` blocks."""
     access = policy.access
@@ -656,7 +670,7 @@ class Policy(BaseModel):
     """How a person is identified: Slack user id, email address, or the part of it before the @."""
     email_domains: tuple[EmailDomain, ...] = Field(default=(), validate_default=True)
     """Email domains an identity may come from (``identity: email``/``email_local_part``); others are
-    refused. Required with ``email_local_part``, where two domains would make two people one invoker."""
+    refused. Exactly one with ``email_local_part``, where two domains would make two people one invoker."""
     allow_guests: bool = False
     """Whether Slack guests (multi- and single-channel: ``is_restricted``/``is_ultra_restricted``) may use
     breakglass. Deleted users never may."""
@@ -678,25 +692,11 @@ class Policy(BaseModel):
     """The profiles that may be invoked, by name; at least one."""
 
     @model_validator(mode="after")
-    def _check_access(self) -> "Policy":
-        problems = _access_problems(self)
+    def _check_whole_policy(self) -> "Policy":
+        """The checks across keys, all at once (pydantic would stop at the first validator that raises)."""
+        problems = _access_problems(self) + _fallback_problems(self)
         if problems:
             raise _NestedProblems(problems)
-        return self
-
-    @model_validator(mode="after")
-    def _check_fallback_channel(self) -> "Policy":
-        audit = {self.audit_channel, *(p.audit_channel for p in self.profiles.values())} - {None}
-        if self.fallback_channel is not None and self.fallback_channel in audit:
-            raise _NestedProblems(
-                [
-                    (
-                        ("fallback_channel",),
-                        f"{self.fallback_channel} is an audit channel; the fallback must be another channel "
-                        "(it is used when an audit channel is broken)",
-                    )
-                ]
-            )
         return self
 
     @field_validator("warn_before")
@@ -736,9 +736,16 @@ class Policy(BaseModel):
         if info.data.get("identity") == "email_local_part" and not value:
             raise ValueError(
                 "is required with identity: email_local_part (alice@example.com and alice@other.example "
-                "would be one invoker); list the domains whose addresses are your people, e.g. [example.com]"
+                "would be one invoker); list the domain whose addresses are your people, e.g. [example.com]"
             )
-        return _dedupe(value)
+        value = _dedupe(value)
+        if info.data.get("identity") == "email_local_part" and len(value) > 1:
+            raise ValueError(
+                f"lists {len(value)} domains ({', '.join(value)}), but identity: email_local_part keeps only the "
+                f"part before the @, so alice@{value[0]} and alice@{value[1]} would be one invoker: list one "
+                "domain, or use identity: email (the whole address) for several"
+            )
+        return value
 
     @field_validator("incident_commanders", "security", mode="before")
     @classmethod
@@ -857,7 +864,76 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(source, _problems_from_validation_error(exc, data)) from exc
+        problems = _problems_from_validation_error(exc, data)
+        problems += [p for p in _cross_check_problems(exc, data) if p not in problems]
+        raise PolicyError(source, problems) from exc
+
+
+def _caused_by(sub: tuple[str | int, ...], reason: str, removed: tuple[str | int, ...]) -> bool:
+    """Whether a whole-policy problem at ``sub`` may come from setting ``removed`` aside: it lies under it,
+    or it is about it (a key of ``sub`` that the reason names, e.g. "has no aws: block")."""
+    if removed == sub[: len(removed)]:
+        return True
+    return removed[: len(sub)] == sub and str(removed[len(sub)]) in reason
+
+
+def _prune(data: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    """Delete the key (in a mapping) nearest to ``loc`` from ``data``; the location deleted, or None."""
+    node, deepest = data, None
+    for depth, key in enumerate(loc):
+        if isinstance(node, dict) and key in node:
+            deepest = loc[: depth + 1]
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]  # a list item: the list's own key is deleted (indexes would shift)
+        else:
+            break
+    if deepest is None:
+        return None
+    parent = data
+    for key in deepest[:-1]:
+        parent = parent[key]
+    del parent[deepest[-1]]
+    return deepest
+
+
+def _cross_check_problems(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
+    """The problems the whole-policy checks (access vs profiles, fallback channel...) find, which pydantic
+    runs only once every field is valid: each invalid key is set aside (its own problem is reported
+    already) and the rest validated again, so that one bad value hides nothing else."""
+    pruned: Any = copy.deepcopy(data)
+    removed: list[tuple[str | int, ...]] = []
+    error = exc
+    for _ in range(8):
+        progress = False
+        for item in error.errors(include_url=False):
+            loc = tuple(item["loc"])
+            if loc and loc[-1] == "[key]":
+                loc = loc[:-1]
+            nested = (item.get("ctx") or {}).get("error")
+            if isinstance(nested, _NestedProblems) and not loc:
+                continue  # a whole-policy check: reported below
+            gone = _prune(pruned, loc)
+            if gone is not None:
+                removed.append(gone)
+                progress = True
+        try:
+            Policy.model_validate(pruned)
+            return []
+        except ValidationError as again:
+            error = again
+        found: list[tuple[str, str]] = []
+        for item in error.errors(include_url=False):
+            nested = (item.get("ctx") or {}).get("error")
+            if isinstance(nested, _NestedProblems) and not item["loc"]:
+                found += [
+                    (_render_loc(sub, data), reason)
+                    for sub, reason in nested.problems
+                    if not any(_caused_by(sub, reason, r) for r in removed)
+                ]
+        if found or not progress:
+            return found
+    return []
 
 
 def load_policy(path: str | Path | None) -> Policy:

@@ -18,6 +18,7 @@ from bot.directory import Admission, Directory
 from bot.durations import format_duration, parse_duration
 from bot.errors import (
     AlreadyActive,
+    AlreadySubmitted,
     AwsAccessRefused,
     DirectoryUnavailable,
     NotAuthorized,
@@ -27,6 +28,7 @@ from bot.errors import (
 from bot.policy import Policy, ProfilePolicy
 from store import (
     BreakGlassEvent,
+    DuplicateRequest,
     EventNotFound,
     InvalidTransition,
     LimitReached,
@@ -269,6 +271,23 @@ class BreakGlassService:
             ) from exc
         except LimitReached as exc:
             raise self._rate_limited(exc, event.created_at) from exc
+        except DuplicateRequest as exc:
+            log.warning(
+                "refused a repeated request: it already created an event",
+                extra={
+                    "event_id": exc.event_id,
+                    "slack_user": request.user_id,
+                    "action": "invoke",
+                    "outcome": "duplicate",
+                    "request_id": exc.request_id,
+                },
+            )
+            raise AlreadySubmitted(
+                {
+                    ids.PROFILE: f"This request was already submitted and recorded as event {exc.event_id}. "
+                    "Run /breakglass again to request new access."
+                }
+            ) from exc
         log.info(
             "break-glass invoked",
             extra={

@@ -3,6 +3,7 @@
 from store.base import Page, Store, mutate
 from store.errors import (
     ConcurrentModification,
+    DuplicateRequest,
     EventNotFound,
     InvalidTransition,
     LimitReached,
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_STORE_URL",
     "BreakGlassEvent",
     "ConcurrentModification",
+    "DuplicateRequest",
     "EventNotFound",
     "InvalidStoreURL",
     "InvalidTransition",

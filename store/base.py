@@ -87,7 +87,8 @@ class Store(Protocol):
         """Store a new active event, deciding `limits` in the same atomic write. Raises
         StackedAccess(existing) if the invoker, or the Slack user, already holds an effective event on
         the profile (an active event past its expiry does not block), and LimitReached (with its retry
-        time) if a limit refuses; both count per invoker and per Slack user. When `escalate_after` says
+        time) if a limit refuses; both count per invoker and per Slack user. DuplicateRequest if the event's
+        `request_id` already created an event, whatever that event's state. When `escalate_after` says
         so, the stored event is `escalate(event)` (default: `escalated=True`); the result is returned."""
         ...
 

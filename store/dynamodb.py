@@ -21,6 +21,11 @@ A second guard, "guard#<json ["slack", slack user id, profile]>", holds the same
 whatever identity the user is mapped to. Release records `last_ended_at`; with a cooldown, the guard's
 condition also requires `last_ended_at <= created_at - cooldown` (the cooldown costs no read).
 
+One event per request: with a `request_id` (a modal submission's view id, a slash command's trigger id), a
+request item "request#<request_id>" naming the event is put in the same TransactWriteItems, conditional on
+not existing; a replayed request is refused (`DuplicateRequest`) whatever its event's state. It expires with
+the event's audit record (`ttl`).
+
 Rate limits: window items "window#<json [kind, key]>" (kind invoker, slack or profile) hold the newest
 creation times in the window and a version. `create` reads the ones the limits need in one strongly
 consistent TransactGetItems, decides (`store.limits.decide`), and writes them back conditionally on
@@ -58,6 +63,7 @@ from store.base import (
 )
 from store.errors import (
     ConcurrentModification,
+    DuplicateRequest,
     EventNotFound,
     InvalidTransition,
     StackedAccess,
@@ -81,6 +87,7 @@ UNREVIEWED = "unreviewed"
 GUARD_PREFIX = "guard#"
 CLAIM_PREFIX = "claim#"
 WINDOW_PREFIX = "window#"
+REQUEST_PREFIX = "request#"
 # Set when the event owes announcements but has no outbox_next_at: the `gsi-outbox` sort key then holds
 # updated_at, and this marker says so, so that reading the item back restores outbox_next_at = None.
 IMPLICIT_NEXT_AT = "outbox_next_at_implicit"
@@ -429,6 +436,8 @@ class DynamoDBStore(TransitionStore):
             items += [
                 {"Put": self._window_put(key, read[key], final, limits, keep)} for key, _, keep in windows
             ]
+            if final.request_id is not None:
+                items.append({"Put": self._request_put(final)})
             try:
                 self._call("transact_write_items", TransactItems=items)
                 return final
@@ -436,6 +445,9 @@ class DynamoDBStore(TransitionStore):
                 if _code(exc) != "TransactionCanceledException":
                     raise
                 codes = _cancellation_codes(exc)
+                replayed = final.request_id is not None and codes and codes[-1] == "ConditionalCheckFailed"
+                if replayed and self._replayed(final):
+                    return final  # botocore retried a transaction whose first attempt was applied
                 if codes and codes[0] == "ConditionalCheckFailed":
                     if self._already_written(final):
                         return final  # botocore retried a transaction whose first attempt was applied
@@ -454,6 +466,32 @@ class DynamoDBStore(TransitionStore):
                     continue
                 raise StoreUnavailable(f"DynamoDB transaction cancelled: {codes}") from exc
         raise StoreUnavailable("DynamoDB: too many conflicting transactions on this invoker and profile")
+
+    def _request_put(self, event: BreakGlassEvent) -> dict[str, Any]:
+        """The request item: the request created `event`, and no other event."""
+        assert event.request_id is not None
+        item = {
+            "id": REQUEST_PREFIX + event.request_id,
+            "kind": "request",
+            "event_id": event.id,
+            "ttl": int((event.expires_at + self.retention).timestamp()),  # as long as the event's record
+        }
+        return {
+            "TableName": self.table,
+            "Item": _ser(item),
+            "ConditionExpression": "attribute_not_exists(id)",
+        }
+
+    def _replayed(self, event: BreakGlassEvent) -> bool:
+        """The request item refused `event`: raise DuplicateRequest naming the event the request created,
+        or True when that event is `event` itself (our own retried write)."""
+        assert event.request_id is not None
+        item = self._get_item(REQUEST_PREFIX + event.request_id)
+        if item is None:
+            return False  # not the request item that refused it (it expired meanwhile): decided elsewhere
+        if item.get("event_id") == event.id:
+            return True
+        raise DuplicateRequest(event.request_id, str(item.get("event_id")))
 
     def _already_written(self, event: BreakGlassEvent) -> bool:
         item = self._get_item(event.id)

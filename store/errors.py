@@ -31,6 +31,16 @@ class StackedAccess(StoreError):
         self.existing = existing
 
 
+class DuplicateRequest(StoreError):
+    """The request (a modal submission's view id, a slash command's trigger id) already created an event:
+    a replayed or repeated request creates nothing, whatever state that event is in now."""
+
+    def __init__(self, request_id: str, event_id: str) -> None:
+        super().__init__(f"request {request_id!r} already created break-glass event {event_id}")
+        self.request_id = request_id
+        self.event_id = event_id
+
+
 class LimitReached(StoreError):
     """A rate limit refused the create; nothing was written. `retry_at` is when it would be allowed.
 

@@ -3,7 +3,8 @@
 `create` is one `BEGIN IMMEDIATE` transaction: the rate limits (cooldown, per person, per profile,
 escalation), the stacking check (per invoker and per Slack user) and the insert run under SQLite's one
 write lock, so they hold against every other writer on the file, a thread of this process or another
-process. Every other write is a single SQL statement, conditional on the version, status and claim it
+process. The insert itself is refused by a unique index when its `request_id` (a modal submission's view
+id, a slash command's trigger id) already created an event (`DuplicateRequest`). Every other write is a single SQL statement, conditional on the version, status and claim it
 was computed from. Every query is served by an index that makes it independent of history.
 """
 
@@ -30,9 +31,11 @@ from store.base import (
 )
 from store.errors import (
     ConcurrentModification,
+    DuplicateRequest,
     EventNotFound,
     InvalidTransition,
     StackedAccess,
+    StoreError,
     StoreNotConfigured,
     StoreUnavailable,
 )
@@ -40,7 +43,9 @@ from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import BreakGlassEvent, Status, with_version
 from store.timeutil import format_ts, parse_ts
 
-SCHEMA_VERSION = 2  # 2: slack_user_id column (limits and stacking per Slack user)
+SCHEMA_VERSION = (
+    3  # 2: slack_user_id column (limits and stacking per Slack user); 3: request_id (one event each)
+)
 _ATTEMPTS = 8
 
 _TABLES = """
@@ -57,7 +62,8 @@ CREATE TABLE IF NOT EXISTS events (
     unreviewed     INTEGER NOT NULL DEFAULT 0,
     version        INTEGER NOT NULL,
     data           TEXT NOT NULL,
-    slack_user_id  TEXT
+    slack_user_id  TEXT,
+    request_id     TEXT
 );
 CREATE TABLE IF NOT EXISTS claims (
     name  TEXT PRIMARY KEY,
@@ -82,6 +88,7 @@ CREATE INDEX IF NOT EXISTS events_active_slack_user ON events (slack_user_id, pr
     WHERE status = 'active' AND slack_user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_owed ON events (outbox_next_at) WHERE owed = 1;
 CREATE INDEX IF NOT EXISTS events_unreviewed ON events (ended_at, id) WHERE unreviewed = 1;
+CREATE UNIQUE INDEX IF NOT EXISTS events_request ON events (request_id) WHERE request_id IS NOT NULL;
 """
 
 _COLUMNS = (
@@ -89,6 +96,9 @@ _COLUMNS = (
     "version, data, slack_user_id"
 )
 _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
+# A create also writes request_id, which nothing updates afterwards (the unique index: one event per request).
+_INSERT_COLUMNS = _COLUMNS + ", request_id"
+_INSERT_PLACEHOLDERS = _PLACEHOLDERS + ", ?"
 _SUFFIX = {"invoker": "invoker", "slack_user_id": "slack_user"}  # identity column -> index name suffix
 
 
@@ -168,6 +178,14 @@ class SQLiteStore(TransitionStore):
             if "slack_user_id" not in columns:  # a schema 1 file: add the column, filled from the data
                 conn.execute("ALTER TABLE events ADD COLUMN slack_user_id TEXT")
                 conn.execute("UPDATE events SET slack_user_id = json_extract(data, '$.slack_user_id')")
+            if "request_id" not in columns:  # schema 1 or 2: the column from the data; a request that
+                # already created several events (replays before schema 3) keeps the first one only
+                conn.execute("ALTER TABLE events ADD COLUMN request_id TEXT")
+                conn.execute("UPDATE events SET request_id = json_extract(data, '$.request_id')")
+                conn.execute(
+                    "UPDATE events SET request_id = NULL WHERE request_id IS NOT NULL AND rowid NOT IN "
+                    "(SELECT MIN(rowid) FROM events WHERE request_id IS NOT NULL GROUP BY request_id)"
+                )
             for statement in _INDEXES.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -278,13 +296,16 @@ class SQLiteStore(TransitionStore):
                 raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
             try:
                 event = self._decide(conn, event, limits, escalate)
-                conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", _row(event))  # noqa: S608 - constant columns; values are bound
+                conn.execute(
+                    f"INSERT INTO events ({_INSERT_COLUMNS}) VALUES ({_INSERT_PLACEHOLDERS})",  # noqa: S608 - constant columns; values are bound
+                    (*_row(event), event.request_id),
+                )
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.IntegrityError):
-                    raise ConcurrentModification(event.id, "an event with this id already exists") from exc
+                    raise self._conflict(event, exc) from exc
                 if isinstance(exc, sqlite3.Error):
                     raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
                 raise
@@ -301,16 +322,16 @@ class SQLiteStore(TransitionStore):
             f"WHERE {column} = ? AND profile = ? AND status = 'active' AND expires_at > ?)"
             for column, _ in identities
         )
-        params = [*_row(event)]
+        params = [*_row(event), event.request_id]
         for _, value in identities:
             params += [value, event.profile, now]
-        sql = f"INSERT INTO events ({_COLUMNS}) SELECT {_PLACEHOLDERS} WHERE {checks}"
+        sql = f"INSERT INTO events ({_INSERT_COLUMNS}) SELECT {_INSERT_PLACEHOLDERS} WHERE {checks}"
         for _ in range(_ATTEMPTS):
             try:
                 if self._execute_write(sql, params) == 1:
                     return event
             except sqlite3.IntegrityError as exc:
-                raise ConcurrentModification(event.id, "an event with this id already exists") from exc
+                raise self._conflict(event, exc) from exc
             for column, value in identities:
                 rows = self._query(
                     f"SELECT data FROM events INDEXED BY events_active_{_SUFFIX[column]} "  # noqa: S608 - constant names
@@ -322,6 +343,14 @@ class SQLiteStore(TransitionStore):
                     raise StackedAccess(_event(rows[0][0]))
             # the blocking event ended between the insert and the read: try again
         raise ConcurrentModification(event.id, f"still conflicting after {_ATTEMPTS} attempts")
+
+    def _conflict(self, event: BreakGlassEvent, exc: sqlite3.IntegrityError) -> StoreError:
+        """The insert broke a unique constraint: the request already created an event, or the id is taken."""
+        if event.request_id is not None and "request_id" in str(exc):
+            rows = self._query("SELECT id FROM events WHERE request_id = ?", (event.request_id,))
+            if rows:
+                return DuplicateRequest(event.request_id, str(rows[0][0]))
+        return ConcurrentModification(event.id, "an event with this id already exists")
 
     def _identities(self, event: BreakGlassEvent) -> list[tuple[str, str]]:
         """(column, value) of each identity the claims and limits hold for: the invoker and the Slack user."""

@@ -4,6 +4,7 @@ client that signs requests exactly as Slack does (slack_sdk's SignatureVerifier)
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import urllib.error
@@ -98,7 +99,7 @@ class SlackSender:
 
     def _trigger(self) -> str:
         self._n += 1
-        return f"{int(time.time())}.{self._n}.trigger"
+        return f"{int(time.time())}.{self._n}.{secrets.token_hex(6)}"  # unique, like Slack's
 
     def post(
         self, body: bytes, content_type: str, *, timestamp: int | None = None, signature: str | None = None
@@ -146,9 +147,11 @@ class SlackSender:
         *,
         user: str = "U0001",
         private_metadata: str = "",
-        view_id: str = "V0001",
+        view_id: str | None = None,
     ) -> Response:
-        """Submit a modal. `values`: block_id -> str (plain text), or ("select", value), or None."""
+        """Submit a modal. `values`: block_id -> str (plain text), or ("select", value), or None.
+        `view_id`: a fresh one by default (each modal Slack opens has its own); pass one to resubmit."""
+        view_id = view_id or "V" + secrets.token_hex(5).upper()
         state: dict[str, Any] = {}
         for block_id, value in values.items():
             if isinstance(value, tuple) and value[0] == "select":

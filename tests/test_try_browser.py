@@ -16,21 +16,18 @@ from typing import Any
 import pytest
 
 from bot.localslack.workspace import AUDIT_CHANNEL, LocalWorkspace
+from tests.outside import missing
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
-if (CHROMIUM is None or CHROMEDRIVER is None) and os.environ.get("CI"):
-    # CI runs `make test`, which installs the browser: a missing one there is a broken setup, not a reason to skip.
-    pytest.fail(
-        "CI=true but no chromium/chromedriver: scripts/install-browser did not install them", pytrace=False
-    )
 if CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip(
-        "\n!!! BROWSER TESTS SKIPPED: no chromium/chromedriver on this machine. `make test` installs them with "
-        "scripts/install-browser (apt-get, as root); install Debian's chromium and chromium-driver to run them. !!!",
-        allow_module_level=True,
+    # `make test` installs the browser (scripts/install-browser): under CI a missing one is a broken setup.
+    missing(
+        "no chromium/chromedriver on this machine: `make test` installs them with scripts/install-browser "
+        "(apt-get, as root); install Debian's chromium and chromium-driver to run the browser tests",
+        module=True,
     )
 
 from selenium import webdriver  # noqa: E402 - only once a browser exists

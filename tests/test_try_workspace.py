@@ -4,6 +4,7 @@ endpoints turn into (signed requests to the bot; the state the page renders)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.clock import ManualClock, OffsetClock
+from bot.localslack.pageguard import TOKEN_HEADER
 from bot.localslack.workspace import AUDIT_CHANNEL, OPS_CHANNEL, LocalWorkspace
 from tests.harness import http
 from tests.processes import BIN, clean_env, free_port
@@ -36,14 +38,26 @@ def workspace(tmp_path: Path) -> Iterator[LocalWorkspace]:
         yield ws
 
 
+def page_token(url: str) -> str:
+    """The token the page served at ``url`` holds (what its script sends in X-Breakglass-Token)."""
+    page = http("GET", url).text
+    match = re.search(r'<meta name="breakglass-token" content="([^"]+)">', page)
+    assert match, "the page carries no token"
+    return match.group(1)
+
+
 def post(workspace: LocalWorkspace, path: str, body: dict) -> tuple[int, dict]:
     response = http(
         "POST",
         workspace.url + path.lstrip("/"),
         json.dumps(body).encode(),
-        {"Content-Type": "application/json"},
+        {"Content-Type": "application/json", TOKEN_HEADER: page_token(workspace.url)},
     )
     return response.status, response.json
+
+
+def state_of(workspace: LocalWorkspace) -> dict:
+    return http("GET", workspace.url + "ui/state", headers={TOKEN_HEADER: page_token(workspace.url)}).json
 
 
 def test_page_is_served_on_loopback_and_says_it_is_a_simulation(workspace: LocalWorkspace) -> None:
@@ -51,7 +65,7 @@ def test_page_is_served_on_loopback_and_says_it_is_a_simulation(workspace: Local
     page = http("GET", workspace.url)
     assert page.status == 200
     assert "Local simulation" in page.text
-    state = http("GET", workspace.url + "ui/state").json
+    state = state_of(workspace)
     assert state["simulation"] is True
     assert {u["role"] for u in state["users"]} == {"Engineer", "Incident commander", "Security"}
     assert http("GET", workspace.url + "healthz").json["status"] == "ok"
@@ -76,7 +90,7 @@ def test_command_answers_and_unknown_input_are_ephemeral(workspace: LocalWorkspa
     post(workspace, "/ui/command", {"user": "U0IC", "text": "/breakglass help", "channel": OPS_CHANNEL})
     post(workspace, "/ui/command", {"user": "U0IC", "text": "hello", "channel": AUDIT_CHANNEL})
     assert post(workspace, "/ui/command", {"user": "U0NOBODY", "text": "/breakglass"})[0] == 400
-    state = http("GET", workspace.url + "ui/state").json
+    state = state_of(workspace)
     ic = next(u for u in state["users"] if u["id"] == "U0IC")
     assert [e["channel"] for e in ic["ephemerals"]] == [OPS_CHANNEL, AUDIT_CHANNEL]
     assert "/breakglass" in ic["ephemerals"][0]["text"]

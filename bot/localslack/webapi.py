@@ -19,6 +19,7 @@ import contextlib
 import copy
 import itertools
 import json
+import secrets
 import threading
 import time
 from collections import Counter
@@ -427,6 +428,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.server.fake._handle(self)
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, on the fake's clock (the bot's skew check compares it with its own)."""
+        return super().date_time_string(self.server.fake.clock() if timestamp is None else timestamp)
+
     def do_GET(self) -> None:
         self.server.fake._handle(self)
 
@@ -478,8 +483,12 @@ class FakeSlack:
         validate_blocks: bool = True,
         bot_user_id: str = "UBOT",
         view_wide_action_ids: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.token = token
+        # Seconds since the epoch, for message timestamps and the `Date` header: `try` passes its simulated
+        # clock, so the page, the bot and its clock-skew check see one time.
+        self.clock = clock
         self.bot_user_id = bot_user_id
         self.validate_blocks = validate_blocks
         # Slack requires action_ids to be unique within their block; True also rejects duplicates across the
@@ -490,6 +499,9 @@ class FakeSlack:
         self._thread: threading.Thread | None = None
         self._last_ts_us = 0
         self._view_seq = 0
+        # Slack's view ids are unique in the workspace: a run that reopens a kept store (`try --db FILE`)
+        # must not hand out the view ids of an earlier run (the store refuses a second event per view).
+        self._view_prefix = secrets.token_hex(3).upper()
         self._hash_seq = itertools.count(1)
         self._users: dict[str, dict] = {}
         self._usergroups: dict[str, list[str]] = {gid: list(uids) for gid, uids in (usergroups or {}).items()}
@@ -991,13 +1003,13 @@ class FakeSlack:
     # ---------------------------------------------------------------- helpers (called with the lock held)
 
     def _next_ts(self) -> str:
-        now_us = time.time_ns() // 1000
+        now_us = int(self.clock() * 1_000_000)
         self._last_ts_us = max(now_us, self._last_ts_us + 1)
         return f"{self._last_ts_us // 1_000_000}.{self._last_ts_us % 1_000_000:06d}"
 
     def _next_view_id(self) -> str:
         self._view_seq += 1
-        return f"V{self._view_seq:08d}"
+        return f"V{self._view_prefix}{self._view_seq:06d}"
 
     def _check_postable(self, channel: str) -> None:
         info = self._channels.get(channel)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import itertools
 import json
 import logging
 import secrets
+import signal
 import tempfile
 import threading
 import time
@@ -40,8 +42,9 @@ from slack_sdk.signature import SignatureVerifier
 from bot.app import BreakglassApp, create_app
 from bot.clock import OffsetClock
 from bot.config import Settings
+from bot.localslack.pageguard import SECURITY_HEADERS, TOKEN_PLACEHOLDER, PageGuard
 from bot.localslack.webapi import APP_ID, TEAM_ID, FakeSlack, validate_view
-from bot.policy import parse_policy
+from bot.policy import AccessPolicy, Policy, parse_policy
 from bot.wsgi import EVENTS_PATH, WSGIApp
 from store import open_store
 
@@ -83,7 +86,64 @@ profiles:
     require_incident: true
 """
 
+
+def try_policy(policy: Policy) -> tuple[Policy, list[str]]:
+    """A team's policy for the simulation: its profiles (descriptions, durations, incident rule), rate limits,
+    warning and review times as written, with the simulation's example people in the roles, and what
+    was changed for that, to tell the user. The simulation has no Slack or AWS behind it."""
+    notes = [
+        f"audit channel: #{CHANNELS[AUDIT_CHANNEL]}; incident commander: {USERS['U0IC']['real_name']}; "
+        f"security: {USERS['U0SEC']['real_name']} (the policy's own channels and people are not in the simulation)"
+    ]
+    profiles = {}
+    for name, profile in policy.profiles.items():
+        update: dict[str, Any] = {"audit_channel": None}
+        if profile.invokers is not None:
+            update["invokers"] = None
+            notes.append(
+                f"profile {name!r}: everyone may invoke it here (its invokers are not in the simulation)"
+            )
+        if profile.aws is not None:
+            update["aws"] = None
+        profiles[name] = profile.model_copy(update=update)
+    if policy.access.provider != "none":
+        notes.append(
+            f"access: {policy.access.provider} is not called: the simulation records events, grants no AWS access"
+        )
+    if policy.identity != "slack_id":
+        notes.append(
+            f"identity: {policy.identity} becomes slack_id (the example people have no addresses of yours)"
+        )
+    adapted = policy.model_copy(
+        update={
+            "audit_channel": AUDIT_CHANNEL,
+            "fallback_channel": None,
+            "incident_commanders": ("U0IC",),
+            "security": (SECURITY_GROUP,),
+            "identity": "slack_id",
+            "email_domains": (),
+            "access": AccessPolicy(),
+            "sweep_interval": min(policy.sweep_interval, timedelta(seconds=2)),
+            "profiles": profiles,
+        }
+    )
+    return adapted, notes
+
+
 FAST_FORWARD_LIMIT = timedelta(days=2)  # one click moves at most this far
+
+
+class PortInUse(OSError):
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            errno.EADDRINUSE,
+            f"port {port} on {HOST} is already in use (another `make try`?): pick a free one with "
+            f"`make try PORT={port + 1}` (or `breakglass-bot try --port {port + 1}`)",
+        )
+        self.port = port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class _QuietWSGIHandler(WSGIRequestHandler):
@@ -116,12 +176,15 @@ class _UserState:
 class LocalWorkspace:
     """The bot + the local Slack Web API + the page, all on 127.0.0.1. Use as a context manager."""
 
-    def __init__(self, *, port: int, db_path: str) -> None:
+    def __init__(self, *, port: int, db_path: str, policy: Policy | None = None) -> None:
+        """``policy``: a team's own policy to preview (`try --policy FILE`), as `try_policy` adapts it."""
         self.port = port
         self.db_path = db_path
+        self.policy = policy if policy is not None else parse_policy(TRY_POLICY, "<try>")
         self.signing_secret = secrets.token_hex(16)
         self.clock = OffsetClock()
         self.slack = FakeSlack(
+            clock=lambda: self.clock.now().timestamp(),  # one time for the page, the bot and its skew check
             token="xoxb-local-" + secrets.token_hex(8),
             users={uid: {k: v for k, v in info.items() if k != "role"} for uid, info in USERS.items()},
             usergroups={SECURITY_GROUP: ["U0SEC"]},
@@ -145,6 +208,15 @@ class LocalWorkspace:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> LocalWorkspace:
+        # The page's port first: when it is taken (PortInUse), nothing else has been started.
+        try:
+            page = _PageServer((HOST, self.port), _PageHandler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(self.port) from exc
+            raise
+        page.workspace = self
+        page.guard = PageGuard()
         self.slack.start()
         settings = Settings(  # type: ignore[call-arg]
             _env_file=None,
@@ -156,15 +228,13 @@ class LocalWorkspace:
             breakglass_audit_channel=AUDIT_CHANNEL,
             breakglass_policy=None,
         )
-        policy = parse_policy(TRY_POLICY, "<try>")
+        policy = self.policy
         store = open_store(settings.breakglass_store, retention=policy.retention)
         self.runtime = create_app(settings, store, policy=policy, clock=self.clock)
         self.runtime.scheduler.start()
         self._bot_server = make_server(
             HOST, 0, WSGIApp(self.runtime), server_class=_ThreadingWSGIServer, handler_class=_QuietWSGIHandler
         )
-        page = _PageServer((HOST, self.port), _PageHandler)
-        page.workspace = self
         self._page_server = page
         for name, server in (("try-bot", self._bot_server), ("try-page", page)):
             thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
@@ -528,6 +598,7 @@ class _PageServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     workspace: LocalWorkspace
+    guard: PageGuard
 
 
 class _PageHandler(BaseHTTPRequestHandler):
@@ -541,18 +612,34 @@ class _PageHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
     def _json(self, status: int, body: Any) -> None:
         self._send(status, json.dumps(body).encode(), "application/json")
 
+    def _refused(self, method: str, path: str) -> bool:
+        """Answer 403/415 and return True unless the page itself sent this (see bot/localslack/pageguard.py)."""
+        refusal = self.server.guard.check(
+            method, path, self.headers, self.server.server_address[1], needs_token=path.startswith("/ui/")
+        )
+        if refusal is None:
+            return False
+        if method == "POST":  # the body is not read: drop the connection after the answer
+            self.close_connection = True
+        self._json(refusal.status, {"error": refusal.error})
+        return True
+
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
+        if self._refused("GET", path):
+            return
         if path in ("/", "/index.html"):
-            page = resources.files("bot.localslack").joinpath("page.html").read_bytes()
-            self._send(200, page, "text/html; charset=utf-8")
+            page = resources.files("bot.localslack").joinpath("page.html").read_text(encoding="utf-8")
+            page = page.replace(TOKEN_PLACEHOLDER, self.server.guard.new_token())
+            self._send(200, page.encode(), "text/html; charset=utf-8")
         elif path == "/ui/state":
             self._json(200, self.server.workspace.snapshot())
         elif path == "/healthz":
@@ -564,6 +651,8 @@ class _PageHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
+        if self._refused("POST", path):
+            return
         workspace = self.server.workspace
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -599,19 +688,30 @@ class _PageHandler(BaseHTTPRequestHandler):
         self._json(200, {"ok": True, "result": result})
 
 
-def serve(port: int, db_path: str | None = None) -> None:
-    """`breakglass-bot try`: run the local workspace until Ctrl-C. Without ``db_path`` the store is a
-    temporary file: the local Web API keeps its messages in memory, so each run starts afresh."""
+def serve(port: int, db_path: str | None = None, policy: Policy | None = None) -> None:
+    """`breakglass-bot try`: run the local workspace until Ctrl-C or SIGTERM. Without ``db_path`` the store
+    is a temporary directory, removed on either: the local Web API keeps its messages in memory, so each
+    run starts afresh. ``policy``: a team's own policy to preview (adapted by `try_policy`)."""
     stop = threading.Event()
-    with contextlib.ExitStack() as stack:
-        if db_path is None:
-            db_path = str(
-                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="breakglass-try-"))) / "try.db"
+    notes: list[str] = []
+    if policy is not None:
+        policy, notes = try_policy(policy)
+    main = threading.current_thread() is threading.main_thread()  # only there can a signal be handled
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set()) if main else None
+    try:
+        with contextlib.ExitStack() as stack:
+            if db_path is None:
+                directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="breakglass-try-"))
+                db_path = str(Path(directory) / "try.db")
+            workspace = stack.enter_context(LocalWorkspace(port=port, db_path=db_path, policy=policy))
+            for note in notes:
+                print(f"breakglass: your policy in the simulation: {note}", flush=True)
+            print(
+                f"breakglass: local Slack simulation on {workspace.url}  (store: {db_path}; Ctrl-C to stop)",
+                flush=True,
             )
-        workspace = stack.enter_context(LocalWorkspace(port=port, db_path=db_path))
-        print(
-            f"breakglass: local Slack simulation on {workspace.url}  (store: {db_path}; Ctrl-C to stop)",
-            flush=True,
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
