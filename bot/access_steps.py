@@ -39,7 +39,7 @@ from bot.access import (
     ReconcileReport,
     Target,
 )
-from store import BreakGlassEvent, mutate
+from store import BreakGlassEvent, EventNotFound, mutate
 from store.model import EventAccess, OutboxKind
 
 if TYPE_CHECKING:
@@ -162,8 +162,9 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
                 receipt = pipeline.access.grant(
                     event.id, target_of(access), access.user_id, first_attempt=False
                 )
-            if not access.pre_existing and _recently_denied(pipeline, event):
-                # the old event's deny reaches past now by the clock-skew margin: not into the new sessions
+            if not access.pre_existing:
+                # A deny of this person on this account may reach past now (an old event's clock-skew margin,
+                # or a merge to a later bound to fit IAM's quota): never into the new sessions.
                 pipeline.access.allow_sessions_from(target_of(access), access.user_id, receipt.completed_at)
         except AccessError as exc:
             _failed(pipeline, event, "grant", exc)
@@ -175,6 +176,7 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
         OutboxKind.GRANT_RECEIPT_DM,
         grant_requested_at=receipt.requested_at,
         granted_at=receipt.completed_at,
+        permission_set_name=receipt.permission_set_name or access.permission_set_name,
         failure=None,
     )
     log.info(
@@ -187,21 +189,6 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
         },
     )
     return {}
-
-
-def _recently_denied(pipeline: Pipeline, event: BreakGlassEvent) -> bool:
-    """Did one of this person's recent events deny sessions of this assignment until after now?"""
-    assert event.access is not None
-    now = pipeline.clock.now()
-    mine = assignment_of(event.access)
-    return any(
-        e.id != event.id
-        and _same(e.access, mine)
-        and e.access is not None
-        and e.access.sessions_issued_before is not None
-        and e.access.sessions_issued_before > now
-        for e in pipeline.store.list_by_invoker(event.invoker, limit=10).items
-    )
 
 
 def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
@@ -330,6 +317,45 @@ def expected_assignments(pipeline: Pipeline) -> list[ExpectedAssignment]:
     return list(expected.values())
 
 
+def regrant_vanished(pipeline: Pipeline, report: ReconcileReport) -> ReconcileReport:
+    """Grant again what the drift check found vanished, each under its assignment's lock and only if the
+    event, read again under that lock (after the listing), still owes it: an event closed and revoked while
+    the check listed is never granted again (the check's first read of the events is stale by then)."""
+    from bot.pipeline import DeliveryFailed
+
+    regranted = list(report.regranted)
+    missing: list[ExpectedAssignment] = []
+    errors = list(report.errors)
+    for item in report.missing:
+        try:
+            event = pipeline.store.get(item.event_id)
+        except EventNotFound:
+            continue
+        access = event.access
+        if access is None or event.status.ended or access.revoked_at is not None:
+            continue
+        if assignment_of(access) != item.assignment:
+            continue
+        try:
+            with assignment_lock(pipeline, access):
+                event = pipeline.store.get(item.event_id)
+                access = event.access
+                if access is None or event.status.ended or access.revoked_at is not None:
+                    continue
+                regranted.append(
+                    pipeline.access.grant(event.id, target_of(access), access.user_id, first_attempt=False)
+                )
+        except AccessError as exc:
+            errors.append(f"re-granting {item.event_id}: {describe(exc)}")
+            missing.append(item)
+        except DeliveryFailed as exc:  # a grant or revoke holds the lock: the next check looks again
+            errors.append(f"re-granting {item.event_id}: {exc}")
+            missing.append(item)
+    return report.model_copy(
+        update={"regranted": tuple(regranted), "missing": tuple(missing), "errors": tuple(errors)}
+    )
+
+
 def managed_targets(pipeline: Pipeline) -> list[Target]:
     return list(
         dict.fromkeys(
@@ -346,8 +372,9 @@ def reconcile(pipeline: Pipeline, now: datetime) -> ReconcileReport | None:
     if pipeline.access.name == "none" or not targets:
         return None
     report = pipeline.access.reconcile(
-        targets, expected_assignments(pipeline), regrant=True, confirm=lambda: expected_assignments(pipeline)
+        targets, expected_assignments(pipeline), regrant=False, confirm=lambda: expected_assignments(pipeline)
     )
+    report = regrant_vanished(pipeline, report)
     try:
         removed = pipeline.access.cleanup(targets, now)
         if removed:

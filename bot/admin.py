@@ -4,7 +4,8 @@ breakglass-admin create-table [--update]            create the DynamoDB table (i
 breakglass-admin list [--status S] [--profile P] [--invoker I] [--since DATE] [--limit N]
 breakglass-admin show ID                            every field and the lifecycle timeline
 breakglass-admin close ID --reason TEXT --operator NAME
-breakglass-admin export --since DATE [--until DATE] --format csv|jsonl [--output FILE]
+breakglass-admin export --since DATE [--until DATE] --format csv|jsonl|ocsf [--output FILE]
+breakglass-admin verify-audit FILE [--since DATE]
 
 `--store URL` (before or after the command; default $BREAKGLASS_STORE, else sqlite:///breakglass.db).
 Exit status: 0 ok, 1 not found or refused, 2 usage or configuration error. Messages go to stderr,
@@ -14,6 +15,7 @@ data to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import heapq
 import json
@@ -26,6 +28,8 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any
 
+from bot.audit_feed import event_records
+from bot.audit_feed.verify import verify_feed
 from store import (
     DEFAULT_STORE_URL,
     BreakGlassEvent,
@@ -163,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     close.add_argument("--reason", required=True)
     close.add_argument("--operator", required=True, help="who is closing (recorded as operator:NAME)")
 
+    extend = sub.add_parser(
+        "extend", parents=[store_opt], help="extend an active event, announced as in Slack"
+    )
+    extend.add_argument("id")
+    extend.add_argument("--duration", required=True, help="one of the profile's durations that still fits")
+    extend.add_argument("--reason", required=True)
+    extend.add_argument("--operator", required=True, help="who is extending (recorded as operator:NAME)")
+
     export = sub.add_parser("export", parents=[store_opt], help="export events for auditors")
     export.add_argument(
         "--since",
@@ -172,8 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"created at or after DATE ({DATE_FORMAT})",
     )
     export.add_argument("--until", type=parse_date, metavar="DATE", help="created before DATE (same format)")
-    export.add_argument("--format", choices=["csv", "jsonl"], required=True)
+    export.add_argument(
+        "--format",
+        choices=["csv", "jsonl", "ocsf"],
+        required=True,
+        help="ocsf: JSON lines, one OCSF record per step of each event (bot/audit_feed)",
+    )
     export.add_argument("--output", help="write to FILE instead of stdout")
+
+    verify = sub.add_parser(
+        "verify-audit",
+        parents=[store_opt],
+        help="check an OCSF audit feed file against the store and its chain",
+    )
+    verify.add_argument("file", help="the feed's JSON lines (a file sink, or `export --format ocsf`)")
+    verify.add_argument(
+        "--since",
+        type=parse_date,
+        metavar="DATE",
+        help=f"also report store events created since DATE that the feed lacks ({DATE_FORMAT})",
+    )
     return parser
 
 
@@ -539,7 +569,10 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
             if args.until is not None and event.created_at >= args.until:
                 continue
             row = export_row(event)
-            if writer is not None:
+            if args.format == "ocsf":
+                for record in event_records(event):
+                    out.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            elif writer is not None:
                 writer.writerow([_csv_value(row[c]) for c in EXPORT_COLUMNS])
             else:
                 out.write(json.dumps({c: row[c] for c in JSONL_COLUMNS}, ensure_ascii=False) + "\n")
@@ -551,9 +584,11 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
     return OK
 
 
-def cmd_close(args: argparse.Namespace) -> int:
-    """Close through the same use case as Slack (`BreakGlassService.close`, as operator `operator:NAME`),
-    then hand the event to the delivery pipeline; without Slack settings the steps stay owed for the sweep."""
+@contextlib.contextmanager
+def _operator_service(args: argparse.Namespace) -> Iterator[tuple[Any, Any, list[str], str]]:
+    """The use cases as Slack runs them, for an operator (`operator:NAME`, authorized by their access to
+    the store): yields (service, runtime or None, Slack problems, by). Without Slack settings, the use
+    case alone: the owed steps stay in the outbox for the bot's sweep."""
     from slack_sdk import WebClient
 
     from bot.app import create_app, resolve_policy
@@ -564,18 +599,13 @@ def cmd_close(args: argparse.Namespace) -> int:
     from bot.runtime import aws_secrets
     from bot.service import BreakGlassService
 
-    event_id = _event_id(args.id)
     operator = args.operator.strip()
     if not _OPERATOR_RE.match(operator):
         raise AdminError("--operator must be a name or email (letters, digits, . _ @ + -; at most 64)")
-    try:
-        reason = validate_free_text(args.reason, what="close reason", max_length=MAX_CLOSE_REASON)
-    except ValueError as exc:
-        raise AdminError(f"--reason: {exc}") from None
     by = OPERATOR_PREFIX + operator
     url = store_url(args)
 
-    # Only what closing and announcing need: the bot token and the audit channel, never the signing
+    # Only what changing and announcing need: the bot token and the audit channel, never the signing
     # secret or an app token (the admin CLI receives no requests from Slack).
     slack_problems: list[str] = []
     try:
@@ -610,6 +640,22 @@ def cmd_close(args: argparse.Namespace) -> int:
             service = BreakGlassService(
                 store=store, policy=policy, directory=Directory(WebClient()), clock=SystemClock()
             )
+        yield service, runtime, slack_problems, by
+    finally:
+        if runtime is not None:
+            runtime.pipeline.shutdown(10)
+        store.disconnect()
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    """Close through the same use case as Slack (`BreakGlassService.close`, as operator `operator:NAME`),
+    then hand the event to the delivery pipeline; without Slack settings the steps stay owed for the sweep."""
+    event_id = _event_id(args.id)
+    try:
+        reason = validate_free_text(args.reason, what="close reason", max_length=MAX_CLOSE_REASON)
+    except ValueError as exc:
+        raise AdminError(f"--reason: {exc}") from None
+    with _operator_service(args) as (service, runtime, slack_problems, by):
         result = service.close(event_id, by=by, reason=reason, operator=True)
         event = result.event
         if not result.closed_now:
@@ -623,10 +669,26 @@ def cmd_close(args: argparse.Namespace) -> int:
         print(f"closed event {event.id} on {event.profile} (invoker {event.invoker}) as {by}")
         _deliver(runtime, event.id, slack_problems)
         return OK
-    finally:
-        if runtime is not None:
-            runtime.pipeline.shutdown(10)
-        store.disconnect()
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    """Extend through the same use case as Slack (`BreakGlassService.extend`, as operator `operator:NAME`):
+    the same bounds, the same atomic write, the same announcements."""
+    from bot.errors import ValidationFailed
+
+    event_id = _event_id(args.id)
+    with _operator_service(args) as (service, runtime, slack_problems, by):
+        try:
+            event = service.extend(event_id, by=by, duration=args.duration, reason=args.reason, operator=True)
+        except ValidationFailed as exc:
+            err("refused: " + " ".join(exc.errors.values()))
+            return REFUSED
+        print(
+            f"extended event {event.id} on {event.profile} by {_duration(event.extensions[-1].duration)} "
+            f"as {by}: it now expires {_short(event.expires_at)}"
+        )
+        _deliver(runtime, event.id, slack_problems)
+        return OK
 
 
 def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
@@ -644,18 +706,36 @@ def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
         err("some announcements could not be delivered now: they stay owed and the bot's sweep retries them")
 
 
+def cmd_verify_audit(args: argparse.Namespace, store: Store) -> int:
+    stored = iter_all(store, since=args.since) if args.since is not None else ()
+    try:
+        with open(args.file, encoding="utf-8") as feed:
+            problems = verify_feed(feed, store, stored)
+    except OSError as exc:
+        raise AdminError(f"cannot read {args.file}: {exc.strerror}", USAGE) from exc
+    for problem in problems:
+        print(problem)
+    err(f"{len(problems)} problems" if problems else "the feed matches the store and every chain holds")
+    return REFUSED if problems else OK
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "close":
-            return cmd_close(args)
+        if args.command in ("close", "extend"):
+            return (cmd_close if args.command == "close" else cmd_extend)(args)
         url = store_url(args)
         parse_store_url(url)
         if args.command == "create-table":
             return cmd_create_table(args)
         store = open_store(url, create=False)  # reading never creates a store
         try:
-            handlers = {"list": cmd_list, "show": cmd_show, "export": cmd_export}
+            handlers = {
+                "list": cmd_list,
+                "show": cmd_show,
+                "export": cmd_export,
+                "verify-audit": cmd_verify_audit,
+            }
             return handlers[args.command](args, store)
         finally:
             store.disconnect()

@@ -19,6 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot import access_steps
 from bot.access import AccessProvider, make_provider
+from bot.access.policy_lock import StorePolicyLock
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
@@ -26,10 +27,11 @@ from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
 from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
 from bot.policy import Policy, PolicyError, load_policy, unheld_roles
+from bot.revoke_deadline import RevocationCheck
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
-from bot.slack import actions, commands, home, views
+from bot.slack import actions, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
 from bot.slack_token import TokenWatch
 from store import Store
@@ -172,6 +174,7 @@ def create_app(
         clock=clock,
         poll_timeout=ACCESS_POLL_TIMEOUT,
         deny_margin=SKEW_BOUND,
+        policy_lock=StorePolicyLock(store, clock),
     )
     service = BreakGlassService(
         store=store,
@@ -259,6 +262,8 @@ def create_app(
     views.register(bolt, context.lazy)
     actions.register(bolt)
     home.register(bolt)
+    extend.register(bolt, context.lazy)
+    invoke_form.register(bolt)
     checks = Health()
     probe = StoreProbe(store)
     checks.add("store", probe.read)
@@ -267,6 +272,7 @@ def create_app(
     checks.add("clock", skew.check)
     checks.add("audit_channel", pipeline.audit_channels.check)
     checks.add("slack_token", token_watch.check)
+    checks.add("revocations", RevocationCheck(pipeline))
     return BreakglassApp(
         bolt=bolt, context=context, scheduler=scheduler, store=store, settings=settings, checks=checks
     )

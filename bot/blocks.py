@@ -14,7 +14,6 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
-    ConfirmObject,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
@@ -126,14 +125,11 @@ def close_button(event: BreakGlassEvent) -> ButtonElement:
         action_id=ids.ACTION_CLOSE,
         value=event.id,
         style="danger",
-        confirm=ConfirmObject(
-            title="Close break-glass access?",
-            text=f"This ends `{escape(event.profile)}` access for "
-            f"{user(event.slack_user_id) if event.slack_user_id else escape(event.invoker)} now."[:300],
-            confirm="Close access",
-            deny="Keep it",
-        ),
     )
+
+
+def extend_button(event: BreakGlassEvent) -> ButtonElement:
+    return ButtonElement(text="Extend", action_id=ids.ACTION_EXTEND, value=event.id)
 
 
 def review_button(event: BreakGlassEvent) -> ButtonElement:
@@ -165,7 +161,8 @@ def event_fields(event: BreakGlassEvent) -> list[MarkdownTextObject]:
         ),
         f"*Profile*\n`{escape(event.profile)}`",
         f"*Reason*\n{reason_label(event)}",
-        f"*Duration*\n{human_duration(event.duration)}",
+        f"*Duration*\n{human_duration(event.duration)}"
+        + (f" + {human_duration(event.extended_by)} extended" if event.extensions else ""),
         f"*{'Expires' if event.status is Status.ACTIVE else 'Was due to expire'}*\n{date(event.expires_at)}",
         f"*Event id*\n`{event.id}`",
     ]
@@ -460,7 +457,78 @@ def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Block
         f":alarm_clock: Your break-glass access to `{escape(event.profile)}` expires in {human_duration(remaining)} "
         f"({date(event.expires_at, '{time}')}), event `{event.id}`."
     )
+    return text, [
+        _mrkdwn_section(text),
+        {
+            "type": "actions",
+            "block_id": ids.BLOCK_EVENT_ACTIONS,
+            "elements": [extend_button(event).to_dict(), close_button(event).to_dict()],
+        },
+    ]
+
+
+def thread_extended(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    ext = event.extensions[-1]
+    text = (
+        f":stopwatch: Extended by {human_duration(ext.duration)} by {user(ext.by)}: {escape(ext.reason)}\n"
+        f"New expiry {date(event.expires_at)} ({human_duration(event.lifetime)} in all"
+        + (", escalated: repeated break-glass use" if ext.escalated else "")
+        + ")."
+    )
+    return text, _section(text)
+
+
+def dm_extended(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    ext = event.extensions[-1]
+    who = "You extended" if ext.by == event.slack_user_id else f"{user(ext.by)} extended"
+    text = (
+        f":stopwatch: {who} your break-glass access to `{escape(event.profile)}` (event `{event.id}`) by "
+        f"{human_duration(ext.duration)}: it now expires {date(event.expires_at)}."
+    )
     return text, _with_close_button(text, event)
+
+
+def extended_now(event: BreakGlassEvent) -> str:
+    ext = event.extensions[-1]
+    return (
+        f":stopwatch: Event `{event.id}` on `{escape(event.profile)}` extended by {human_duration(ext.duration)}: "
+        f"it now expires {date(event.expires_at)}."
+    )
+
+
+def extend_modal(event: BreakGlassEvent, private_metadata: str, durations: list[timedelta]) -> dict[str, Any]:
+    """The small Extend modal: the durations that still fit the profile's bounds, and a reason."""
+    return View(
+        type="modal",
+        callback_id=ids.CALLBACK_EXTEND,
+        title="Extend break-glass",
+        submit="Extend",
+        close="Cancel",
+        private_metadata=private_metadata,
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=event_line(event))),
+            InputBlock(
+                block_id=ids.EXTEND_DURATION,
+                label="Extend by",
+                element=StaticSelectElement(
+                    action_id=ids.EXTEND_DURATION,
+                    placeholder="Choose how much longer",
+                    options=_options([(str(int(d.total_seconds())), human_duration(d)) for d in durations]),
+                ),
+            ),
+            InputBlock(
+                block_id=ids.EXTEND_REASON,
+                label="Why is more time needed?",
+                hint=f"{MIN_JUSTIFICATION}-{MAX_JUSTIFICATION} characters; shown to security.",
+                element=PlainTextInputElement(
+                    action_id=ids.EXTEND_REASON,
+                    multiline=True,
+                    min_length=MIN_JUSTIFICATION,
+                    max_length=MAX_JUSTIFICATION,
+                ),
+            ),
+        ],
+    ).to_dict()
 
 
 def dm_closed(event: BreakGlassEvent) -> tuple[str, Blocks]:
@@ -558,8 +626,9 @@ HELP = (
     f"(`incident=&lt;ticket or URL&gt;` anywhere after the reason), e.g. `{EXAMPLE}`\n"
     "`/breakglass list` — active events (yours; everyone's for incident commanders and security)\n"
     "`/breakglass status &lt;id&gt;` — one event\n"
-    "`/breakglass close &lt;id&gt; &lt;reason…&gt;` — end access now\n"
-    "`/breakglass history [profile]` — recent events\n"
+    "`/breakglass close &lt;id&gt; [reason…]` — end access now (without a reason: the close form)\n"
+    "`/breakglass extend &lt;id&gt; &lt;duration&gt; &lt;reason…&gt;` — more time on active access\n"
+    "`/breakglass history [profile]` — recent events (everyone's for incident commanders and security)\n"
     "`/breakglass review` — ended events awaiting review (security)\n"
     "`/breakglass help` — this message"
 )
@@ -573,15 +642,23 @@ def _options(pairs: list[tuple[str, str]]) -> list[Option]:
 
 
 def invoke_modal(
-    profiles: list[tuple[str, str]], durations: list[timedelta], *, private_metadata: str = ""
+    profiles: list[tuple[str, str]],
+    durations: list[timedelta],
+    *,
+    private_metadata: str = "",
+    selected: str | None = None,
 ) -> dict[str, Any]:
-    """The /breakglass modal. `profiles` are (name, label) the user may invoke; durations the union offered."""
+    """The /breakglass modal. `profiles` are (name, label) the user may invoke; durations those offered
+    (the chosen profile's when `selected` names one, which is then preselected)."""
+    options = _options(profiles[:100])
+    initial = next((o for o in options if o.value == selected), None)
     blocks: list[Block] = [
         InputBlock(
             block_id=ids.PROFILE,
             label="Profile",
+            dispatch_action=True,  # choosing one updates the durations to its own (bot.slack.invoke_form)
             element=StaticSelectElement(
-                action_id=ids.PROFILE, placeholder="Choose a profile", options=_options(profiles[:100])
+                action_id=ids.PROFILE, placeholder="Choose a profile", options=options, initial_option=initial
             ),
         ),
         InputBlock(
@@ -708,6 +785,27 @@ def close_modal(event: BreakGlassEvent, private_metadata: str) -> dict[str, Any]
     )
 
 
+def _review_details(event: BreakGlassEvent) -> list[Block]:
+    """What a reviewer needs besides the fields: how it ended (who closed it and why) and each extension."""
+    lines = []
+    if event.status is Status.CLOSED:
+        lines.append(
+            f"*Closed* by {user(event.closed_by or '')} {date(event.ended_at or event.updated_at)}: "
+            f"{escape(event.closed_reason or '')}"
+        )
+    elif event.status is Status.EXPIRED:
+        lines.append(f"*Expired* {date(event.ended_at or event.expires_at)}")
+    for ext in event.extensions:
+        lines.append(
+            f"*Extended* by {human_duration(ext.duration)} by {user(ext.by)} {date(ext.at)}: {escape(ext.reason)}"
+        )
+    if event.escalated:
+        lines.append(":warning: *Escalated*: repeated break-glass use within the rate-limit window")
+    if not lines:
+        return []
+    return [SectionBlock(text=MarkdownTextObject(text=_truncate("\n".join(lines), MAX_SECTION)))]
+
+
 def review_modal(
     event: BreakGlassEvent, private_metadata: str, activity: list[Block] | None = None
 ) -> dict[str, Any]:
@@ -718,7 +816,12 @@ def review_modal(
         title="Review break-glass",
         submit="Mark reviewed",
         private_metadata=private_metadata,
-        context=[justification_section(event), *(activity or [])],
+        context=[
+            SectionBlock(fields=event_fields(event)),
+            justification_section(event),
+            *_review_details(event),
+            *(activity or []),
+        ],
         field=ids.REVIEW_NOTES,
         label="Review notes",
         max_length=MAX_REVIEW_NOTES,
@@ -761,7 +864,9 @@ def home(
     ]
     budget = 90  # stay under Slack's 100-block limit for views
 
-    def add_events(events: list[BreakGlassEvent], button: str | None, empty: str) -> None:
+    def add_events(
+        events: list[BreakGlassEvent], button: str | None, empty: str, extendable: bool = False
+    ) -> None:
         nonlocal budget
         if not events:
             blocks.append(_mrkdwn_context(empty))
@@ -780,8 +885,17 @@ def home(
             )
             blocks.append(_mrkdwn_section(event_line(event), accessory))
             budget -= 1
+            if extendable:
+                blocks.append(
+                    {
+                        "type": "actions",
+                        "block_id": f"extend_{event.id}",
+                        "elements": [extend_button(event).to_dict()],
+                    }
+                )
+                budget -= 1
 
-    add_events(mine_active, "close", "You hold no break-glass access.")
+    add_events(mine_active, "close", "You hold no break-glass access.", extendable=True)
     blocks.append(_mrkdwn_section("*Your recent events*"))
     add_events(mine_recent, None, "No history yet.")
     if all_active is not None:

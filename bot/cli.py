@@ -4,7 +4,8 @@ breakglass-bot                 Socket Mode if SLACK_APP_TOKEN is set, else HTTP 
 breakglass-bot http            HTTP: POST /slack/events, GET /healthz (gunicorn, threaded)
 breakglass-bot socket          Socket Mode
 breakglass-bot clock           the scheduler alone (when web processes run with BREAKGLASS_SCHEDULER=off)
-breakglass-bot check-policy F  validate a policy file and print a summary
+breakglass-bot check-policy F  validate a policy file and print a summary (--aws: and check the
+                               room the permission sets' inline policies leave for denies)
 breakglass-bot show-policy     print the policy in effect (--builtin: the built-in example)
 breakglass-bot create-table    create the DynamoDB table named by BREAKGLASS_STORE (or --store),
                                the same command as `breakglass-admin create-table`
@@ -142,7 +143,7 @@ def run_try(port: int | None, db_path: str | None, policy_path: str | None = Non
     return 0
 
 
-def check_policy(path: str) -> int:
+def check_policy(path: str, aws: bool = False) -> int:
     from bot.policy import PolicyError, load_policy, summarize
 
     try:
@@ -151,6 +152,12 @@ def check_policy(path: str) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     print(summarize(policy))
+    if aws and policy.access.provider == "identity-center" and policy.access.instance_arn:
+        from bot.access.room import room_warnings
+
+        sets = [p.aws.permission_set for p in policy.profiles.values() if p.aws is not None]
+        for warning in room_warnings(policy.access.instance_arn, sets):
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -191,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("clock", help="run only the scheduler")
     check = sub.add_parser("check-policy", help="validate a policy file")
     check.add_argument("file")
+    check.add_argument(
+        "--aws",
+        action="store_true",
+        help="also read each permission set's inline policy (AWS environment) and warn when it leaves "
+        "too little room for the denies that end revoked sessions",
+    )
     show = sub.add_parser("show-policy", help="print the policy in effect (--builtin: the built-in one)")
     show.add_argument("--builtin", action="store_true", help="print the built-in policy")
     table = sub.add_parser("create-table", help="create the DynamoDB table (idempotent)")
@@ -218,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "try":
         return run_try(args.port, args.db, args.policy)
     if command == "check-policy":
-        return check_policy(args.file)
+        return check_policy(args.file, aws=args.aws)
     if command == "show-policy":
         return show_policy(args.builtin)
     if command == "create-table":

@@ -61,19 +61,25 @@ def activity_target(
         identities=identities or (event.invoker,),
         regions=tuple(aws.activity_regions),
         external_id=aws.activity_external_id,
+        sso_permission_set=sso_permission_set(event),
     )
+
+
+def sso_permission_set(event: BreakGlassEvent) -> str | None:
+    """The Identity Center permission set name the event's sessions ran under ("" when its grant did not
+    record one: any Identity Center role, never another kind), or None for other providers."""
+    if event.access is None or event.access.provider != "identity-center":
+        return None
+    return event.access.permission_set_name or ""
 
 
 def session_names(pipeline: Pipeline, event: BreakGlassEvent) -> tuple[str, ...]:
     """The role session names the person's sessions carry: the invoker, and with the identity-center
-    provider also the email of their Slack profile (the identity-store user name; raises SlackApiError
-    when Slack cannot say, and the delivery is retried)."""
+    provider the email the identity-store user was found by at invoke time (stored with the event), never
+    the Slack profile's email now: changing it after the event must not empty the digest."""
     names = [event.invoker]
-    if pipeline.policy.access.provider == "identity-center" and event.slack_user_id:
-        user = pipeline.client.users_info(user=event.slack_user_id).get("user") or {}
-        email = (user.get("profile") or {}).get("email")
-        if isinstance(email, str) and email.strip():
-            names.append(email.strip())
+    if event.access is not None and event.access.email and event.access.email.strip():
+        names.append(event.access.email.strip())
     unique: dict[str, str] = {}
     for name in names:
         unique.setdefault(name.casefold(), name)

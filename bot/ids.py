@@ -2,12 +2,13 @@
 
 COMMAND = "/breakglass"
 # `/breakglass <subcommand>`: a profile may not be named like one (the command could not reach it).
-SUBCOMMANDS = ("help", "list", "status", "close", "history", "review")
+SUBCOMMANDS = ("help", "list", "status", "close", "extend", "history", "review")
 
 # Modals (callback_id)
 CALLBACK_INVOKE = "breakglass_invoke"
 CALLBACK_CLOSE = "breakglass_close"
 CALLBACK_REVIEW = "breakglass_review"
+CALLBACK_EXTEND = "breakglass_extend"
 
 # Invoke modal input blocks: each block_id equals its element's action_id.
 PROFILE = "profile"
@@ -21,9 +22,14 @@ INVOKE_FIELDS = (PROFILE, REASON, JUSTIFICATION, DURATION, INCIDENT)
 CLOSE_REASON = "close_reason"
 REVIEW_NOTES = "review_notes"
 
+# Extend modal (block_id = action_id)
+EXTEND_DURATION = "extend_duration"
+EXTEND_REASON = "extend_reason"
+
 # Buttons (action_id); value = the 16-hex event id
 ACTION_CLOSE = "close_event"
 ACTION_REVIEW = "review_event"
+ACTION_EXTEND = "extend_event"  # expiry-warning DM and App Home
 ACTION_OPEN_MODAL = "open_breakglass"  # App Home "Break glass" button
 
 # Block ids of messages (stable, so updates replace the same blocks)

@@ -70,7 +70,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot import access_steps, blocks, evidence
+from bot import access_steps, blocks, evidence, extend_steps
 from bot.access import AccessProvider, NoneProvider
 from bot.clock import Clock
 from bot.directory import Directory
@@ -112,6 +112,7 @@ AUDIT_CHANNEL_KINDS = frozenset(
         OutboxKind.REVOKE_RECEIPT_THREAD,
         OutboxKind.ACTIVITY_DIGEST,
     }
+    | extend_steps.AUDIT_CHANNEL_KINDS
 )
 NEEDS_AUDIT_ROOT = AUDIT_CHANNEL_KINDS - {OutboxKind.AUDIT_POST}
 # Slack's answers (chat.postMessage, chat.update, conversations.history) that say the channel itself refuses
@@ -790,5 +791,6 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.REVOKE_RECEIPT_THREAD: thread_reply(lambda p, e: blocks.access_revoked(e)),
     OutboxKind.ACTIVITY_DIGEST: evidence.deliver_digest,
     OutboxKind.AUDIT_FALLBACK: post_audit_fallback,
+    **extend_steps.HANDLERS,  # an extension's thread reply and DM (bot/extend_steps.py)
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"

@@ -34,7 +34,7 @@ from pydantic import (
 
 from bot.durations import Duration, PositiveDuration, compact_duration, format_duration
 from bot.ids import SUBCOMMANDS
-from store.model import MAX_DURATION
+from store.model import MAX_DURATION, MAX_TOTAL
 
 __all__ = [
     "BUILTIN_SOURCE",
@@ -591,6 +591,23 @@ class ProfilePolicy(BaseModel):
     """Audit channel for this profile, instead of the policy's."""
     aws: AwsTarget | None = None
     """Where the access provider grants access (required with ``access.provider: identity-center``)."""
+    max_total: PositiveDuration | None = None
+    """The longest an event may last with its extensions; default twice the longest duration, at most
+    :data:`store.model.MAX_TOTAL` (12 h, the longest Identity Center session)."""
+    extensions: int | None = Field(default=None, ge=0)
+    """How many times one event may be extended (``0``: never); ``None``: as often as ``max_total`` allows."""
+
+    @field_validator("max_total")
+    @classmethod
+    def _check_max_total(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value > MAX_TOTAL:
+            raise ValueError(f"{compact_duration(value)} exceeds the 12h cap (the longest AWS session)")
+        return value
+
+    @property
+    def lifetime_cap(self) -> timedelta:
+        """The longest an event on this profile may last, extensions included."""
+        return self.max_total or min(2 * max(self.durations), MAX_TOTAL)
 
     @field_validator("durations", mode="before")
     @classmethod
@@ -770,8 +787,33 @@ class Policy(BaseModel):
         return value
 
     def profile(self, name: str) -> ProfilePolicy | None:
-        """The profile called ``name`` (case-sensitive), or ``None``."""
-        return self.profiles.get(name)
+        """The profile called ``name`` (matched without case: ``PROD`` is ``prod``), or ``None``."""
+        found = self.profile_name(name)
+        return None if found is None else self.profiles[found]
+
+    def profile_name(self, name: str) -> str | None:
+        """The policy's own spelling of the profile ``name`` (matched without case), or ``None``."""
+        if name in self.profiles:
+            return name
+        folded = name.casefold()
+        return next((key for key in self.profiles if key.casefold() == folded), None)
+
+    @model_validator(mode="after")
+    def _check_profile_case(self) -> "Policy":
+        seen: dict[str, str] = {}
+        for name in self.profiles:
+            other = seen.setdefault(name.casefold(), name)
+            if other != name:
+                raise _NestedProblems(
+                    [
+                        (
+                            ("profiles", name),
+                            f"differs from profile {other!r} only in case; profile names are matched "
+                            "without case, so rename one",
+                        )
+                    ]
+                )
+        return self
 
     def audit_channel_for(self, profile_name: str, default: str | None) -> str | None:
         """Where to audit events on ``profile_name``: its own channel, else the policy's, else ``default``."""

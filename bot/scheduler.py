@@ -20,7 +20,7 @@ from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import access_steps, blocks
+from bot import access_steps, blocks, revoke_deadline
 from bot.access import AccessError, ReconcileReport
 from bot.clock import Clock
 from bot.pipeline import SLACK_ERRORS, Pipeline
@@ -111,7 +111,14 @@ class Scheduler:
         if event.warned_at is None:
             jobs.append((f"warn:{event.id}", self.run_warning, self.service.warn_at(event)))
         for job_id, func, when in jobs:
-            if scheduler.get_job(job_id) is None:
+            job = scheduler.get_job(job_id)
+            if job is not None and job.next_run_time is not None:
+                # re-timed (an extension): move the job; a job already at its time is left alone
+                if abs((job.next_run_time - self._wall(when)).total_seconds()) > 1:
+                    with contextlib.suppress(LookupError):
+                        job.reschedule("date", run_date=self._wall(when))
+                continue
+            if job is None:
                 with contextlib.suppress(ConflictingIdError):  # added by another thread meanwhile
                     scheduler.add_job(func, "date", run_date=self._wall(when), args=[event.id], id=job_id)
 
@@ -187,6 +194,7 @@ class Scheduler:
                         extra={"event_id": event.id, "action": "sweep", "outcome": "error"},
                     )
             counts["owed"] = self.pipeline.deliver_owed()
+            counts["revokes_overdue"] = revoke_deadline.alarm_overdue(self.pipeline, self.clock.now())
             counts["reminded"] = self.remind_if_due()  # also retries a reminder that failed earlier
             counts["drift"] = self.reconcile_access()
         except StoreError as exc:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import evidence, ids
+from bot import evidence, extend_steps, ids
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
@@ -163,7 +163,8 @@ class BreakGlassService:
 
     def warn_at(self, event: BreakGlassEvent) -> datetime:
         """When the expiry warning is due: warn_before ahead, but never in the first half of the event."""
-        return event.expires_at - min(self.policy.warn_before, event.duration / 2)
+        # measured on the current stretch: an extension re-times the warning before its new expiry
+        return event.expires_at - min(self.policy.warn_before, (event.expires_at - event.segment_start) / 2)
 
     # -- invoke -------------------------------------------------------------------------------
 
@@ -172,6 +173,7 @@ class BreakGlassService:
         errors: dict[str, str] = {}
         now = self.clock.now()
         profile_name = (request.profile or "").strip()
+        profile_name = self.policy.profile_name(profile_name) or profile_name  # `PROD` is `prod`
         profile = self.policy.profile(profile_name) if profile_name else None
         if not profile_name:
             errors[ids.PROFILE] = "Choose a profile."
@@ -380,6 +382,110 @@ class BreakGlassService:
             },
         )
         return CloseResult(closed, closed_now=True)
+
+    # -- extend -------------------------------------------------------------------------------
+
+    def extend_durations(self, event: BreakGlassEvent) -> list[timedelta]:
+        """The profile's durations that still fit the event's `max_total` and `extensions` (none: it cannot
+        be extended any more)."""
+        profile = self.policy.profile(event.profile)
+        if profile is None or not event.is_effective(self.clock.now()) or event.foreign:
+            return []
+        if profile.extensions is not None and len(event.extensions) >= profile.extensions:
+            return []
+        return [d for d in profile.durations if event.lifetime + d <= profile.lifetime_cap]
+
+    def check_extend(self, user_id: str, event_id: str) -> BreakGlassEvent:
+        """Who may extend: as for close (the holder, incident commanders, security)."""
+        event = self.get(event_id)
+        if not self.may_close(user_id, event):
+            raise NotAuthorized(
+                f"Only the invoker, an incident commander or security can extend event {event.id}."
+            )
+        return event
+
+    def extend(
+        self,
+        event_id: str,
+        *,
+        by: str,
+        duration: str,
+        reason: str,
+        seen: int | None = None,
+        operator: bool = False,
+    ) -> BreakGlassEvent:
+        """A new expiry for an effective event, atomically (the store's conditional write). `seen`: how
+        many extensions the requester saw (a modal's), so two racing extends never both apply; default:
+        as read here. `operator` as for `close`. Raises ValidationFailed saying why, nothing changed."""
+        event = self.get(event_id) if operator else self.check_extend(by, event_id)
+        profile = self.policy.profile(event.profile)
+        errors: dict[str, str] = {}
+        raw = (duration or "").strip()
+        length: timedelta | None = None
+        try:
+            length = timedelta(seconds=int(raw)) if raw.isdigit() else parse_duration(raw)
+        except (ValueError, OverflowError) as exc:
+            errors[ids.EXTEND_DURATION] = "Choose how much longer." if not raw else f"{exc}."
+        offered = self.extend_durations(event)
+        if length is not None and profile is not None and length not in offered:
+            errors[ids.EXTEND_DURATION] = self.why_not_extend(event, length, offered)
+        try:
+            reason = validate_justification(reason, what="extension reason")
+        except ValueError as exc:
+            errors[ids.EXTEND_REASON] = _sentence(exc)
+        if profile is None:
+            errors[ids.EXTEND_DURATION] = f"Profile {event.profile!r} is no longer in the policy."
+        if errors:
+            raise ValidationFailed(errors)
+        assert length is not None and profile is not None
+        try:
+            extended = self.store.extend(
+                event.id,
+                by=by,
+                duration=length,
+                reason=reason,
+                now=self.clock.now(),
+                seen=len(event.extensions) if seen is None else seen,
+                max_total=profile.lifetime_cap,
+                max_extensions=profile.extensions,
+                outbox=extend_steps.extension_outbox(event, by),
+                known=event,
+            )
+        except InvalidTransition as exc:  # ended, ran out, or another extend won the race
+            raise ValidationFailed(
+                {ids.EXTEND_DURATION: f"Cannot extend event {event.id}: {exc.reason}."}
+            ) from exc
+        log.info(
+            "break-glass extended",
+            extra={
+                "event_id": extended.id,
+                "slack_user": by,
+                "profile": extended.profile,
+                "action": "extend",
+                "outcome": "ok",
+            },
+        )
+        return extended
+
+    def why_not_extend(self, event: BreakGlassEvent, length: timedelta, offered: list[timedelta]) -> str:
+        if event.status.ended:
+            return f"Event {event.id} already {event.status.value}: nothing to extend."
+        if not event.is_effective(self.clock.now()):
+            return f"Event {event.id} has already run out: invoke again."
+        if not offered:
+            profile = self.policy.profile(event.profile)
+            if profile is not None and profile.extensions == 0:
+                return f"Profile {event.profile!r} cannot be extended: invoke again when it ends."
+            if (
+                profile is not None
+                and profile.extensions is not None
+                and len(event.extensions) >= profile.extensions
+            ):
+                return f"Event {event.id} was already extended {len(event.extensions)} time(s), the most {event.profile!r} allows."
+            cap = format_duration(profile.lifetime_cap) if profile else "its cap"
+            return f"Event {event.id} already lasts as long as {event.profile!r} allows ({cap} in all)."
+        choices = ", ".join(format_duration(d) for d in offered)
+        return f"{format_duration(length)} is not offered for extending event {event.id}: choose {choices}."
 
     # -- scheduler work -----------------------------------------------------------------------
 
@@ -592,12 +698,17 @@ class BreakGlassService:
         return event
 
     def history(self, user_id: str, profile: str | None = None, limit: int = 10) -> list[BreakGlassEvent]:
-        """Recent events, newest first: incident commanders and security see everyone's on a profile;
-        everyone else sees only their own."""
+        """Recent events, newest first: incident commanders and security see everyone's (on a profile, or
+        on all); everyone else sees only their own."""
+        if profile:
+            profile = self.policy.profile_name(profile) or profile
         if profile and self.policy.profile(profile) is None:
             raise ValidationFailed({"profile": f"There is no profile called {profile!r}."})
-        if profile and self.roles(user_id).can_see_all:
-            return self.store.list_by_profile(profile, limit=limit).items
+        if self.roles(user_id).can_see_all:
+            if profile:
+                return self.store.list_by_profile(profile, limit=limit).items
+            recent = [e for status in Status for e in self.store.list_by_status(status, limit=limit).items]
+            return sorted(recent, key=lambda e: (e.created_at, e.id), reverse=True)[:limit]
         invoker = self.identity(user_id)
         if not profile:
             return self.store.list_by_invoker(invoker, limit=limit).items

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from store.errors import ConcurrentModification, InvalidTransition, StoreError
+from store.errors import ConcurrentModification, ExtendedMeanwhile, InvalidTransition, StoreError
 from store.limits import Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
 
@@ -124,6 +124,28 @@ class Store(Protocol):
         `known` as for `close`."""
         ...
 
+    def extend(
+        self,
+        event_id: str,
+        *,
+        by: str,
+        duration: timedelta,
+        reason: str,
+        now: datetime,
+        seen: int,
+        max_total: timedelta,
+        max_extensions: int | None = None,
+        escalated: bool = False,
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        """A new expiry for an effective event (`BreakGlassEvent.extend`), adding `outbox` in the same
+        write, conditional on its version; the stacking claim moves with it (atomically on every backend).
+        `seen`: how many extensions the caller saw: if the event has another number by the time of the
+        write, someone else extended it first and ExtendedMeanwhile (an InvalidTransition) is raised,
+        nothing changed. InvalidTransition too when it ended, ran out, or a bound refuses."""
+        ...
+
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
         """Generic conditional update: write `event` (status unchanged) if the stored version still
         equals `event.version`; returns it with version + 1. Raises ConcurrentModification (stale
@@ -196,7 +218,11 @@ class TransitionStore:
         event_id: str,
         apply: Callable[[BreakGlassEvent], BreakGlassEvent],
         known: BreakGlassEvent | None = None,
+        *,
+        moves_claim: bool = False,
     ) -> BreakGlassEvent:
+        """`moves_claim`: the change keeps the event active with a later expiry (extend), so the
+        stacking claim moves with it; otherwise the change ends the event and releases the claim."""
         raise NotImplementedError
 
     def close(
@@ -222,6 +248,36 @@ class TransitionStore:
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)
+
+    def extend(
+        self,
+        event_id: str,
+        *,
+        by: str,
+        duration: timedelta,
+        reason: str,
+        now: datetime,
+        seen: int,
+        max_total: timedelta,
+        max_extensions: int | None = None,
+        escalated: bool = False,
+        outbox: Sequence[OutboxKind | str | Deferred] = (),
+        known: BreakGlassEvent | None = None,
+    ) -> BreakGlassEvent:
+        def apply(ev: BreakGlassEvent) -> BreakGlassEvent:
+            if len(ev.extensions) != seen:
+                raise ExtendedMeanwhile(ev)
+            return ev.extend(
+                by=by,
+                duration=duration,
+                reason=reason,
+                now=now,
+                max_total=max_total,
+                max_extensions=max_extensions,
+                escalated=escalated,
+            ).with_outbox(*outbox)
+
+        return self._transition(event_id, apply, known, moves_claim=True)
 
 
 def mutate(

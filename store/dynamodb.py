@@ -160,6 +160,18 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
         elif key == "access":
             # a map of strings, booleans and integers (times as ISO 8601 UTC text)
             item[key] = event.access.model_dump(mode="json", exclude_none=True) if event.access else None
+        elif key == "extensions":
+            if value:
+                item[key] = [
+                    {
+                        "at": format_ts(ext.at),
+                        "by": ext.by,
+                        "duration": (ext.duration // timedelta(microseconds=1)) * (_NS // 1_000_000),
+                        "reason": ext.reason,
+                        "escalated": ext.escalated,
+                    }
+                    for ext in event.extensions
+                ]
         elif key == "outbox":
             if value:
                 item[key] = [
@@ -209,6 +221,15 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
         data["outbox"] = tuple(
             {**e, "not_before": parse_ts(e["not_before"])} if isinstance(e, dict) and "not_before" in e else e
             for e in data["outbox"]
+        )
+    if "extensions" in data:
+        data["extensions"] = tuple(
+            {
+                **ext,
+                "at": parse_ts(ext["at"]),
+                "duration": timedelta(microseconds=int(ext["duration"]) // 1000),
+            }
+            for ext in data["extensions"]
         )
     if "activity_failures" in data:
         data["activity_failures"] = int(data["activity_failures"])
@@ -358,6 +379,19 @@ class DynamoDBStore(TransitionStore):
             "UpdateExpression": "REMOVE active_event_id, active_expires_at SET last_ended_at = :ended",
             "ConditionExpression": "active_event_id = :id",
             "ExpressionAttributeValues": {":id": {"S": ended.id}, ":ended": {"S": format_ts(ended.ended_at)}},
+        }
+
+    def _guard_extend(self, key: str, extended: BreakGlassEvent) -> dict[str, Any]:
+        """Move the guard `key` held by `extended` to its new expiry (the claim lasts as long as the access)."""
+        return {
+            "TableName": self.table,
+            "Key": {"id": {"S": key}},
+            "UpdateExpression": "SET active_expires_at = :expires",
+            "ConditionExpression": "active_event_id = :id",
+            "ExpressionAttributeValues": {
+                ":id": {"S": extended.id},
+                ":expires": {"S": format_ts(extended.expires_at)},
+            },
         }
 
     def _backoff(self, attempt: int) -> None:
@@ -599,7 +633,10 @@ class DynamoDBStore(TransitionStore):
         event_id: str,
         apply: Callable[[BreakGlassEvent], BreakGlassEvent],
         known: BreakGlassEvent | None = None,
+        *,
+        moves_claim: bool = False,
     ) -> BreakGlassEvent:
+        guard_write = self._guard_extend if moves_claim else self._guard_release
         superseded: set[str] = set()  # guards that name a newer event (this one expired unswept): left alone
         for attempt in range(self._conflict_attempts):
             # the caller's copy on the first attempt (the write is conditional on its version), then
@@ -610,7 +647,7 @@ class DynamoDBStore(TransitionStore):
             new = with_version(apply(current), current.version + 1)
             keys = [key for key in _guard_ids(current) if key not in superseded]
             items: list[dict[str, Any]] = [{"Put": self._conditional_put(current, new)}]
-            items += [{"Update": self._guard_release(key, new)} for key in keys]
+            items += [{"Update": guard_write(key, new)} for key in keys]
             try:
                 self._call("transact_write_items", TransactItems=items)
                 return new
@@ -622,6 +659,10 @@ class DynamoDBStore(TransitionStore):
                     self._backoff(attempt)
                     continue  # someone else changed the event: re-read (InvalidTransition if it ended)
                 failed = {k for k, c in zip(keys, codes[1:], strict=False) if c == "ConditionalCheckFailed"}
+                if failed and moves_claim:  # its claim was taken: it had run out before this write
+                    raise InvalidTransition(
+                        current, "extend", "it ran out and a newer event holds its claim"
+                    ) from exc
                 if failed:
                     superseded |= failed
                     continue

@@ -74,6 +74,16 @@ class InvalidTransition(StoreError):
         self.reason = reason
 
 
+class ExtendedMeanwhile(InvalidTransition):
+    """An extend lost a race: the event was extended by someone else since the caller looked at it
+    (`event` is the event as it is now). Nothing was changed; look again before extending."""
+
+    def __init__(self, event: BreakGlassEvent) -> None:
+        latest = event.extensions[-1] if event.extensions else None
+        detail = f" by {latest.by}" if latest else ""
+        super().__init__(event, "extend", f"it was extended meanwhile{detail}; look at it again")
+
+
 class ConcurrentModification(StoreError):
     """The event changed between read and write (optimistic lock lost); re-read and retry."""
 

@@ -32,6 +32,9 @@ MAX_REVIEW_NOTES = 2000
 # the store's own bound (DynamoDB items are limited to 400 KB).
 MAX_ACTIVITY = 32 * 1024
 MAX_DURATION = timedelta(hours=4)
+# The longest lifetime an extended event may reach: the longest Identity Center session (12 h).
+MAX_TOTAL = timedelta(hours=12)
+MAX_EXTENSION_REASON = MAX_JUSTIFICATION
 SENTINEL = "sentinel"
 EVENT_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -67,6 +70,9 @@ class OutboxKind(StrEnum):
     GRANT_RECEIPT_THREAD = "grant_receipt_thread"
     GRANT_RECEIPT_DM = "grant_receipt_dm"
     REVOKE_RECEIPT_THREAD = "revoke_receipt_thread"
+    # An extension (bot/extend_steps.py): its thread reply and the invoker's DM (plus an AUDIT_UPDATE)
+    EXTEND_THREAD = "extend_thread"
+    EXTEND_DM = "extend_dm"
 
 
 class OutboxEntry(BaseModel):
@@ -152,19 +158,20 @@ def _check_text(value: str, *, what: str) -> str:
     return value
 
 
-def validate_justification(value: str) -> str:
-    text = _check_text(value.strip(), what="justification")
+def validate_justification(value: str, *, what: str = "justification") -> str:
+    text = _check_text(value.strip(), what=what)
     if len(text) < MIN_JUSTIFICATION:
         if not text:
-            raise ValueError(
-                f"justification is required ({MIN_JUSTIFICATION}-{MAX_JUSTIFICATION} characters)"
-            )
-        raise ValueError(
-            f"justification is too short: {len(text)} characters, at least {MIN_JUSTIFICATION} needed"
-        )
+            raise ValueError(f"{what} is required ({MIN_JUSTIFICATION}-{MAX_JUSTIFICATION} characters)")
+        raise ValueError(f"{what} is too short: {len(text)} characters, at least {MIN_JUSTIFICATION} needed")
     if len(text) > MAX_JUSTIFICATION:
-        raise ValueError(f"justification is too long: {len(text)} characters, at most {MAX_JUSTIFICATION}")
+        raise ValueError(f"{what} is too long: {len(text)} characters, at most {MAX_JUSTIFICATION}")
     return text
+
+
+def validate_extension_reason(value: str) -> str:
+    """An extension's reason follows the justification's rules (length, no bidi or control characters)."""
+    return validate_justification(value, what="extension reason")
 
 
 def validate_incident(value: str | None) -> str | None:
@@ -217,6 +224,10 @@ class EventAccess(BaseModel):
     user_id: str = Field(min_length=1, max_length=256)
     """The identity-store user id (found by the Slack profile's email before the event was stored)."""
     email: str | None = Field(default=None, max_length=320)
+    """The email the identity-store user was found by when the event was invoked: its role session name,
+    which the activity digest looks for (never the Slack profile's email at gather time)."""
+    permission_set_name: str | None = Field(default=None, max_length=64)
+    """The permission set's name when granted: the digest counts only its ``AWSReservedSSO_<name>_`` role."""
     pre_existing: bool | None = None
     grant_requested_at: UtcDatetime | None = None
     granted_at: UtcDatetime | None = None
@@ -235,6 +246,22 @@ class EventAccess(BaseModel):
     next_alarm_at: UtcDatetime | None = None
     """A failing revoke alarms security again at this time (growing intervals)."""
     alarms: int = Field(default=0, ge=0)
+
+
+class Extension(BaseModel):
+    """One extension of an event: a new expiry, not a new event (`BreakGlassEvent.extend`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    at: UtcDatetime
+    by: str = _NonEmpty
+    duration: timedelta
+    reason: Annotated[str, AfterValidator(validate_extension_reason)]
+    escalated: bool = False
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: timedelta) -> timedelta:
+        return validate_duration(value)
 
 
 class BreakGlassEvent(BaseModel):
@@ -289,6 +316,8 @@ class BreakGlassEvent(BaseModel):
     # `activity_failures`: gathers in a row that failed (the audit thread is told once per such episode).
     activity: str | None = Field(default=None, max_length=MAX_ACTIVITY)
     activity_failures: int = Field(default=0, ge=0)
+    # Extensions, oldest first: expires_at = created_at + duration + their durations (`extend`).
+    extensions: tuple[Extension, ...] = ()
 
     version: int = Field(default=1, ge=1)
 
@@ -315,6 +344,20 @@ class BreakGlassEvent(BaseModel):
         """Written by another tool sharing the table (Sentinel): no Slack user to mention or message."""
         return self.source is not None
 
+    @property
+    def extended_by(self) -> timedelta:
+        return sum((ext.duration for ext in self.extensions), timedelta(0))
+
+    @property
+    def lifetime(self) -> timedelta:
+        """From creation to the (possibly extended) expiry."""
+        return self.expires_at - self.created_at
+
+    @property
+    def segment_start(self) -> datetime:
+        """When the current stretch of access began: the creation, or the latest extension."""
+        return self.extensions[-1].at if self.extensions else self.created_at
+
     @field_validator("closed_reason")
     @classmethod
     def _closed_reason(cls, value: str | None) -> str | None:
@@ -333,8 +376,8 @@ class BreakGlassEvent(BaseModel):
     def _consistent(self) -> BreakGlassEvent:
         if self.source is None and self.slack_user_id is None:
             raise ValueError("slack_user_id is required (only a foreign event has none)")
-        if self.source is None and self.expires_at != self.created_at + self.duration:
-            raise ValueError("expires_at must equal created_at + duration")
+        if self.source is None and self.expires_at != self.created_at + self.duration + self.extended_by:
+            raise ValueError("expires_at must equal created_at + duration (+ its extensions)")
         if self.status is Status.ACTIVE and (self.ended_at or self.closed_by or self.closed_reason):
             raise ValueError("an active event has no ended_at, closed_by or closed_reason")
         if self.status is Status.CLOSED and not (self.ended_at and self.closed_by and self.closed_reason):
@@ -409,6 +452,51 @@ class BreakGlassEvent(BaseModel):
             raise InvalidTransition(self, "expire", "it is not due yet")
         return self._with(status=Status.EXPIRED, ended_at=now, updated_at=now)
 
+    def extend(
+        self,
+        *,
+        by: str,
+        duration: timedelta,
+        reason: str,
+        now: datetime,
+        max_total: timedelta = MAX_TOTAL,
+        max_extensions: int | None = None,
+        escalated: bool = False,
+    ) -> BreakGlassEvent:
+        """A new expiry `duration` later, the same event: only while it is effective, within `max_total`
+        (never more than MAX_TOTAL) of its creation and `max_extensions`. The warning is owed again."""
+        now = ensure_utc(now)
+        if self.status is not Status.ACTIVE:
+            raise InvalidTransition(self, "extend", f"it is already {self.status.value}")
+        if now >= self.expires_at:
+            raise InvalidTransition(self, "extend", "it has already run out")
+        if self.foreign:
+            raise InvalidTransition(self, "extend", f"it was created by {self.source}")
+        if max_extensions is not None and len(self.extensions) >= max_extensions:
+            raise InvalidTransition(
+                self,
+                "extend",
+                f"its profile allows {max_extensions} extension(s) and it has {len(self.extensions)}",
+            )
+        cap = min(max_total, MAX_TOTAL)
+        if self.lifetime + duration > cap:
+            left = cap - self.lifetime
+            raise InvalidTransition(
+                self,
+                "extend",
+                f"its whole lifetime may be at most {_hours(cap)}; at most {_hours(left)} more can be added"
+                if left > timedelta(0)
+                else f"it already lasts the longest allowed ({_hours(cap)})",
+            )
+        extension = Extension(at=now, by=by, duration=duration, reason=reason, escalated=escalated)
+        return self._with(
+            extensions=(*self.extensions, extension),
+            expires_at=self.expires_at + duration,
+            warned_at=None,
+            escalated=self.escalated or escalated,
+            updated_at=now,
+        )
+
     def review(self, *, by: str, notes: str, now: datetime) -> BreakGlassEvent:
         if self.status is Status.ACTIVE:
             raise InvalidTransition(self, "review", "it is still active")
@@ -479,6 +567,15 @@ class BreakGlassEvent(BaseModel):
         if "status" in changes and changes["status"] != self.status:
             raise InvalidTransition(self, "update", "status changes only through close or expire")
         return self._with(**changes)
+
+
+def _hours(value: timedelta) -> str:
+    minutes = int(value.total_seconds() // 60)
+    hours, rest = divmod(minutes, 60)
+    return (
+        " ".join(part for part in (f"{hours} h" if hours else "", f"{rest} min" if rest else "") if part)
+        or "0 min"
+    )
 
 
 def with_version(event: BreakGlassEvent, version: int) -> BreakGlassEvent:

@@ -447,6 +447,8 @@ class SQLiteStore(TransitionStore):
         event_id: str,
         apply: Callable[[BreakGlassEvent], BreakGlassEvent],
         known: BreakGlassEvent | None = None,
+        *,
+        moves_claim: bool = False,  # the claim is the row itself: its expires_at column moves with it
     ) -> BreakGlassEvent:
         for _ in range(_ATTEMPTS):
             # the caller's copy on the first attempt (the write is conditional on its version), then

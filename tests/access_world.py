@@ -7,7 +7,6 @@ Test modules import from here before pytest loads it as a plugin: PYTEST_DONT_RE
 
 from __future__ import annotations
 
-import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from bot.access import Target
-from bot.access.identity_center import deny_sid
+from bot.access.denies import DenyPolicy, iso
 from bot.policy import Policy, parse_policy
 
 ACCOUNT = "111122223333"
@@ -62,6 +61,14 @@ class Aws:
     def target(self) -> Target:
         return Target(account=ACCOUNT, permission_set=self.permission_set)
 
+    @property
+    def permission_set_name(self) -> str:
+        return str(
+            self.sso.describe_permission_set(
+                InstanceArn=self.instance_arn, PermissionSetArn=self.permission_set
+            )["PermissionSet"]["Name"]
+        )
+
     def policy_text(self, **extra: str) -> str:
         return access_policy_text(self.instance_arn, self.identity_store_id, self.permission_set, **extra)
 
@@ -86,20 +93,17 @@ class Aws:
             PrincipalId=principal_id,
         )
 
-    def denies(self) -> dict[str, str]:
-        """Sid -> the TokenIssueTime bound of each deny statement on the permission set's inline policy."""
-        text = self.sso.get_inline_policy_for_permission_set(
-            InstanceArn=self.instance_arn, PermissionSetArn=self.permission_set
-        )["InlinePolicy"]
-        statements = json.loads(text)["Statement"] if text else []
-        return {
-            s["Sid"]: s["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
-            for s in statements
-            if s.get("Effect") == "Deny"
-        }
+    def inline_policy(self) -> str:
+        return str(
+            self.sso.get_inline_policy_for_permission_set(
+                InstanceArn=self.instance_arn, PermissionSetArn=self.permission_set
+            )["InlinePolicy"]
+        )
 
-    def deny_of(self, slack_user: str) -> str | None:
-        return self.denies().get(deny_sid(self.users[slack_user]))
+    def deny_of(self, slack_user: str, account: str = ACCOUNT) -> str | None:
+        """The TokenIssueTime bound that denies this person's sessions in ``account``, if any."""
+        bound = DenyPolicy.parse(self.inline_policy()).bound(account, self.users[slack_user])
+        return iso(bound) if bound else None
 
 
 def real_permission_set_arn(moto_arn: str) -> str:

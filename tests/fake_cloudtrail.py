@@ -334,6 +334,25 @@ def _lookup_event(record: dict[str, Any]) -> dict[str, Any]:
 
 ACCOUNT = "123456789012"
 SSO_ROLE = "AWSReservedSSO_BreakGlassAdmin_0123456789abcdef"
+SSO_PERMISSION_SET = "arn:aws:sso:::permissionSet/ssoins-0123456789abcdef/ps-0123456789abcdef"
+
+
+def identity_center_access(email: str = "alice@example.com", name: str | None = "BreakGlassAdmin") -> Any:
+    """What an identity-center grant stores with an event in ACCOUNT: the email the user was found by at
+    invoke time and the permission set's name (its role is SSO_ROLE)."""
+    from store.model import EventAccess
+
+    return EventAccess(
+        provider="identity-center",
+        account=ACCOUNT,
+        permission_set=SSO_PERMISSION_SET,
+        user_id="9067d8b1-1111-2222-3333-444455556666",
+        email=email,
+        permission_set_name=name,
+        pre_existing=False,
+    )
+
+
 HOSTILE = "<!channel> <https://evil.example|click> & \u202eevil\u202c " + "x" * 3000
 
 

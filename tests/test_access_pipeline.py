@@ -9,6 +9,7 @@ identity-store user is refused before anything is stored."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from bot.service import InvokeRequest
 from store import Status
 from store.model import EventAccess, OutboxKind
 from store.sqlite import SQLiteStore
-from tests.access_world import Aws
+from tests.access_world import ACCOUNT, Aws
 from tests.conftest import Bot, make_bot
 from tests.test_flows_close import settled, submit_close
 from tests.test_lambda import (
@@ -75,12 +76,15 @@ def test_invoke_grants_the_assignment_with_a_receipt_in_the_thread_and_the_dm(
     event_id = invoke(access_bot)
     event = settled(access_bot, event_id)
     assert aws.assigned() == [aws.users["U0001"]]
+    assert event.access is not None and event.access.permission_set_name  # read at grant: binds the digest
+    assert aws.permission_set_name == event.access.permission_set_name
     assert event.access == EventAccess(
         provider="identity-center",
         account="111122223333",
         permission_set=aws.permission_set,
         user_id=aws.users["U0001"],
         email="alice@example.com",
+        permission_set_name=event.access.permission_set_name,
         pre_existing=False,
         grant_requested_at=access_bot.clock.now(),
         granted_at=access_bot.clock.now(),
@@ -477,4 +481,112 @@ def test_what_the_grant_saw_is_recorded_before_it_creates_so_a_retry_owns_its_as
     assert event.access is not None and event.access.pre_existing is False and event.access.granted_at
     submit_close(access_bot, event_id, "Replica promoted, done")
     settled(access_bot, event_id)
+    assert aws.assigned() == []
+
+
+def test_a_grant_pulls_back_a_deny_merged_later_than_its_own_revoke(access_bot: Bot, aws: Aws) -> None:
+    """To fit IAM's quota, a person's deny can be merged to a later bound than their own revoke (another
+    person's). Their next grant must pull it back, though their stored receipt says the deny ended earlier."""
+    from bot.access.denies import DenyPolicy
+
+    first = invoke(access_bot)
+    settled(access_bot, first)
+    submit_close(access_bot, first, "Done with the first attempt")
+    old = settled(access_bot, first)
+    assert old.access is not None and old.access.sessions_issued_before is not None
+    merged = DenyPolicy.parse(aws.inline_policy())
+    later = access_bot.clock.now() + timedelta(minutes=3)
+    merged.add(ACCOUNT, aws.users["U0001"], later)  # as a merge with a later revoke's group would
+    aws.sso.put_inline_policy_to_permission_set(
+        InstanceArn=aws.instance_arn, PermissionSetArn=aws.permission_set, InlinePolicy=merged.render()
+    )
+    access_bot.clock.advance(timedelta(minutes=1))
+    second = invoke(access_bot)
+    settled(access_bot, second)
+    assert old.access.sessions_issued_before < access_bot.clock.now() < later
+    assert aws.deny_of("U0001") == access_bot.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_the_drift_check_never_grants_again_an_event_closed_while_it_listed(
+    access_bot: Bot, aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check reads the events (active), then lists the target slowly; meanwhile the event is closed
+    and revoked. Re-granting from the first read would give the closed event its access back until the next
+    check: the re-grant reads the event again under the assignment lock, after the listing."""
+    event_id = invoke(access_bot)
+    settled(access_bot, event_id)
+    aws.sso.delete_account_assignment(  # vanished behind breakglass's back: the check will want it back
+        InstanceArn=aws.instance_arn,
+        TargetId=ACCOUNT,
+        TargetType="AWS_ACCOUNT",
+        PermissionSetArn=aws.permission_set,
+        PrincipalType="USER",
+        PrincipalId=aws.users["U0001"],
+    )
+    provider = access_bot.runtime.pipeline.access
+    assert isinstance(provider, IdentityCenterProvider)
+    real_list = provider._list_assignments
+    closed_during_listing = []
+
+    def slow_listing(target: Any, request_ids: list[str]) -> list[dict[str, Any]]:
+        listed = real_list(target, request_ids)
+        if not closed_during_listing:  # while this listing is "in flight", the event ends and is revoked
+            closed_during_listing.append(True)
+            access_bot.service.close(event_id, by="U0001", reason="Incident over, closing")
+            access_bot.runtime.pipeline.deliver(event_id)
+            assert access_bot.store.get(event_id).access.revoked_at is not None
+        return listed
+
+    monkeypatch.setattr(provider, "_list_assignments", slow_listing)
+    access_bot.runtime.scheduler.sweep()
+    assert closed_during_listing
+    assert access_bot.store.get(event_id).status is Status.CLOSED
+    assert aws.assigned() == []  # not granted again
+    assert not any(f"{event_id}`'s assignment had vanished" in t for t in texts(access_bot, "C0AUDIT"))
+
+
+def test_a_revoke_nobody_attempts_past_its_deadline_alarms_once_and_degrades_health(
+    access_bot: Bot, aws: Aws, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A revoke that never fails but never runs (here: its assignment lock held by a dead holder) used to
+    be silent. Past its deadline (ended + sweep interval + 10 s) it alarms: the thread and every security
+    member, one ERROR line, and /healthz degraded until the revoke is done."""
+    from bot.revoke_deadline import REVOKE_DEADLINE
+    from tests.test_audit_channel import health
+
+    event_id = invoke(access_bot)
+    event = settled(access_bot, event_id)
+    assert event.access is not None
+    lock = f"access-lock:{ACCOUNT}:{aws.permission_set}:{event.access.user_id}"
+    assert access_bot.store.claim(lock, now=access_bot.clock.now(), hold=timedelta(minutes=10))
+    submit_close(access_bot, event_id, "Replica promoted, done")
+    access_bot.idle()
+    assert access_bot.store.get(event_id).owes(OutboxKind.ACCESS_REVOKE)
+
+    def alarms() -> tuple[int, int]:
+        thread = [t for t in texts(access_bot, "C0AUDIT", event.audit_ts) if "NOT revoked" in t]
+        dms = [t for t in texts(access_bot, "U0SECA") if "is failing" in t]
+        return len(thread), len(dms)
+
+    access_bot.clock.advance(timedelta(seconds=30))  # within the deadline: nothing yet
+    assert access_bot.runtime.scheduler.sweep()["revokes_overdue"] == 0
+    assert alarms() == (0, 0) and health(access_bot)[1]["status"] == "ok"
+
+    access_bot.clock.advance(REVOKE_DEADLINE + timedelta(seconds=1))
+    with caplog.at_level(logging.ERROR):
+        assert access_bot.runtime.scheduler.sweep()["revokes_overdue"] == 1
+    assert alarms() == (1, 1)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "AWS access revoke overdue: the revoke is still not done 1 s after its deadline; the assignment "
+        "may still exist and the sessions are not denied"
+    ]
+    status, body = health(access_bot)
+    assert status == 200 and body["status"] == "degraded"
+    assert body["checks"]["revocations"]["overdue_revokes"] == [event_id]
+    assert access_bot.runtime.scheduler.sweep()["revokes_overdue"] == 0  # once per event
+    assert alarms() == (1, 1)
+
+    access_bot.store.finish_claim(lock, until=access_bot.clock.now())  # the lock frees: the revoke runs
+    retry_later(access_bot, timedelta(minutes=2))
+    assert access_bot.store.get(event_id).access.revoked_at is not None
     assert aws.assigned() == []

@@ -20,10 +20,9 @@ from bot.access import (
     TransientAccessError,
     UserNotInIdentityStore,
 )
+from bot.access.denies import ROLE_POLICY_LIMIT, DenyQuotaExceeded, quota_length
 from bot.access.identity_center import (
-    INLINE_POLICY_LIMIT,
     IdentityCenterProvider,
-    deny_sid,
     merge_deny,
     parse_session_duration,
 )
@@ -148,14 +147,21 @@ def test_grant_polls_in_progress_until_succeeded(stubbed: Stubbed) -> None:
     }
     stubbed.ok("describe_account_assignment_creation_status", creation("IN_PROGRESS"), status_params)
     stubbed.ok("describe_account_assignment_creation_status", creation("SUCCEEDED"), status_params)
+    stubbed.ok(
+        "describe_permission_set",
+        {"PermissionSet": {"Name": "BreakGlassAdmin"}},
+        {"InstanceArn": INSTANCE, "PermissionSetArn": PS},
+    )
     receipt = stubbed.provider.grant("ev1", TARGET, USER)
     assert stubbed.sleeps == [2.0, 2.0]
     assert receipt.took == timedelta(seconds=4)
+    assert receipt.permission_set_name == "BreakGlassAdmin"  # the digest counts only its role's calls
     assert receipt.request_ids == (
         "req-list_account_assignments",
         "req-create_account_assignment",
         "req-describe_account_assignment_creation_status",
         "req-describe_account_assignment_creation_status",
+        "req-describe_permission_set",
     )
 
 
@@ -180,7 +186,9 @@ def test_conflict_is_retried_with_backoff_then_succeeds(stubbed: Stubbed) -> Non
     stubbed.error("create_account_assignment", "ConflictException", 409, "another operation is in progress")
     stubbed.error("create_account_assignment", "ConflictException", 409)
     stubbed.ok("create_account_assignment", creation("SUCCEEDED"), ASSIGNMENT_PARAMS)
+    stubbed.error("describe_permission_set", "AccessDeniedException", 400)  # the grant stands without it
     receipt = stubbed.provider.grant("ev1", TARGET, USER)
+    assert receipt.permission_set_name is None
     assert stubbed.sleeps == [0.5, 1.0]
     assert receipt.assignment == Assignment.of(TARGET, USER)
 
@@ -201,6 +209,7 @@ def test_server_errors_are_transient(stubbed: Stubbed) -> None:
     stubbed.not_assigned()
     stubbed.error("create_account_assignment", "InternalServerException", 500)
     stubbed.ok("create_account_assignment", creation("SUCCEEDED"))
+    stubbed.ok("describe_permission_set", {"PermissionSet": {"Name": "BreakGlassAdmin"}})
     stubbed.provider.grant("ev1", TARGET, USER)
     assert stubbed.sleeps == [0.5]
 
@@ -231,6 +240,7 @@ def test_revoke_polls_deletion_and_provisioning(stubbed: Stubbed) -> None:
         "Version": "2012-10-17",
         "Statement": {"Sid": "Keep", "Effect": "Allow", "Action": "s3:*", "Resource": "*"},
     }
+    stubbed.ok("describe_permission_set", {"PermissionSet": {"SessionDuration": "PT1H"}})
     stubbed.ok("get_inline_policy_for_permission_set", {"InlinePolicy": json.dumps(existing)})
     stubbed.ok(
         "put_inline_policy_to_permission_set",
@@ -257,6 +267,7 @@ def test_revoke_polls_deletion_and_provisioning(stubbed: Stubbed) -> None:
 
 def test_failed_provisioning_is_reported(stubbed: Stubbed) -> None:
     stubbed.not_assigned()  # already deleted by an earlier attempt: straight to the deny
+    stubbed.ok("describe_permission_set", {"PermissionSet": {"SessionDuration": "PT1H"}})
     stubbed.ok("get_inline_policy_for_permission_set", {})
     stubbed.ok("put_inline_policy_to_permission_set", {})
     stubbed.ok("provision_permission_set", provisioning("IN_PROGRESS"))
@@ -302,42 +313,60 @@ def test_drift_that_cannot_be_removed_is_reported_not_hidden(stubbed: Stubbed) -
 # -- the inline policy ------------------------------------------------------------------------------
 
 
+ACCOUNT = TARGET.account
+
+
 def test_merge_into_an_empty_policy() -> None:
-    policy = json.loads(merge_deny("", USER, T0))
+    policy = json.loads(merge_deny("", ACCOUNT, USER, T0))
     assert policy["Version"] == "2012-10-17"
     (statement,) = policy["Statement"]
-    assert statement["Sid"] == deny_sid(USER) == "BreakglassRevoke9067d8b1111122223333444455556666"
-    assert statement["Condition"]["DateLessThan"] == {"aws:TokenIssueTime": "2026-03-01T12:00:00Z"}
+    assert statement["Sid"] == "BreakglassRevoke0"
+    assert statement["Condition"] == {
+        "StringEquals": {"identitystore:UserId": USER, "aws:PrincipalAccount": ACCOUNT},
+        "DateLessThan": {"aws:TokenIssueTime": "2026-03-01T12:00:00Z"},
+    }
 
 
 def test_merge_keeps_other_statements_and_never_moves_a_deny_earlier() -> None:
     other = {"Sid": "BreakglassRevokeOtherUser", "Effect": "Deny", "Action": "*", "Resource": "*"}
     later = merge_deny(
-        json.dumps({"Version": "2012-10-17", "Statement": [other]}), USER, T0 + timedelta(hours=1)
+        json.dumps({"Version": "2012-10-17", "Statement": [other]}), ACCOUNT, USER, T0 + timedelta(hours=1)
     )
-    earlier = merge_deny(later, USER, T0)
+    earlier = merge_deny(later, ACCOUNT, USER, T0)
     statements = json.loads(earlier)["Statement"]
-    assert statements[0] == other
-    assert [s["Sid"] for s in statements] == ["BreakglassRevokeOtherUser", deny_sid(USER)]
+    assert statements[0] == other  # not in a shape breakglass writes: the operator's, kept
+    assert len(statements) == 2
     assert statements[1]["Condition"]["DateLessThan"]["aws:TokenIssueTime"] == "2026-03-01T13:00:00Z"
 
 
-def test_merge_refuses_to_pass_the_inline_policy_limit() -> None:
+def test_merge_refuses_to_pass_the_role_policy_quota_counting_the_operators_statements() -> None:
+    """IAM counts 10,240 characters without whitespace; a policy past it is refused by AWS, so the revoke
+    fails loudly (the pipeline announces it) instead of writing a deny that never takes effect."""
     big = {
         "Sid": "Big",
         "Effect": "Allow",
         "Action": "s3:GetObject",
-        "Resource": "x" * (INLINE_POLICY_LIMIT - 200),
+        "Resource": "x" * (ROLE_POLICY_LIMIT - 200),
     }
-    text = json.dumps({"Version": "2012-10-17", "Statement": [big]})
-    assert len(text) < INLINE_POLICY_LIMIT
-    with pytest.raises(PermanentAccessError, match="over the 32768-character limit"):
-        merge_deny(text, USER, T0)
+    text = json.dumps({"Version": "2012-10-17", "Statement": [big]}, indent=4)
+    assert quota_length(text) < ROLE_POLICY_LIMIT
+    with pytest.raises(DenyQuotaExceeded, match="over IAM's 10240-character quota") as raised:
+        merge_deny(text, ACCOUNT, USER, T0)
+    assert isinstance(raised.value, PermanentAccessError)
+    assert "NOT denied" in raised.value.message
+
+
+def test_whitespace_does_not_count_against_the_quota() -> None:
+    spaced = {"Sid": "Spaced", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "a    " * 3000}
+    text = json.dumps({"Version": "2012-10-17", "Statement": [spaced]}, indent=8)
+    assert len(text) > ROLE_POLICY_LIMIT > quota_length(text) + 300
+    merged = json.loads(merge_deny(text, ACCOUNT, USER, T0))
+    assert merged["Statement"][0] == spaced
 
 
 def test_merge_refuses_a_policy_that_is_not_json() -> None:
     with pytest.raises(PermanentAccessError, match="inline policy is not valid JSON"):
-        merge_deny("{not json", USER, T0)
+        merge_deny("{not json", ACCOUNT, USER, T0)
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ from tests.fake_cloudtrail import (
     HOSTILE,
     FakeCloudTrail,
     bulk_records,
+    identity_center_access,
     session_records,
     sso_record,
 )
@@ -797,3 +798,72 @@ def test_active_event_window_ends_now(fake: FakeCloudTrail, clock: FakeTime, lim
     assert digest.window_end == now and digest.early
     assert digest.total_calls == 7  # calls up to 12:08
     assert needs_regather(digest, event)
+
+
+# -- evidence bound to the person and the role ---------------------------------------------------------------
+
+
+def ic_event(email: str = ALICE) -> BreakGlassEvent:
+    access = identity_center_access(email)
+    event = make_event(invoker="U0001", profile="sandbox", now=T0, slack_user_id="U0001", access=access)
+    return event.close(by="U0IC", reason="incident over", now=CLOSED)
+
+
+def ic_target(event: BreakGlassEvent) -> ActivityTarget:
+    """The target the digest handler builds (bot.evidence), for an identity-center event."""
+    from types import SimpleNamespace
+
+    from bot.evidence import activity_target, session_names
+    from bot.policy import parse_policy
+    from tests.test_activity_flow import POLICY
+
+    pipeline = SimpleNamespace()  # no Slack client: a Slack lookup would raise
+    target = activity_target(parse_policy(POLICY, "p.yml"), event, session_names(pipeline, event))  # type: ignore[arg-type]
+    assert target is not None
+    return target
+
+
+def test_a_session_named_like_the_invoker_in_another_role_never_counts(
+    fake: FakeCloudTrail, clock: FakeTime, limiters: Any
+) -> None:
+    """Anyone who can assume some role in the account can name the session `alice@example.com` and plant
+    calls: only the role provisioned from the event's permission set (its name stored at grant) counts,
+    not a look-alike permission set (`BreakGlassAdmin_Evil`), not an IAM user named like her."""
+    fake.add(*session_records(ALICE, T0))  # her 13 calls
+    planted = [
+        sso_record(
+            ALICE,
+            T0 + timedelta(minutes=4),
+            "iam.amazonaws.com",
+            "CreateAccessKey",
+            read_only=False,
+            role=role,
+        )
+        for role in ("ops-automation", "AWSReservedSSO_BreakGlassAdmin_Evil_0123456789abcdef")
+    ]
+    user = sso_record(
+        ALICE, T0 + timedelta(minutes=4), "iam.amazonaws.com", "CreateAccessKey", read_only=False
+    )
+    user["userIdentity"] = {"type": "IAMUser", "accountId": ACCOUNT, "userName": ALICE, "arn": "x"}
+    fake.add(*planted, user)
+    event = ic_event()
+    target = ic_target(event)
+    assert target.sso_permission_set == "BreakGlassAdmin"
+    digest = run(fake, clock, limiters, target=target, event=event)
+    assert digest.status is DigestStatus.COMPLETE
+    assert digest.total_calls == 13
+    assert "CreateAccessKey" not in {c.event_name for c in digest.sensitive}
+    assert digest.records_excluded == 3
+
+
+def test_changing_the_slack_email_after_the_event_cannot_empty_the_digest(
+    fake: FakeCloudTrail, clock: FakeTime, limiters: Any
+) -> None:
+    """Session names come from the identity stored with the event at invoke time, never from the Slack
+    profile at gather time (no Slack lookup happens at all)."""
+    fake.add(*session_records(ALICE, T0))
+    event = ic_event(email=ALICE)
+    target = ic_target(event)
+    assert target.identities == ("U0001", ALICE)
+    digest = run(fake, clock, limiters, target=target, event=event)
+    assert digest.total_calls == 13 and digest.complete

@@ -445,42 +445,41 @@ def test_retries_stop_after_a_long_outage_and_review_time_gathers_again(
     assert abot.store.get(event.id).activity_failures == 0
 
 
-def test_identity_center_sessions_are_looked_up_by_the_slack_profile_email(
+def test_identity_center_sessions_are_looked_up_by_the_identity_stored_at_invoke_time(
     fake: FakeSlack, policy: Policy
 ) -> None:
-    """With the identity-center provider the role session name is the identity-store user name (the
-    email of the Slack profile), whatever identity the policy maps; with `none`, the mapped identity."""
+    """The role session name is the identity-store user name: the email the user was found by when the
+    event was invoked, stored with it. An invoker who changes their Slack email after closing must not get
+    an empty "complete" digest: the Slack profile is never asked at gather time."""
     from types import SimpleNamespace
 
     from slack_sdk import WebClient
 
     from bot.evidence import activity_target, session_names
+    from tests.fake_cloudtrail import identity_center_access
     from tests.harness import BOT_TOKEN
     from tests.store_fixtures import T0, make_event
 
-    identity_center = parse_policy(
-        POLICY.replace(
-            "audit_channel: C0AUDIT\n",
-            "audit_channel: C0AUDIT\naccess:\n  provider: identity-center\n"
-            "  instance_arn: arn:aws:sso:::instance/ssoins-0123456789abcdef\n"
-            "  identity_store_id: d-0123456789\n",
-        ).replace("  plain:\n    durations: [15m, 30m]\n", ""),
-        "ic-policy.yml",
-    )
+    access = identity_center_access("alice@example.com")
+    fake.add_user("U0001", email="mallory@example.com")  # changed after the event
     client = WebClient(token=BOT_TOKEN, base_url=fake.url)
-    slack_id = make_event(invoker="U0001", profile="sandbox", now=T0, slack_user_id="U0001")
-    by_email = make_event(invoker="Alice@Example.com", profile="sandbox", now=T0, slack_user_id="U0001")
-
-    pipeline = SimpleNamespace(policy=identity_center, client=client)
-    assert session_names(pipeline, slack_id) == ("U0001", "alice@example.com")  # type: ignore[arg-type]
-    assert session_names(pipeline, by_email) == ("Alice@Example.com",)  # type: ignore[arg-type]
-    target = activity_target(identity_center, slack_id, ("U0001", "alice@example.com"))
-    assert target is not None and target.identities == ("U0001", "alice@example.com")
+    slack_id = make_event(invoker="U0001", profile="sandbox", now=T0, slack_user_id="U0001", access=access)
+    by_email = make_event(
+        invoker="Alice@Example.com", profile="sandbox", now=T0, slack_user_id="U0001", access=access
+    )
 
     calls = len(fake.calls_to("users.info"))
-    none = SimpleNamespace(policy=policy, client=client)
-    assert session_names(none, slack_id) == ("U0001",)  # type: ignore[arg-type]
-    assert len(fake.calls_to("users.info")) == calls  # no Slack lookup for the none provider
+    pipeline = SimpleNamespace(policy=policy, client=client)
+    assert session_names(pipeline, slack_id) == ("U0001", "alice@example.com")  # type: ignore[arg-type]
+    assert session_names(pipeline, by_email) == ("Alice@Example.com",)  # type: ignore[arg-type]
+    target = activity_target(policy, slack_id, ("U0001", "alice@example.com"))
+    assert target is not None and target.sso_permission_set == "BreakGlassAdmin"
+    assert len(fake.calls_to("users.info")) == calls  # the Slack profile is never asked
+
+    plain = make_event(invoker="U0001", profile="sandbox", now=T0, slack_user_id="U0001")
+    assert session_names(pipeline, plain) == ("U0001",)  # type: ignore[arg-type]
+    target = activity_target(policy, plain)
+    assert target is not None and target.sso_permission_set is None  # `none` provider: no role binding
 
 
 def test_a_broken_audit_channel_keeps_the_digest_owed_until_it_is_repaired(

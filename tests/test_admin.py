@@ -189,15 +189,23 @@ def test_close_without_slack_leaves_announcements_owed(
     assert [e.id for e in backend.store.list_owed(now=datetime.now(UTC) + timedelta(seconds=1))] == [event.id]
 
 
-def test_close_with_slack_delivers_announcements(
-    backend: Backend, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeSlack
-) -> None:
+def _announced_event(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, fake: FakeSlack
+) -> tuple[Any, BreakGlassEvent]:
+    """An active event with its audit message in the fake Slack, and the Slack settings the CLI reads."""
     audit = WebClient(token=BOT_TOKEN, base_url=fake.url).chat_postMessage(channel="C0AUDIT", text="audit")
     event = _active_now(backend.store, audit_channel="C0AUDIT", audit_ts=audit["ts"])
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
     monkeypatch.setenv("SLACK_API_URL", fake.url)
     monkeypatch.setenv("BREAKGLASS_AUDIT_CHANNEL", "C0AUDIT")
+    return audit, event
+
+
+def test_close_with_slack_delivers_announcements(
+    backend: Backend, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeSlack
+) -> None:
+    audit, event = _announced_event(backend, monkeypatch, fake)
     code, _, err = run(
         capsys, "close", event.id, "--store", backend.url, "--reason", "not needed", "--operator", "bob"
     )
@@ -233,6 +241,34 @@ def test_close_refusals_and_usage(backend: Backend, capsys: pytest.CaptureFixtur
     assert code == 2
     code, _, _ = run(capsys, *base, events["active"].id, "--operator", "alice")
     assert code == 2
+
+
+# -- extend -------------------------------------------------------------------------------------------
+
+
+def test_extend_with_slack_is_announced_as_in_slack(
+    backend: Backend, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeSlack
+) -> None:
+    audit, event = _announced_event(backend, monkeypatch, fake)
+    reason = ("--reason", "the failover still needs watching")
+    code, out, err = run(
+        capsys, "extend", event.id, "--store", backend.url, "--duration", "15m", *reason, "--operator", "bob"
+    )
+    assert code == 0, err
+    assert "extended event" in out
+    extended = backend.store.get(event.id)
+    assert extended.expires_at == event.expires_at + timedelta(minutes=15)
+    assert extended.extensions[0].by == "operator:bob"
+    assert extended.outbox == ()
+    assert any(
+        "Extended by 15 minutes by operator:bob" in m["text"] for m in fake.thread("C0AUDIT", audit["ts"])
+    )
+    # the built-in sandbox offers 15m, 30m, 1h: 2 h in all at most (1 h 15 min used), so 1 h is refused
+    code, _, err = run(
+        capsys, "extend", event.id, "--store", backend.url, "--duration", "1h", *reason, "--operator", "bob"
+    )
+    assert code == 1 and "not offered for extending" in err
+    assert backend.store.get(event.id) == extended
 
 
 # -- export -------------------------------------------------------------------------------------------
@@ -431,3 +467,77 @@ def test_show_and_export_an_event_that_still_owes_steps(
     assert code == 0
     row = dict(zip(*list(csv.reader(io.StringIO(out))), strict=True))
     assert row["outbox"] == "audit_update activity_digest" and row["activity_status"] == ""
+
+
+def test_export_ocsf(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--format ocsf`: one OCSF record per step of each event (JSON lines), chained per event."""
+    from bot.audit_feed import event_records
+    from bot.audit_feed.ocsf import verify_chain
+
+    events = seed(backend.store)
+    code, out, err = run(
+        capsys, "--store", backend.url, "export", "--since", "2026-03-01", "--format", "ocsf"
+    )
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    expected = [r for e in events.values() for r in event_records(backend.store.get(e.id))]
+    assert sorted(r["metadata"]["uid"] for r in records) == sorted(r["metadata"]["uid"] for r in expected)
+    assert {r["class_uid"] for r in records} == {3005}
+    for event in events.values():
+        assert verify_chain([r for r in records if r["metadata"]["correlation_uid"] == event.id]) == []
+    assert "exported 4 events" in err
+
+
+def test_verify_audit_finds_edits_gaps_and_unknown_records(
+    backend: Backend, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    events = seed(backend.store)
+    feed = tmp_path / "feed.jsonl"
+    code, _, err = run(
+        capsys,
+        "--store",
+        backend.url,
+        "export",
+        "--since",
+        "2026-03-01",
+        "--format",
+        "ocsf",
+        "--output",
+        str(feed),
+    )
+    assert code == 0, err
+    verify = ("--store", backend.url, "verify-audit", str(feed), "--since", "2026-03-01")
+    code, out, err = run(capsys, *verify)
+    assert (code, out) == (0, ""), err
+    assert "every chain holds" in err
+
+    records = [json.loads(line) for line in feed.read_text().splitlines()]
+    reviewed = [r for r in records if r["metadata"]["correlation_uid"] == events["reviewed"].id]
+    assert len(reviewed) >= 3
+    edited, removed = reviewed[0]["metadata"]["uid"], reviewed[1]["metadata"]["uid"]
+    active_uids = [
+        r["metadata"]["uid"] for r in records if r["metadata"]["correlation_uid"] == events["active"].id
+    ]
+    stranger = json.loads(json.dumps(reviewed[0]))
+    stranger["unmapped"]["breakglass"]["event_id"] = "00000000000000aa"
+    stranger["metadata"]["uid"] = "00000000000000aa:invoked"
+    kept = []
+    for record in records:
+        uid = record["metadata"]["uid"]
+        if uid == edited:
+            record["message"] = "nothing to see here"
+        if uid == removed or uid in active_uids:
+            continue
+        kept.append(record)
+    feed.write_text("".join(json.dumps(r) + "\n" for r in [*kept, stranger]) + "garbage\n")
+    code, out, err = run(capsys, *verify)
+    assert code == 1
+    lines = out.splitlines()
+    assert f"{edited}: edited (differs from the record the stored event gives)" in lines
+    assert f"{removed}: missing from the feed (gap)" in lines
+    assert any(line.startswith(removed.split(":")[0]) and "gap before seq" in line for line in lines)
+    assert "00000000000000aa:invoked: unknown record (the store has no event 00000000000000aa)" in lines
+    assert all(
+        f"{uid}: missing from the feed (gap)" in lines for uid in active_uids
+    )  # found only via --since
+    assert any("not a breakglass OCSF record" in line for line in lines)

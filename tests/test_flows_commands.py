@@ -62,11 +62,26 @@ def test_help_lists_every_subcommand(bot: Bot) -> None:
     assert bot.fake.calls == []  # answered in the HTTP response, nothing else sent
 
 
-@pytest.mark.parametrize("word", ["frobnicate", "LISTS", "<!channel>"])
-def test_unknown_word_answers_help_with_unknown_command(bot: Bot, word: str) -> None:
+@pytest.mark.parametrize(
+    ("word", "closest"),
+    [
+        ("frobnicate", None),
+        ("LISTS", "/breakglass list"),
+        ("extnd", "/breakglass extend"),
+        ("histroy", "/breakglass history"),
+        ("sandbx", "/breakglass sandbox"),
+        ("<!channel>", None),
+    ],
+)
+def test_unknown_word_answers_with_the_closest_command(bot: Bot, word: str, closest: str | None) -> None:
     body = answer(bot.slack.command(word))
     assert body["text"].startswith("Unknown command")
-    assert "/breakglass list" in body["text"]  # followed by the help
+    if closest is not None:
+        assert f"Did you mean `{closest}`" in body["text"]
+    else:
+        assert "Did you mean" not in body["text"]
+    assert "`/breakglass help` lists every command." in body["text"]
+    assert "/breakglass status" not in body["text"]  # not the whole help
     assert "<!channel>" not in json.dumps(body)
     assert bot.store.list_active() == []
 
@@ -206,7 +221,7 @@ def test_close_subcommand_refuses_anyone_else(bot: Bot) -> None:
     ("args", "expected"),
     [
         ("", "Usage: `/breakglass close"),
-        ("{id}", "Usage: `/breakglass close"),
+        # `close {id}` alone opens the close form (tests/test_flows_review_home.py)
         ("nope some reason", "is not an event id"),
         ("0123456789abcdef some reason", "no break-glass event with id"),
     ],
@@ -241,7 +256,12 @@ def test_history_shows_own_events_and_history_of_a_profile(bot: Bot) -> None:
     own = text_of(bot.slack.command("history sandbox", user="U0002"))
     assert other.id in own and first.id not in own and second.id not in own
 
-    assert "No break-glass events yet." in text_of(bot.slack.command("history", user="U0SECA"))
+    # security sees everyone's recent events, newest first, and a hint to narrow them
+    everyone = text_of(bot.slack.command("history", user="U0SECA"))
+    assert "Recent break-glass events" in everyone
+    assert all(e.id in everyone for e in (first, second, other))
+    assert everyone.index(second.id) < everyone.index(first.id)  # newest first
+    assert all(e.id in text_of(bot.slack.command("history SANDBOX", user="U0SECA")) for e in (first, other))
     # prod is not open to U0001: only their own events on it (none)
     assert "No break-glass events yet." in text_of(bot.slack.command("history prod", user="U0001"))
     assert "There is no profile called 'nope'" in text_of(bot.slack.command("history nope"))
@@ -362,7 +382,7 @@ def test_fast_path_for_a_profile_requiring_an_incident(bot: Bot) -> None:
         ("sandbox 30m incident too short", "Justification is too short"),
         ("sandbox 30m incident incident=INC-1", "Justification is required"),
         ("sandbox 30m", "Missing reason, justification."),
-        ("sandbox", "Missing duration, reason, justification."),
+        ("SANDBOX 30m", "Missing reason, justification."),  # profile names are matched without case
         ("sandbox 30m incident", "Missing justification."),
     ],
 )
@@ -374,6 +394,31 @@ def test_fast_path_errors_answer_with_usage_and_store_nothing(bot: Bot, text: st
     assert "&lt;profile&gt; &lt;duration&gt; &lt;reason&gt;" in body["text"]
     assert bot.store.list_by_invoker("U0001").items == []
     assert bot.fake.calls_to("chat.postMessage") == []
+
+
+@pytest.mark.parametrize("word", ["sandbox", "SandBox"])
+def test_profile_alone_opens_the_form_with_it_chosen_and_its_durations(bot: Bot, word: str) -> None:
+    response = bot.slack.command(word, user="U0001")
+    assert response.status == 200 and not response.text
+    view = bot.fake.wait_for("views.open")[0].params["view"]
+    profile = next(b for b in view["blocks"] if b["block_id"] == "profile")["element"]
+    assert profile["initial_option"]["value"] == "sandbox"
+    durations = next(b for b in view["blocks"] if b["block_id"] == "duration")["element"]["options"]
+    assert [o["value"] for o in durations] == ["900", "1800", "3600"]  # sandbox's, not prod's 4 h
+    assert bot.fake.invalid_calls == []
+
+
+def test_profile_alone_that_the_user_may_not_invoke_says_so(bot: Bot) -> None:
+    bot.slack.command("prod", user="U0001")
+    call = bot.fake.wait_for("response_url")[0]
+    assert "You are not allowed to invoke break-glass on 'prod'" in json.dumps(call.params)
+    assert bot.fake.calls_to("views.open") == []
+
+
+def test_invoking_with_a_profile_in_another_case_stores_the_policys_name(bot: Bot) -> None:
+    body = answer(bot.slack.command(f"SANDBOX 30m incident {FAST}", user="U0001"))
+    assert "granted" in body["text"].lower() or "active" in body["text"].lower(), body["text"]
+    assert [e.profile for e in bot.store.list_by_invoker("U0001").items] == ["sandbox"]
 
 
 def test_fast_path_reports_every_bad_field_at_once(bot: Bot) -> None:

@@ -74,9 +74,8 @@ def test_submission_stores_then_announces(bot: Bot) -> None:
     ):
         assert needle in text, needle
     close = next(e for b in audit.params["blocks"] if b["type"] == "actions" for e in b["elements"])
-    assert close["action_id"] == "close_event" and close["value"] == event.id and "confirm" in close
-    # the confirmation mentions the person (a mention, not a raw user id)
-    assert close["confirm"]["text"]["type"] == "mrkdwn" and "<@U0001>" in close["confirm"]["text"]["text"]
+    # one step: the button opens the close form (its reason is the confirmation), no dialog before it
+    assert close["action_id"] == "close_event" and close["value"] == event.id and "confirm" not in close
     dm = bot.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "U0001")[0]
     assert event.id in json.dumps(dm.params["blocks"]) and "close_event" in json.dumps(dm.params["blocks"])
     bot.idle()  # the delivery records the audit message's ts after Slack answered
@@ -184,3 +183,44 @@ def test_healthz(bot: Bot) -> None:
     bot.store.path = "/nonexistent-dir/x/y.db"
     assert http("GET", bot.server.url + "/healthz").status == 503
     assert http("GET", bot.server.url + "/nope").status == 404
+
+
+def test_the_invoke_form_offers_the_chosen_profiles_durations(bot: Bot) -> None:
+    """The profile select dispatches a block action; the bot answers with views.update offering only the
+    chosen profile's durations (sandbox stops at 1 h; prod's 4 h is not offered for it)."""
+    from tests.harness import TEAM
+
+    bot.slack.command("", user="U0SRE")  # may invoke sandbox and prod
+    opened = bot.fake.wait_for("views.open")[0]
+    profile_block = next(b for b in opened.params["view"]["blocks"] if b["block_id"] == "profile")
+    assert profile_block["dispatch_action"] is True
+    view = opened.response["view"]
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "U0SRE", "username": "sre", "name": "sre", "team_id": TEAM["id"]},
+        "api_app_id": "A0001",
+        "token": "deprecated",
+        "container": {"type": "view", "view_id": view["id"]},
+        "trigger_id": "1.2.3",
+        "team": TEAM,
+        "view": view,
+        "actions": [
+            {
+                "action_id": "profile",
+                "block_id": "profile",
+                "type": "static_select",
+                "selected_option": {"value": "sandbox", "text": {"type": "plain_text", "text": "sandbox"}},
+                "action_ts": "1700000000.1",
+            }
+        ],
+    }
+    assert bot.slack.interactive(payload).status == 200
+    updated = bot.fake.wait_for("views.update")[0]
+    assert updated.ok, updated.response
+    assert updated.params["view_id"] == view["id"]
+    blocks = updated.params["view"]["blocks"]
+    durations = next(b for b in blocks if b["block_id"] == "duration")["element"]["options"]
+    assert [o["value"] for o in durations] == ["900", "1800", "3600"]
+    chosen = next(b for b in blocks if b["block_id"] == "profile")["element"]["initial_option"]
+    assert chosen["value"] == "sandbox"
+    assert bot.fake.invalid_calls == []

@@ -285,3 +285,37 @@ def test_home_is_republished_when_the_users_event_changes(bot: Bot) -> None:
     assert bot.fake.home_view("U0001")["blocks"] == view["blocks"]
     assert publishes_for(bot, "U0IC") == []  # only the invoker's Home is about this event
     assert bot.fake.invalid_calls == []
+
+
+def test_review_modal_shows_incident_duration_extensions_and_how_it_ended(bot: Bot) -> None:
+    event = invoke(bot, incident="INC-4242")
+    bot.slack.command(f"extend {event.id} 15m failover still running on the primary", user="U0001")
+    settled(bot, event.id)
+    bot.slack.command(f"close {event.id} replica promoted, all good", user="U0IC")
+    closed = settled(bot, event.id)
+    bot.slack.click("review_event", closed.id, user="U0SECA")
+    view = bot.fake.wait_for("views.open")[0].params["view"]
+    shown = json.dumps(view["blocks"])
+    for needle in (
+        "INC-4242",
+        "30 minutes + 15 minutes extended",
+        "*Extended* by 15 minutes by <@U0001>",
+        "failover still running on the primary",
+        "*Closed* by <@U0IC>",
+        "replica promoted, all good",
+    ):
+        assert needle in shown, needle
+    assert bot.fake.invalid_calls == []
+
+
+def test_close_with_only_an_event_id_opens_the_close_form(bot: Bot) -> None:
+    event = invoke(bot)
+    response = bot.slack.command(f"close {event.id}", user="U0001")
+    assert response.status == 200 and not response.text
+    view = bot.fake.wait_for("views.open")[0].params["view"]
+    assert view["callback_id"] == "breakglass_close"
+    assert json.loads(view["private_metadata"]) == {"event_id": event.id}
+    assert bot.store.get(event.id) == event
+    bot.slack.command(f"close {event.id}", user="U0002")
+    refused = bot.fake.wait_for("response_url")[0]
+    assert "Only the invoker, an incident commander or security" in json.dumps(refused.params)

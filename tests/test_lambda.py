@@ -227,8 +227,8 @@ def test_lazy_listener_on_every_announcing_listener(
         [f.__name__ for f in listener.lazy_functions]
         for listener in runtime.bolt._listeners  # Bolt keeps registered listeners here
     ]
-    # /breakglass and the invoke, close and review modals; the buttons and App Home announce nothing
-    assert lazy.count([lambda_handler.LAZY_FUNCTION_NAME]) == 4
+    # /breakglass and the invoke, close, review and extend modals; the buttons and App Home announce nothing
+    assert lazy.count([lambda_handler.LAZY_FUNCTION_NAME]) == 5
 
 
 def test_install_requires_lazy_delivery(
@@ -280,7 +280,15 @@ def test_sweep_handler_on_dynamodb(
 
     counts = lambda_handler.sweep_handler({"source": "aws.events", "detail-type": "Scheduled Event"}, None)
 
-    assert counts == {"active": 2, "warned": 0, "expired": 1, "owed": 0, "reminded": 0, "drift": 0}
+    assert counts == {
+        "active": 2,
+        "warned": 0,
+        "expired": 1,
+        "owed": 0,
+        "reminded": 0,
+        "drift": 0,
+        "revokes_overdue": 0,
+    }
     assert store.get(due.id).status is Status.EXPIRED
     assert store.get(due.id).outbox == ()
     assert store.get(running.id).status is Status.ACTIVE

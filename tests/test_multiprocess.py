@@ -242,3 +242,46 @@ def test_rate_limits_hold_across_processes(backend: tuple[str, dict[str, str]], 
         assert len(on_profile) == 3, results
         assert all("at most 3 break-glass events on 'p19' per 1 hour" in m for m in refusals(results))
         assert all("It may be invoked again at " in m for m in refusals(results))
+
+
+def test_racing_extends_across_processes_one_wins_the_others_are_told(two_bots) -> None:
+    """Six Extend modals opened on the same state (seen: 0), submitted at once through both processes:
+    the store's conditional write on the event's version lets exactly one apply."""
+    bots, fake, store_url = two_bots
+    senders = [SlackSender(b.url, fake) for b in bots]
+    assert (
+        senders[0].invoke(user="U0001", profile="sandbox", duration="3600").json["response_action"]
+        == "update"
+    )
+    store = open_store(store_url)
+    event = store.list_by_invoker("U0001").items[0]
+    meta = json.dumps({"event_id": event.id, "seen": 0})
+
+    def submit(i: int) -> dict:
+        return (
+            senders[i % 2]
+            .submit(
+                "breakglass_extend",
+                {
+                    "extend_duration": ("select", "4"),
+                    "extend_reason": "failover still running on the primary",
+                },
+                user=("U0001", "U0IC")[i % 2],
+                private_metadata=meta,
+            )
+            .json
+        )
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(submit, range(6)))
+    won = [r for r in results if r["response_action"] == "update"]
+    told = [r for r in results if r["response_action"] == "errors"]
+    assert len(won) == 1 and len(told) == 5, results
+    assert all("extended meanwhile" in r["errors"]["extend_duration"] for r in told), told
+    extended = store.get(event.id)
+    assert len(extended.extensions) == 1
+    assert extended.expires_at == event.expires_at + (extended.extensions[0].duration)
+    fake.wait_for("chat.postMessage", where=lambda c: "Extended by" in c.params.get("text", ""), timeout=10)
+    time.sleep(1.5)  # more sweeps on both processes: nothing more may be announced
+    texts = [c.params.get("text", "") for c in fake.calls_to("chat.postMessage") if c.ok]
+    assert sum("Extended by" in t for t in texts) == 1, texts

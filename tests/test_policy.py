@@ -801,7 +801,27 @@ def policy() -> Policy:
 def test_profile_lookup(policy: Policy) -> None:
     assert policy.profile("prod") is policy.profiles["prod"]
     assert policy.profile("nope") is None
-    assert policy.profile("PROD") is None
+    assert policy.profile("PROD") is policy.profiles["prod"]  # matched without case
+    assert policy.profile_name("Prod") == "prod"
+
+
+def test_profiles_differing_only_in_case_are_refused() -> None:
+    with pytest.raises(PolicyError, match="differs from profile 'prod' only in case"):
+        parse_policy("audit_channel: C0A\nprofiles:\n  prod: {}\n  PROD: {}\n", "policy.yml")
+
+
+def test_max_total_and_extensions() -> None:
+    policy = parse_policy(
+        "audit_channel: C0A\nprofiles:\n  a: {durations: [1h, 4h]}\n  b: {durations: [1h], max_total: 3h, extensions: 0}\n",
+        "policy.yml",
+    )
+    assert policy.profiles["a"].lifetime_cap == timedelta(hours=8)  # twice the longest
+    assert policy.profiles["b"].lifetime_cap == timedelta(hours=3)
+    assert policy.profiles["b"].extensions == 0
+    with pytest.raises(PolicyError, match="12h cap"):
+        parse_policy("audit_channel: C0A\nprofiles:\n  a: {max_total: 13h}\n", "policy.yml")
+    with pytest.raises(PolicyError, match="extensions"):
+        parse_policy("audit_channel: C0A\nprofiles:\n  a: {extensions: -1}\n", "policy.yml")
 
 
 def test_audit_channel_for() -> None:

@@ -18,6 +18,7 @@ from store.dynamodb import guard_id
 from store.errors import (
     ConcurrentModification,
     EventNotFound,
+    ExtendedMeanwhile,
     InvalidTransition,
     StackedAccess,
     StoreError,
@@ -686,3 +687,93 @@ def test_a_finished_claim_is_not_taken_again_before_its_end(store: Any) -> None:
     store.finish_claim("never-claimed", until=T0 + HOUR)
     assert store.claim("never-claimed", now=T0, hold=MINUTE) is False
     assert store.list_active() == []
+
+
+# -- extend ----------------------------------------------------------------------------------------
+
+
+def _extend(
+    store: Any, event: BreakGlassEvent, *, now: datetime, seen: int = 0, **kw: Any
+) -> BreakGlassEvent:
+    kw.setdefault("duration", 30 * MINUTE)
+    kw.setdefault("max_total", 4 * HOUR)
+    return store.extend(
+        event.id, by="U_IC", reason="failover still running on prod", now=now, seen=seen, **kw
+    )
+
+
+def test_extend_moves_the_expiry_and_the_claim(store: Any) -> None:
+    event = store.create(make_event())
+    warned = store.save(event.updated(warned_at=T0 + 50 * MINUTE))
+    extended = _extend(store, warned, now=T0 + 55 * MINUTE, outbox=["extend_thread", "audit_update"])
+    assert extended.expires_at == T0 + HOUR + 30 * MINUTE
+    assert extended.duration == HOUR  # the invocation's own duration; the extension is on top
+    assert extended.warned_at is None  # the warning is owed again before the new expiry
+    assert [e.duration for e in extended.extensions] == [30 * MINUTE]
+    assert extended.extensions[0].by == "U_IC"
+    assert extended.owed_kinds == ("extend_thread", "audit_update")
+    assert extended.version == warned.version + 1
+    assert store.get(event.id) == extended
+    # the claim lasts as long as the access: the same person cannot stack in the extra half hour
+    with pytest.raises(StackedAccess):
+        store.create(make_event(now=T0 + HOUR + MINUTE))
+    with pytest.raises(InvalidTransition, match="not due"):
+        store.expire(event.id, now=T0 + HOUR + MINUTE)
+    assert [e.id for e in store.list_active()] == [event.id]
+    expired = store.expire(event.id, now=T0 + 90 * MINUTE)
+    assert expired.status is Status.EXPIRED
+    store.create(make_event(now=T0 + 90 * MINUTE))  # the claim is released at the new expiry
+
+
+def test_extend_refusals_change_nothing(store: Any) -> None:
+    event = store.create(make_event())
+    with pytest.raises(InvalidTransition, match="at most 1 h more"):
+        _extend(store, event, now=T0 + MINUTE, duration=2 * HOUR, max_total=2 * HOUR)
+    with pytest.raises(InvalidTransition, match="allows 0 extension"):
+        _extend(store, event, now=T0 + MINUTE, max_extensions=0)
+    with pytest.raises(InvalidTransition, match="run out"):
+        _extend(store, event, now=T0 + HOUR)
+    with pytest.raises(ValueError, match="bidirectional"):
+        store.extend(
+            event.id, by="U1", duration=MINUTE, reason="x" * 20 + "\u202e", now=T0, seen=0, max_total=4 * HOUR
+        )
+    assert store.get(event.id) == event
+    closed = store.close(event.id, by="bob", reason="done", now=T0 + 2 * MINUTE)
+    with pytest.raises(InvalidTransition, match="already closed"):
+        _extend(store, closed, now=T0 + 3 * MINUTE)
+    assert store.get(event.id) == closed
+
+
+def test_extend_after_another_extend_is_told_and_changes_nothing(store: Any) -> None:
+    event = store.create(make_event())
+    first = _extend(store, event, now=T0 + MINUTE)
+    with pytest.raises(ExtendedMeanwhile) as info:
+        _extend(store, event, now=T0 + 2 * MINUTE, seen=0)
+    assert info.value.event == first
+    assert store.get(event.id) == first
+    second = _extend(store, first, now=T0 + 2 * MINUTE, seen=1, known=first)
+    assert second.expires_at == T0 + 2 * HOUR
+
+
+def test_extend_unrelated_write_in_between_is_not_a_conflict(store: Any) -> None:
+    event = store.create(make_event())
+    store.save(event.updated(audit_ts="1700000000.000100"))  # e.g. the pipeline recorded its audit post
+    extended = _extend(store, event, now=T0 + MINUTE, known=event)  # stale copy: re-read, not refused
+    assert extended.audit_ts == "1700000000.000100"
+    assert extended.version == 3
+
+
+def test_two_racing_extends_have_one_winner(store: Any) -> None:
+    for round_ in range(3):
+        event = store.create(make_event(profile=f"p{round_}"))
+
+        def work(i: int, event: BreakGlassEvent = event) -> BreakGlassEvent:
+            return _extend(store, event, now=T0 + MINUTE, duration=(i + 1) * 30 * MINUTE)
+
+        results = run_concurrently(2, work)
+        oks = [value for kind, value in results if kind == "ok"]
+        errors = [value for kind, value in results if kind == "error"]
+        assert len(oks) == 1 and len(errors) == 1, results
+        assert isinstance(errors[0], ExtendedMeanwhile)
+        assert store.get(event.id) == oks[0]
+        assert len(oks[0].extensions) == 1

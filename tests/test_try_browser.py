@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -196,15 +197,12 @@ def test_invoke_audit_close_review_in_the_browser(workspace: LocalWorkspace, bro
     click(browser, lambda d: modal(d, "Break glass").find_element(By.ID, "modal-close"))  # Cancel
     wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))
 
-    # The incident commander closes it from the audit channel: confirm dialog, then the close form.
+    # The incident commander closes it from the audit channel in one step: the close form, its reason.
     be(browser, "U0IC")
     open_pane(browser, AUDIT_CHANNEL)
     click_in_message(browser, event_id, "close_event")
-    dialog = wait(browser, lambda d: d.find_elements(By.ID, "confirm-dialog"))[0]
-    assert "Close break-glass access?" in dialog.text
-    shot(browser, "confirm")
-    dialog.find_element(By.ID, "confirm-yes").click()
     form = modal(browser, "Close")
+    assert not browser.find_elements(By.ID, "confirm-dialog")
     form.find_element(By.ID, "in-close_reason").send_keys("Incident resolved, replica promoted")
     form.find_element(By.ID, "modal-submit").click()
     # the closer gets a confirmation naming the event
@@ -246,6 +244,46 @@ def test_fast_forward_to_warning_and_expiry(workspace: LocalWorkspace, browser: 
     open_pane(browser, "dm")
     wait(browser, lambda d: "expired" in feed_text(d).lower())
     assert workspace.runtime.store.list_active() == []  # type: ignore[union-attr]
+
+
+def extend_in_modal(driver: WebDriver, seconds: str, reason: str) -> None:
+    form = modal(driver, "Extend")
+    Select(form.find_element(By.ID, "in-extend_duration")).select_by_value(seconds)
+    form.find_element(By.ID, "in-extend_reason").send_keys(reason)
+    shot(driver, "extend-modal")
+    form.find_element(By.ID, "modal-submit").click()
+    wait(driver, lambda d: "extended by" in modal(d, "Access extended").text)
+    click(driver, lambda d: modal(d, "Access extended").find_element(By.ID, "modal-close"))
+    wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))
+
+
+def test_extend_from_the_warning_dm_and_from_app_home(workspace: LocalWorkspace, browser: WebDriver) -> None:
+    event_id = invoke(browser, workspace)  # sandbox, 30 minutes; warned 15 minutes before the end
+    store = workspace.runtime.store  # type: ignore[union-attr]
+    first_expiry = store.get(event_id).expires_at
+    open_pane(browser, AUDIT_CHANNEL)
+    audit_message(browser, event_id)
+    click(browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-ff="900"]'))
+    audit_message(browser, event_id, "Expires in")
+
+    # the warning DM's Extend button opens the small modal
+    open_pane(browser, "dm")
+    click_in_message(browser, "expires in", "extend_event")
+    extend_in_modal(browser, "1800", "Failover still running on the primary")
+    assert store.get(event_id).expires_at == first_expiry + timedelta(minutes=30)
+    wait(browser, lambda d: "You extended your break-glass access" in feed_text(d))
+    open_pane(browser, AUDIT_CHANNEL)
+    message = audit_message(browser, event_id, "Extended by 30 minutes")
+    assert "extended" in message.text and "ACTIVE" in message.text
+
+    # and once more from App Home
+    open_pane(browser, "home")
+    click(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#feed [data-action-id="extend_event"]'))
+    extend_in_modal(browser, "900", "Replica promotion needs one more check")
+    event = store.get(event_id)
+    assert [e.duration for e in event.extensions] == [timedelta(minutes=30), timedelta(minutes=15)]
+    assert event.expires_at == first_expiry + timedelta(minutes=45)
+    assert workspace.slack.invalid_calls == []
 
 
 def test_unknown_block_kit_is_shown_raw(workspace: LocalWorkspace, browser: WebDriver) -> None:

@@ -84,6 +84,10 @@ class ActivityTarget(BaseModel):
     regions: tuple[str, ...] = Field(default=(), max_length=20)
     external_id: str | None = None
     role_prefix: str | None = None
+    sso_permission_set: str | None = None
+    """With Identity Center: the name of the event's permission set. The assumed role must then be exactly
+    the one provisioned from it, ``AWSReservedSSO_<name>_<16 hex digits>`` (a prefix alone would also take
+    a permission set named ``<name>_Other``)."""
     partition: str = "aws"
 
     def role_arn(self) -> str | None:
@@ -434,13 +438,30 @@ def clean(value: Any, limit: int = MAX_TEXT) -> str:
 # -- matching the person --------------------------------------------------------------------------------------
 
 
+SSO_ROLE_PREFIX = "AWSReservedSSO_"
+"""Roles Identity Center provisions from a permission set are named ``AWSReservedSSO_<name>_<hash>``."""
+_SSO_HASH = re.compile(r"[0-9a-f]{16}")
+
+
+def is_sso_role(role: str, permission_set_name: str) -> bool:
+    """Is ``role`` the role Identity Center provisioned from the permission set ``permission_set_name``?
+    An empty name (a grant recorded before names were) accepts any Identity Center role."""
+    if not role.startswith(SSO_ROLE_PREFIX):
+        return False
+    if not permission_set_name:
+        return True
+    head = SSO_ROLE_PREFIX + permission_set_name + "_"
+    return role.startswith(head) and _SSO_HASH.fullmatch(role[len(head) :]) is not None
+
+
 def is_persons_record(record: dict[str, Any], target: ActivityTarget) -> bool:
     """Is this CloudTrail record a call made in the person's session, in the target account?
 
     LookupEvents' `Username` is a name, not an identity: another role's session with the same name, or a
     session in another account, must not count. For an assumed role the ARN is
     `arn:<partition>:sts::<account>:assumed-role/<role>/<session>` and the principalId `<role id>:<session>`:
-    both must name the person; the role must match `role_prefix` when set."""
+    both must name the person; the role must match `role_prefix` when set, and be the role provisioned from
+    `sso_permission_set` when set (then IAM users never count)."""
     identity = record.get("userIdentity")
     if not isinstance(identity, dict):
         return False
@@ -459,8 +480,10 @@ def is_persons_record(record: dict[str, Any], target: ActivityTarget) -> bool:
         principal_session = principal.split(":", 1)[1] if ":" in principal else ""
         if session.casefold() not in names or principal_session.casefold() != session.casefold():
             return False
+        if target.sso_permission_set is not None and not is_sso_role(role, target.sso_permission_set):
+            return False
         return not target.role_prefix or role.startswith(target.role_prefix)
-    if kind == "IAMUser" and not target.role_prefix:
+    if kind == "IAMUser" and not target.role_prefix and target.sso_permission_set is None:
         return (
             str(identity.get("accountId") or "") == target.account
             and str(identity.get("userName") or "").casefold() in names

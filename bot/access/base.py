@@ -80,6 +80,9 @@ class GrantReceipt(BaseModel):
     someone's standing access. Store it with the event: revoke must then leave the assignment alone."""
     request_ids: tuple[str, ...] = ()
     """AWS request ids of the calls that made the grant (for AWS support and CloudTrail)."""
+    permission_set_name: str | None = None
+    """The permission set's name (``DescribePermissionSet``) when granted: its role in the account is
+    ``AWSReservedSSO_<name>_<hash>``, which binds the activity digest to this role alone."""
 
     @property
     def took(self) -> timedelta:

@@ -4,13 +4,16 @@
   is already there and held by no other active breakglass event is someone's standing access: the receipt
   says ``pre_existing`` and revoke leaves it alone.
 * **revoke**: ``DeleteAccountAssignment`` and poll; then, because deleting an assignment does not end the
-  sessions already issued from it, merge a deny statement for this user's sessions issued before the revoke
-  (``identitystore:UserId`` + ``aws:TokenIssueTime``) into the permission set's inline policy, keeping every
-  other statement, and ``ProvisionPermissionSet`` to all accounts. :meth:`cleanup` removes the statement once
-  the permission set's session duration has passed. An assignment that another active event holds (overlap,
-  two profiles on one target) is kept: the caller's :data:`~bot.access.base.HoldersFn` says who holds it.
+  sessions already issued from it, deny this user's sessions *in the target's account* issued before the
+  revoke (``identitystore:UserId`` + ``aws:PrincipalAccount`` + ``aws:TokenIssueTime``) in the permission
+  set's inline policy, keeping every other statement, within IAM's role policy quota
+  (:mod:`bot.access.denies`), one writer at a time (``policy_lock``), and ``ProvisionPermissionSet`` to all
+  accounts. Denies whose sessions cannot be alive any more are dropped in the same write and by
+  :meth:`cleanup`. An assignment that another active event holds (overlap, two profiles on one target) is
+  kept: the caller's :data:`~bot.access.base.HoldersFn` says who holds it.
 * **reconcile**: assignments on managed targets that no active event expects are removed (drift); expected
-  ones that vanished are re-granted.
+  ones that vanished are re-granted (``regrant=True``) or reported as missing, for a caller that re-grants
+  them under its own lock after reading its events again (bot.access_steps does).
 
 Throttling and ``ConflictException`` (another operation on the permission set in flight) are retried here with
 exponential backoff on an injectable ``sleep``; botocore's own retries are off so that tests never sleep.
@@ -20,12 +23,12 @@ Clients follow the SDK conventions: region from ``AWS_REGION`` (then ``AWS_DEFAU
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -47,13 +50,25 @@ from bot.access.base import (
     UserNotInIdentityStore,
     no_holders,
 )
+from bot.access.denies import DENY_SID_PREFIX, DenyPolicy, DenyQuotaExceeded, load_policy_document
+from bot.access.policy_lock import PolicyLock, no_policy_lock
 from bot.clock import Clock, SystemClock
 
-INLINE_POLICY_LIMIT = 32_768
-"""Characters allowed in a permission set's inline policy (IAM Identity Center quota)."""
+log = logging.getLogger(__name__)
 
-DENY_SID_PREFIX = "BreakglassRevoke"
-"""Sids of the deny statements this provider writes start with this; it touches no other statement."""
+__all__ = [
+    "DENY_SID_PREFIX",
+    "INLINE_POLICY_LIMIT",
+    "IdentityCenterProvider",
+    "load_policy_document",
+    "make_clients",
+    "merge_deny",
+    "parse_session_duration",
+]
+
+INLINE_POLICY_LIMIT = 32_768
+"""Characters allowed in a permission set's inline policy (IAM Identity Center quota); the tighter bound is
+IAM's role policy quota, :data:`~bot.access.denies.ROLE_POLICY_LIMIT` (what :func:`merge_deny` keeps to)."""
 
 RETRYABLE_CODES = frozenset(
     {
@@ -65,7 +80,6 @@ RETRYABLE_CODES = frozenset(
         "RequestTimeout",
     }
 )
-_EMPTY_POLICY: dict[str, Any] = {"Version": "2012-10-17", "Statement": []}
 _DURATION_RE = re.compile(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?")
 
 
@@ -88,19 +102,6 @@ def make_clients(session: boto3.session.Session | None = None) -> tuple[Any, Any
     )
 
 
-def deny_sid(user_id: str) -> str:
-    """The Sid of the deny statement for one identity-store user (Sids are alphanumeric)."""
-    return DENY_SID_PREFIX + re.sub(r"[^A-Za-z0-9]", "", user_id)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
 def parse_session_duration(text: str | None) -> timedelta:
     """An ISO 8601 ``PT…`` session duration (Identity Center's default is one hour)."""
     match = _DURATION_RE.fullmatch(text or "")
@@ -110,65 +111,24 @@ def parse_session_duration(text: str | None) -> timedelta:
     return timedelta(hours=hours, minutes=minutes, seconds=seconds)
 
 
-def load_policy_document(text: str) -> dict[str, Any]:
-    """A permission set's inline policy as JSON (an empty one when there is none)."""
-    if not text.strip():
-        return dict(_EMPTY_POLICY)
-    try:
-        policy = json.loads(text)
-    except ValueError as exc:
-        raise PermanentAccessError(f"the permission set's inline policy is not valid JSON: {exc}") from exc
-    if not isinstance(policy, dict):
-        raise PermanentAccessError("the permission set's inline policy is not a JSON object")
-    return policy
-
-
-def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
-    statements = policy.get("Statement", [])
-    return [statements] if isinstance(statements, dict) else list(statements)
-
-
-def deny_statement(user_id: str, issued_before: datetime) -> dict[str, Any]:
-    """Deny everything to ``user_id``'s sessions issued before ``issued_before``."""
-    return {
-        "Sid": deny_sid(user_id),
-        "Effect": "Deny",
-        "Action": "*",
-        "Resource": "*",
-        "Condition": {
-            "StringEquals": {"identitystore:UserId": user_id},
-            "DateLessThan": {"aws:TokenIssueTime": _iso(issued_before)},
-        },
-    }
-
-
-def _deny_time(statement: dict[str, Any]) -> datetime | None:
-    try:
-        return _parse_iso(statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def merge_deny(policy_text: str, user_id: str, issued_before: datetime) -> str:
-    """The inline policy ``policy_text`` with this user's deny statement added or moved later; every other
-    statement is kept as is. Raises :class:`PermanentAccessError` past :data:`INLINE_POLICY_LIMIT`."""
-    policy = load_policy_document(policy_text)
-    statements = _statements(policy)
-    sid = deny_sid(user_id)
-    mine = next((s for s in statements if s.get("Sid") == sid), None)
-    if mine is not None:
-        earlier = _deny_time(mine)
-        if earlier is not None and earlier > issued_before:
-            issued_before = earlier
-        statements = [s for s in statements if s.get("Sid") != sid]
-    statements.append(deny_statement(user_id, issued_before))
-    text = json.dumps({**policy, "Statement": statements}, separators=(",", ":"))
-    if len(text) > INLINE_POLICY_LIMIT:
-        raise PermanentAccessError(
-            f"Denying the revoked sessions would make the permission set's inline policy {len(text)} "
-            f"characters long, over the {INLINE_POLICY_LIMIT}-character limit; shorten its other statements"
-        )
-    return text
+def merge_deny(
+    policy_text: str,
+    account: str,
+    user_id: str,
+    issued_before: datetime,
+    *,
+    now: datetime | None = None,
+    lifetime: timedelta | None = None,
+    movable: Callable[[str, str], bool] = lambda _account, _user: False,
+) -> str:
+    """The inline policy ``policy_text`` denying ``user_id``'s sessions in ``account`` issued before
+    ``issued_before`` (an existing bound only moves later), every other statement kept, expired denies
+    dropped (given ``now`` and the session ``lifetime``), within IAM's quota (see :mod:`bot.access.denies`)."""
+    policy = DenyPolicy.parse(policy_text)
+    if now is not None and lifetime is not None:
+        policy.drop_expired(now, lifetime)
+    policy.add(account, user_id, issued_before)
+    return policy.fit(movable=movable)
 
 
 class IdentityCenterProvider:
@@ -192,6 +152,7 @@ class IdentityCenterProvider:
         poll_interval: float = 1.0,
         poll_timeout: timedelta = timedelta(minutes=5),
         deny_margin: timedelta = timedelta(0),
+        policy_lock: PolicyLock = no_policy_lock,
     ) -> None:
         if sso_admin is None or identitystore is None:
             default_sso, default_ids = make_clients()
@@ -212,6 +173,8 @@ class IdentityCenterProvider:
         # The deny covers sessions issued up to this long after the deletion as the bot's clock sees it, so
         # that a bot clock behind AWS's (within this margin) still denies every session issued before it.
         self.deny_margin = deny_margin
+        # Held around every read-modify-write of a permission set's inline policy (bot.access.policy_lock).
+        self.policy_lock = policy_lock
 
     # -- calls ----------------------------------------------------------------------------------------
 
@@ -390,11 +353,66 @@ class IdentityCenterProvider:
             request_ids,
         )
 
-    def _deny_sessions(
-        self, permission_set: str, user_id: str, issued_before: datetime, ids: list[str]
-    ) -> None:
-        current = self._read_policy(permission_set, ids)
-        self._write_policy(permission_set, merge_deny(current, user_id, issued_before), ids)
+    def _describe_permission_set(self, permission_set: str, request_ids: list[str]) -> dict[str, Any]:
+        described = self._call(
+            self.sso,
+            "describe_permission_set",
+            request_ids,
+            InstanceArn=self.instance_arn,
+            PermissionSetArn=permission_set,
+        )
+        return dict(described.get("PermissionSet") or {})
+
+    def permission_set_name(self, permission_set: str, request_ids: list[str] | None = None) -> str | None:
+        """The permission set's name (its role is ``AWSReservedSSO_<name>_<hash>`` in each account)."""
+        name = self._describe_permission_set(permission_set, [] if request_ids is None else request_ids).get(
+            "Name"
+        )
+        return str(name) if name else None
+
+    def _session_lifetime(self, permission_set: str, request_ids: list[str]) -> timedelta:
+        described = self._describe_permission_set(permission_set, request_ids)
+        return parse_session_duration(described.get("SessionDuration"))
+
+    def _movable(self, permission_set: str, request_ids: list[str]) -> Callable[[str, str], bool]:
+        """Who may have their deny merged to a later bound: people with no assignment on that account now
+        (listed lazily, once per account)."""
+        assigned: dict[str, set[str]] = {}
+
+        def movable(account: str, user_id: str) -> bool:
+            if account not in assigned:
+                listed = self._list_assignments(
+                    Target(account=account, permission_set=permission_set), request_ids
+                )
+                assigned[account] = {
+                    a.get("PrincipalId", "") for a in listed if a.get("PrincipalType") == "USER"
+                }
+            return user_id not in assigned[account]
+
+        return movable
+
+    def read_inline_policy(self, permission_set: str) -> str:
+        """The permission set's inline policy as AWS holds it ("" when there is none)."""
+        return self._read_policy(permission_set, [])
+
+    def _write_denies(self, permission_set: str, policy: DenyPolicy, request_ids: list[str]) -> None:
+        """Write ``policy`` within the quota (merging only people who hold no assignment now)."""
+        try:
+            text = policy.fit(movable=self._movable(permission_set, request_ids))
+        except DenyQuotaExceeded as exc:
+            log.error("revoked sessions NOT denied on %s: %s", permission_set, exc.message)
+            raise
+        self._write_policy(permission_set, text, request_ids)
+
+    def _deny_sessions(self, target: Target, user_id: str, issued_before: datetime, ids: list[str]) -> None:
+        """Deny ``user_id``'s sessions in ``target``'s account issued before ``issued_before``; denies whose
+        sessions cannot be alive any more are dropped in the same write."""
+        lifetime = self._session_lifetime(target.permission_set, ids)
+        with self.policy_lock(target.permission_set):
+            policy = DenyPolicy.parse(self._read_policy(target.permission_set, ids))
+            policy.drop_expired(self.clock.now(), lifetime)
+            policy.add(target.account, user_id, issued_before)
+            self._write_denies(target.permission_set, policy, ids)
 
     # -- the protocol ---------------------------------------------------------------------------------
 
@@ -442,15 +460,27 @@ class IdentityCenterProvider:
             pre_existing = first_attempt and not others
         else:
             self._create(assignment, request_ids)
+        completed_at = self.clock.now()
+        name = self._name_for_receipt(target.permission_set, request_ids)
         return GrantReceipt(
             provider=self.name,
             event_id=event_id,
             assignment=assignment,
             requested_at=requested_at,
-            completed_at=self.clock.now(),
+            completed_at=completed_at,
             pre_existing=pre_existing,
             request_ids=tuple(request_ids),
+            permission_set_name=name,
         )
+
+    def _name_for_receipt(self, permission_set: str, request_ids: list[str]) -> str | None:
+        """The permission set's name for the grant receipt; the access is granted already, so a failure
+        here only loses the digest's exact role binding (it then takes any Identity Center role)."""
+        try:
+            return self.permission_set_name(permission_set, request_ids)
+        except (TransientAccessError, PermanentAccessError) as exc:
+            log.warning("could not read the name of %s: %s", permission_set, exc.message)
+            return None
 
     def revoke(
         self, event_id: str, target: Target | None, user_id: str | None, *, pre_existing: bool = False
@@ -481,7 +511,7 @@ class IdentityCenterProvider:
             self._delete(assignment, request_ids)
         deleted_at = self.clock.now()
         issued_before = deleted_at + self.deny_margin
-        self._deny_sessions(target.permission_set, user_id, issued_before, request_ids)
+        self._deny_sessions(target, user_id, issued_before, request_ids)
         denied_at = self.clock.now()
         return RevocationReceipt(
             **base,
@@ -493,19 +523,14 @@ class IdentityCenterProvider:
         )
 
     def allow_sessions_from(self, target: Target, user_id: str, moment: datetime) -> bool:
-        """Pull the person's deny statement back to ``moment`` if it reaches past it (see the protocol).
-        Sessions denied by it were issued before the revoke, which came before ``moment``."""
+        """Pull the person's deny in ``target``'s account back to ``moment`` if it reaches past it (see the
+        protocol). Sessions denied by it were issued before the revoke, which came before ``moment``."""
         request_ids: list[str] = []
-        policy = load_policy_document(self._read_policy(target.permission_set, request_ids))
-        statements = _statements(policy)
-        sid = deny_sid(user_id)
-        mine = next((s for s in statements if s.get("Sid") == sid), None)
-        until = _deny_time(mine) if mine else None
-        if until is None or until <= moment:
-            return False
-        statements = [deny_statement(user_id, moment) if s.get("Sid") == sid else s for s in statements]
-        text = json.dumps({**policy, "Statement": statements}, separators=(",", ":"))
-        self._write_policy(target.permission_set, text, request_ids)
+        with self.policy_lock(target.permission_set):
+            policy = DenyPolicy.parse(self._read_policy(target.permission_set, request_ids))
+            if not policy.pull_back(target.account, user_id, moment):
+                return False
+            self._write_denies(target.permission_set, policy, request_ids)
         return True
 
     def is_assigned(self, target: Target, user_id: str) -> bool:
@@ -515,14 +540,11 @@ class IdentityCenterProvider:
         request_ids: list[str] = []
         assignment = Assignment.of(target, user_id)
         assigned = self._is_assigned(assignment, request_ids)
-        text = self._read_policy(target.permission_set, request_ids)
-        sid = deny_sid(user_id)
-        statements = _statements(load_policy_document(text))
-        mine = next((s for s in statements if s.get("Sid") == sid), None)
+        policy = DenyPolicy.parse(self._read_policy(target.permission_set, request_ids))
         return AccessState(
             assignment=assignment,
             assigned=assigned,
-            denied_sessions_issued_before=_deny_time(mine) if mine else None,
+            denied_sessions_issued_before=policy.bound(target.account, user_id),
         )
 
     def reconcile(
@@ -616,9 +638,7 @@ class IdentityCenterProvider:
                 request_ids,
             )
             if kind == "USER":
-                self._deny_sessions(
-                    target.permission_set, principal, self.clock.now() + self.deny_margin, request_ids
-                )
+                self._deny_sessions(target, principal, self.clock.now() + self.deny_margin, request_ids)
         except (TransientAccessError, PermanentAccessError) as exc:
             return Drift(
                 **base, principal_type=kind, principal_id=principal, removed=False, error=exc.message
@@ -626,34 +646,17 @@ class IdentityCenterProvider:
         return Drift(**base, principal_type=kind, principal_id=principal, removed=True)
 
     def cleanup(self, targets: Iterable[Target], now: datetime) -> int:
-        """Remove deny statements older than the permission set's session duration (no session issued
-        before them can still be alive). Returns how many statements were removed."""
+        """Remove deny entries older than the permission set's session duration (no session issued
+        before them can still be alive). Returns how many entries were removed."""
         removed = 0
         for permission_set in dict.fromkeys(t.permission_set for t in targets):
             request_ids: list[str] = []
-            described = self._call(
-                self.sso,
-                "describe_permission_set",
-                request_ids,
-                InstanceArn=self.instance_arn,
-                PermissionSetArn=permission_set,
-            )
-            lifetime = parse_session_duration(described["PermissionSet"].get("SessionDuration"))
-            text = self._read_policy(permission_set, request_ids)
-            if not text.strip():
-                continue
-            policy = load_policy_document(text)
-            statements = _statements(policy)
-            keep = []
-            for statement in statements:
-                issued_before = _deny_time(statement)
-                ours = str(statement.get("Sid", "")).startswith(DENY_SID_PREFIX)
-                if ours and issued_before is not None and issued_before + lifetime <= now:
-                    continue
-                keep.append(statement)
-            if len(keep) == len(statements):
-                continue
-            removed += len(statements) - len(keep)
-            new_text = json.dumps({**policy, "Statement": keep}, separators=(",", ":")) if keep else ""
-            self._write_policy(permission_set, new_text, request_ids)
+            lifetime = self._session_lifetime(permission_set, request_ids)
+            with self.policy_lock(permission_set):
+                text = self._read_policy(permission_set, request_ids)
+                policy = DenyPolicy.parse(text)
+                dropped = policy.drop_expired(now, lifetime) if text.strip() else 0
+                if dropped:
+                    self._write_policy(permission_set, policy.render(), request_ids)
+            removed += dropped
         return removed

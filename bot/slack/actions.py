@@ -65,19 +65,37 @@ def open_form(
     return None
 
 
-def close_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
-    ctx = ctx_of(context)
-    ack()
-    ctx.after_response(
-        open_form,
-        ctx,
-        body,
-        action,
-        ctx.service.check_close,
-        lambda e: blocks.already_ended(e) if e.status.ended else None,
-        blocks.close_modal,
-        "Could not open the close form. Use `/breakglass close &lt;id&gt; &lt;reason&gt;` instead.",
-    )
+def form_button(
+    check: Callable[[SlackContext, str, str], BreakGlassEvent],
+    done: Callable[[SlackContext, BreakGlassEvent], str | None],
+    modal: Callable[[SlackContext, BreakGlassEvent, str], dict[str, Any]],
+    fallback: str,
+) -> Callable[..., None]:
+    """The listener of a button that opens a form about one event (Close, Extend): ack, then `open_form`."""
+
+    def clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
+        ctx = ctx_of(context)
+        ack()
+        ctx.after_response(
+            open_form,
+            ctx,
+            body,
+            action,
+            lambda user_id, event_id: check(ctx, user_id, event_id),
+            lambda event: done(ctx, event),
+            lambda event, meta: modal(ctx, event, meta),
+            fallback,
+        )
+
+    return clicked
+
+
+close_clicked = form_button(
+    lambda ctx, user_id, event_id: ctx.service.check_close(user_id, event_id),
+    lambda _ctx, e: blocks.already_ended(e) if e.status.ended else None,
+    lambda _ctx, e, meta: blocks.close_modal(e, meta),
+    "Could not open the close form. Use `/breakglass close &lt;id&gt; &lt;reason&gt;` instead.",
+)
 
 
 def review_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:

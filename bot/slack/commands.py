@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -10,9 +11,9 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
-from bot.errors import AlreadyActive, BreakglassError, ValidationFailed
+from bot.errors import AlreadyActive, BreakglassError, NotAuthorized, ValidationFailed
 from bot.service import InvokeRequest
-from bot.slack.context import SlackContext, ctx_of
+from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
 from store import BreakGlassEvent, StoreError
 
@@ -25,6 +26,12 @@ USAGE = (
     "Or `/breakglass` alone to open the form; `/breakglass help` for everything else."
 )
 SUBCOMMANDS = ids.SUBCOMMANDS
+# Subcommands that live in their own module (e.g. bot.slack.extend), added by its `register`:
+# name -> handler(ctx, user_id, args) returning the reply and the changed event.
+SubcommandHandler = Callable[
+    ["SlackContext", str, list[str]], tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]
+]
+SUBCOMMAND_HANDLERS: dict[str, SubcommandHandler] = {}
 
 
 def unescape_command_text(text: str) -> str:
@@ -66,6 +73,17 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
         ack()
         ctx.after_response(open_modal, ctx, command.get("trigger_id", ""), user_id, respond)
         return
+    if len(words) == 2 and words[0].lower() == "close":  # no reason: the close form, which asks for it
+        ack()
+        ctx.after_response(open_close_form, ctx, command.get("trigger_id", ""), user_id, words[1], respond)
+        return
+    chosen = (
+        ctx.policy.profile_name(words[0]) if len(words) == 1 and words[0].lower() not in SUBCOMMANDS else None
+    )
+    if chosen is not None:  # `/breakglass prod`: the form, with prod chosen
+        ack()
+        ctx.after_response(open_modal, ctx, command.get("trigger_id", ""), user_id, respond, chosen)
+        return
     event: BreakGlassEvent | None = None
     try:
         reply, event = dispatch(ctx, user_id, words, command)
@@ -87,10 +105,14 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
         ctx.after_ack(event)
 
 
-def open_modal(ctx: SlackContext, trigger_id: str, user_id: str, respond: Any) -> None:
+def open_modal(
+    ctx: SlackContext, trigger_id: str, user_id: str, respond: Any, selected: str | None = None
+) -> None:
     try:
         profiles = ctx.service.profiles_for(user_id)
-        ctx.client.views_open(trigger_id=trigger_id, view=modal(ctx, tuple(profiles)))
+        if selected is not None and selected not in profiles:
+            raise NotAuthorized(f"You are not allowed to invoke break-glass on {selected!r}.")
+        ctx.client.views_open(trigger_id=trigger_id, view=modal(ctx, tuple(profiles), selected))
     except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
         log.warning("could not open the break-glass modal: %s", exc, extra={"slack_user": user_id})
         detail = user_message(exc) if isinstance(exc, BreakglassError) else "Slack did not accept the request"
@@ -104,20 +126,43 @@ def open_modal(ctx: SlackContext, trigger_id: str, user_id: str, respond: Any) -
                 log.warning("could not tell the user the modal failed", extra={"slack_user": user_id})
 
 
-def modal(ctx: SlackContext, profiles: tuple[str, ...]) -> dict[str, Any]:
-    """The invoke modal for a set of profiles, built once per set (the policy is fixed while the
-    process runs). Callers only serialise it, never change it."""
-    view = ctx.modals.get(profiles)
+def open_close_form(ctx: SlackContext, trigger_id: str, user_id: str, event_id: str, respond: Any) -> None:
+    """`/breakglass close EVENT_ID` without a reason: the close modal (or why not, ephemerally)."""
+    try:
+        event = ctx.service.check_close(user_id, event_id)
+        if event.status.ended:
+            answer = blocks.already_ended(event)
+        else:
+            meta = EventMetadata(event_id=event.id).model_dump_json()
+            ctx.client.views_open(trigger_id=trigger_id, view=blocks.close_modal(event, meta))
+            return
+    except (BreakglassError, StoreError) as exc:
+        answer = ":x: " + blocks.escape(user_message(exc))
+    except (SlackApiError, SlackClientError, OSError):
+        answer = "Could not open the close form: use `/breakglass close &lt;id&gt; &lt;reason…&gt;`."
+    if respond is not None:
+        try:
+            respond(text=answer, response_type="ephemeral")
+        except (SlackApiError, SlackClientError, OSError):
+            log.warning("could not answer /breakglass close", extra={"slack_user": user_id})
+
+
+def modal(ctx: SlackContext, profiles: tuple[str, ...], selected: str | None = None) -> dict[str, Any]:
+    """The invoke modal for a set of profiles (and the one chosen, whose durations it then offers), built
+    once per set (the policy is fixed while the process runs). Callers only serialise it, never change it."""
+    key = (*profiles, "\0" + selected) if selected else profiles
+    view = ctx.modals.get(key)
     if view is None:
         if profiles:
             view = blocks.invoke_modal(
                 [(name, _label(ctx, name)) for name in profiles],
-                ctx.service.durations_for(list(profiles)),
+                ctx.service.durations_for([selected] if selected else list(profiles)),
+                selected=selected,
             )
         else:
             view = blocks.no_profiles_modal()
         if len(ctx.modals) < 1024:  # one per distinct profile set: few in practice
-            ctx.modals[profiles] = view
+            ctx.modals[key] = view
     return view
 
 
@@ -150,11 +195,25 @@ def dispatch(
                 result.event if result.event.outbox else None
             )
         return blocks.message(blocks.closed_now(result.event)), result.event
+    if name in SUBCOMMAND_HANDLERS:
+        return SUBCOMMAND_HANDLERS[name](ctx, user_id, args)
     if name == "history":
-        profile = args[0] if args else None
+        profile = (ctx.policy.profile_name(args[0]) or args[0]) if args else None
         events = service.history(user_id, profile)
-        title = f"Recent break-glass events on {profile}" if profile else "Your recent break-glass events"
-        return blocks.event_list(title, events, "No break-glass events yet."), None
+        everyone = service.roles(user_id).can_see_all
+        if profile:
+            title = (
+                f"Recent break-glass events on {profile}" if everyone else f"Your recent events on {profile}"
+            )
+        else:
+            title = "Recent break-glass events" if everyone else "Your recent break-glass events"
+        hint = (
+            "`/breakglass history <profile>` narrows it to one profile."
+            if everyone
+            else "You see your own events; the audit channel has everyone's."
+        )
+        empty = "No break-glass events yet." + ("" if profile else " " + hint)
+        return blocks.event_list(title, events, blocks.escape(empty)), None
     if name == "review":
         if not service.roles(user_id).security:
             raise ValidationFailed({"review": "Only security can list events awaiting review."})
@@ -162,7 +221,7 @@ def dispatch(
             "Ended events awaiting review", service.unreviewed(), "Nothing awaits review."
         ), None
     if len(words) == 1 and ctx.policy.profile(words[0]) is None:
-        return blocks.message(f"Unknown command `{blocks.escape(words[0])}`.\n{blocks.HELP}"), None
+        return blocks.message(unknown_command(ctx, words[0])), None
     try:
         request = parse_fast_path(user_id, words, command.get("trigger_id"))
     except ValidationFailed as exc:
@@ -174,6 +233,19 @@ def dispatch(
     event = service.invoke(request)
     broken = ctx.pipeline.audit_channels.error(event.audit_channel)
     return blocks.message(blocks.granted(event, audit_broken=broken)), event
+
+
+def unknown_command(ctx: SlackContext, word: str) -> str:
+    """An unknown first word: the closest command or profile, not the whole help."""
+    candidates = [*SUBCOMMANDS, *ctx.policy.profiles]
+    lowered = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    text = f"Unknown command `{blocks.escape(word)}`."
+    if close:
+        match = lowered[close[0]]
+        what = "" if match in SUBCOMMANDS else " (a profile: opens the form with it chosen)"
+        text += f" Did you mean `/breakglass {blocks.escape(match)}`{what}?"
+    return text + " `/breakglass help` lists every command."
 
 
 def register(app: App, lazy: list[Callable[..., None]]) -> None:

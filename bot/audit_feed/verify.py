@@ -1,0 +1,59 @@
+"""Check an audit feed's records (JSON lines) against the store and the per-event hash chain.
+
+Every record is rebuilt from the event as stored (`event_records`): a record whose canonical JSON differs was
+edited (or the store was); a record the store does not know (no such event, or no such step) is reported;
+a step the store has but the feed lacks is a gap; within each event the chain (`seq`, `previous`) must hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+
+from bot.audit_feed.ocsf import Record, canonical, event_records, verify_chain
+from store import BreakGlassEvent, EventNotFound, Store
+
+
+def verify_feed(lines: Iterable[str], store: Store, stored: Iterable[BreakGlassEvent] = ()) -> list[str]:
+    """Problems found, one line each (empty: the feed matches the store and every chain holds). `stored`:
+    events the feed must hold records of (e.g. every event since a date), even if it has none of theirs."""
+    problems: list[str] = []
+    by_event: dict[str, list[Record]] = defaultdict(list)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            event_id = record["unmapped"]["breakglass"]["event_id"]
+            record["metadata"]["uid"]
+        except (ValueError, KeyError, TypeError):
+            problems.append(f"line {number}: not a breakglass OCSF record")
+            continue
+        by_event[str(event_id)].append(record)
+    for event in stored:
+        if event.id not in by_event:
+            problems += [f"{r['metadata']['uid']}: missing from the feed (gap)" for r in event_records(event)]
+    for event_id, records in sorted(by_event.items()):
+        try:
+            expected = {r["metadata"]["uid"]: r for r in event_records(store.get(event_id))}
+        except EventNotFound:
+            problems += [
+                f"{r['metadata']['uid']}: unknown record (the store has no event {event_id})" for r in records
+            ]
+            continue
+        seen: set[str] = set()
+        for record in records:
+            uid = record["metadata"]["uid"]
+            if uid in seen:
+                problems.append(f"{uid}: duplicate record")
+                continue
+            seen.add(uid)
+            if uid not in expected:
+                problems.append(f"{uid}: unknown record (the store's event has no such step)")
+            elif canonical(record) != canonical(expected[uid]):
+                problems.append(f"{uid}: edited (differs from the record the stored event gives)")
+        problems += [f"{uid}: missing from the feed (gap)" for uid in expected if uid not in seen]
+        unique = list({r["metadata"]["uid"]: r for r in records}.values())
+        problems += verify_chain(unique)
+    return problems
