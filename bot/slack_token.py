@@ -15,12 +15,10 @@ import logging
 import threading
 from typing import Any
 
-from slack_sdk.http_retry.handler import RetryHandler
-from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
-from slack_sdk.http_retry.state import RetryState
 
 from bot.health import CheckResult
+from bot.slack_observer import SlackResponseObserver
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +27,14 @@ TOKEN_REFUSED = frozenset(
 )
 
 
-class TokenWatch(RetryHandler):
+class TokenWatch(SlackResponseObserver):
     """Add first to a WebClient's `retry_handlers`: slack_sdk shows every answer to them."""
 
     def __init__(self) -> None:
-        super().__init__(max_retry_count=2**31)
+        super().__init__()
         self._lock = threading.Lock()
         self._refused: str | None = None  # Slack's error while the token is refused
         self._accepted = False  # some answer accepted the token
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> TokenWatch:
-        return self  # Bolt deep-copies a request's client (lazy listeners): share the state
 
     def observe(self, body: Any) -> None:
         if not isinstance(body, dict) or "ok" not in body:
@@ -68,14 +63,5 @@ class TokenWatch(RetryHandler):
             return CheckResult(False, critical=False, detail={"error": refused})
         return CheckResult(True, detail={"verified": accepted})
 
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if response is not None:
-            self.observe(response.body)
-        return False
+    def on_response(self, response: HttpResponse) -> None:
+        self.observe(response.body)
