@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 TRY_PORT ?= $(or $(PORT),3000)
 
-.PHONY: try run test lint bench clean screenshots FORCE
+.PHONY: try run test lint bench clean screenshots lock FORCE
 
 APP    := $(VENV)/.installed-app
 
@@ -19,10 +19,11 @@ $(VENV)/.interpreter: FORCE
 	@$(PYTHON) scripts/check-python $(VENV)
 
 # The bot alone (enough for `make try` and `make run`), then the development tools on top (tests, lint).
-$(APP): pyproject.toml $(VENV)/.interpreter
+$(APP): pyproject.toml requirements.lock $(VENV)/.interpreter
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(APP)
 
 $(STAMP): $(APP)
@@ -47,6 +48,12 @@ test: $(STAMP)
 screenshots: $(STAMP)
 	sh scripts/install-browser
 	BREAKGLASS_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -m browser tests/test_try_browser.py
+
+# requirements.lock: the runtime dependencies of pyproject.toml, pinned with their hashes (all platforms),
+# used by `make`, the Dockerfile and `sam build`; tests/test_lock.py checks it still matches pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,6 +1,6 @@
 """`breakglass-admin`: operate the store directly, on SQLite or DynamoDB.
 
-breakglass-admin create-table                       create the DynamoDB table (idempotent)
+breakglass-admin create-table [--update]            create the DynamoDB table (idempotent; --update adds missing indexes)
 breakglass-admin list [--status S] [--profile P] [--invoker I] [--since DATE] [--limit N]
 breakglass-admin show ID                            every field and the lifecycle timeline
 breakglass-admin close ID --reason TEXT --operator NAME
@@ -140,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="breakglass-admin", description="Administer break-glass events.", parents=[store_opt]
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("create-table", parents=[store_opt], help="create the DynamoDB table (idempotent)")
+    table = sub.add_parser("create-table", parents=[store_opt], help="create the DynamoDB table (idempotent)")
+    table.add_argument(
+        "--update",
+        action="store_true",
+        help="add the indexes a table made by an older version lacks (one at a time; nothing is deleted)",
+    )
 
     ls = sub.add_parser("list", parents=[store_opt], help="list events, newest first")
     ls.add_argument("--status", choices=[s.value for s in Status])
@@ -503,7 +508,7 @@ def cmd_create_table(args: argparse.Namespace) -> int:
         err(f"{url} is a SQLite store: its schema is created on first use, nothing to do")
         return OK
     try:
-        for line in create_table(make_client(), target):
+        for line in create_table(make_client(), target, update=args.update):
             print(line)
     except StoreNotConfigured as exc:  # no region, or an existing table laid out differently
         err(f"create-table: {exc}")

@@ -36,6 +36,7 @@ from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
+from bot.slack_token import TokenWatch
 from store import Store
 from store.dynamodb import DynamoDBStore
 
@@ -151,6 +152,8 @@ def create_app(
     # The skew of `clock` (which decides stacking and expiry) against Slack's and AWS's Date headers.
     skew = SkewMonitor(clock)
     client.retry_handlers.insert(0, skew.slack_hook())
+    token_watch = TokenWatch()  # health check `slack_token`: does Slack still accept the bot token?
+    client.retry_handlers.insert(0, token_watch)
     if isinstance(store, DynamoDBStore):
         skew.watch_boto3(store.client)
     directory = directory or Directory(client, team_id=settings.slack_team_id)
@@ -283,6 +286,7 @@ def create_app(
     checks.add("scheduler", lambda: CheckResult(True, detail={"running": scheduler.running}))
     checks.add("clock", skew.check)
     checks.add("audit_channel", pipeline.audit_channels.check)
+    checks.add("slack_token", token_watch.check)
     checks.add("revocations", RevocationCheck(pipeline))
     return BreakglassApp(
         bolt=bolt,

@@ -9,8 +9,10 @@ from typing import NoReturn
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.app import BreakglassApp, audit_channel, create_app, make_slack_client, resolve_policy, unheld_roles
+from bot.aws_secrets import load_into_environ as load_secrets_into_environ
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import aws_secrets, configure_logging
+from bot.slack_token import TOKEN_REFUSED
 from store import StoreError, open_store, parse_store_url
 
 log = logging.getLogger("bot.runtime")
@@ -38,6 +40,8 @@ def check_configuration(settings: Settings | None = None) -> Settings:
     nobody holds. gunicorn's master calls this before forking (bot/gunicorn_conf.py)."""
     global _checked
     try:
+        if settings is None:
+            load_secrets_into_environ()  # BREAKGLASS_SECRETS_ARN: read once, cached (bot/aws_secrets.py)
         settings = settings or load_settings()
         configure_logging(settings.log_level, settings.secrets() + aws_secrets())
         policy = resolve_policy(settings)
@@ -75,7 +79,7 @@ def build(settings: Settings | None = None, *, lazy_delivery: bool = False) -> B
         fail(f"breakglass cannot start:\n  - BREAKGLASS_STORE: {exc}")
 
 
-_TOKEN_REFUSED = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
+_TOKEN_REFUSED = TOKEN_REFUSED
 
 
 def check_bot_token(settings: Settings) -> Settings:

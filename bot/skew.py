@@ -19,12 +19,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from slack_sdk.http_retry.handler import RetryHandler
-from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
-from slack_sdk.http_retry.state import RetryState
 
 from bot.clock import Clock
 from bot.health import CheckResult
+from bot.slack_observer import SlackResponseObserver
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +97,15 @@ class SkewMonitor:
         client.meta.events.register("after-call", after_call, unique_id=f"breakglass-skew-{id(self)}")
 
 
-class _SlackDateObserver(RetryHandler):
-    """A retry handler that never retries: it only reads the `Date` of each Slack response."""
+class _SlackDateObserver(SlackResponseObserver):
+    """Reads the `Date` of each Slack response."""
 
     def __init__(self, monitor: SkewMonitor) -> None:
-        super().__init__(max_retry_count=2**31)
+        super().__init__()
         self.monitor = monitor
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> _SlackDateObserver:
-        # Bolt deep-copies a request's context, client included (Lambda lazy listeners): share the monitor.
-        return self
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if response is not None:
-            for name, values in response.headers.items():
-                if name.lower() == "date" and values:
-                    self.monitor.observe("slack", values[0])
-                    break
-        return False
+    def on_response(self, response: HttpResponse) -> None:
+        for name, values in response.headers.items():
+            if name.lower() == "date" and values:
+                self.monitor.observe("slack", values[0])
+                break

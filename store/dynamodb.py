@@ -905,11 +905,22 @@ def wrong_layout(table: str, problems: list[str]) -> str:
     )
 
 
-def create_table(client: Any, table: str, *, wait: bool = True, pitr: bool = True) -> list[str]:
+def create_table(
+    client: Any,
+    table: str,
+    *,
+    wait: bool = True,
+    pitr: bool = True,
+    update: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
     """Create the table (idempotent): keys, GSIs, on-demand billing, SSE, TTL on `ttl`, PITR.
 
     Returns a list of human-readable lines saying what was created and what already existed. An existing
-    table with another layout raises StoreNotConfigured naming each difference, and is left unchanged.
+    table with another layout raises StoreNotConfigured naming each difference, and is left unchanged;
+    except with `update=True` when the only differences are missing indexes (a table made by an older
+    version): each is added, one at a time (DynamoDB builds one index per UpdateTable while the table keeps
+    serving), waiting until it is ACTIVE. Nothing is ever deleted or rekeyed.
     """
     report: list[str] = []
     try:
@@ -921,9 +932,16 @@ def create_table(client: Any, table: str, *, wait: bool = True, pitr: bool = Tru
         report.append(f"table {table} already exists")
     if wait:
         client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    problems = layout_problems(client.describe_table(TableName=table)["Table"])
-    if problems:
-        raise StoreNotConfigured(wrong_layout(table, problems) + "; nothing was changed")
+    description = client.describe_table(TableName=table)["Table"]
+    problems = layout_problems(description)
+    present = {i["IndexName"] for i in description.get("GlobalSecondaryIndexes", [])}
+    missing = [name for name in _INDEXES if name not in present]
+    only_missing = bool(missing) and len(problems) == len(missing)  # one problem line per missing index
+    if only_missing and update:
+        report += _add_indexes(client, table, missing, sleep=sleep)
+    elif problems:
+        hint = "; `create-table --update` adds the missing indexes" if only_missing else ""
+        raise StoreNotConfigured(wrong_layout(table, problems) + "; nothing was changed" + hint)
     ttl = client.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == "ttl":
         report.append("TTL on `ttl` already enabled")
@@ -942,4 +960,40 @@ def create_table(client: Any, table: str, *, wait: bool = True, pitr: bool = Tru
                 TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
             )
             report.append("enabled point-in-time recovery")
+    return report
+
+
+INDEX_BUILD_TIMEOUT = 3600.0
+"""Seconds `create-table --update` waits for one new index to become ACTIVE (large tables backfill slowly)."""
+
+
+def _add_indexes(client: Any, table: str, names: list[str], *, sleep: Callable[[float], None]) -> list[str]:
+    definition = table_definition(table)
+    by_name = {i["IndexName"]: i for i in definition["GlobalSecondaryIndexes"]}
+    report = []
+    for name in names:
+        index = by_name[name]
+        used = {k["AttributeName"] for k in index["KeySchema"]}
+        attributes = [a for a in definition["AttributeDefinitions"] if a["AttributeName"] in used]
+        client.update_table(
+            TableName=table,
+            AttributeDefinitions=attributes,
+            GlobalSecondaryIndexUpdates=[{"Create": index}],
+        )
+        waited = 0.0
+        while True:
+            described = client.describe_table(TableName=table)["Table"]
+            status = {
+                i["IndexName"]: i.get("IndexStatus") for i in described.get("GlobalSecondaryIndexes", [])
+            }
+            if status.get(name) == "ACTIVE":
+                break
+            if waited >= INDEX_BUILD_TIMEOUT:
+                raise StoreNotConfigured(
+                    f"index {name} of {table!r} is still {status.get(name)} after {waited:.0f} s: "
+                    "run `create-table --update` again once it is ACTIVE"
+                )
+            sleep(5.0)
+            waited += 5.0
+        report.append(f"added index {name} ({', '.join(sorted(used))})")
     return report

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from bot import aws_secrets
+from bot.config import Settings
 from store import dynamodb
 from store.dynamodb import table_definition
+from tests.processes import BIN
 from tests.store_fixtures import HOUR, T0, make_event
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -108,6 +112,7 @@ def test_admin_policy_adds_exactly_table_setup() -> None:
         "dynamodb:UpdateTimeToLive",
         "dynamodb:DescribeContinuousBackups",
         "dynamodb:UpdateContinuousBackups",
+        "dynamodb:UpdateTable",  # create-table --update: a missing index
     }
 
 
@@ -234,6 +239,11 @@ def test_template_functions_match_the_bot_policy(template: dict[str, Any], name:
     others = [s for s in statements if s not in dynamo]
     (assume,) = [s for s in others if s.get("Sid") == "BreakglassActivityRoles"]
     others.remove(assume)
+    # The Slack secret, read once at init (bot/aws_secrets.py): that one secret, nothing else.
+    (secret,) = [s for s in others if s.get("Sid") == "BreakglassSlackSecret"]
+    others.remove(secret)
+    assert secret["Action"] == sorted(secret_actions())
+    assert secret["Resource"] == {"Ref": "SlackSecretArn"}
     assert assume["Action"] == sorted(activity_bot_actions())
     assert assume["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${ActivityRoleName}"}
     if name == "HttpFunction":  # the lazy listener invokes its own function, nothing else
@@ -257,15 +267,85 @@ def test_template_wiring(template: dict[str, Any]) -> None:
     assert schedule["Type"] == "Schedule"
     assert schedule["Properties"]["Schedule"] == "rate(1 minute)"
     params = template["Parameters"]
-    assert params["SlackBotToken"]["NoEcho"] is True
-    assert params["SlackSigningSecret"]["NoEcho"] is True
+    # No secret is a parameter or an environment variable: the functions read SlackSecretArn at init.
+    assert not {"SlackBotToken", "SlackSigningSecret"} & set(params)
     assert "NoEcho" not in params["AuditChannel"]
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["BREAKGLASS_STORE"] == {"Fn::Sub": "dynamodb://${EventsTable}"}
     assert env["BREAKGLASS_SCHEDULER"] == "off"
-    assert env["SLACK_BOT_TOKEN"] == {"Ref": "SlackBotToken"}
-    assert env["SLACK_SIGNING_SECRET"] == {"Ref": "SlackSigningSecret"}
+    assert not {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"} & set(env)
+    assert env[aws_secrets.SECRETS_ENV] == {"Ref": "SlackSecretArn"}
+    assert env["SLACK_TEAM_ID"] == {"Ref": "SlackTeamId"}
+    assert {"SLACK_TEAM_ID", "BREAKGLASS_AUDIT_CHANNEL", "BREAKGLASS_STORE"} <= {
+        name.upper() for name in Settings.model_fields
+    }
     assert env["BREAKGLASS_AUDIT_CHANNEL"] == {"Ref": "AuditChannel"}
+
+
+def test_template_runtime_is_supported_and_the_containers() -> None:
+    """python3.11's Lambda runtime was deprecated on 2026-06-30 (cfn-lint E2533): the functions use the
+    Dockerfile's Python."""
+    template = yaml.load((ROOT / "deploy" / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    runtime = template["Globals"]["Function"]["Runtime"]
+    assert runtime in ("python3.12", "python3.13")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    images = re.findall(r"^FROM python:(3\.\d+)-slim", dockerfile, re.MULTILINE)
+    assert images and set(images) == {runtime.removeprefix("python")}
+
+
+def test_template_operations(template: dict[str, Any]) -> None:
+    """Log retention, a dead-letter queue for the lazy-listener invocations, alarms on errors and
+    throttles and on the log lines that say access may not end on time."""
+    resources = template["Resources"]
+    http = resources["HttpFunction"]["Properties"]
+    assert http["DeadLetterQueue"] == {"Type": "SQS", "TargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+    assert http["EventInvokeConfig"]["MaximumRetryAttempts"] == 2
+    for function in ("HttpFunction", "SweepFunction"):
+        group = resources[f"{function}LogGroup"]["Properties"]
+        assert group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    watched = {(a["Namespace"], a["MetricName"]) for a in alarms.values()}
+    assert {
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/Lambda", "Invocations"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("breakglass", "RevokeFailed"),
+        ("breakglass", "ErrorLines"),
+    } <= watched
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }
+    filters = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::MetricFilter"]
+    patterns = {f["MetricTransformations"][0]["MetricName"]: f["FilterPattern"] for f in filters}
+    # What bot/access_steps.py logs when a revoke fails, and every ERROR line (JSON logs, bot/logs.py).
+    assert patterns["RevokeFailed"] == '{ $.action = "revoke" && $.outcome = "retry" }'
+    assert patterns["ErrorLines"] == '{ $.level = "error" }'
+    assert (
+        'extra={"event_id": event.id, "action": step, "outcome": "retry"'
+        in (ROOT / "bot" / "access_steps.py").read_text()
+    )
+
+
+def test_cfn_lint_finds_nothing() -> None:
+    """cfn-lint (the dev extra) on both templates: schema, runtime deprecations, intrinsic functions."""
+    cfn_lint = BIN / "cfn-lint"
+    assert cfn_lint.exists(), "cfn-lint is in the dev extra: make test installs it"
+    templates = [str(ROOT / "deploy" / name) for name in ("template.yaml", "activity-role.yaml")]
+    result = subprocess.run([str(cfn_lint), *templates], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+SECRETS_SOURCE = (ROOT / "bot" / "aws_secrets.py").read_text()
+
+
+def secret_actions() -> set[str]:
+    """IAM actions of every `client.<operation>(` in bot/aws_secrets.py (a Secrets Manager client)."""
+    operations = set(re.findall(r"\bclient\.(\w+)\(", SECRETS_SOURCE))
+    assert operations == {"get_secret_value"}
+    return {"secretsmanager:" + _camel(op) for op in operations}
 
 
 def test_templates_have_no_duplicate_keys() -> None:
@@ -276,13 +356,16 @@ def test_templates_have_no_duplicate_keys() -> None:
 
 
 def test_sam_build_installs_this_project_and_its_dependencies(template: dict[str, Any]) -> None:
-    """`sam build` installs each function's dependencies from requirements.txt in its CodeUri:
-    that file must name this project, whose dependencies pyproject.toml declares."""
+    """`sam build` installs each function's dependencies from requirements.txt in its CodeUri: the locked
+    runtime dependencies (tests/test_lock.py checks the lock against pyproject.toml); the project's own
+    packages are in the CodeUri, where the handlers import them from."""
     code_uri = template["Globals"]["Function"]["CodeUri"]
     source = (ROOT / "deploy" / code_uri).resolve()
     assert source == ROOT
     requirements = [line.strip() for line in (source / "requirements.txt").read_text().splitlines()]
-    assert "." in requirements
+    assert "-r requirements.lock" in requirements
+    assert (source / "requirements.lock").is_file()
+    assert (source / "bot" / "__init__.py").is_file() and (source / "store" / "__init__.py").is_file()
     for function in ("HttpFunction", "SweepFunction"):
         handler = template["Resources"][function]["Properties"]["Handler"]
         module, _, name = handler.rpartition(".")
