@@ -595,7 +595,7 @@ def _operator_service(args: argparse.Namespace) -> Iterator[tuple[Any, Any, list
     from bot.clock import SystemClock
     from bot.config import ConfigError, load_settings
     from bot.directory import Directory
-    from bot.logs import aws_secrets, configure_logging
+    from bot.logs import aws_credentials, configure_logging
     from bot.service import BreakGlassService
 
     operator = args.operator.strip()
@@ -620,7 +620,7 @@ def _operator_service(args: argparse.Namespace) -> Iterator[tuple[Any, Any, list
         # The bot's JSON log lines are for its log pipeline; at a terminal a normal close prints only its
         # result (and warnings and errors, as JSON lines, still go to stderr).
         level = "WARNING" if settings.log_level == "INFO" else settings.log_level  # DEBUG when asked for
-        configure_logging(level, settings.secrets() + aws_secrets())
+        configure_logging(level, settings.secrets() + aws_credentials())
     try:
         policy = resolve_policy(settings)
     except ConfigError as exc:

@@ -98,7 +98,7 @@ def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
     }
 
 
-def aws_secrets() -> list[str]:
+def aws_credentials() -> list[str]:
     """AWS credentials in the environment (redacted from every log line)."""
     return [
         v
@@ -121,4 +121,4 @@ def redacting_filter_from_environment() -> RedactingFilter:
             for k in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
             if os.environ.get(k)
         ]
-    return RedactingFilter(secrets + aws_secrets())
+    return RedactingFilter(secrets + aws_credentials())

@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot.app import BreakglassApp, audit_channel, create_app, make_slack_client, resolve_policy, unheld_roles
 from bot.aws_secrets import load_into_environ as load_secrets_into_environ
 from bot.config import ConfigError, Settings, load_settings
-from bot.logs import aws_secrets, configure_logging
+from bot.logs import aws_credentials, configure_logging
 from bot.slack_token import TOKEN_REFUSED
 from store import StoreError, open_store, parse_store_url
 
@@ -43,7 +43,7 @@ def check_configuration(settings: Settings | None = None) -> Settings:
         if settings is None:
             load_secrets_into_environ()  # BREAKGLASS_SECRETS_ARN: read once, cached (bot/aws_secrets.py)
         settings = settings or load_settings()
-        configure_logging(settings.log_level, settings.secrets() + aws_secrets())
+        configure_logging(settings.log_level, settings.secrets() + aws_credentials())
         policy = resolve_policy(settings)
         audit_channel(settings, policy)
         kind, _ = parse_store_url(settings.breakglass_store)
@@ -67,7 +67,7 @@ def build(settings: Settings | None = None, *, lazy_delivery: bool = False) -> B
         settings = check_configuration(settings)
     try:
         settings = settings or load_settings()
-        configure_logging(settings.log_level, settings.secrets() + aws_secrets())
+        configure_logging(settings.log_level, settings.secrets() + aws_credentials())
         if not lazy_delivery:  # Lambda: no extra Slack round trip on each cold start
             settings = check_bot_token(settings)
         policy = resolve_policy(settings)
