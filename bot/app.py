@@ -20,6 +20,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from bot import access_steps
 from bot.access import AccessProvider, make_provider
 from bot.access.policy_lock import StorePolicyLock
+from bot.audit_feed.sinks import FeedConfigError, make_feed
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.directory import Directory
@@ -186,6 +187,12 @@ def create_app(
     if missing:
         raise ConfigError(missing)
     pipeline.incidents = incidents or make_incident_provider(policy.incidents, settings)
+    try:  # the OCSF audit feed's sinks, checked (an S3 bucket's Object Lock)
+        pipeline.audit_feed = make_feed(
+            store, settings.breakglass_audit_feed, object_lock=settings.breakglass_audit_feed_object_lock
+        )
+    except FeedConfigError as exc:
+        raise ConfigError([f"BREAKGLASS_AUDIT_FEED: {exc}"]) from None
     incident_links = IncidentLinks(
         provider=pipeline.incidents, policy=policy.incidents, store=store, directory=directory, clock=clock
     )

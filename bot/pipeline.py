@@ -71,6 +71,8 @@ from slack_sdk.http_retry.state import RetryState
 
 from bot import access_steps, blocks, dm_steps, evidence, extend_steps
 from bot.access import AccessProvider, NoneProvider
+from bot.audit_feed import sinks as audit_sinks
+from bot.audit_feed.sinks import AuditFeed
 from bot.clock import Clock
 from bot.delivery.errors import SLACK_ERRORS, AuditChannelBroken, DeliveryFailed, LeaseLost
 from bot.delivery.lease import (
@@ -306,6 +308,7 @@ class Pipeline:
         # AWS access (the ACCESS_* kinds, bot/access_steps.py): who grants and revokes it.
         self.access: AccessProvider = access or NoneProvider(clock)
         self.incidents: IncidentProvider = NoIncidents()  # the incident tool (bot/incidents/notes.py)
+        self.audit_feed = AuditFeed(store)  # the OCSF audit feed's sinks (bot/audit_feed/sinks.py)
         self.directory = directory or Directory(client)
         self.audit_channels = AuditChannels(clock)
         self.leases = LeaseKeeper()  # renews every lease this process holds (deliveries, assignment locks)
@@ -534,6 +537,7 @@ class Pipeline:
         def record(ev: BreakGlassEvent) -> BreakGlassEvent:
             ev = ev.updated(**{k: v for k, v in fields.items() if getattr(ev, k) is None})
             ev = ev.with_outbox(remove=_satisfied(ev.outbox, sent, now))
+            ev = self.audit_feed.owe(ev)  # a record a sink lacks: owed before the outbox can empty
             if not ev.outbox or not lease.held_in(ev):
                 return ev  # done, or another process holds the lease now: leave it alone
             if transient or lost:
@@ -816,5 +820,6 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.INCIDENT_RESOLVED_DM: incident_notes.resolved_dm,
     **extend_steps.HANDLERS,  # an extension's thread reply and DM (bot/extend_steps.py)
     **dm_steps.HANDLERS,  # the invoker's "access is active" DM, recorded, and updated at the end
+    OutboxKind.AUDIT_FEED: lambda p, e: audit_sinks.deliver(p.audit_feed, e),  # OCSF records to the sinks
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"

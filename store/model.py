@@ -80,6 +80,8 @@ class OutboxKind(StrEnum):
     # The end of an event (closed or expired, any way): the invoker's "access is active" DM is updated to
     # say so, without its buttons (bot/dm_steps.py)
     DM_ENDED = "dm_ended"
+    # The audit feed outside Slack (bot/audit_feed/sinks.py): the event's OCSF records not yet in every sink
+    AUDIT_FEED = "audit_feed"
 
 
 class OutboxEntry(BaseModel):
@@ -329,6 +331,9 @@ class BreakGlassEvent(BaseModel):
     # steps already announced another way (fallback channel, security DMs), and who has that fallback.
     audit_fallback_version: int = Field(default=0, ge=0)
     audit_fallback_sent: tuple[str, ...] = ()
+    # The audit feed (bot/audit_feed/sinks.py): "<sink>:<step>" of each OCSF record a sink has, recorded as
+    # it is sent (a retry never sends a record to a sink twice)
+    audit_feed_sent: tuple[str, ...] = ()
 
     warned_at: UtcDatetime | None = None
     escalated: bool = False
