@@ -176,6 +176,7 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
                         "reason": ext.reason,
                         "escalated": ext.escalated,
                     }
+                    | ({"warned_at": format_ts(ext.warned_at)} if ext.warned_at else {})
                     for ext in event.extensions
                 ]
         elif key == "outbox":
@@ -235,6 +236,7 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
                 "at": parse_ts(ext["at"]),
                 "duration": timedelta(microseconds=int(ext["duration"]) // 1000),
             }
+            | ({"warned_at": parse_ts(ext["warned_at"])} if ext.get("warned_at") else {})
             for ext in data["extensions"]
         )
     if "activity_failures" in data:

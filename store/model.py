@@ -282,6 +282,9 @@ class Extension(BaseModel):
     duration: timedelta
     reason: Annotated[str, AfterValidator(validate_extension_reason)]
     escalated: bool = False
+    # The expiry warning of the stretch this extension ended (an extension owes the warning again, so the
+    # event's `warned_at` is cleared): kept so the audit feed's record of that warning stays derivable.
+    warned_at: UtcDatetime | None = None
 
     @field_validator("duration")
     @classmethod
@@ -524,7 +527,9 @@ class BreakGlassEvent(BaseModel):
                 if left > timedelta(0)
                 else f"it already lasts the longest allowed ({_hours(cap)})",
             )
-        extension = Extension(at=now, by=by, duration=duration, reason=reason, escalated=escalated)
+        extension = Extension(
+            at=now, by=by, duration=duration, reason=reason, escalated=escalated, warned_at=self.warned_at
+        )
         return self._with(
             extensions=(*self.extensions, extension),
             expires_at=self.expires_at + duration,
