@@ -207,6 +207,9 @@ def create_app(
         prepare_new=pipeline.hold_new,
         access=pipeline.access,
     )
+    service.on_refused = lambda request, kind, message: pipeline.audit_feed.refused(
+        clock.now(), request, kind, message
+    )
     context = SlackContext(service=service, pipeline=pipeline, client=client, policy=policy, clock=clock)
     scheduler = Scheduler(
         service=service,

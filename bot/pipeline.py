@@ -391,6 +391,10 @@ class Pipeline:
 
     def deliver_owed(self, limit: int = 100) -> int:
         """Retry every owed delivery that is due (the sweep and Lambda's lazy listener). Returns events tried."""
+        try:  # refusals owed to the audit feed's sinks (bot/audit_feed/notices.py)
+            self.audit_feed.deliver_notices(self.clock.now())
+        except StoreError as exc:
+            log.warning("audit feed notices failed: %s", exc, extra={"action": "audit_feed"})
         owed = self.store.list_owed(now=self.clock.now(), limit=limit)
         for event in owed:
             try:

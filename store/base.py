@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from store.errors import ConcurrentModification, ExtendedMeanwhile, InvalidTransition, StoreError
 from store.limits import Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
+from store.notices import Notice
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 500
@@ -201,6 +202,21 @@ class Store(Protocol):
     def finish_claim(self, name: str, *, until: datetime) -> None:
         """The holder of the named lease marks its work done: nobody can claim it again before `until`.
         (A holder that fails simply lets its lease run out, and the next claim retries the work.)"""
+        ...
+
+    def add_notice(self, notice: Notice) -> bool:
+        """Store a notice (store/notices.py) owed to the audit feed, unless one with its uid exists.
+        True: stored now."""
+        ...
+
+    def list_notices(self, *, limit: int = 100) -> list[Notice]:
+        """Owed notices, oldest first."""
+        ...
+
+    def get_notice(self, uid: str) -> Notice | None: ...
+
+    def update_notice(self, notice: Notice) -> None:
+        """Record which sinks have the notice, and whether it is still owed."""
         ...
 
     def ping(self, *, write: bool = False) -> None:

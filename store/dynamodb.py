@@ -72,6 +72,7 @@ from store.errors import (
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import SENTINEL, BreakGlassEvent, Status, is_event_id, with_version
+from store.notices import Notice
 from store.timeutil import format_ts, parse_ts
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ GUARD_PREFIX = "guard#"
 CLAIM_PREFIX = "claim#"
 WINDOW_PREFIX = "window#"
 REQUEST_PREFIX = "request#"
+NOTICE_PREFIX = "notice#"
+NOTICES = "notices"  # the `gsi-outbox` partition of owed notices (events are under OWED)
 # Set when the event owes announcements but has no outbox_next_at: the `gsi-outbox` sort key then holds
 # updated_at, and this marker says so, so that reading the item back restores outbox_next_at = None.
 IMPLICIT_NEXT_AT = "outbox_next_at_implicit"
@@ -244,6 +247,16 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
     if "access" in data:
         data["access"] = {k: int(v) if isinstance(v, Decimal) else v for k, v in dict(data["access"]).items()}
     return BreakGlassEvent.model_validate(data)
+
+
+def _notice(item: dict[str, Any]) -> Notice:
+    return Notice(
+        uid=str(item["id"]).removeprefix(NOTICE_PREFIX),
+        at=parse_ts(str(item["at"])),
+        body=str(item["body"]),
+        sent=tuple(str(s) for s in item.get("sent", [])),
+        owed="owed_pk" in item,
+    )
 
 
 def _first_line(exc: Exception) -> str:
@@ -457,6 +470,59 @@ class DynamoDBStore(TransitionStore):
         item: dict[str, Any] = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(until)}
         item["ttl"] = int((until + self.retention).timestamp())
         self._call("put_item", TableName=self.table, Item=_ser(item))
+
+    # -- notices (store/notices.py): items "notice#<uid>", owed ones in `gsi-outbox` under NOTICES ----
+
+    def _notice_item(self, notice: Notice) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "id": NOTICE_PREFIX + notice.uid,
+            "kind": "notice",
+            "at": format_ts(notice.at),
+            "body": notice.body,
+            "sent": list(notice.sent),
+            "ttl": int((notice.at + self.retention).timestamp()),
+        }
+        if notice.owed:
+            item["owed_pk"] = NOTICES
+            item["outbox_next_at"] = format_ts(notice.at)
+        return item
+
+    def add_notice(self, notice: Notice) -> bool:
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table,
+                Item=_ser(self._notice_item(notice)),
+                ConditionExpression="attribute_not_exists(id)",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def list_notices(self, *, limit: int = 100) -> list[Notice]:
+        result = self._call(
+            "query",
+            TableName=self.table,
+            IndexName=GSI_OUTBOX,
+            KeyConditionExpression="owed_pk = :o",
+            ExpressionAttributeValues={":o": {"S": NOTICES}},
+            Limit=check_limit(limit),
+        )
+        return [_notice(_de(i)) for i in result.get("Items", [])]
+
+    def get_notice(self, uid: str) -> Notice | None:
+        item = self._get_item(NOTICE_PREFIX + uid)
+        return _notice(item) if item else None
+
+    def update_notice(self, notice: Notice) -> None:
+        self._call(
+            "put_item",
+            TableName=self.table,
+            Item=_ser(self._notice_item(notice)),
+            ConditionExpression="attribute_exists(id)",
+        )
 
     # -- writes -------------------------------------------------------------------------------
 

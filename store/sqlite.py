@@ -41,6 +41,7 @@ from store.errors import (
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import BreakGlassEvent, Status, with_version
+from store.notices import Notice
 from store.timeutil import format_ts, parse_ts
 
 SCHEMA_VERSION = (
@@ -69,6 +70,12 @@ CREATE TABLE IF NOT EXISTS claims (
     name  TEXT PRIMARY KEY,
     until TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notices (
+    uid   TEXT PRIMARY KEY,
+    at    TEXT NOT NULL,
+    owed  INTEGER NOT NULL,
+    data  TEXT NOT NULL
+);
 """
 
 # Every query of the store has an index that makes its cost independent of history: the claim checks
@@ -88,6 +95,7 @@ CREATE INDEX IF NOT EXISTS events_active_slack_user ON events (slack_user_id, pr
     WHERE status = 'active' AND slack_user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_owed ON events (outbox_next_at) WHERE owed = 1;
 CREATE INDEX IF NOT EXISTS events_unreviewed ON events (ended_at, id) WHERE unreviewed = 1;
+CREATE INDEX IF NOT EXISTS notices_owed ON notices (at, uid) WHERE owed = 1;
 CREATE UNIQUE INDEX IF NOT EXISTS events_request ON events (request_id) WHERE request_id IS NOT NULL;
 """
 
@@ -277,6 +285,33 @@ class SQLiteStore(TransitionStore):
         self._execute_write(
             "INSERT INTO claims (name, until) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET until = excluded.until",
             (name, format_ts(until)),
+        )
+
+    # -- notices (store/notices.py) -------------------------------------------------------------
+
+    def add_notice(self, notice: Notice) -> bool:
+        return (
+            self._execute_write(
+                "INSERT INTO notices (uid, at, owed, data) VALUES (?, ?, ?, ?) ON CONFLICT(uid) DO NOTHING",
+                (notice.uid, format_ts(notice.at), int(notice.owed), notice.model_dump_json()),
+            )
+            == 1
+        )
+
+    def list_notices(self, *, limit: int = 100) -> list[Notice]:
+        rows = self._query(
+            "SELECT data FROM notices WHERE owed = 1 ORDER BY at, uid LIMIT ?", (check_limit(limit),)
+        )
+        return [Notice.model_validate_json(r[0]) for r in rows]
+
+    def get_notice(self, uid: str) -> Notice | None:
+        rows = self._query("SELECT data FROM notices WHERE uid = ?", (uid,))
+        return Notice.model_validate_json(rows[0][0]) if rows else None
+
+    def update_notice(self, notice: Notice) -> None:
+        self._execute_write(
+            "UPDATE notices SET owed = ?, data = ? WHERE uid = ?",
+            (int(notice.owed), notice.model_dump_json(), notice.uid),
         )
 
     # -- writes -------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import json
 from datetime import timedelta
 
 from bot.audit_feed import event_records
-from store import BreakGlassEvent
+from bot.audit_feed.notices import notice_record, refusal_notice
+from store import BreakGlassEvent, Notice
 from store.model import EventAccess
 from tests.store_fixtures import T0, make_event
 
@@ -88,6 +89,19 @@ def aws_event_states() -> list[BreakGlassEvent]:
     return states
 
 
+def refusal() -> Notice:
+    """A refused invocation (stacking): a notice, since it created no event."""
+    return refusal_notice(
+        now=T0 + timedelta(minutes=10),
+        kind="stacking",
+        slack_user_id="UALICE",
+        profile="prod-admin",
+        reason_code="incident",
+        message="You already have active break-glass event 0123456789abcdef on 'prod-admin'.",
+        request_id="V0123456789",
+    )
+
+
 def expired_event() -> BreakGlassEvent:
     return make_event(id="fedcba9876543210", profile="prod-readonly").expire(now=T0 + timedelta(hours=1))
 
@@ -98,6 +112,7 @@ def document() -> str:
     for record in event_records(aws_event_states()[-1]):
         if record["unmapped"]["breakglass"]["step"] not in seen:  # warned-2, extended-1, aws_*, sessions_*
             records.append(record)
+    records.append(notice_record(refusal()))
     out = [
         "# Audit feed: a sample OCSF record per step",
         "",

@@ -14,6 +14,7 @@ import pytest
 from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
 
 from bot.audit_feed import OCSF_VERSION, event_records
+from bot.audit_feed.notices import notice_record
 from bot.audit_feed.ocsf import chain_digest, verify_chain
 from tests import audit_feed_sample
 from tests.store_fixtures import make_event
@@ -31,6 +32,7 @@ def all_records() -> list[dict[str, Any]]:
         + event_records(audit_feed_sample.expired_event())
         + event_records(make_event())
         + event_records(audit_feed_sample.aws_event_states()[-1])
+        + [notice_record(audit_feed_sample.refusal())]
     )
 
 

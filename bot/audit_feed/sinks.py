@@ -39,23 +39,27 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
+from bot.audit_feed.notices import RefusalKind, notice_record, refusal_notice
 from bot.audit_feed.ocsf import Record, canonical, event_records
 from bot.delivery.errors import DeliveryFailed
-from store import BreakGlassEvent, Store, mutate
+from store import BreakGlassEvent, Store, StoreError, mutate
 from store.model import OutboxKind
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
 
+    from bot.service import InvokeRequest
+
 log = logging.getLogger(__name__)
 
 SOURCE = "breakglass"
 EVENTBRIDGE_BATCH = 10  # PutEvents takes at most 10 entries
+NOTICE_HOLD = timedelta(minutes=2)  # a notice's claim while its sends run (bounded by the sinks' timeouts)
 TAIL = 1024 * 1024  # bytes of a file sink searched for a record before appending it again
 ObjectLock = Literal["required", "recommended", "off"]
 
@@ -416,6 +420,68 @@ class AuditFeed:
             return ev.updated(audit_feed_sent=(*ev.audit_feed_sent, *missing)) if missing else None
 
         mutate(self.store, event_id, change)
+
+    # -- notices (bot/audit_feed/notices.py): refusals, which belong to no event ----------------------
+
+    def refused(self, now: datetime, request: InvokeRequest, kind: RefusalKind, message: str) -> None:
+        """A refused invocation (`BreakGlassService.on_refused`): stored as a notice owed to the sinks
+        (nothing when the feed has none). A store that cannot take it is logged (the refusal stands)."""
+        if not self.sinks:
+            return
+        notice = refusal_notice(
+            now=now,
+            kind=kind,
+            slack_user_id=request.user_id,
+            profile=(request.profile or "").strip()[:256] or None,
+            reason_code=(request.reason or "").strip()[:64] or None,
+            message=message,
+            request_id=request.request_id,
+        )
+        try:
+            self.store.add_notice(notice)
+        except StoreError as exc:
+            log.error(
+                "audit feed: could not store the refusal of %s (%s): %s",
+                request.user_id,
+                kind,
+                exc,
+                extra={"action": "audit_feed", "outcome": "lost", "slack_user": request.user_id},
+            )
+
+    def deliver_notices(self, now: datetime, *, limit: int = 100) -> int:
+        """Send every owed notice to the sinks that lack it, each under a named claim (one replica at a
+        time), recording each sink as it accepts. Returns the notices delivered to every sink now."""
+        if not self.sinks:
+            return 0
+        done = 0
+        for notice in self.store.list_notices(limit=limit):
+            claim = f"audit-notice:{notice.uid}"
+            if not self.store.claim(claim, now=now, hold=NOTICE_HOLD):
+                continue  # another replica is sending it
+            try:
+                current = self.store.get_notice(notice.uid) or notice
+                record, sent = notice_record(current), list(current.sent)
+                for sink in self.sinks:
+                    if sink.name in sent:
+                        continue
+                    try:
+                        if uid_of(record) in sink.send([record], retry=True):
+                            sent.append(sink.name)
+                            self.store.update_notice(current.model_copy(update={"sent": tuple(sent)}))
+                    except SinkError as exc:
+                        log.warning(
+                            "audit feed: %s: %s (notice %s, will retry)",
+                            sink.name,
+                            exc,
+                            notice.uid,
+                            extra={"action": "audit_feed", "outcome": "retry"},
+                        )
+                if all(sink.name in sent for sink in self.sinks):
+                    self.store.update_notice(current.model_copy(update={"sent": tuple(sent), "owed": False}))
+                    done += 1
+            finally:
+                self.store.finish_claim(claim, until=now)  # released: the next sweep retries what is left
+        return done
 
     def check(self) -> list[str]:
         """Problems of the sinks found at start-up, each logged as a warning (FeedConfigError: refused)."""

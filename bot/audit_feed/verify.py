@@ -11,6 +11,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 
+from bot.audit_feed.notices import notice_record
 from bot.audit_feed.ocsf import Record, canonical, event_records, verify_chain
 from store import BreakGlassEvent, EventNotFound, Store
 
@@ -20,13 +21,18 @@ def verify_feed(lines: Iterable[str], store: Store, stored: Iterable[BreakGlassE
     events the feed must hold records of (e.g. every event since a date), even if it has none of theirs."""
     problems: list[str] = []
     by_event: dict[str, list[Record]] = defaultdict(list)
+    notices: set[str] = set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            event_id = record["unmapped"]["breakglass"]["event_id"]
-            record["metadata"]["uid"]
+            ours = record["unmapped"]["breakglass"]
+            uid = str(record["metadata"]["uid"])
+            if "notice" in ours:  # a refusal: it belongs to no event (bot/audit_feed/notices.py)
+                problems += _check_notice(uid, record, store, notices)
+                continue
+            event_id = ours["event_id"]
         except (ValueError, KeyError, TypeError):
             problems.append(f"line {number}: not a breakglass OCSF record")
             continue
@@ -57,3 +63,16 @@ def verify_feed(lines: Iterable[str], store: Store, stored: Iterable[BreakGlassE
         unique = list({r["metadata"]["uid"]: r for r in records}.values())
         problems += verify_chain(unique)
     return problems
+
+
+def _check_notice(uid: str, record: Record, store: Store, seen: set[str]) -> list[str]:
+    """A notice's record against the notice as stored: unknown, edited or duplicate."""
+    if uid in seen:
+        return [f"{uid}: duplicate record"]
+    seen.add(uid)
+    notice = store.get_notice(uid)
+    if notice is None:
+        return [f"{uid}: unknown record (the store has no such notice)"]
+    if canonical(record) != canonical(notice_record(notice)):
+        return [f"{uid}: edited (differs from the record the stored notice gives)"]
+    return []
