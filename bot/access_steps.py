@@ -380,4 +380,5 @@ def reconcile(pipeline: Pipeline, now: datetime) -> ReconcileReport | None:
             log.info("removed %d expired deny statements", removed, extra={"action": "cleanup"})
     except AccessError as exc:
         report = report.model_copy(update={"errors": (*report.errors, f"cleanup: {describe(exc)}")})
+    pipeline.audit_feed.repaired(report)  # each repair, a notice owed to the audit feed
     return report

@@ -152,6 +152,8 @@ class AuditChannels:
         self.clock = clock
         self._broken: dict[str, tuple[str, datetime]] = {}  # channel -> (Slack's error, since)
         self._lock = threading.Lock()
+        # told of each episode's start and end: ("broken" | "recovered", channel, error, since, now)
+        self.on_change: Callable[..., None] | None = None
 
     def failed(self, channel: str, error: str) -> None:
         with self._lock:
@@ -166,6 +168,8 @@ class AuditChannels:
                 error,
                 extra={"action": "audit_channel", "outcome": "broken", "channel": channel},
             )
+            if self.on_change is not None:
+                self.on_change("broken", channel, error, self._broken[channel][1], self.clock.now())
 
     def worked(self, channel: str) -> None:
         with self._lock:
@@ -178,6 +182,8 @@ class AuditChannels:
                 was[0],
                 extra={"action": "audit_channel", "outcome": "recovered", "channel": channel},
             )
+            if self.on_change is not None:
+                self.on_change("recovered", channel, was[0], was[1], self.clock.now())
 
     def error(self, channel: str | None) -> str | None:
         """Slack's error if `channel` is known broken, else None."""
@@ -311,6 +317,7 @@ class Pipeline:
         self.audit_feed = AuditFeed(store)  # the OCSF audit feed's sinks (bot/audit_feed/sinks.py)
         self.directory = directory or Directory(client)
         self.audit_channels = AuditChannels(clock)
+        self.audit_channels.on_change = lambda *change: self.audit_feed.channel(*change)
         self.leases = LeaseKeeper()  # renews every lease this process holds (deliveries, assignment locks)
         # Run after every delivery with the event as stored (App Home refresh, scheduler tracking).
         self.follow_ups: list[Callable[[BreakGlassEvent], None]] = []

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from bot.access import Drift, ReconcileReport
 from bot.audit_feed import event_records
-from bot.audit_feed.notices import notice_record, refusal_notice
+from bot.audit_feed.notices import channel_notice, drift_notices, notice_record, refusal_notice
 from store import BreakGlassEvent, Notice
 from store.model import EventAccess
 from tests.store_fixtures import T0, make_event
@@ -102,6 +103,33 @@ def refusal() -> Notice:
     )
 
 
+def drift() -> list[Notice]:
+    """The drift check removed an assignment breakglass did not make."""
+    report = ReconcileReport(
+        checked_at=T0 + timedelta(hours=5),
+        targets_checked=1,
+        drift=(
+            Drift(
+                account="123456789012",
+                permission_set="arn:aws:sso:::permissionSet/ssoins-1/ps-0123456789abcdef",
+                principal_type="USER",
+                principal_id="9067a1b2c3-0099",
+                removed=True,
+            ),
+        ),
+    )
+    return drift_notices(report)
+
+
+def channel_episode() -> list[Notice]:
+    """The audit channel was archived, then unarchived."""
+    broken, recovered = T0 + timedelta(hours=6), T0 + timedelta(hours=6, minutes=20)
+    return [
+        channel_notice("broken", "C0AUDIT", "is_archived", broken, broken),
+        channel_notice("recovered", "C0AUDIT", "is_archived", broken, recovered),
+    ]
+
+
 def expired_event() -> BreakGlassEvent:
     return make_event(id="fedcba9876543210", profile="prod-readonly").expire(now=T0 + timedelta(hours=1))
 
@@ -112,7 +140,7 @@ def document() -> str:
     for record in event_records(aws_event_states()[-1]):
         if record["unmapped"]["breakglass"]["step"] not in seen:  # warned-2, extended-1, aws_*, sessions_*
             records.append(record)
-    records.append(notice_record(refusal()))
+    records += [notice_record(n) for n in (refusal(), *drift(), *channel_episode())]
     out = [
         "# Audit feed: a sample OCSF record per step",
         "",

@@ -32,7 +32,14 @@ def all_records() -> list[dict[str, Any]]:
         + event_records(audit_feed_sample.expired_event())
         + event_records(make_event())
         + event_records(audit_feed_sample.aws_event_states()[-1])
-        + [notice_record(audit_feed_sample.refusal())]
+        + [
+            notice_record(n)
+            for n in (
+                audit_feed_sample.refusal(),
+                *audit_feed_sample.drift(),
+                *audit_feed_sample.channel_episode(),
+            )
+        ]
     )
 
 

@@ -169,3 +169,103 @@ def test_what_counts_as_a_refusal(bot: Bot) -> None:
     assert (
         kind(request(user_id="U0SRE", profile="prod"), ValidationFailed({ids.INCIDENT: "required"})) is None
     )
+
+
+# -- drift repaired, audit channel broken/recovered: notices too -----------------------------------------
+
+
+def test_drift_repairs_are_notices_with_valid_records(store: SQLiteStore) -> None:
+    from bot.access import Drift, GrantReceipt, ReconcileReport
+    from bot.access.base import Assignment
+    from bot.audit_feed.notices import drift_notices
+    from bot.audit_feed.sinks import AuditFeed, StreamSink
+
+    report = ReconcileReport(
+        checked_at=T0,
+        targets_checked=1,
+        drift=(
+            Drift(
+                account="123456789012",
+                permission_set="arn:ps-1",
+                principal_type="USER",
+                principal_id="u-9",
+                removed=True,
+            ),
+            Drift(
+                account="123456789012",
+                permission_set="arn:ps-1",
+                principal_type="GROUP",
+                principal_id="g-1",
+                removed=False,
+                error="AccessDenied",
+            ),
+        ),
+        regranted=(
+            GrantReceipt(
+                provider="identity_center",
+                event_id="0123456789abcdef",
+                assignment=Assignment(account="123456789012", permission_set="arn:ps-1", user_id="u-1"),
+                requested_at=T0,
+                completed_at=T0 + timedelta(seconds=2),
+            ),
+        ),
+    )
+    notices = drift_notices(report)
+    assert [n.uid for n in notices] == [n.uid for n in drift_notices(report)]  # stable: a retry is one notice
+    records = [notice_record(n) for n in notices]
+    assert [(r["activity_id"], r["unmapped"]["breakglass"]["repair"]) for r in records] == [
+        (2, "removed"),
+        (1, "regranted"),
+    ]  # the drift that could not be removed is not a repair (the check reports it as an error)
+    for record in records:
+        jsonschema.validate(record, class_schema(record["class_uid"]))
+    out: list[str] = []
+
+    class Lines:
+        def write(self, text: str) -> None:
+            out.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    feed = AuditFeed(store, [StreamSink(stream=lambda: Lines())])  # type: ignore[arg-type,return-value]
+    feed.repaired(report)
+    feed.repaired(report)  # the same report again: no second notice
+    assert feed.deliver_notices(T0) == 2
+    assert [json.loads(line) for line in "".join(out).splitlines()] == records
+    assert verify_feed("".join(out).splitlines(), store) == []
+
+
+def test_audit_channel_broken_and_recovered_reach_the_feed(
+    fake: FakeSlack, store: SQLiteStore, clock: ManualClock, tmp_path: Path
+) -> None:
+    from bot import pipeline
+    from bot.policy import parse_policy
+    from tests.conftest import TEST_POLICY
+
+    policy = parse_policy(TEST_POLICY + "fallback_channel: C0FALLBACK\n", "test-policy.yml")
+    bot = make_bot(fake, store, policy, clock, breakglass_audit_feed=f"file:{tmp_path / 'audit.log'}")
+    try:
+        bot.fake.add_channel("C0AUDIT", is_archived=True)
+        response = bot.slack.invoke(user="U0001")
+        assert response.json["response_action"] == "update"
+        bot.idle()
+        bot.fake.add_channel("C0AUDIT")  # unarchived
+        bot.clock.advance((pipeline.AUDIT_RECHECK * 1.2).total_seconds() + 1)
+        bot.runtime.scheduler.sweep()
+        bot.idle()
+        bot.runtime.pipeline.deliver_owed()
+        channel = [r for r in lines(tmp_path) if "notice" in r["unmapped"]["breakglass"]]
+        assert [r["unmapped"]["breakglass"]["step"] for r in channel] == [
+            "audit_channel_broken",
+            "audit_channel_recovered",
+        ]
+        assert channel[0]["entity"] == {"uid": "C0AUDIT", "type": "slack.channel"}
+        assert channel[0]["status_detail"] == "is_archived" and channel[0]["status_id"] == 2
+        assert channel[1]["start_time"] == channel[0]["time"]  # the episode it ends
+        for record in channel:
+            jsonschema.validate(record, class_schema(record["class_uid"]))
+        assert verify_feed((tmp_path / "audit.log").read_text().splitlines(), bot.store) == []
+    finally:
+        bot.runtime.scheduler.shutdown(wait=False)
+        bot.server.stop()

@@ -43,16 +43,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
-from bot.audit_feed.notices import RefusalKind, notice_record, refusal_notice
+from bot.audit_feed.notices import (
+    RefusalKind,
+    channel_notice,
+    drift_notices,
+    notice_record,
+    refusal_notice,
+)
 from bot.audit_feed.ocsf import Record, canonical, event_records
 from bot.delivery.errors import DeliveryFailed
-from store import BreakGlassEvent, Store, StoreError, mutate
+from store import BreakGlassEvent, Notice, Store, StoreError, mutate
 from store.model import OutboxKind
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
 
+    from bot.access import ReconcileReport
     from bot.service import InvokeRequest
 
 log = logging.getLogger(__name__)
@@ -437,16 +444,34 @@ class AuditFeed:
             message=message,
             request_id=request.request_id,
         )
-        try:
-            self.store.add_notice(notice)
-        except StoreError as exc:
-            log.error(
-                "audit feed: could not store the refusal of %s (%s): %s",
-                request.user_id,
-                kind,
-                exc,
-                extra={"action": "audit_feed", "outcome": "lost", "slack_user": request.user_id},
-            )
+        self.add_notices([notice])
+
+    def add_notices(self, notices: Iterable[Notice]) -> None:
+        """Store notices owed to the sinks (nothing when the feed has none; a store that cannot take one
+        is logged: the fact itself is also in the log line of what happened)."""
+        if not self.sinks:
+            return
+        for notice in notices:
+            try:
+                self.store.add_notice(notice)
+            except StoreError as exc:
+                log.error(
+                    "audit feed: could not store notice %s: %s",
+                    notice.uid,
+                    exc,
+                    extra={"action": "audit_feed", "outcome": "lost"},
+                )
+
+    def repaired(self, report: ReconcileReport | None) -> None:
+        """The drift check's repairs (bot/access_steps.reconcile), one notice each."""
+        if report is not None:
+            self.add_notices(drift_notices(report))
+
+    def channel(
+        self, kind: Literal["broken", "recovered"], channel: str, error: str, since: datetime, now: datetime
+    ) -> None:
+        """The audit channel broke, or works again (bot.pipeline.AuditChannels)."""
+        self.add_notices([channel_notice(kind, channel, error, since, now)])
 
     def deliver_notices(self, now: datetime, *, limit: int = 100) -> int:
         """Send every owed notice to the sinks that lack it, each under a named claim (one replica at a
