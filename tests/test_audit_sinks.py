@@ -337,3 +337,44 @@ def test_object_lock_is_checked_at_start_up(
                 breakglass_audit_feed=f"s3://{bucket}",
                 breakglass_audit_feed_object_lock="required",
             )
+
+
+def test_verify_audit_reads_an_s3_sink(
+    feed_bot: Bot, aws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`breakglass-admin verify-audit s3://bucket/prefix`: the bucket matches the store; then a new
+    version of one object (Object Lock keeps the old one, but readers see the new), an object the store
+    does not know, and a record copied under another key are each reported."""
+    from bot import admin
+
+    bot = feed_bot
+    event = invoke(bot)
+    assert submit_close(bot, event.id, "incident resolved").status == 200
+    bot.idle()
+    stored = fed(bot, event.id, 2)
+    url = f"sqlite:///{bot.store.path}"
+    verify = ("--store", url, "verify-audit", f"s3://{BUCKET}/breakglass")
+    assert admin.main(list(verify)) == 0
+    assert "every chain holds" in capsys.readouterr().err
+
+    s3 = aws["s3"]
+    invoked_record, closed_record = event_records(stored)
+    edited = {**closed_record, "message": "closed: nothing to see"}
+    s3.put_object(Bucket=BUCKET, Key=s3_key("breakglass", closed_record), Body=canonical(edited))
+    stranger = json.loads(json.dumps(invoked_record))
+    stranger["unmapped"]["breakglass"]["event_id"] = "00000000000000aa"
+    stranger["metadata"]["uid"] = "00000000000000aa:invoked"
+    s3.put_object(Bucket=BUCKET, Key=s3_key("breakglass", stranger), Body=canonical(stranger))
+    s3.put_object(Bucket=BUCKET, Key="breakglass/copied.json", Body=canonical(invoked_record))
+    assert admin.main(list(verify)) == 1
+    out = capsys.readouterr().out.splitlines()
+    uid = invoked_record["metadata"]["uid"]
+    assert (
+        f"s3://{BUCKET}/breakglass/copied.json: holds {uid}, whose key is {s3_key('breakglass', invoked_record)}"
+        in out
+    )
+    assert (
+        f"{closed_record['metadata']['uid']}: edited (differs from the record the stored event gives)" in out
+    )
+    assert "00000000000000aa:invoked: unknown record (the store has no event 00000000000000aa)" in out
+    assert f"{uid}: duplicate record" in out

@@ -347,6 +347,36 @@ class EventBridgeSink:
         return []
 
 
+def read_s3(url: str, client: S3Client | None = None) -> tuple[list[str], list[str]]:
+    """The records an S3 sink holds under `s3://bucket/prefix` (one JSON line each, in key order), and
+    problems only the bucket shows: an object whose key is not the one its record's uid and day give
+    (moved or copied there), an object that is not one JSON record."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    s3 = client or _aws_client("s3")
+    lines: list[str] = []
+    problems: list[str] = []
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=head):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", "replace")
+                try:
+                    record = json.loads(text)
+                    expected = s3_key(prefix, record)
+                except (ValueError, KeyError, TypeError):
+                    problems.append(f"s3://{bucket}/{key}: not a breakglass OCSF record")
+                    continue
+                if key != expected:
+                    problems.append(f"s3://{bucket}/{key}: holds {uid_of(record)}, whose key is {expected}")
+                lines.append(text.strip())
+    except (BotoCoreError, ClientError) as exc:
+        raise FeedConfigError(f"cannot read s3://{bucket}/{head}: {_code(exc) or exc}") from exc
+    return lines, problems
+
+
 # -- configuration ------------------------------------------------------------------------------------
 
 
