@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from store.errors import ConcurrentModification, ExtendedMeanwhile, InvalidTransition, StoreError
 from store.limits import Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
-from store.notices import Notice
+from store.notices import DayLink, DigestOf, Notice
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 500
@@ -217,6 +217,15 @@ class Store(Protocol):
 
     def update_notice(self, notice: Notice) -> None:
         """Record which sinks have the notice, and whether it is still owed."""
+        ...
+
+    def link_day(self, day: str, uid: str, digest_of: DigestOf) -> DayLink:
+        """The record `uid`'s place in the day's chain (store/notices.py): the one it has, or the next one,
+        taken with a conditional write (never the same place twice, whoever appends at once)."""
+        ...
+
+    def day_chain(self, day: str) -> list[DayLink]:
+        """A day's links, in order (seq 1, 2, ...)."""
         ...
 
     def ping(self, *, write: bool = False) -> None:

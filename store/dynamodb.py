@@ -72,7 +72,7 @@ from store.errors import (
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import SENTINEL, BreakGlassEvent, Status, is_event_id, with_version
-from store.notices import Notice
+from store.notices import DayLink, DigestOf, Notice
 from store.timeutil import format_ts, parse_ts
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,9 @@ CLAIM_PREFIX = "claim#"
 WINDOW_PREFIX = "window#"
 REQUEST_PREFIX = "request#"
 NOTICE_PREFIX = "notice#"
+DAY_HEAD_PREFIX = "dayhead#"  # a day's chain head: seq and digest of its last link
+DAY_LINK_PREFIX = "daylink#"  # "daylink#<day>#<seq, 8 digits>": one link
+DAY_UID_PREFIX = "dayuid#"  # "dayuid#<uid>": the link of a record (its one place)
 NOTICES = "notices"  # the `gsi-outbox` partition of owed notices (events are under OWED)
 # Set when the event owes announcements but has no outbox_next_at: the `gsi-outbox` sort key then holds
 # updated_at, and this marker says so, so that reading the item back restores outbox_next_at = None.
@@ -247,6 +250,16 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
     if "access" in data:
         data["access"] = {k: int(v) if isinstance(v, Decimal) else v for k, v in dict(data["access"]).items()}
     return BreakGlassEvent.model_validate(data)
+
+
+def _day_link(item: dict[str, Any]) -> DayLink:
+    return DayLink(
+        day=str(item["day"]),
+        seq=int(item["seq"]),
+        uid=str(item["uid"]),
+        previous=str(item["previous"]),
+        digest=str(item["digest"]),
+    )
 
 
 def _notice(item: dict[str, Any]) -> Notice:
@@ -523,6 +536,71 @@ class DynamoDBStore(TransitionStore):
             Item=_ser(self._notice_item(notice)),
             ConditionExpression="attribute_exists(id)",
         )
+
+    # -- the per-day chain (store/notices.py): head, link and uid items in one transaction ---------------
+
+    def link_day(self, day: str, uid: str, digest_of: DigestOf) -> DayLink:
+        for attempt in range(8):
+            existing = self._get_item(DAY_UID_PREFIX + uid)
+            if existing:
+                return _day_link(existing)
+            head = self._get_item(DAY_HEAD_PREFIX + day)
+            seq, previous = (int(head["seq"]) + 1, str(head["digest"])) if head else (1, "")
+            link = DayLink(day=day, seq=seq, uid=uid, previous=previous, digest=digest_of(seq, previous))
+            ttl = int((datetime.fromisoformat(day).replace(tzinfo=UTC) + self.retention).timestamp())
+            fields = {
+                "day": day,
+                "seq": seq,
+                "uid": uid,
+                "previous": previous,
+                "digest": link.digest,
+                "ttl": ttl,
+            }
+            head_put: dict[str, Any] = {
+                "TableName": self.table,
+                "Item": _ser({"id": DAY_HEAD_PREFIX + day, "kind": "dayhead", **fields}),
+            }
+            if head:
+                head_put["ConditionExpression"] = "seq = :n"
+                head_put["ExpressionAttributeValues"] = {":n": {"N": str(seq - 1)}}
+            else:
+                head_put["ConditionExpression"] = "attribute_not_exists(id)"
+            items = [
+                {"Put": head_put},
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _ser(
+                            {"id": f"{DAY_LINK_PREFIX}{day}#{seq:08d}", "kind": "daylink", **fields}
+                        ),
+                        "ConditionExpression": "attribute_not_exists(id)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _ser({"id": DAY_UID_PREFIX + uid, "kind": "dayuid", **fields}),
+                        "ConditionExpression": "attribute_not_exists(id)",
+                    }
+                },
+            ]
+            try:
+                self._call("transact_write_items", TransactItems=items)
+                return link
+            except ClientError as exc:
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                self._backoff(attempt)  # the place was taken, or the record placed, meanwhile: look again
+        raise StoreUnavailable(f"DynamoDB: too many concurrent appends to the chain of {day}")
+
+    def day_chain(self, day: str) -> list[DayLink]:
+        head = self._get_item(DAY_HEAD_PREFIX + day)
+        links = []
+        for seq in range(1, int(head["seq"]) + 1 if head else 1):
+            item = self._get_item(f"{DAY_LINK_PREFIX}{day}#{seq:08d}")
+            if item:
+                links.append(_day_link(item))
+        return links
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from store.errors import (
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import BreakGlassEvent, Status, with_version
-from store.notices import Notice
+from store.notices import DayLink, DigestOf, Notice
 from store.timeutil import format_ts, parse_ts
 
 SCHEMA_VERSION = (
@@ -69,6 +69,14 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS claims (
     name  TEXT PRIMARY KEY,
     until TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS day_chain (
+    day      TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    uid      TEXT NOT NULL UNIQUE,
+    previous TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    PRIMARY KEY (day, seq)
 );
 CREATE TABLE IF NOT EXISTS notices (
     uid   TEXT PRIMARY KEY,
@@ -126,6 +134,10 @@ def _row(event: BreakGlassEvent) -> tuple[Any, ...]:
         event.model_dump_json(),
         event.slack_user_id,
     )
+
+
+def _link(row: Any) -> DayLink:
+    return DayLink(day=row[0], seq=int(row[1]), uid=row[2], previous=row[3], digest=row[4])
 
 
 def _event(data: str) -> BreakGlassEvent:
@@ -307,6 +319,32 @@ class SQLiteStore(TransitionStore):
     def get_notice(self, uid: str) -> Notice | None:
         rows = self._query("SELECT data FROM notices WHERE uid = ?", (uid,))
         return Notice.model_validate_json(rows[0][0]) if rows else None
+
+    def link_day(self, day: str, uid: str, digest_of: DigestOf) -> DayLink:
+        for _ in range(_ATTEMPTS * 4):
+            rows = self._query("SELECT day, seq, uid, previous, digest FROM day_chain WHERE uid = ?", (uid,))
+            if rows:
+                return _link(rows[0])
+            head = self._query(
+                "SELECT seq, digest FROM day_chain WHERE day = ? ORDER BY seq DESC LIMIT 1", (day,)
+            )
+            seq, previous = (int(head[0][0]) + 1, str(head[0][1])) if head else (1, "")
+            link = DayLink(day=day, seq=seq, uid=uid, previous=previous, digest=digest_of(seq, previous))
+            try:  # the primary key (day, seq) refuses a place taken meanwhile; the uid, a second place
+                self._execute_write(
+                    "INSERT INTO day_chain (day, seq, uid, previous, digest) VALUES (?, ?, ?, ?, ?)",
+                    (day, seq, uid, previous, link.digest),
+                )
+            except sqlite3.IntegrityError:
+                continue
+            return link
+        raise ConcurrentModification(uid, f"too many concurrent appends to the chain of {day}")
+
+    def day_chain(self, day: str) -> list[DayLink]:
+        rows = self._query(
+            "SELECT day, seq, uid, previous, digest FROM day_chain WHERE day = ? ORDER BY seq", (day,)
+        )
+        return [_link(r) for r in rows]
 
     def update_notice(self, notice: Notice) -> None:
         self._execute_write(

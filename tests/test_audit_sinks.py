@@ -16,7 +16,7 @@ import pytest
 from moto import mock_aws
 
 from bot.audit_feed import event_records
-from bot.audit_feed.ocsf import canonical
+from bot.audit_feed.ocsf import canonical, without_day
 from bot.audit_feed.sinks import (
     AuditFeed,
     FeedConfigError,
@@ -75,7 +75,10 @@ def feed_spec(tmp_path: Path) -> str:
 
 def s3_records(s3: Any) -> dict[str, dict[str, Any]]:
     objects = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
-    return {o["Key"]: json.loads(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()) for o in objects}
+    return {
+        o["Key"]: without_day(json.loads(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()))
+        for o in objects
+    }
 
 
 def queued(aws: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,8 +93,9 @@ def queued(aws: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def file_lines(tmp_path: Path) -> list[dict[str, Any]]:
+    """The file sink's records, without their place in the day's chain (to compare with event_records)."""
     path = tmp_path / "audit.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [without_day(json.loads(line)) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def invoked(bot: Bot) -> BreakGlassEvent:
@@ -157,12 +161,15 @@ def test_every_step_reaches_s3_eventbridge_and_the_file_once(
         f"breakglass.{s}" for s in ("invoked", "closed", "reviewed")
     )
     assert {m["source"] for m in messages} == {"breakglass"}
-    assert sorted((m["detail"] for m in messages), key=lambda r: r["time"]) == expected
+    assert sorted((without_day(m["detail"]) for m in messages), key=lambda r: r["time"]) == expected
 
-    # the file: JSON lines, the canonical record each
+    # the file: JSON lines, the canonical record each, as every sink has it (its day's place included)
     assert file_lines(tmp_path) == expected
     lines = (tmp_path / "audit.log").read_bytes().splitlines()
-    assert lines == [canonical(r) for r in expected]
+    sent = [json.loads(line) for line in lines]
+    assert lines == [canonical(r) for r in sent]
+    assert sorted(canonical(m["detail"]) for m in messages) == sorted(lines)  # the same in every sink
+    assert [r["unmapped"]["breakglass"]["day_chain"]["seq"] for r in sent] == [1, 2, 3]
 
 
 def test_a_failing_sink_is_retried_and_delivered_once(
@@ -254,7 +261,10 @@ def test_the_feed_on_dynamodb_records_what_each_sink_has(
 
         stored = wait_until(recorded, "the file sink's record on DynamoDB")
         assert not stored.outbox
-        assert [json.loads(line) for line in path.read_text().splitlines()] == event_records(stored)
+        sent = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [without_day(r) for r in sent] == event_records(stored)
+        day = sent[0]["unmapped"]["breakglass"]["day_chain"]["day"]
+        assert [link.uid for link in bot.store.day_chain(day)] == [r["metadata"]["uid"] for r in sent]
 
 
 # -- units --------------------------------------------------------------------------------------------
@@ -266,7 +276,7 @@ def test_stdout_sink_writes_json_lines_and_records_them(store: SQLiteStore) -> N
     feed = AuditFeed(store, [StreamSink(stream=lambda: out)])
     assert feed.owe(event).owes(OutboxKind.AUDIT_FEED)
     deliver(feed, event)
-    assert [json.loads(line) for line in out.getvalue().splitlines()] == event_records(event)
+    assert [without_day(json.loads(line)) for line in out.getvalue().splitlines()] == event_records(event)
     stored = store.get(event.id)
     assert stored.audit_feed_sent == ("stdout:invoked",)
     assert not feed.owe(stored).owes(OutboxKind.AUDIT_FEED)  # nothing left for the sink
@@ -358,7 +368,10 @@ def test_verify_audit_reads_an_s3_sink(
     assert "every chain holds" in capsys.readouterr().err
 
     s3 = aws["s3"]
-    invoked_record, closed_record = event_records(stored)
+    invoked_record, closed_record = (
+        json.loads(s3.get_object(Bucket=BUCKET, Key=s3_key("breakglass", r))["Body"].read())
+        for r in event_records(stored)
+    )
     edited = {**closed_record, "message": "closed: nothing to see"}
     s3.put_object(Bucket=BUCKET, Key=s3_key("breakglass", closed_record), Body=canonical(edited))
     stranger = json.loads(json.dumps(invoked_record))

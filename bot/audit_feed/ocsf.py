@@ -16,6 +16,9 @@ records only ever get appended.
 Tamper evidence: `unmapped.breakglass.chain` holds the record's position in its event's chain (`seq`, from
 1) and `previous`, the SHA-256 of the canonical JSON of the event's previous record ("" for the first). An
 edited record changes its digest and breaks the next record's link; a removed record leaves a gap in `seq`.
+Records sent to a sink also carry `unmapped.breakglass.day_chain` (`day`, `seq`, `previous`): their place in
+the chain of every record of that UTC day, in the order they were first delivered, kept in the store
+(`Store.link_day`); the per-event digest leaves it out, so both chains hold independently.
 """
 
 from __future__ import annotations
@@ -180,7 +183,27 @@ def canonical(record: Record) -> bytes:
 
 
 def chain_digest(record: Record) -> str:
+    """The digest the per-event chain links: of the record without its place in the day's chain."""
+    return hashlib.sha256(canonical(without_day(record))).hexdigest()
+
+
+def day_digest(record: Record) -> str:
+    """The digest the per-day chain links: of the record as sent, its day link included."""
     return hashlib.sha256(canonical(record)).hexdigest()
+
+
+def with_day(record: Record, day: str, seq: int, previous: str) -> Record:
+    """The record as sent: with its place in the day's chain (`unmapped.breakglass.day_chain`)."""
+    ours = {**record["unmapped"]["breakglass"], "day_chain": {"day": day, "seq": seq, "previous": previous}}
+    return {**record, "unmapped": {**record["unmapped"], "breakglass": ours}}
+
+
+def without_day(record: Record) -> Record:
+    ours = record.get("unmapped", {}).get("breakglass", {})
+    if "day_chain" not in ours:
+        return record
+    rest = {k: v for k, v in ours.items() if k != "day_chain"}
+    return {**record, "unmapped": {**record["unmapped"], "breakglass": rest}}
 
 
 def _ms(moment: datetime) -> int:

@@ -50,7 +50,7 @@ from bot.audit_feed.notices import (
     notice_record,
     refusal_notice,
 )
-from bot.audit_feed.ocsf import Record, canonical, event_records
+from bot.audit_feed.ocsf import Record, canonical, day_digest, event_records, with_day
 from bot.delivery.errors import DeliveryFailed
 from store import BreakGlassEvent, Notice, Store, StoreError, mutate
 from store.model import OutboxKind
@@ -515,7 +515,11 @@ class AuditFeed:
                 continue  # another replica is sending it
             try:
                 current = self.store.get_notice(notice.uid) or notice
-                record, sent = notice_record(current), list(current.sent)
+                try:
+                    record, sent = self.seal(notice_record(current)), list(current.sent)
+                except DeliveryFailed as exc:
+                    log.warning("%s (will retry)", exc, extra={"action": "audit_feed", "outcome": "retry"})
+                    continue
                 for sink in self.sinks:
                     if sink.name in sent:
                         continue
@@ -538,6 +542,21 @@ class AuditFeed:
                 self.store.finish_claim(claim, until=now)  # released: the next sweep retries what is left
         return done
 
+    def seal(self, record: Record) -> Record:
+        """The record with its place in its day's chain (taken now, or the one it has)."""
+        day = record_day(record).date().isoformat()
+
+        def digest_of(seq: int, previous: str) -> str:
+            return day_digest(with_day(record, day, seq, previous))
+
+        try:
+            link = self.store.link_day(day, uid_of(record), digest_of)
+        except StoreError as exc:
+            raise DeliveryFailed(
+                f"audit feed: cannot place {uid_of(record)} in the chain of {day}: {exc}"
+            ) from exc
+        return with_day(record, day, link.seq, link.previous)
+
     def check(self) -> list[str]:
         """Problems of the sinks found at start-up, each logged as a warning (FeedConfigError: refused)."""
         problems = [problem for sink in self.sinks for problem in sink.check()]
@@ -555,9 +574,12 @@ def make_feed(store: Store, spec: str | None, *, object_lock: ObjectLock = "reco
 
 def deliver(feed: AuditFeed, event: BreakGlassEvent) -> dict[str, Any]:
     """The `audit_feed` handler: every record of `event` to every sink that lacks it, recorded per sink as
-    it is accepted. Raises DeliveryFailed (the step stays owed, retried with backoff) if a sink failed."""
+    it is accepted, each first given its place in its day's chain (the same place on every retry). Raises
+    DeliveryFailed (the step stays owed, retried with backoff) if a sink failed."""
     failures: list[str] = []
     pending = feed.pending(event)
+    sealed = {uid_of(r): feed.seal(r) for records in pending.values() for r in records}
+    pending = {name: [sealed[uid_of(r)] for r in records] for name, records in pending.items()}
     for sink in feed.sinks:
         records = pending.get(sink.name)
         if not records:
