@@ -35,7 +35,7 @@ from bot.revoke_deadline import RevocationCheck
 from bot.scheduler import Scheduler
 from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
-from bot.slack import actions, commands, extend, home, invoke_form, views
+from bot.slack import actions, audit_edits, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
 from bot.slack_token import TokenWatch
 from store import Store
@@ -289,6 +289,7 @@ def create_app(
     home.register(bolt)
     extend.register(bolt, context.lazy)
     invoke_form.register(bolt)
+    audit_edits.register(bolt, context.lazy)  # edits of audit messages the bot did not make
     checks = Health()
     probe = StoreProbe(store)
     checks.add("store", probe.read)

@@ -71,6 +71,7 @@ from slack_sdk.http_retry.state import RetryState
 
 from bot import access_steps, blocks, dm_steps, evidence, extend_steps
 from bot.access import AccessProvider, NoneProvider
+from bot.audit_feed import edits as audit_edits
 from bot.audit_feed import sinks as audit_sinks
 from bot.audit_feed.sinks import AuditFeed
 from bot.clock import Clock
@@ -120,6 +121,7 @@ AUDIT_CHANNEL_KINDS = frozenset(
         OutboxKind.GRANT_RECEIPT_THREAD,
         OutboxKind.REVOKE_RECEIPT_THREAD,
         OutboxKind.ACTIVITY_DIGEST,
+        OutboxKind.AUDIT_EDITED_THREAD,
     }
     | extend_steps.AUDIT_CHANNEL_KINDS
 )
@@ -736,20 +738,22 @@ def post_audit_message(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
         found = pipeline.find_audit_message(event)
         if found is not None:
             return found
+    text, body = blocks.audit_text(event), blocks.audit_message(event)
     response = pipeline.client.chat_postMessage(
         channel=event.audit_channel,
-        text=blocks.audit_text(event),
-        blocks=blocks.audit_message(event),
+        text=text,
+        blocks=body,
         metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"event_id": event.id}},
     )
+    audit_edits.remember(pipeline.store, event.id, text, body)  # what the bot sent (edits by others show)
     return {"audit_channel": response["channel"], "audit_ts": response["ts"]}
 
 
 def update_audit_message(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
     channel, ts = pipeline.audit_location(event)
-    pipeline.client.chat_update(
-        channel=channel, ts=ts, text=blocks.audit_text(event), blocks=blocks.audit_message(event)
-    )
+    text, body = blocks.audit_text(event), blocks.audit_message(event)
+    audit_edits.remember(pipeline.store, event.id, text, body)  # before: its message_changed may come first
+    pipeline.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)
     return {}
 
 
@@ -831,6 +835,9 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.INCIDENT_RESOLVED_DM: incident_notes.resolved_dm,
     **extend_steps.HANDLERS,  # an extension's thread reply and DM (bot/extend_steps.py)
     **dm_steps.HANDLERS,  # the invoker's "access is active" DM, recorded, and updated at the end
+    OutboxKind.AUDIT_EDITED_THREAD: thread_reply(
+        lambda p, e: blocks.audit_edited(e)
+    ),  # bot/slack/audit_edits
     OutboxKind.AUDIT_FEED: lambda p, e: audit_sinks.deliver(p.audit_feed, e),  # OCSF records to the sinks
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"

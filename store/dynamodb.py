@@ -227,7 +227,7 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
     for key in ("version", "outbox_attempts", "audit_fallback_version"):
         if key in data:
             data[key] = int(data[key])
-    for key in ("outbox", "audit_fallback_sent", "audit_feed_sent"):
+    for key in ("outbox", "audit_fallback_sent", "audit_feed_sent", "audit_rendered"):
         if key in data:
             data[key] = tuple(data[key])
     if "outbox" in data:

@@ -82,6 +82,9 @@ class OutboxKind(StrEnum):
     DM_ENDED = "dm_ended"
     # The audit feed outside Slack (bot/audit_feed/sinks.py): the event's OCSF records not yet in every sink
     AUDIT_FEED = "audit_feed"
+    # Someone other than the bot edited the event's root audit message (bot/slack/audit_edits.py): a
+    # thread reply saying so (an AUDIT_UPDATE owed with it restores the message)
+    AUDIT_EDITED_THREAD = "audit_edited_thread"
 
 
 class OutboxEntry(BaseModel):
@@ -337,6 +340,9 @@ class BreakGlassEvent(BaseModel):
     # The audit feed (bot/audit_feed/sinks.py): "<sink>:<step>" of each OCSF record a sink has, recorded as
     # it is sent (a retry never sends a record to a sink twice)
     audit_feed_sent: tuple[str, ...] = ()
+    # Fingerprints of the root audit message's latest contents as the bot sent them (bot/audit_feed/edits.py):
+    # a message_changed event showing anything else was an edit the bot did not make
+    audit_rendered: tuple[str, ...] = ()
 
     warned_at: UtcDatetime | None = None
     escalated: bool = False
