@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ from bot.audit_feed.sinks import AuditFeed, FileSink, deliver
 from bot.audit_feed.verify import verify_feed
 from store.notices import DayLink
 from store.sqlite import SQLiteStore
+from tests.processes import race_workers
 from tests.store_fixtures import BACKENDS, T0, make_event, open_test_store
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -82,37 +81,8 @@ WORKER = textwrap.dedent(
 
 
 def _race(kind: str, target: str, table: str, *, processes: int, count: int) -> list[dict[str, Any]]:
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, kind, target, table, str(count), f"p{n}"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-        for n in range(processes)
-    ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            line = worker.stdout.readline()
-            assert line.strip() == "ready", (line, worker.stderr.read() if worker.stderr else "")
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        links: list[dict[str, Any]] = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=180)
-            assert worker.returncode == 0, err
-            links += json.loads(out.strip().splitlines()[-1])
-        return links
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+    argvs = [[kind, target, table, str(count), f"p{n}"] for n in range(processes)]
+    return [link for last in race_workers(WORKER, argvs) for link in json.loads(last)]
 
 
 def _check_one_chain(links: list[dict[str, Any]], stored: list[DayLink], total: int) -> None:

@@ -107,25 +107,20 @@ def test_verify_reports_an_edited_or_unknown_refusal(store: SQLiteStore) -> None
 def test_notices_on_both_stores(any_store: Any) -> None:
     """Stored once per uid (a retried request is one notice), listed oldest first while owed, updated as
     sinks take it, out of the listing when every sink has it."""
-    first = refusal_notice(
-        now=T0 + timedelta(seconds=5),
-        kind="stacking",
-        slack_user_id="U1",
-        profile="prod",
-        reason_code="incident",
-        message="already active",
-        request_id="V123",
-    )
+
+    def stacked(seconds: int) -> Notice:  # the same request (its id), refused again a little later
+        return refusal_notice(
+            now=T0 + timedelta(seconds=seconds),
+            kind="stacking",
+            slack_user_id="U1",
+            profile="prod",
+            reason_code="incident",
+            message="already active",
+            request_id="V123",
+        )
+
+    first, again = stacked(5), stacked(9)
     assert any_store.add_notice(first) is True
-    again = refusal_notice(
-        now=T0 + timedelta(seconds=9),
-        kind="stacking",
-        slack_user_id="U1",
-        profile="prod",
-        reason_code="incident",
-        message="already active",
-        request_id="V123",
-    )
     assert again.uid == first.uid and any_store.add_notice(again) is False
     older = Notice(uid="refused:" + "0" * 32, at=T0, body='{"x": 1}')
     any_store.add_notice(older)

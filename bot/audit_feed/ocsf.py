@@ -31,7 +31,7 @@ from typing import Any
 
 from bot.durations import format_duration
 from store import BreakGlassEvent
-from store.model import Status
+from store.model import EventAccess, Status
 
 OCSF_VERSION = "1.5.0"
 PRODUCT = {"name": "breakglass", "vendor_name": "breakglass", "version": "0.1.0"}
@@ -66,6 +66,21 @@ def _expiry_at(event: BreakGlassEvent, moment: datetime) -> datetime:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _receipt(
+    access: EventAccess, requested: datetime | None, completed: datetime | None, **extra: Any
+) -> dict[str, Any]:
+    """An AWS step's receipt: what was changed, for whom, asked and done when."""
+    return {
+        "provider": access.provider,
+        "account": access.account,
+        "permission_set": access.permission_set,
+        "principal": access.user_id,
+        "requested_at": _iso(requested),
+        "completed_at": _iso(completed),
+        **extra,
+    }
 
 
 def steps_of(event: BreakGlassEvent) -> list[Step]:
@@ -104,15 +119,9 @@ def steps_of(event: BreakGlassEvent) -> list[Step]:
             )
     access = event.access
     if access is not None and access.granted_at is not None:
-        receipt = {
-            "provider": access.provider,
-            "account": access.account,
-            "permission_set": access.permission_set,
-            "principal": access.user_id,
-            "pre_existing": access.pre_existing,
-            "requested_at": _iso(access.grant_requested_at),
-            "completed_at": _iso(access.granted_at),
-        }
+        receipt = _receipt(
+            access, access.grant_requested_at, access.granted_at, pre_existing=access.pre_existing
+        )
         steps.append(
             Step(
                 "aws_granted",
@@ -126,16 +135,13 @@ def steps_of(event: BreakGlassEvent) -> list[Step]:
         )
     ended = event.ended_at or event.expires_at
     if access is not None and access.revoked_at is not None:
-        receipt = {
-            "provider": access.provider,
-            "account": access.account,
-            "permission_set": access.permission_set,
-            "principal": access.user_id,
-            "requested_at": _iso(access.revoke_requested_at),
-            "completed_at": _iso(access.revoked_at),
-            "assignment_deleted_at": _iso(access.assignment_deleted_at),
-            "kept": access.kept,
-        }
+        receipt = _receipt(
+            access,
+            access.revoke_requested_at,
+            access.revoked_at,
+            assignment_deleted_at=_iso(access.assignment_deleted_at),
+            kept=access.kept,
+        )
         message = f"AWS access revoked on {access.account}" + (
             f" (kept: {access.kept})" if access.kept else ""
         )

@@ -193,6 +193,11 @@ def _aws_client(service: Literal["s3", "events"]) -> Any:
     return session.client(service, region_name=aws_region(session), config=config)
 
 
+def _make_client(factory: Callable[[], Any] | None, service: Literal["s3", "events"]) -> Any:
+    """The sink's client: from its factory (tests), else from the AWS environment."""
+    return factory() if factory is not None else _aws_client(service)
+
+
 def _code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
@@ -211,11 +216,7 @@ class S3Sink:
 
     @property
     def client(self) -> S3Client:
-        if self._client is None:
-            if self.client_factory is not None:
-                self._client = self.client_factory()
-            else:
-                self._client = _aws_client("s3")
+        self._client = self._client or _make_client(self.client_factory, "s3")
         return self._client
 
     def key(self, record: Record) -> str:
@@ -304,11 +305,7 @@ class EventBridgeSink:
 
     @property
     def client(self) -> EventBridgeClient:
-        if self._client is None:
-            if self.client_factory is not None:
-                self._client = self.client_factory()
-            else:
-                self._client = _aws_client("events")
+        self._client = self._client or _make_client(self.client_factory, "events")
         return self._client
 
     def send(self, records: Sequence[Record], *, retry: bool) -> set[str]:
