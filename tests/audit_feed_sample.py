@@ -12,7 +12,13 @@ from datetime import timedelta
 
 from bot.access import Drift, ReconcileReport
 from bot.audit_feed import event_records
-from bot.audit_feed.notices import channel_notice, drift_notices, notice_record, refusal_notice
+from bot.audit_feed.notices import (
+    channel_notice,
+    drift_notices,
+    edit_notice,
+    notice_record,
+    refusal_notice,
+)
 from store import BreakGlassEvent, Notice
 from store.model import EventAccess
 from tests.store_fixtures import T0, make_event
@@ -121,6 +127,18 @@ def drift() -> list[Notice]:
     return drift_notices(report)
 
 
+def edited() -> Notice:
+    """Someone holding the bot token edited the lived event's audit message."""
+    return edit_notice(
+        event_id="0123456789abcdef",
+        channel="C0AUDIT",
+        ts="1772366400.000100",
+        edited_by="UBOT",
+        content="5f1d0c2a9b7e4d3c8a6f0e1d2c3b4a59",
+        now=T0 + timedelta(hours=5, minutes=30),
+    )
+
+
 def channel_episode() -> list[Notice]:
     """The audit channel was archived, then unarchived."""
     broken, recovered = T0 + timedelta(hours=6), T0 + timedelta(hours=6, minutes=20)
@@ -140,7 +158,7 @@ def document() -> str:
     for record in event_records(aws_event_states()[-1]):
         if record["unmapped"]["breakglass"]["step"] not in seen:  # warned-2, extended-1, aws_*, sessions_*
             records.append(record)
-    records += [notice_record(n) for n in (refusal(), *drift(), *channel_episode())]
+    records += [notice_record(n) for n in (refusal(), *drift(), edited(), *channel_episode())]
     out = [
         "# Audit feed: a sample OCSF record per step",
         "",

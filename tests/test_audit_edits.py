@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 from slack_sdk import WebClient
 
 from bot.audit_feed.edits import fingerprint
-from tests.conftest import Bot
+from bot.audit_feed.verify import verify_feed
+from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
+from bot.policy import Policy
+from store.sqlite import SQLiteStore
+from tests.conftest import Bot, make_bot
 from tests.harness import BOT_TOKEN
+from tests.test_audit_feed import class_schema
 from tests.test_flows_close import AUDIT, invoke, settled, submit_close
 
 
@@ -83,3 +91,31 @@ def test_the_bots_own_updates_thread_replies_and_other_messages_are_left_alone(b
     assert edit_notices(bot, event.audit_ts) == []
     assert [c.method for c in bot.fake.calls[calls:]] == []  # nothing sent to Slack
     assert bot.store.get(event.id).outbox == closed.outbox == ()
+
+
+def test_the_edit_reaches_the_audit_feed(
+    fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock, tmp_path: Path
+) -> None:
+    bot = make_bot(fake, store, policy, clock, breakglass_audit_feed=f"file:{tmp_path / 'audit.log'}")
+    try:
+        event = invoke(bot)
+        assert event.audit_ts
+        root = bot.fake.message(AUDIT, event.audit_ts)
+        forged = {**root, "text": "nothing happened", "edited": {"user": "UBOT", "ts": "1.0"}}
+        for _ in range(2):  # Slack may report one edit twice: one notice
+            assert bot.slack.event(changed(root, forged)).status == 200
+        bot.idle()
+        bot.runtime.pipeline.deliver_owed()
+        lines = (tmp_path / "audit.log").read_text().splitlines()
+        (record,) = [
+            r for r in map(json.loads, lines) if r["unmapped"]["breakglass"]["step"] == "audit_message_edited"
+        ]
+        jsonschema.validate(record, class_schema(record["class_uid"]))
+        assert record["entity"] == {"uid": f"{AUDIT}/{event.audit_ts}", "type": "slack.message"}
+        assert (
+            record["actor"] == {"user": {"uid": "UBOT"}} and record["metadata"]["correlation_uid"] == event.id
+        )
+        assert verify_feed(lines, bot.store) == []
+    finally:
+        bot.runtime.scheduler.shutdown(wait=False)
+        bot.server.stop()

@@ -37,6 +37,7 @@ def all_records() -> list[dict[str, Any]]:
             for n in (
                 audit_feed_sample.refusal(),
                 *audit_feed_sample.drift(),
+                audit_feed_sample.edited(),
                 *audit_feed_sample.channel_episode(),
             )
         ]

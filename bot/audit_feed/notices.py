@@ -5,6 +5,8 @@ owed to the feed's sinks until each has it:
   created, so the refusing request itself stores the notice.
 * `drift_repaired`: the drift check (bot/access_steps.reconcile) removed an AWS assignment no event expects
   (3005 Revoke Privileges), or granted again one an active event holds that had vanished (3005 Assign).
+* `audit_message_edited`: someone other than the bot edited an event's root audit message
+  (bot/slack/audit_edits.py; 3004 Entity Management, Update, the message as entity).
 * `audit_channel_broken` / `audit_channel_recovered`: Slack refused the audit channel for good, and later
   a send to it worked again (3004 Entity Management, the channel as entity; one per episode per process).
 
@@ -44,6 +46,7 @@ FAILURE = 2
 ASSIGN = 1
 HIGH = 4
 ENTITY_MANAGEMENT = 3004
+UPDATE = 3  # Entity Management: Update
 
 
 def _ms(moment: datetime) -> int:
@@ -123,6 +126,22 @@ def channel_notice(
     return _notice(_uid(f"audit_channel_{kind}", channel, since, error), now, body)
 
 
+def edit_notice(
+    *, event_id: str, channel: str, ts: str, edited_by: str, content: str, now: datetime
+) -> Notice:
+    """Someone other than the bot edited the root audit message of `event_id` (`content`: the edited
+    content's fingerprint, so each edit is one notice however often Slack reports it)."""
+    body = {
+        "notice": "audit_message_edited",
+        "event_id": event_id,
+        "channel": channel,
+        "message_ts": ts,
+        "edited_by": edited_by,
+        "time": _ms(now),
+    }
+    return _notice(_uid("audit_message_edited", channel, ts, content), now, body)
+
+
 def _notice(uid: str, now: datetime, body: dict[str, Any]) -> Notice:
     return Notice(uid=uid, at=now, body=json.dumps(body, sort_keys=True))
 
@@ -134,6 +153,8 @@ def notice_record(notice: Notice) -> Record:
         return _drift_record(notice, body)
     if body["notice"].startswith("audit_channel_"):
         return _channel_record(notice, body)
+    if body["notice"] == "audit_message_edited":
+        return _edit_record(notice, body)
     profile = body.get("profile") or ""
     record: Record = {
         "class_uid": USER_ACCESS,
@@ -242,6 +263,37 @@ def _channel_record(notice: Notice, body: dict[str, Any]) -> Record:
             "breakglass": {
                 "notice": notice.uid,
                 "step": body["notice"],
+                "chain": {"seq": 1, "previous": ""},
+            }
+        },
+    }
+
+
+def _edit_record(notice: Notice, body: dict[str, Any]) -> Record:
+    return {
+        "class_uid": ENTITY_MANAGEMENT,
+        "class_name": "Entity Management",
+        "category_uid": IAM_CATEGORY,
+        "category_name": "Identity & Access Management",
+        "activity_id": UPDATE,
+        "activity_name": "Update",
+        "type_uid": ENTITY_MANAGEMENT * 100 + UPDATE,
+        "type_name": "Entity Management: Update",
+        "time": body["time"],
+        "severity_id": HIGH,
+        "status_id": SUCCESS,
+        "message": (
+            f"the audit message of event {body['event_id']} in {body['channel']} was edited, not by "
+            "breakglass; it was restored from the store"
+        ),
+        "metadata": {**_metadata(notice, body), "correlation_uid": body["event_id"]},
+        "actor": {"user": {"uid": body["edited_by"]}},
+        "entity": {"uid": f"{body['channel']}/{body['message_ts']}", "type": "slack.message"},
+        "unmapped": {
+            "breakglass": {
+                "notice": notice.uid,
+                "step": "audit_message_edited",
+                "event": body["event_id"],
                 "chain": {"seq": 1, "previous": ""},
             }
         },

@@ -13,7 +13,8 @@ from typing import Any
 
 from slack_bolt import App, BoltContext
 
-from bot.audit_feed.edits import is_ours
+from bot.audit_feed.edits import fingerprint, is_ours
+from bot.audit_feed.notices import edit_notice
 from bot.slack.context import ctx_of
 from store import BreakGlassEvent, EventNotFound, StoreError, is_event_id, mutate
 from store.model import OutboxKind
@@ -65,6 +66,18 @@ def message_changed(event: dict[str, Any], context: BoltContext) -> None:
     except StoreError as exc:
         log.error("could not owe the audit edit notice: %s", exc, extra={"event_id": event_id})
         return
+    ctx.pipeline.audit_feed.add_notices(  # the audit feed's record of it (nothing without sinks)
+        [
+            edit_notice(
+                event_id=event_id,
+                channel=channel,
+                ts=ts,
+                edited_by=str((message.get("edited") or {}).get("user") or "unknown"),
+                content=fingerprint(message.get("text"), message.get("blocks")),
+                now=ctx.clock.now(),
+            )
+        ]
+    )
     ctx.after_ack(changed)
 
 
