@@ -1,6 +1,6 @@
-"""The AWS access steps of the delivery pipeline: the grant and the revoke are owed outbox entries
-(`ACCESS_GRANT`, `ACCESS_REVOKE`), delivered by the one delivery engine (bot/delivery/engine.py) like every announcement, so they are
-retried with backoff, leased, and survive restarts and replicas. Their receipts are owed announcements too.
+"""The AWS access steps: the grant and the revoke are owed outbox entries (`ACCESS_GRANT`, `ACCESS_REVOKE`),
+delivered by the one delivery engine (bot/delivery/engine.py) like every announcement, so they are retried
+with backoff, leased, and survive restarts and replicas. Their receipts are owed announcements too.
 
 * **grant** (owed by the invocation): under the assignment's lock, look at AWS first and record, durably and
   before creating anything, whether the assignment was already there (``pre_existing``: someone's standing
@@ -18,7 +18,8 @@ retried with backoff, leased, and survive restarts and replicas. Their receipts 
 The assignment lock (`Store.claim`, one name per account, permission set and person) serialises the grant
 and the revoke of one assignment across processes: a person's new event right after their old one closed
 never races the old revoke (the new grant either sees the old assignment gone, or the old revoke sees the
-new event holding it). The periodic drift check and the removal of expired deny statements are in bot/delivery/handlers/drift.py.
+new event holding it). The periodic drift check and the removal of expired deny statements are in
+bot/delivery/handlers/drift.py.
 """
 
 from __future__ import annotations
