@@ -235,7 +235,7 @@ def test_drift_repairs_are_notices_with_valid_records(store: SQLiteStore) -> Non
 def test_audit_channel_broken_and_recovered_reach_the_feed(
     fake: FakeSlack, store: SQLiteStore, clock: ManualClock, tmp_path: Path
 ) -> None:
-    from bot import pipeline
+    from bot.delivery.fallback import AUDIT_RECHECK
     from bot.policy import parse_policy
     from tests.conftest import TEST_POLICY
 
@@ -247,7 +247,7 @@ def test_audit_channel_broken_and_recovered_reach_the_feed(
         assert response.json["response_action"] == "update"
         bot.idle()
         bot.fake.add_channel("C0AUDIT")  # unarchived
-        bot.clock.advance((pipeline.AUDIT_RECHECK * 1.2).total_seconds() + 1)
+        bot.clock.advance((AUDIT_RECHECK * 1.2).total_seconds() + 1)
         bot.runtime.scheduler.sweep()
         bot.idle()
         bot.runtime.pipeline.deliver_owed()

@@ -180,7 +180,7 @@ def test_a_failing_sink_is_retried_and_delivered_once(
     sent it again."""
     bot = feed_bot
     s3 = aws["s3"]
-    sink = next(s for s in bot.runtime.pipeline.audit_feed.sinks if isinstance(s, S3Sink))
+    sink = next(s for s in bot.runtime.pipeline.deps.audit_feed.sinks if isinstance(s, S3Sink))
     real_bucket, sink.bucket = sink.bucket, "no-such-bucket"
     event = invoked(bot)
 
@@ -207,7 +207,7 @@ def test_no_duplicate_when_the_outcome_of_a_send_was_lost(
     right after the put): the retry puts again, the conditional put refuses a second copy, and it counts
     as delivered; the other sinks get the record once."""
     bot = feed_bot
-    feed = bot.runtime.pipeline.audit_feed
+    feed = bot.runtime.pipeline.deps.audit_feed
     real = feed.record_sent
     lost: list[tuple[str, ...]] = []
 
@@ -252,7 +252,7 @@ def test_the_feed_on_dynamodb_records_what_each_sink_has(
 ) -> None:
     path = tmp_path / "audit.log"
     with dynamodb_bot(fake, policy, clock, monkeypatch, "feed") as bot:
-        bot.runtime.pipeline.audit_feed = AuditFeed(bot.store, parse_sinks(f"file:{path}"))
+        bot.runtime.pipeline.deps.audit_feed = AuditFeed(bot.store, parse_sinks(f"file:{path}"))
         event = invoke(bot)
 
         def recorded() -> BreakGlassEvent | None:

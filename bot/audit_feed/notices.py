@@ -3,7 +3,7 @@ owed to the feed's sinks until each has it:
 
 * `refused`: a refused invocation (limits, stacking, authorization, incident, AWS access). Nothing was
   created, so the refusing request itself stores the notice.
-* `drift_repaired`: the drift check (bot/access_steps.reconcile) removed an AWS assignment no event expects
+* `drift_repaired`: the drift check (bot/delivery/handlers/drift.reconcile) removed an AWS assignment no event expects
   (3005 Revoke Privileges), or granted again one an active event holds that had vanished (3005 Assign).
 * `audit_message_edited`: someone other than the bot edited an event's root audit message
   (bot/slack/audit_edits.py; 3004 Entity Management, Update, the message as entity).

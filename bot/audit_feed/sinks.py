@@ -51,7 +51,6 @@ from bot.audit_feed.notices import (
     refusal_notice,
 )
 from bot.audit_feed.ocsf import Record, canonical, day_digest, event_records, with_day
-from bot.delivery.errors import DeliveryFailed
 from store import BreakGlassEvent, Notice, Store, StoreError, mutate
 from store.model import OutboxKind
 
@@ -81,6 +80,11 @@ class SinkError(Exception):
 
 class FeedConfigError(ValueError):
     pass
+
+
+class FeedFailed(Exception):
+    """A sink failed, or a record could not be given its place: the step stays owed and is retried
+    (bot/delivery/handlers/audit_feed.py makes it the engine's DeliveryFailed)."""
 
 
 class Sink(Protocol):
@@ -490,14 +494,14 @@ class AuditFeed:
                 )
 
     def repaired(self, report: ReconcileReport | None) -> None:
-        """The drift check's repairs (bot/access_steps.reconcile), one notice each."""
+        """The drift check's repairs (bot/delivery/handlers/drift.reconcile), one notice each."""
         if report is not None:
             self.add_notices(drift_notices(report))
 
     def channel(
         self, kind: Literal["broken", "recovered"], channel: str, error: str, since: datetime, now: datetime
     ) -> None:
-        """The audit channel broke, or works again (bot.pipeline.AuditChannels)."""
+        """The audit channel broke, or works again (bot.delivery.audit_channels.AuditChannels)."""
         self.add_notices([channel_notice(kind, channel, error, since, now)])
 
     def deliver_notices(self, now: datetime, *, limit: int = 100) -> int:
@@ -514,7 +518,7 @@ class AuditFeed:
                 current = self.store.get_notice(notice.uid) or notice
                 try:
                     record, sent = self.seal(notice_record(current)), list(current.sent)
-                except DeliveryFailed as exc:
+                except FeedFailed as exc:
                     log.warning("%s (will retry)", exc, extra={"action": "audit_feed", "outcome": "retry"})
                     continue
                 for sink in self.sinks:
@@ -549,7 +553,7 @@ class AuditFeed:
         try:
             link = self.store.link_day(day, uid_of(record), digest_of)
         except StoreError as exc:
-            raise DeliveryFailed(
+            raise FeedFailed(
                 f"audit feed: cannot place {uid_of(record)} in the chain of {day}: {exc}"
             ) from exc
         return with_day(record, day, link.seq, link.previous)
@@ -570,9 +574,9 @@ def make_feed(store: Store, spec: str | None, *, object_lock: ObjectLock = "reco
 
 
 def deliver(feed: AuditFeed, event: BreakGlassEvent) -> dict[str, Any]:
-    """The `audit_feed` handler: every record of `event` to every sink that lacks it, recorded per sink as
+    """The `audit_feed` step (bot/delivery/handlers/audit_feed.py): every record of `event` to every sink that lacks it, recorded per sink as
     it is accepted, each first given its place in its day's chain (the same place on every retry). Raises
-    DeliveryFailed (the step stays owed, retried with backoff) if a sink failed."""
+    FeedFailed (the step stays owed, retried with backoff) if a sink failed."""
     failures: list[str] = []
     pending = feed.pending(event)
     sealed = {uid_of(r): feed.seal(r) for records in pending.values() for r in records}
@@ -594,5 +598,5 @@ def deliver(feed: AuditFeed, event: BreakGlassEvent) -> dict[str, Any]:
             "; ".join(failures),
             extra={"event_id": event.id, "action": "audit_feed", "outcome": "retry"},
         )
-        raise DeliveryFailed("audit feed sink failed: " + "; ".join(failures))
+        raise FeedFailed("audit feed sink failed: " + "; ".join(failures))
     return {}

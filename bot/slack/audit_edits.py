@@ -15,6 +15,7 @@ from slack_bolt import App, BoltContext
 
 from bot.audit_feed.edits import fingerprint, is_ours
 from bot.audit_feed.notices import edit_notice
+from bot.audit_feed.sinks import AuditFeed
 from bot.slack.context import ctx_of
 from store import BreakGlassEvent, EventNotFound, StoreError, is_event_id, mutate
 from store.model import OutboxKind
@@ -34,7 +35,7 @@ def event_id_of(message: dict[str, Any]) -> str | None:
     return match.group(1) if match else None
 
 
-def message_changed(event: dict[str, Any], context: BoltContext) -> None:
+def message_changed(feed: AuditFeed, event: dict[str, Any], context: BoltContext) -> None:
     ctx = ctx_of(context)
     message = event.get("message") or {}
     previous = event.get("previous_message") or {}
@@ -66,7 +67,7 @@ def message_changed(event: dict[str, Any], context: BoltContext) -> None:
     except StoreError as exc:
         log.error("could not owe the audit edit notice: %s", exc, extra={"event_id": event_id})
         return
-    ctx.pipeline.audit_feed.add_notices(  # the audit feed's record of it (nothing without sinks)
+    feed.add_notices(  # the audit feed's record of it (nothing without sinks)
         [
             edit_notice(
                 event_id=event_id,
@@ -78,13 +79,16 @@ def message_changed(event: dict[str, Any], context: BoltContext) -> None:
             )
         ]
     )
-    ctx.after_ack(changed)
+    ctx.deliver_after_ack(changed)
 
 
 def ignore(event: dict[str, Any]) -> None:
     """Every other message event of a subscribed channel."""
 
 
-def register(app: App, lazy: list[Callable[..., None]]) -> None:
-    app.event({"type": "message", "subtype": "message_changed"})(ack=message_changed, lazy=lazy)
+def register(app: App, lazy: list[Callable[..., None]], feed: AuditFeed) -> None:
+    def changed(event: dict[str, Any], context: BoltContext) -> None:
+        message_changed(feed, event, context)
+
+    app.event({"type": "message", "subtype": "message_changed"})(ack=changed, lazy=lazy)
     app.event("message")(ignore)
