@@ -17,7 +17,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-from bot import access_steps
+from bot import access_steps, schedules
 from bot.access import AccessProvider, make_provider
 from bot.access.policy_lock import StorePolicyLock
 from bot.clock import Clock, SystemClock
@@ -39,6 +39,7 @@ from bot.slack.context import CONTEXT_KEY, SlackContext
 from bot.slack_token import TokenWatch
 from store import Store
 from store.dynamodb import DynamoDBStore
+from store.model import OutboxKind
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,9 @@ def create_app(
         prepare_new=pipeline.hold_new,
         access=pipeline.access,
     )
+    if lazy_delivery:  # Lambda: exact-time warnings and expiry from one-time schedules, when configured
+        pipeline.schedules = schedules.configured(settings)
+        service.retime = (OutboxKind.EXPIRY_SCHEDULES,) if pipeline.schedules else ()
     context = SlackContext(service=service, pipeline=pipeline, client=client, policy=policy, clock=clock)
     scheduler = Scheduler(
         service=service,

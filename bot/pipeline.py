@@ -69,7 +69,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot import access_steps, blocks, dm_steps, evidence, extend_steps
+from bot import access_steps, blocks, dm_steps, evidence, extend_steps, schedules
 from bot.access import AccessProvider, NoneProvider
 from bot.clock import Clock
 from bot.delivery.errors import SLACK_ERRORS, AuditChannelBroken, DeliveryFailed, LeaseLost
@@ -306,6 +306,9 @@ class Pipeline:
         # AWS access (the ACCESS_* kinds, bot/access_steps.py): who grants and revokes it.
         self.access: AccessProvider = access or NoneProvider(clock)
         self.incidents: IncidentProvider = NoIncidents()  # the incident tool (bot/incidents/notes.py)
+        self.schedules: schedules.ExpirySchedules | None = (
+            None  # Lambda's exact-time timers (bot/schedules.py)
+        )
         self.directory = directory or Directory(client)
         self.audit_channels = AuditChannels(clock)
         self.leases = LeaseKeeper()  # renews every lease this process holds (deliveries, assignment locks)
@@ -816,5 +819,6 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.INCIDENT_RESOLVED_DM: incident_notes.resolved_dm,
     **extend_steps.HANDLERS,  # an extension's thread reply and DM (bot/extend_steps.py)
     **dm_steps.HANDLERS,  # the invoker's "access is active" DM, recorded, and updated at the end
+    OutboxKind.EXPIRY_SCHEDULES: schedules.sync_schedules,  # Lambda's one-time schedules (bot/schedules.py)
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"
