@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -374,3 +375,52 @@ def test_a_scheduler_that_fails_never_holds_back_the_record_and_is_retried(
     assert sqlite_store.get(event_id).outbox == ()
     assert at(schedule(server_scheduler, event_id, "expire")) == datetime(2026, 12, 3, 12, 59, tzinfo=UTC)
     assert schedule(server_scheduler, event_id, "warn") is not None
+
+
+# -- gunicorn / Socket Mode: the in-process scheduler's exact-time job, the same deadline ------------------
+
+
+def test_in_process_the_exact_time_job_revokes_within_the_deadline(
+    aws: Aws, fake: FakeSlack, sqlite_store: SQLiteStore
+) -> None:
+    """No schedules outside Lambda: the embedded scheduler's `date` job expires the event at its time (real
+    time, moved two seconds ahead), and the revoke follows in the same delivery."""
+    from bot.app import create_app, make_slack_client
+    from bot.clock import OffsetClock
+    from tests.conftest import settings_for
+
+    clock = OffsetClock()
+    settings = settings_for(fake)
+    runtime = create_app(
+        settings, sqlite_store, make_slack_client(settings, timeout=5), policy=aws.policy(), clock=clock
+    )
+    assert runtime.pipeline.schedules is None
+    runtime.scheduler.start()
+    try:
+        event = runtime.service.invoke(
+            InvokeRequest(
+                user_id="U0001",
+                profile="sandbox",
+                reason="incident",
+                justification=JUSTIFICATION,
+                duration="900",
+            )
+        )
+        runtime.pipeline.deliver(event.id)
+        assert aws.assigned() == [aws.users["U0001"]]
+        clock.advance(event.expires_at - clock.now() - timedelta(seconds=2))
+        runtime.scheduler.track(event)  # as the next sweep does: the job moves to the new wall-clock time
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = sqlite_store.get(event.id)
+            if done.access is not None and done.access.sessions_denied_at is not None:
+                break
+            time.sleep(0.1)
+        assert done.status is Status.EXPIRED and done.ended_at is not None
+        assert done.ended_at - done.expires_at < timedelta(seconds=2)  # the job, not a sweep 30 s later
+        assert done.access is not None and done.access.assignment_deleted_at is not None
+        assert done.access.sessions_denied_at is not None
+        assert done.access.sessions_denied_at - done.expires_at <= timedelta(seconds=10)
+        assert aws.assigned() == [] and aws.deny_of("U0001") is not None
+    finally:
+        runtime.shutdown(5)
