@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from bot.pipeline import Pipeline
 
 # What an extension owes, in order, in the same store write as the new expiry. A runtime that keeps its
-# own timers for the warning and the expiry (e.g. one-time schedules on Lambda) adds its re-timing step
-# here: an extension owes exactly what a new expiry needs.
+# own timers for the warning and the expiry (Lambda's one-time schedules, bot/schedules.py) adds its
+# re-timing step to every invoke, extension and end through `BreakGlassService.retime`.
 EXTENSION_OUTBOX: tuple[OutboxKind, ...] = (OutboxKind.AUDIT_UPDATE, OutboxKind.EXTEND_THREAD)
 EXTENSION_DM = OutboxKind.EXTEND_DM
 

@@ -306,9 +306,7 @@ class Pipeline:
         # AWS access (the ACCESS_* kinds, bot/access_steps.py): who grants and revokes it.
         self.access: AccessProvider = access or NoneProvider(clock)
         self.incidents: IncidentProvider = NoIncidents()  # the incident tool (bot/incidents/notes.py)
-        self.schedules: schedules.ExpirySchedules | None = (
-            None  # Lambda's exact-time timers (bot/schedules.py)
-        )
+        self.schedules: schedules.ExpirySchedules | None = None  # Lambda's timers (bot/schedules.py)
         self.directory = directory or Directory(client)
         self.audit_channels = AuditChannels(clock)
         self.leases = LeaseKeeper()  # renews every lease this process holds (deliveries, assignment locks)
