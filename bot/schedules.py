@@ -19,7 +19,7 @@ still expires the event on its own.
 
 Timing. EventBridge Scheduler invokes a target "with 60 second precision": `at(1:00:00)` runs between
 1:00:00 and 1:00:59 (Scheduler user guide, "Schedule types"). So each schedule is set to the whole minute
-that *ends* at or before the due time (`fire_at`), and the sweep function, invoked with the schedule's
+that *ends* 10 s or more before the due time (`fire_at`), and the sweep function, invoked with the schedule's
 payload (`payload`), waits until the due time and then warns or expires the event at once
 (`bot.scheduler.Scheduler.fire`): the warning or expiry happens at the due time plus the time to write it,
 never up to a minute late. A payload only names the event and the step: the times come from the store, so
@@ -51,7 +51,9 @@ STEPS = (WARN, EXPIRE)
 PAYLOAD_KEY = "breakglass_schedule"
 PRECISION = timedelta(minutes=1)
 """EventBridge Scheduler invokes a target within this long after a schedule's time."""
-MAX_EARLY = 2 * PRECISION + timedelta(seconds=30)
+HEADROOM = timedelta(seconds=10)
+"""How long before the due time the invocation window ends at the latest: room for a cold start."""
+MAX_EARLY = 2 * PRECISION + HEADROOM + timedelta(seconds=20)
 """A fired schedule this long or longer before its step's due time is stale (the event was extended and its
 schedule not yet moved): it does nothing, the moved schedule fires later."""
 
@@ -71,11 +73,12 @@ def due_times(event: BreakGlassEvent, warn_before: timedelta) -> dict[str, datet
 
 
 def fire_at(due: datetime, now: datetime) -> datetime:
-    """The schedule time for a step due at `due`: the whole minute whose 60-second window ends at or before
-    `due`, so the invocation always comes first and the sweep waits for the due time. When that minute has
-    passed already (a step due within two minutes, a retried delivery) the next whole minute: that is late
-    by at most `PRECISION`, like the minute sweep, and the sweep still expires the event meanwhile."""
-    at = _floor_minute(due - PRECISION)
+    """The schedule time for a step due at `due`: the whole minute whose 60-second window ends at least
+    `HEADROOM` before `due`, so the invocation (even into a cold container) always comes first and the sweep
+    waits for the due time. When that minute has passed already (a step due within two minutes, a retried
+    delivery) the next whole minute: that is late by at most `PRECISION`, like the minute sweep, and the
+    sweep still expires the event meanwhile."""
+    at = _floor_minute(due - PRECISION - HEADROOM)
     if at < now:
         at = _floor_minute(now) + PRECISION
     return at
