@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, moto_server, summary_ms
+from bench.common import Row, bot_settings, moto_server, summary_ms
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto server's request lines
 
@@ -211,12 +211,11 @@ def run_lambda(rows: list[Row], count: int = 20, duration_s: int = 180) -> None:
     from bot import lambda_handler, schedules
     from bot.app import create_app, make_slack_client
     from bot.clock import SystemClock
-    from bot.config import Settings
     from bot.localslack.webapi import FakeSlack
     from bot.policy import parse_policy
     from bot.service import InvokeRequest
     from store.dynamodb import DynamoDBStore, create_table
-    from tests.harness import BOT_TOKEN, SIGNING_SECRET
+    from tests.harness import BOT_TOKEN
 
     users = {f"U{5000 + i}": {"email": f"l{i}-{uuid.uuid4().hex[:6]}@example.com"} for i in range(count)}
     group = "breakglass-expiry"
@@ -228,12 +227,8 @@ def run_lambda(rows: list[Row], count: int = 20, duration_s: int = 180) -> None:
             dynamodb = boto3.client("dynamodb", endpoint_url=url)
             table = f"deadline-{uuid.uuid4().hex[:6]}"
             create_table(dynamodb, table)
-            settings = Settings(  # type: ignore[call-arg]
-                _env_file=None,
-                slack_bot_token=BOT_TOKEN,
-                slack_signing_secret=SIGNING_SECRET,
-                slack_api_url=fake.url,
-                breakglass_audit_channel="C0AUDIT",
+            settings = bot_settings(
+                fake.url,
                 slack_team_id="T0001",
                 breakglass_scheduler_target_arn="arn:aws:lambda:us-east-1:123456789012:function:bg-sweep",
                 breakglass_scheduler_role_arn="arn:aws:iam::123456789012:role/bg-scheduler",

@@ -106,7 +106,9 @@ def invoke(runtime: BreakglassApp, duration: str = "1h", user: str = "U0001") ->
             user_id=user, profile="sandbox", reason="incident", justification=JUSTIFICATION, duration=duration
         )
     )
-    runtime.pipeline.deliver_owed()  # what the lazy listener does after the ack
+    runtime.pipeline.deliver(
+        event.id
+    )  # what the lazy listener (Lambda) or a worker thread does after the ack
     return event.id
 
 
@@ -398,16 +400,7 @@ def test_in_process_the_exact_time_job_revokes_within_the_deadline(
     assert runtime.pipeline.schedules is None
     runtime.scheduler.start()
     try:
-        event = runtime.service.invoke(
-            InvokeRequest(
-                user_id="U0001",
-                profile="sandbox",
-                reason="incident",
-                justification=JUSTIFICATION,
-                duration="900",
-            )
-        )
-        runtime.pipeline.deliver(event.id)
+        event = sqlite_store.get(invoke(runtime, duration="900"))
         assert aws.assigned() == [aws.users["U0001"]]
         clock.advance(event.expires_at - clock.now() - timedelta(seconds=2))
         runtime.scheduler.track(event)  # as the next sweep does: the job moves to the new wall-clock time
