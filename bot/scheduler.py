@@ -29,7 +29,8 @@ from bot.errors import ValidationFailed
 from bot.pipeline import SLACK_ERRORS, Pipeline
 from bot.policy import Policy
 from bot.service import BreakGlassService
-from store import BreakGlassEvent, EventNotFound, StoreError
+from store import BreakGlassEvent, EventNotFound, StoreError, mutate
+from store.model import OutboxKind
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,8 @@ class Scheduler:
         due = schedules.due_times(event, self.policy.warn_before)[step]
         if due is None or due - self.clock.now() > schedules.MAX_EARLY:
             counts["stale"] = 1  # ended, warned already, or moved later by an extension
+            if due is not None and self.pipeline.schedules is not None:
+                self._resync(event_id)  # moved where the schedules were not (e.g. breakglass-admin extend)
             return counts
         wait = (due - self.clock.now()).total_seconds()
         if wait > max_wait:
@@ -193,6 +196,11 @@ class Scheduler:
         else:
             counts["expired"] = int(self._expire(event_id))
         return counts
+
+    def _resync(self, event_id: str) -> None:
+        """Owe the event's schedules step again (they missed a change) and deliver it."""
+        mutate(self.service.store, event_id, lambda ev: ev.with_outbox(OutboxKind.EXPIRY_SCHEDULES))
+        self.pipeline.deliver(event_id)
 
     def run_warning(self, event_id: str) -> None:
         try:

@@ -243,7 +243,12 @@ def test_a_stale_or_forged_firing_changes_nothing(
     event_id = invoke(runtime)
     old_expiry = schedule(scheduler_api, event_id, "expire")
     assert old_expiry is not None
-    runtime.service.extend(event_id, by="U0001", duration="1h", reason=JUSTIFICATION)  # not delivered yet
+    # Extended by a process that keeps no schedules (e.g. `breakglass-admin extend`): nothing moves them.
+    runtime.service.retime = ()
+    runtime.service.extend(event_id, by="U0001", duration="1h", reason=JUSTIFICATION)
+    runtime.service.retime = (OutboxKind.EXPIRY_SCHEDULES,)
+    runtime.pipeline.deliver(event_id)
+    assert at(schedule(scheduler_api, event_id, "expire")) == at(old_expiry)  # not moved
 
     # The old expiry schedule fires before it was moved: the stored expiry is an hour later, nothing happens.
     t0_clock.set(at(old_expiry))
@@ -256,6 +261,8 @@ def test_a_stale_or_forged_firing_changes_nothing(
     assert schedules.parse_payload({"breakglass_schedule": {"event_id": event_id, "step": "close"}}) is None
     assert waits == []
     assert sqlite_store.get(event_id).status is Status.ACTIVE
+    # The stale firing owed the schedules step again: the expiry schedule is at the new time now.
+    assert at(schedule(scheduler_api, event_id, "expire")) == datetime(2026, 12, 3, 13, 59, tzinfo=UTC)
 
     # A fired schedule may wait only the time the invocation has left (minus a margin for the revoke).
     t0_clock.set(sqlite_store.get(event_id).expires_at - timedelta(seconds=100))
