@@ -258,7 +258,7 @@ def run_lambda(rows: list[Row], count: int = 20, duration_s: int = 180) -> None:
                 runtime.pipeline.deliver(event.id)  # the lazy listener's delivery: grant, schedules
                 ids.append(event.id)
                 time.sleep(0.25)
-            client = runtime.pipeline.schedules.client  # type: ignore[union-attr]
+            client = runtime.pipeline.deps.schedules.client  # type: ignore[union-attr]
 
             early: list[float] = []  # how long before the due time each invocation came (what it waited)
 

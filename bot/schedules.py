@@ -3,7 +3,8 @@
 Lambda runs no in-process scheduler, so without this an expiry waits for the minute sweep (up to 60 s late).
 With `BREAKGLASS_SCHEDULER_TARGET_ARN` and `BREAKGLASS_SCHEDULER_ROLE_ARN` set on Lambda (bot/app.py), every
 write that changes *when* an event's warning or expiry is due (invoke, extend) or ends it (close, expiry)
-also owes an `expiry_schedules` step (`OutboxKind.EXPIRY_SCHEDULES`). Its handler (`sync_schedules`) renders
+also owes an `expiry_schedules` step (`OutboxKind.EXPIRY_SCHEDULES`). Its handler
+(bot/delivery/handlers/schedules.py, `ExpirySchedules.sync` here) renders
 the event as stored *now* onto two schedules named after the event (`breakglass-<event id>-warn`,
 `-expire`), so any number of such steps, retried in any order, converge:
 
@@ -33,14 +34,11 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from bot.clock import Clock
 from bot.config import Settings
-from bot.delivery.errors import DeliveryFailed
-from bot.policy import Policy
 from store import BreakGlassEvent
 
 log = logging.getLogger(__name__)
@@ -162,12 +160,12 @@ class ExpirySchedules:
             self.client.create_schedule(ActionAfterCompletion="DELETE", **request)
             return
         except ClientError as exc:
-            if _code(exc) != "ConflictException":
+            if error_code(exc) != "ConflictException":
                 raise
         try:
             self.client.update_schedule(ActionAfterCompletion="DELETE", **request)
         except ClientError as exc:
-            if _code(exc) != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
             # it fired and deleted itself between the two calls: make it again
             self.client.create_schedule(ActionAfterCompletion="DELETE", **request)
@@ -176,7 +174,7 @@ class ExpirySchedules:
         try:
             self.client.delete_schedule(Name=schedule_name(event_id, step), GroupName=self.settings.group)
         except ClientError as exc:
-            if _code(exc) != "ResourceNotFoundException":  # gone already (fired, or never made): done
+            if error_code(exc) != "ResourceNotFoundException":  # gone already (fired, or never made): done
                 raise
 
     def _request(self, event_id: str, step: str, when: datetime) -> dict[str, Any]:
@@ -210,45 +208,8 @@ class ExpirySchedules:
         return done
 
 
-def _code(exc: Exception) -> str | None:
+def error_code(exc: Exception) -> str | None:
     if not isinstance(exc, ClientError):
         return None
     code = exc.response.get("Error", {}).get("Code")
     return str(code) if code is not None else None
-
-
-class ScheduleDeps(Protocol):
-    """What the handler needs from a delivery: the schedules (None: not configured), the policy's
-    `warn_before` and the clock."""
-
-    @property
-    def schedules(self) -> ExpirySchedules | None: ...
-    @property
-    def policy(self) -> Policy: ...
-    @property
-    def clock(self) -> Clock: ...
-
-
-def sync_schedules(deps: ScheduleDeps, event: BreakGlassEvent) -> dict[str, Any]:
-    """The `expiry_schedules` outbox step (see the module docstring). Raises DeliveryFailed (retried)."""
-    schedules = deps.schedules
-    if schedules is None:
-        return {}  # owed while schedules were configured, delivered by a process without them: the sweep times it
-    try:
-        done = schedules.sync(event, deps.policy.warn_before, deps.clock.now())
-    except (ClientError, BotoCoreError) as exc:  # AWS refused, or was not reached: retried
-        code = _code(exc) or type(exc).__name__
-        log.error(
-            "EventBridge Scheduler refused the schedules of event %s (%s): retried; until they exist the "
-            "minute sweep warns and expires it, up to a minute late",
-            event.id,
-            code,
-            extra={"event_id": event.id, "action": "expiry_schedules", "outcome": "retry"},
-        )
-        raise DeliveryFailed(f"EventBridge Scheduler: {code}") from exc
-    log.info(
-        "expiry schedules: %s",
-        ", ".join(f"{step} {what}" for step, what in done.items()),
-        extra={"event_id": event.id, "action": "expiry_schedules", "outcome": "ok"},
-    )
-    return {}

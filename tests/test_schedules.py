@@ -275,7 +275,7 @@ def test_without_settings_or_outside_lambda_nothing_is_owed(
     scheduler_api: Any, fake: FakeSlack, sqlite_store: SQLiteStore, policy: Policy, t0_clock: ManualClock
 ) -> None:
     lambda_only = build_runtime(fake, sqlite_store, policy, t0_clock)  # Lambda, not configured
-    assert lambda_only.pipeline.schedules is None and lambda_only.service.retime == ()
+    assert lambda_only.pipeline.deps.schedules is None and lambda_only.service.retime == ()
     event_id = invoke(lambda_only)
     assert scheduler_api.list_schedules(GroupName=GROUP)["Schedules"] == []
     assert not sqlite_store.get(event_id).owes(OutboxKind.EXPIRY_SCHEDULES)
@@ -285,7 +285,7 @@ def test_without_settings_or_outside_lambda_nothing_is_owed(
 
     settings = settings_for(fake, **SCHEDULE_SETTINGS)  # gunicorn / Socket Mode: the in-process scheduler
     http = create_app(settings, sqlite_store, make_slack_client(settings), policy=policy, clock=t0_clock)
-    assert http.pipeline.schedules is None and http.service.retime == ()
+    assert http.pipeline.deps.schedules is None and http.service.retime == ()
 
 
 def test_settings_need_both_arns_well_formed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -379,7 +379,7 @@ def test_a_scheduler_that_fails_never_holds_back_the_record_and_is_retried(
 
     # Scheduler answers again: the next delivery (after the backoff) makes both schedules.
     monkeypatch.setenv("AWS_ENDPOINT_URL_SCHEDULER", aws.url)
-    runtime.pipeline.schedules = schedules.configured(runtime.settings)
+    runtime.pipeline.deps.schedules = schedules.configured(runtime.settings)
     t0_clock.advance(timedelta(minutes=1))
     runtime.pipeline.deliver_owed()
     assert sqlite_store.get(event_id).outbox == ()
@@ -404,7 +404,7 @@ def test_in_process_the_exact_time_job_revokes_within_the_deadline(
     runtime = create_app(
         settings, sqlite_store, make_slack_client(settings, timeout=5), policy=aws.policy(), clock=clock
     )
-    assert runtime.pipeline.schedules is None
+    assert runtime.pipeline.deps.schedules is None
     runtime.scheduler.start()
     try:
         event = sqlite_store.get(invoke(runtime, duration="900"))
