@@ -430,7 +430,10 @@ def test_incident_io_link_oncall_and_signed_resolve(iiobot: tuple[Bot, FakeIncid
     assert all(c.headers["authorization"] == f"Bearer {IIO_KEY}" for c in iio.calls)
     settled(bot, event.id)
     assert svix(bot, updated(iio, "active")).json["status"] == "ignored"  # still open
-    assert svix(bot, updated(iio, "closed"), ts=int(bot.clock.now().timestamp()) - 301, msg_id="m2").status == 401  # stale
+    assert (
+        svix(bot, updated(iio, "closed"), ts=int(bot.clock.now().timestamp()) - 301, msg_id="m2").status
+        == 401
+    )  # stale
     assert svix(bot, updated(iio, "closed"), key=b"another-key", msg_id="m3").status == 401  # forged
     assert bot.store.get(event.id).status is Status.ACTIVE
     assert svix(bot, updated(iio, "closed"), msg_id="m4").json == {"status": "ok", "events": 1}
