@@ -17,6 +17,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
+from bot import schedules
 from bot.access import AccessProvider, make_provider
 from bot.access.holders import holders_in
 from bot.access.policy_lock import StorePolicyLock
@@ -46,6 +47,7 @@ from bot.slack.context import CONTEXT_KEY, SlackContext
 from bot.slack_token import TokenWatch
 from store import Store
 from store.dynamodb import DynamoDBStore
+from store.model import OutboxKind
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,8 @@ def create_app(
         audit_channels=AuditChannels(clock),
         incidents=incidents,
         leases=LeaseKeeper(),  # renews every lease this process holds (deliveries, assignment locks)
+        # Lambda: exact-time warnings and expiry from one-time schedules, when configured (bot/schedules.py)
+        schedules=schedules.configured(settings) if lazy_delivery else None,
     )
     # After the ack: threaded runtimes queue the delivery for the engine's workers; Lambda cannot run
     # threads after returning, so there a Bolt lazy listener delivers (`lazy_listeners` below).
@@ -217,6 +221,7 @@ def create_app(
         prepare_new=new_leases.hold,
         access=access,
     )
+    service.retime = (OutboxKind.EXPIRY_SCHEDULES,) if deps.schedules else ()
     # Runs Bolt's lazy listeners (Lambda) and `SlackContext.call_after_ack` work; a large pool keeps slow
     # Slack calls after one ack from delaying the next (Bolt's default is cpu_count + 4).
     executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener")
