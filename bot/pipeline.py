@@ -69,7 +69,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot import access_steps, blocks, dm_steps, evidence, extend_steps
+from bot import access_steps, blocks, dm_steps, extend_steps
 from bot.access import AccessProvider, NoneProvider
 from bot.clock import Clock
 from bot.delivery.errors import SLACK_ERRORS, AuditChannelBroken, DeliveryFailed, LeaseLost
@@ -789,6 +789,14 @@ def post_audit_fallback(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
     return {}
 
 
+def deliver_digest(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
+    from bot import (
+        evidence,  # CloudTrail (bot.access.activity): imported by the first digest, not at start-up
+    )
+
+    return evidence.deliver_digest(pipeline, event)
+
+
 HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.AUDIT_POST: post_audit_message,
     OutboxKind.AUDIT_UPDATE: update_audit_message,
@@ -810,7 +818,7 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.GRANT_RECEIPT_THREAD: thread_reply(lambda p, e: blocks.access_granted(e)),
     OutboxKind.GRANT_RECEIPT_DM: direct_message(lambda p, e: blocks.access_granted(e)),
     OutboxKind.REVOKE_RECEIPT_THREAD: thread_reply(lambda p, e: blocks.access_revoked(e)),
-    OutboxKind.ACTIVITY_DIGEST: evidence.deliver_digest,
+    OutboxKind.ACTIVITY_DIGEST: deliver_digest,
     OutboxKind.AUDIT_FALLBACK: post_audit_fallback,
     OutboxKind.INCIDENT_NOTE: incident_notes.post_note,
     OutboxKind.INCIDENT_RESOLVED_DM: incident_notes.resolved_dm,

@@ -15,10 +15,7 @@ import contextlib
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-
-from apscheduler.jobstores.base import ConflictingIdError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+from typing import TYPE_CHECKING
 
 from bot import access_steps, blocks, revoke_deadline
 from bot.access import AccessError, ReconcileReport
@@ -27,6 +24,9 @@ from bot.pipeline import SLACK_ERRORS, Pipeline
 from bot.policy import Policy
 from bot.service import BreakGlassService
 from store import BreakGlassEvent, StoreError
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,10 @@ class Scheduler:
         with self._lock:
             if self._scheduler is not None:
                 return
+            # APScheduler is imported here: Lambda (BREAKGLASS_SCHEDULER=off) sweeps without it
+            from apscheduler.schedulers.background import BackgroundScheduler
+            from apscheduler.triggers.cron import CronTrigger
+
             scheduler = BackgroundScheduler(
                 timezone=UTC,
                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -119,6 +123,8 @@ class Scheduler:
                         job.reschedule("date", run_date=self._wall(when))
                 continue
             if job is None:
+                from apscheduler.jobstores.base import ConflictingIdError
+
                 with contextlib.suppress(ConflictingIdError):  # added by another thread meanwhile
                     scheduler.add_job(func, "date", run_date=self._wall(when), args=[event.id], id=job_id)
 

@@ -12,7 +12,7 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot import blocks, evidence, ids
+from bot import blocks, ids
 from bot.slack import commands
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
@@ -115,7 +115,7 @@ def open_review(ctx: SlackContext, body: dict[str, Any], action: dict[str, Any])
             if e.reviewed_at is not None
             else None
         ),
-        lambda e, meta: blocks.review_modal(e, meta, evidence.review_section(ctx.policy, e)),
+        lambda e, meta: blocks.review_modal(e, meta, _review_section(ctx, e)),
         "Could not open the review form; try again.",
     )
     if opened is None:
@@ -139,3 +139,9 @@ def register(app: App) -> None:
     app.action(ids.ACTION_CLOSE)(close_clicked)
     app.action(ids.ACTION_REVIEW)(review_clicked)
     app.action(ids.ACTION_OPEN_MODAL)(open_clicked)
+
+
+def _review_section(ctx: SlackContext, event: BreakGlassEvent) -> list[blocks.Block]:
+    from bot import evidence  # CloudTrail evidence: imported when a review form opens, not at start-up
+
+    return evidence.review_section(ctx.policy, event)
