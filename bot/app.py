@@ -28,7 +28,7 @@ from bot.health import CheckResult, Health, StoreProbe
 from bot.incidents import IncidentProvider, make_incident_provider, missing_settings, webhook_secrets
 from bot.incidents.links import IncidentLinks
 from bot.incidents.webhooks import IncidentWebhooks
-from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
+from bot.pipeline import DeliveryConnectionErrorRetryHandler, Pipeline
 from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.revoke_deadline import RevocationCheck
 from bot.scheduler import Scheduler
@@ -36,6 +36,7 @@ from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
+from bot.slack_pacing import PacedRateLimitRetryHandler, PacedWebClient
 from bot.slack_token import TokenWatch
 from store import Store
 from store.dynamodb import DynamoDBStore
@@ -57,15 +58,16 @@ __all__ = [
 
 def make_slack_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     """The Web API client: Slack's own retry handlers for connection errors and 5xx, and its 429 handler
-    bounded, inside a delivery, by the delivery's lease (bot.pipeline)."""
+    bounded, inside a delivery, by the delivery's lease (bot.pipeline); posts take their channel's turn in
+    one pacing gate shared by every delivery worker (bot/slack_pacing.py)."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return WebClient(
+    return PacedWebClient(
         token=token,
         base_url=settings.slack_api_url,
         timeout=timeout,
         retry_handlers=[
             DeliveryConnectionErrorRetryHandler(max_retry_count=2),
-            LeaseBoundedRateLimitRetryHandler(max_retry_count=3),
+            PacedRateLimitRetryHandler(max_retry_count=3),
             ServerErrorRetryHandler(max_retry_count=2),
         ],
     )
