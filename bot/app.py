@@ -151,6 +151,8 @@ def create_app(
     channel = audit_channel(settings, policy)
     client = client or make_slack_client(settings)
     clock = clock or SystemClock()
+    if isinstance(client, PacedWebClient):  # Retry-After pauses and pacing also follow the injectable clock
+        client.gate.follow(clock)
     # The skew of `clock` (which decides stacking and expiry) against Slack's and AWS's Date headers.
     skew = SkewMonitor(clock)
     client.retry_handlers.insert(0, skew.slack_hook())

@@ -40,6 +40,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.slack_response import SlackResponse
 
+from bot.clock import Clock
 from bot.delivery.errors import DeliveryFailed, LeaseLost
 from bot.delivery.lease import SEND_MARGIN, lease_lost, lease_time_left
 from bot.pipeline import LeaseBoundedRateLimitRetryHandler
@@ -50,7 +51,7 @@ BURST = 3
 """Posts a channel may take at once after a quiet spell (Slack allows "short bursts", size unpublished)."""
 PACED_METHODS = frozenset({"chat.postMessage"})
 ROOT, THREAD = 0, 1  # the order waiting posts take their turn in
-LEASE_CHECK = 1.0  # seconds: how often a waiting delivery looks whether its lease is still held
+POLL = 1.0  # seconds: how often a waiting post looks again (its lease, the injectable clock)
 
 
 class PacingTimeout(DeliveryFailed):
@@ -66,9 +67,28 @@ class _Channel:
     waiting: list[tuple[int, int]] = field(default_factory=list)  # heap of (priority, ticket)
 
 
+class PacingClock:
+    """The gate's seconds: real monotonic time, moved on by the bot's injectable clock whenever that runs
+    ahead (a test advancing its ManualClock past a Retry-After, `try` fast-forwarding), never backwards."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._started = (time.monotonic(), clock.now())
+        self._high = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        real = time.monotonic() - self._started[0]
+        injected = (self.clock.now() - self._started[1]).total_seconds()
+        with self._lock:
+            self._high = max(self._high, real, injected)
+            return self._high
+
+
 class ChannelGate:
-    """Per-channel turns for Slack posts (see the module docstring). `now` is a monotonic clock in seconds;
-    tests inject theirs and call `wake()` after moving it."""
+    """Per-channel turns for Slack posts (see the module docstring). `now` is a monotonic clock in seconds
+    (`PacingClock` follows the bot's injectable one); a waiting post looks again every `POLL` seconds, or
+    at once on `wake()`."""
 
     def __init__(
         self, rate: float = RATE, burst: int = BURST, *, now: Callable[[], float] = time.monotonic
@@ -82,6 +102,10 @@ class ChannelGate:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ChannelGate:
         return self  # Bolt deep-copies a request's context (its client included): one gate per process
+
+    def follow(self, clock: Clock) -> None:
+        """Measure pauses and pacing on `clock` too (create_app passes the bot's injectable clock)."""
+        self.now = PacingClock(clock)
 
     def wake(self) -> None:
         with self._cond:
@@ -125,8 +149,7 @@ class ChannelGate:
                         raise LeaseLost("the delivery lease was lost while waiting for the channel's turn")
                     if deadline is not None and wait is not None and now + wait > deadline:
                         raise PacingTimeout(f"channel {channel} is paced past what the delivery may hold")
-                    timeouts = [t for t in (wait, LEASE_CHECK if deadline is not None else None) if t]
-                    self._cond.wait(min(timeouts) if timeouts else None)
+                    self._cond.wait(min(wait, POLL) if wait else POLL)
             except BaseException:
                 state = self._channels[channel]
                 if ticket in state.waiting:
@@ -176,7 +199,7 @@ class ChannelGate:
                     raise LeaseLost("the delivery lease was lost during Slack's Retry-After wait")
                 if deadline is not None and now + wait > deadline:
                     raise PacingTimeout(f"channel {channel} is paused past what the delivery may hold")
-                self._cond.wait(min(wait, LEASE_CHECK))
+                self._cond.wait(min(wait, POLL))
 
     def paused_for(self, channel: str) -> float:
         """Seconds `channel` is still paused for (0 if not)."""
