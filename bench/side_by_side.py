@@ -27,6 +27,7 @@ from bench.common import Row, free_port, pct
 from bench.http_bench import (
     CONCURRENCY,
     ROOT,
+    UNPACED,
     USERS,
     Result,
     _audit_times,
@@ -211,6 +212,7 @@ def _bot_env(fake: FakeSlack, db: Path) -> dict[str, str]:
         "BREAKGLASS_AUDIT_CHANNEL": "C0AUDIT",
         "BREAKGLASS_STORE": f"sqlite:///{db}",
         "LOG_LEVEL": "WARNING",
+        **UNPACED,
     }
 
 

@@ -96,7 +96,9 @@ def run(rows: list[Row], *, rounds: int = 4, compare: str | None = None) -> None
             workdir = tmp / f"cwd-{len(bots)}"
             workdir.mkdir()
             cmd = [_venv_bin("breakglass-bot"), "http"]
-            proc = stack.enter_context(serve(cmd, _bot_env(fake, db), port, str(workdir), root))
+            env = _bot_env(fake, db)
+            del env["SLACK_CHANNEL_RATE"], env["SLACK_CHANNEL_BURST"]  # paced as against Slack
+            proc = stack.enter_context(serve(cmd, env, port, str(workdir), root))
             pids = [proc.pid, *_children(proc.pid)]
             bots.append((name, db, Target(name, f"http://127.0.0.1:{port}", fake), pids))
         bares = []

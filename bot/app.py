@@ -36,7 +36,7 @@ from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
-from bot.slack_pacing import PacedRateLimitRetryHandler, PacedWebClient
+from bot.slack_pacing import BURST, RATE, ChannelGate, PacedRateLimitRetryHandler, PacedWebClient
 from bot.slack_token import TokenWatch
 from store import Store
 from store.dynamodb import DynamoDBStore
@@ -62,6 +62,7 @@ def make_slack_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     one pacing gate shared by every delivery worker (bot/slack_pacing.py)."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     return PacedWebClient(
+        gate=ChannelGate(settings.slack_channel_rate or RATE, settings.slack_channel_burst or BURST),
         token=token,
         base_url=settings.slack_api_url,
         timeout=timeout,

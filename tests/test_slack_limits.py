@@ -214,3 +214,20 @@ def test_new_invocations_root_messages_come_before_older_events_thread_replies(
     kinds = ["reply" if c.params.get("thread_ts") else "root" for c in after_pause]
     assert kinds == ["root"] * 4 + ["reply"] * 3
     assert {paced_bot.store.get(e.id).status for e in old} == {Status.CLOSED}
+
+
+def test_the_pace_per_channel_is_a_setting(fake: FakeSlack) -> None:
+    from pydantic import ValidationError
+
+    from bot.app import make_slack_client
+    from bot.slack_pacing import BURST, RATE
+    from tests.conftest import settings_for
+
+    default = make_slack_client(settings_for(fake))
+    assert isinstance(default, PacedWebClient)
+    assert (default.gate.rate, default.gate.burst) == (RATE, BURST)
+    tuned = make_slack_client(settings_for(fake, slack_channel_rate=2.5, slack_channel_burst=6))
+    assert isinstance(tuned, PacedWebClient)
+    assert (tuned.gate.rate, tuned.gate.burst) == (2.5, 6)
+    with pytest.raises(ValidationError):
+        settings_for(fake, slack_channel_rate=0)
