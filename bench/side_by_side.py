@@ -337,6 +337,10 @@ def run(rows: list[Row], *, repeats: int = 3, rounds: int = 5, compare: str | No
         + " (user + system time of each gunicorn)",
     )
     add(
+        "server CPU per request / bare Bolt (the saturation benchmark: reported, not a target)",
+        ", ".join(f"{name} {ms / cpu_ms['bare']:.1f}x" for name, ms in cpu_ms.items() if name != "bare"),
+    )
+    add(
         "load",
         f"{rounds} rounds per repeat, each: 100 submissions + 20 slash commands per server at concurrency "
         f"{CONCURRENCY}, servers in turn",
