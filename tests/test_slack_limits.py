@@ -231,3 +231,30 @@ def test_the_pace_per_channel_is_a_setting(fake: FakeSlack) -> None:
     assert (tuned.gate.rate, tuned.gate.burst) == (2.5, 6)
     with pytest.raises(ValidationError):
         settings_for(fake, slack_channel_rate=0)
+
+
+def test_a_delivery_waiting_out_a_retry_after_keeps_its_lease(paced_bot: Bot, fake: FakeSlack) -> None:
+    """Slack answers the root post 429 with Retry-After: 30. The delivery waits for the channel (on the
+    bot's clock, which the test moves 8 s at a time, past the 10 s lease) while the lease keeper renews its
+    lease: the sweeps meanwhile find nothing to take over, and the one retry posts the root message once."""
+    from bot.delivery.lease import RENEW_EVERY
+
+    fake.fail("chat.postMessage", status=429, retry_after=30, channel="C0AUDIT")
+    assert paced_bot.slack.invoke(user="U9000").status == 200
+    gate = paced_bot.runtime.pipeline.client.gate
+    deadline = time.monotonic() + 5
+    while gate.paused_for("C0AUDIT") == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (event,) = paced_bot.store.list_active()
+    for _ in range(4):
+        assert roots_by_event(fake) == {}, "nothing posted before Slack's Retry-After ran out"
+        paced_bot.clock.advance(8)
+        time.sleep(RENEW_EVERY.total_seconds() + 0.5)  # a beat of the lease keeper
+        stored = paced_bot.store.get(event.id)
+        if stored.audit_ts is None:
+            assert stored.outbox_next_at is not None and stored.outbox_next_at > paced_bot.clock.now()
+        paced_bot.runtime.scheduler.sweep()
+    paced_bot.idle()
+    assert roots_by_event(fake) == {event.id: roots_by_event(fake)[event.id]}
+    assert len(roots_by_event(fake)[event.id]) == 1
+    assert paced_bot.store.get(event.id).audit_ts is not None
