@@ -51,6 +51,7 @@ BURST = 3
 """Posts a channel may take at once after a quiet spell (Slack allows "short bursts", size unpublished)."""
 PACED_METHODS = frozenset({"chat.postMessage"})
 ROOT, THREAD = 0, 1  # the order waiting posts take their turn in
+MAX_CHANNELS = 5_000  # channels remembered (the audit channels and every invoker's DM) before idle ones go
 POLL = 1.0  # seconds: how often a waiting post looks again (its lease, the injectable clock)
 
 
@@ -114,11 +115,20 @@ class ChannelGate:
     def _channel(self, channel: str, now: float) -> _Channel:
         state = self._channels.get(channel)
         if state is None:
+            if len(self._channels) >= MAX_CHANNELS:
+                self._forget_idle(now)
             state = self._channels[channel] = _Channel(tokens=float(self.burst), updated=now)
         elif now > state.updated:
             state.tokens = min(float(self.burst), state.tokens + (now - state.updated) * self.rate)
             state.updated = now
         return state
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the channels a fresh entry would equal (nobody posting or waiting, no pause, bucket full)."""
+        for name, state in list(self._channels.items()):
+            full = state.tokens + (now - state.updated) * self.rate >= self.burst
+            if not state.busy and not state.waiting and state.paused_until <= now and full:
+                del self._channels[name]
 
     @contextmanager
     def turn(self, channel: str, priority: int = ROOT) -> Iterator[None]:

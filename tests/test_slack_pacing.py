@@ -224,3 +224,20 @@ def test_a_lease_lost_during_the_wait_stops_the_send() -> None:
     worker.join(5)
     assert len(failed) == 1 and isinstance(failed[0], LeaseLost)
     assert gate._channels["C1"].waiting == []
+
+
+def test_idle_channels_are_forgotten_and_paused_ones_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot import slack_pacing
+
+    monkeypatch.setattr(slack_pacing, "MAX_CHANNELS", 3)
+    ticker = Ticker()
+    gate = gate_on(ticker, rate=1.0, burst=2)
+    for channel in ("D1", "D2"):
+        with gate.turn(channel):
+            pass
+    gate.pause("C0AUDIT", 60.0)
+    ticker.advance(5.0)  # D1 and D2 are full again
+    with gate.turn("D3"):
+        pass
+    assert set(gate._channels) == {"C0AUDIT", "D3"}
+    assert gate.paused_for("C0AUDIT") == 55.0
