@@ -140,8 +140,7 @@ class ChannelGate:
             self.release(channel)
 
     def acquire(self, channel: str, priority: int = ROOT) -> None:
-        left = lease_time_left()
-        deadline = None if left is None else self.now() + left - SEND_MARGIN.total_seconds()
+        deadline = self._deadline()
         with self._cond:
             ticket = (priority, next(self._tickets))
             heapq.heappush(self._channel(channel, self.now()).waiting, ticket)
@@ -167,6 +166,11 @@ class ChannelGate:
                     heapq.heapify(state.waiting)
                     self._cond.notify_all()
                 raise
+
+    def _deadline(self) -> float | None:
+        """Inside a delivery: the latest time (gate seconds) a post may start, by the delivery's lease."""
+        left = lease_time_left()
+        return None if left is None else self.now() + left - SEND_MARGIN.total_seconds()
 
     def _wait(self, state: _Channel, ticket: tuple[int, int], now: float) -> float | None:
         """0: `ticket` may post now; else seconds until it may (None: until another post finishes)."""
@@ -195,8 +199,7 @@ class ChannelGate:
 
     def wait_out_pause(self, channel: str) -> None:
         """The post holding `channel`'s turn got a 429: wait until its pause is over (bounded by the lease)."""
-        left = lease_time_left()
-        deadline = None if left is None else self.now() + left - SEND_MARGIN.total_seconds()
+        deadline = self._deadline()
         with self._cond:
             while True:
                 now = self.now()
