@@ -120,7 +120,7 @@ def test_other_channels_are_not_held_up_by_a_paused_one(fake: FakeSlack) -> None
 def paced_bot(fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock) -> Iterator[Bot]:
     for i in range(12):
         fake.add_user(f"U{9000 + i}", email=f"u{9000 + i}@example.com")
-    b = make_bot(fake, store, policy, clock)
+    b = make_bot(fake, store, policy, clock, slack_channel_rate=None, slack_channel_burst=None)  # paced
     yield b
     b.runtime.scheduler.shutdown(wait=False)
     b.server.stop()
@@ -223,7 +223,7 @@ def test_the_pace_per_channel_is_a_setting(fake: FakeSlack) -> None:
     from bot.slack_pacing import BURST, RATE
     from tests.conftest import settings_for
 
-    default = make_slack_client(settings_for(fake))
+    default = make_slack_client(settings_for(fake, slack_channel_rate=None, slack_channel_burst=None))
     assert isinstance(default, PacedWebClient)
     assert (default.gate.rate, default.gate.burst) == (RATE, BURST)
     tuned = make_slack_client(settings_for(fake, slack_channel_rate=2.5, slack_channel_burst=6))
