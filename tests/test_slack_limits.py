@@ -258,3 +258,59 @@ def test_a_delivery_waiting_out_a_retry_after_keeps_its_lease(paced_bot: Bot, fa
     assert roots_by_event(fake) == {event.id: roots_by_event(fake)[event.id]}
     assert len(roots_by_event(fake)[event.id]) == 1
     assert paced_bot.store.get(event.id).audit_ts is not None
+
+
+REPLICA = """
+import sys, threading
+from bot.slack_pacing import ChannelGate, PacedRateLimitRetryHandler, PacedWebClient
+
+name, url, token = sys.argv[1:4]
+client = PacedWebClient(
+    token=token, base_url=url, timeout=10, gate=ChannelGate(rate=100.0, burst=20),
+    retry_handlers=[PacedRateLimitRetryHandler(max_retry_count=10)],
+)
+
+def work(worker):
+    for n in range(3):
+        client.chat_postMessage(channel="C0AUDIT", text=f"{name}-w{worker}-{n}")
+
+threads = [threading.Thread(target=work, args=(w,)) for w in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+def test_each_replica_honours_every_429_it_is_given(fake: FakeSlack) -> None:
+    """Two replicas (real processes, each with its own gate) post to one channel faster than Slack allows:
+    across replicas the gate is per process, but no replica posts inside a Retry-After it was given, and
+    every post arrives once."""
+    import subprocess
+    import sys
+
+    from tests.test_cold_start import ROOT
+
+    fake.rate_limit("chat.postMessage", per_second=4.0, burst=2)
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-c", REPLICA, name, fake.url, BOT_TOKEN],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("r1", "r2")
+    ]
+    for replica in replicas:
+        _, err = replica.communicate(timeout=120)
+        assert replica.returncode == 0, err
+    posts = [c for c in fake.calls_to("chat.postMessage") if c.params.get("channel") == "C0AUDIT"]
+    for name in ("r1", "r2"):
+        mine = [c for c in posts if str(c.params.get("text")).startswith(name + "-")]
+        told = [(c.at, c.at + (c.retry_after or 0)) for c in mine if c.status == 429]
+        assert told, f"{name} was given 429s (else this test proves nothing)"
+        inside = [c.params["text"] for c in mine for start, end in told if start < c.at < end]
+        assert inside == [], f"{name} posted inside a Retry-After it was given"
+    assert accepted_texts(fake, "C0AUDIT") == Counter(
+        {f"r{r}-w{w}-{n}": 1 for r in (1, 2) for w in range(3) for n in range(3)}
+    )

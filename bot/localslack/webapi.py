@@ -100,6 +100,7 @@ class Call:
     error: str | None
     status: int = 200  # HTTP status answered
     response: Any = None  # the body answered (dict, or str for response_url)
+    retry_after: int | None = None  # the Retry-After answered with a 429
 
 
 @dataclass
@@ -937,6 +938,7 @@ class FakeSlack:
             error=error,
             status=status,
             response=body,
+            retry_after=int(headers["Retry-After"]) if "Retry-After" in headers else None,
         )
         with self._lock:
             self._calls.append(call)
