@@ -43,7 +43,7 @@ from slack_sdk.web.slack_response import SlackResponse
 from bot.clock import Clock
 from bot.delivery.errors import DeliveryFailed, LeaseLost
 from bot.delivery.lease import SEND_MARGIN, lease_lost, lease_time_left
-from bot.pipeline import LeaseBoundedRateLimitRetryHandler
+from bot.delivery.retry import LeaseBoundedRateLimitRetryHandler
 
 RATE = 0.95
 """Posts per second per channel (Slack publishes about 1): a little under it, as Slack measures on arrival."""
