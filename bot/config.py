@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     breakglass_scheduler_group: str = Field(default="breakglass", pattern=r"^[0-9A-Za-z_.-]{1,64}$")
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Posts per second and burst per Slack channel (bot/slack_pacing.py; default: just under Slack's ~1/s)
+    slack_channel_rate: float | None = Field(default=None, gt=0)
+    slack_channel_burst: int | None = Field(default=None, ge=1)
     # Incident tools (bot/incidents; the policy's incidents.provider says which is used)
     pagerduty_api_token: SecretStr | None = None
     pagerduty_webhook_secret: SecretStr | None = None

@@ -17,10 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-
-from apscheduler.jobstores.base import ConflictingIdError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+from typing import TYPE_CHECKING
 
 from bot import blocks, revoke_deadline, schedules
 from bot.access import AccessError
@@ -34,6 +31,9 @@ from bot.service import BreakGlassService
 from store import BreakGlassEvent, EventNotFound, StoreError, mutate
 from store.model import OutboxKind
 from store.tasks import TaskKind
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ class Timers:
                         job.reschedule("date", run_date=self._wall(when))
                 continue
             if job is None:
+                from apscheduler.jobstores.base import ConflictingIdError
+
                 with contextlib.suppress(ConflictingIdError):  # added by another thread meanwhile
                     scheduler.add_job(func, "date", run_date=self._wall(when), args=[event.id], id=job_id)
 
@@ -148,6 +150,10 @@ class Scheduler:
         with self._lock:
             if self._scheduler is not None:
                 return
+            # APScheduler is imported here: Lambda (BREAKGLASS_SCHEDULER=off) sweeps without it
+            from apscheduler.schedulers.background import BackgroundScheduler
+            from apscheduler.triggers.cron import CronTrigger
+
             scheduler = BackgroundScheduler(
                 timezone=UTC,
                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import evidence, ids, schedules
+from bot import ids, schedules
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
@@ -601,6 +601,8 @@ class BreakGlassService:
     def _ending_announcements(
         self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None, now: datetime
     ) -> list[OutboxKind | Deferred]:
+        from bot import evidence  # CloudTrail evidence: imported when an event ends, not at start-up
+
         digest = evidence.ending_outbox(self.policy, event, now)
         if event.foreign and not event.audit_ts:
             return [OutboxKind.AUDIT_POST, *digest]
@@ -646,6 +648,8 @@ class BreakGlassService:
             raise ValidationFailed({ids.REVIEW_NOTES: _sentence(exc)}) from exc
         now = self.clock.now()
 
+        from bot import evidence
+
         def change(ev: BreakGlassEvent) -> BreakGlassEvent:
             ev = ev.review(by=by, notes=notes, now=now).with_outbox(
                 OutboxKind.AUDIT_UPDATE, OutboxKind.REVIEW_THREAD
@@ -661,6 +665,8 @@ class BreakGlassService:
     def request_evidence(self, event_id: str) -> BreakGlassEvent | None:
         """The review form was opened: owe a gather of the activity digest now if the stored one needs it
         (bot.evidence.regather_for_review). Returns the event as stored when something became owed."""
+        from bot import evidence
+
         now = self.clock.now()
         owed: list[BreakGlassEvent] = []
 
