@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
@@ -17,20 +17,20 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
+from bot import schedules
 from bot.access import AccessProvider, make_provider
 from bot.access.holders import holders_in
 from bot.access.policy_lock import StorePolicyLock
-from bot.audit_feed.sinks import FeedConfigError, make_feed
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.delivery import handlers
 from bot.delivery.audit_channels import AuditChannels
-from bot.delivery.deps import DeliveryDeps
+from bot.delivery.deps import DeliveryDeps, NoFeed
 from bot.delivery.engine import Pipeline
 from bot.delivery.inflight import InFlight
 from bot.delivery.lease import LeaseKeeper, NewLeases
 from bot.delivery.queue import DeliveryQueue
-from bot.delivery.retry import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler
+from bot.delivery.retry import DeliveryConnectionErrorRetryHandler
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
@@ -44,9 +44,14 @@ from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, audit_edits, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
+from bot.slack_pacing import BURST, RATE, ChannelGate, PacedRateLimitRetryHandler, PacedWebClient
 from bot.slack_token import TokenWatch
 from store import Store
 from store.dynamodb import DynamoDBStore
+from store.model import OutboxKind
+
+if TYPE_CHECKING:
+    from bot.audit_feed.sinks import AuditFeed
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +70,17 @@ __all__ = [
 
 def make_slack_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     """The Web API client: Slack's own retry handlers for connection errors and 5xx, and its 429 handler
-    bounded, inside a delivery, by the delivery's lease (bot/delivery/)."""
+    bounded, inside a delivery, by the delivery's lease (bot/delivery/); posts take their channel's turn in
+    one pacing gate shared by every delivery worker (bot/slack_pacing.py)."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return WebClient(
+    return PacedWebClient(
+        gate=ChannelGate(settings.slack_channel_rate or RATE, settings.slack_channel_burst or BURST),
         token=token,
         base_url=settings.slack_api_url,
         timeout=timeout,
         retry_handlers=[
             DeliveryConnectionErrorRetryHandler(max_retry_count=2),
-            LeaseBoundedRateLimitRetryHandler(max_retry_count=3),
+            PacedRateLimitRetryHandler(max_retry_count=3),
             ServerErrorRetryHandler(max_retry_count=2),
         ],
     )
@@ -139,6 +146,21 @@ class BreakglassApp:
         return self.checks.report()
 
 
+def audit_feed(settings: Settings, store: Store) -> AuditFeed | NoFeed:
+    """The OCSF audit feed `BREAKGLASS_AUDIT_FEED` names, checked (an S3 bucket's Object Lock); NoFeed when it
+    names none, without importing bot.audit_feed (a Lambda cold start loads only what it needs)."""
+    if not (settings.breakglass_audit_feed or "").strip(" ,"):
+        return NoFeed()
+    from bot.audit_feed.sinks import FeedConfigError, make_feed
+
+    try:
+        return make_feed(
+            store, settings.breakglass_audit_feed, object_lock=settings.breakglass_audit_feed_object_lock
+        )
+    except FeedConfigError as exc:
+        raise ConfigError([f"BREAKGLASS_AUDIT_FEED: {exc}"]) from None
+
+
 def create_app(
     settings: Settings,
     store: Store,
@@ -156,6 +178,8 @@ def create_app(
     channel = audit_channel(settings, policy)
     client = client or make_slack_client(settings)
     clock = clock or SystemClock()
+    if isinstance(client, PacedWebClient):  # Retry-After pauses and pacing also follow the injectable clock
+        client.gate.follow(clock)
     # The skew of `clock` (which decides stacking and expiry) against Slack's and AWS's Date headers.
     skew = SkewMonitor(clock)
     client.retry_handlers.insert(0, skew.slack_hook())
@@ -185,12 +209,7 @@ def create_app(
     if missing:
         raise ConfigError(missing)
     incidents = incidents or make_incident_provider(policy.incidents, settings)
-    try:  # the OCSF audit feed's sinks, checked (an S3 bucket's Object Lock)
-        feed = make_feed(
-            store, settings.breakglass_audit_feed, object_lock=settings.breakglass_audit_feed_object_lock
-        )
-    except FeedConfigError as exc:
-        raise ConfigError([f"BREAKGLASS_AUDIT_FEED: {exc}"]) from None
+    feed = audit_feed(settings, store)
     deps = DeliveryDeps(
         audit_feed=feed,
         store=store,
@@ -202,6 +221,8 @@ def create_app(
         audit_channels=AuditChannels(clock),
         incidents=incidents,
         leases=LeaseKeeper(),  # renews every lease this process holds (deliveries, assignment locks)
+        # Lambda: exact-time warnings and expiry from one-time schedules, when configured (bot/schedules.py)
+        schedules=schedules.configured(settings) if lazy_delivery else None,
     )
     # After the ack: threaded runtimes queue the delivery for the engine's workers; Lambda cannot run
     # threads after returning, so there a Bolt lazy listener delivers (`lazy_listeners` below).
@@ -225,12 +246,14 @@ def create_app(
         prepare_new=new_leases.hold,
         access=access,
     )
+    service.retime = (OutboxKind.EXPIRY_SCHEDULES,) if deps.schedules else ()
     # Runs Bolt's lazy listeners (Lambda) and `SlackContext.call_after_ack` work; a large pool keeps slow
     # Slack calls after one ack from delaying the next (Bolt's default is cpu_count + 4).
     executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener")
-    # The audit feed also records refusals and the audit channel's episodes (bot/audit_feed/notices.py).
-    service.on_refused = lambda request, kind, message: feed.refused(clock.now(), request, kind, message)
-    deps.audit_channels.on_change = lambda *change: feed.channel(*change)
+    if not isinstance(feed, NoFeed):  # the feed also records refusals and the audit channel's episodes
+        sinks = feed
+        service.on_refused = lambda request, kind, message: sinks.refused(clock.now(), request, kind, message)
+        deps.audit_channels.on_change = lambda *change: sinks.channel(*change)
     context = SlackContext(
         service=service,
         queue=queue,

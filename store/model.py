@@ -85,6 +85,9 @@ class OutboxKind(StrEnum):
     # Someone other than the bot edited the event's root audit message (bot/slack/audit_edits.py): a
     # thread reply saying so (an AUDIT_UPDATE owed with it restores the message)
     AUDIT_EDITED_THREAD = "audit_edited_thread"
+    # Lambda's exact-time warning and expiry: the event's one-time EventBridge Scheduler schedules made to
+    # match the event as stored (created, moved, deleted; bot/schedules.py)
+    EXPIRY_SCHEDULES = "expiry_schedules"
 
 
 class OutboxEntry(BaseModel):

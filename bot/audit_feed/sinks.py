@@ -187,12 +187,11 @@ def s3_key(prefix: str, record: Record) -> str:
 def _aws_client(service: Literal["s3", "events"]) -> Any:
     """A client from the standard AWS environment (AWS_REGION, AWS_ENDPOINT_URL_<SERVICE>, keys), with
     bounded timeouts: a slow sink fails the send, which stays owed, well inside a delivery's lease."""
-    import boto3
     from botocore.config import Config
 
-    from store.dynamodb import aws_region
+    from store.dynamodb import aws_region, aws_session
 
-    session = boto3.session.Session()
+    session = aws_session()  # the process's one boto3 session
     config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=5)
     return session.client(service, region_name=aws_region(session), config=config)
 

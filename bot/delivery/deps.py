@@ -4,20 +4,26 @@ re-reading, backoff and the order of steps are the engine's (bot/delivery/engine
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
 
 from bot.access import AccessProvider
-from bot.audit_feed.sinks import AuditFeed
 from bot.clock import Clock
 from bot.delivery.audit_channels import AuditChannels
 from bot.delivery.lease import LeaseKeeper
 from bot.directory import Directory
 from bot.incidents import IncidentProvider, NoIncidents
 from bot.policy import Policy
-from store import Store
+from store import BreakGlassEvent, Notice, Store
+
+if TYPE_CHECKING:
+    from bot.access import ReconcileReport
+    from bot.audit_feed.sinks import AuditFeed
+    from bot.schedules import ExpirySchedules
 
 
 @dataclass
@@ -35,9 +41,25 @@ class DeliveryDeps:
     )  # renews locks a handler holds (assignment locks)
     # Keyword arguments for bot.access.activity.gather (tests inject its sleep and rate limiters).
     activity_options: dict[str, Any] = field(default_factory=dict)
-    # The OCSF audit feed's sinks (bot/audit_feed/sinks.py); None: a feed without sinks (nothing owed)
-    audit_feed: AuditFeed = None  # type: ignore[assignment]  # set in __post_init__
+    schedules: ExpirySchedules | None = None  # Lambda's one-time expiry schedules (bot/schedules.py)
+    # The OCSF audit feed (bot/audit_feed/sinks.py): set by bot.app when BREAKGLASS_AUDIT_FEED names sinks;
+    # else `NoFeed`, so that bot.audit_feed is never imported (a Lambda cold start loads only what it needs)
+    audit_feed: AuditFeed | NoFeed = field(default_factory=lambda: NoFeed())
 
-    def __post_init__(self) -> None:
-        if self.audit_feed is None:
-            self.audit_feed = AuditFeed(self.store)
+
+class NoFeed:
+    """The audit feed when it has no sinks: nothing is ever owed to it."""
+
+    sinks: tuple[()] = ()
+
+    def owe(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        return event
+
+    def deliver_notices(self, now: datetime, *, limit: int = 100) -> int:
+        return 0
+
+    def repaired(self, report: ReconcileReport | None) -> None:
+        return None
+
+    def add_notices(self, notices: Iterable[Notice]) -> None:
+        return None

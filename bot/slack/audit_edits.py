@@ -9,16 +9,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App, BoltContext
 
-from bot.audit_feed.edits import fingerprint, is_ours
-from bot.audit_feed.notices import edit_notice
-from bot.audit_feed.sinks import AuditFeed
 from bot.slack.context import ctx_of
 from store import BreakGlassEvent, EventNotFound, StoreError, is_event_id, mutate
 from store.model import OutboxKind
+
+if TYPE_CHECKING:
+    from bot.audit_feed.sinks import AuditFeed
+    from bot.delivery.deps import NoFeed
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,10 @@ def event_id_of(message: dict[str, Any]) -> str | None:
     return match.group(1) if match else None
 
 
-def message_changed(feed: AuditFeed, event: dict[str, Any], context: BoltContext) -> None:
+def message_changed(feed: AuditFeed | NoFeed, event: dict[str, Any], context: BoltContext) -> None:
+    from bot.audit_feed.edits import fingerprint, is_ours  # not at import (a Lambda cold start)
+    from bot.audit_feed.notices import edit_notice
+
     ctx = ctx_of(context)
     message = event.get("message") or {}
     previous = event.get("previous_message") or {}
@@ -86,7 +90,7 @@ def ignore(event: dict[str, Any]) -> None:
     """Every other message event of a subscribed channel."""
 
 
-def register(app: App, lazy: list[Callable[..., None]], feed: AuditFeed) -> None:
+def register(app: App, lazy: list[Callable[..., None]], feed: AuditFeed | NoFeed) -> None:
     def changed(event: dict[str, Any], context: BoltContext) -> None:
         message_changed(feed, event, context)
 

@@ -6,7 +6,8 @@
 * `extend`: an extension's thread reply and DM;
 * `incidents`: the incident tool's timeline note, the "incident resolved" DM;
 * `audit_feed`: the event's OCSF records to the audit feed's sinks;
-* `drift`: the announcement of what the drift check found (and the drift check itself).
+* `drift`: the announcement of what the drift check found (and the drift check itself);
+* `schedules`: Lambda's one-time warning and expiry schedules (bot/schedules.py).
 
 Handlers depend on `bot.delivery.deps.DeliveryDeps`, never on the engine. A new kind: a handler in its own
 module and one line below; `registry()` refuses a kind without a handler or with two.
@@ -14,7 +15,16 @@ module and one line below; `registry()` refuses a kind without a handler or with
 
 from __future__ import annotations
 
-from bot.delivery.handlers import access, announcements, audit_feed, drift, evidence, extend, incidents
+from bot.delivery.handlers import (
+    access,
+    announcements,
+    audit_feed,
+    drift,
+    evidence,
+    extend,
+    incidents,
+    schedules,
+)
 from bot.delivery.registry import Registry
 
 
@@ -26,6 +36,7 @@ def registry() -> Registry:
         evidence.HANDLERS,
         extend.HANDLERS,
         incidents.HANDLERS,
+        schedules.HANDLERS,  # Lambda's one-time expiry schedules
         audit_feed.HANDLERS,  # the OCSF audit feed's sinks (bot/audit_feed/sinks.py)
         tasks=drift.TASK_HANDLERS,
     )

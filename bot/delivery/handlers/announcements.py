@@ -12,7 +12,6 @@ from datetime import timedelta
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
-from bot.audit_feed import edits as audit_edits
 from bot.delivery.deps import DeliveryDeps
 from bot.delivery.errors import UNREACHABLE_RECIPIENT, DeliveryFailed, slack_error
 from bot.delivery.registry import Fields, Handler, Step
@@ -76,14 +75,21 @@ def post_audit_message(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
         blocks=body,
         metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"event_id": event.id}},
     )
-    audit_edits.remember(deps.store, event.id, text, body)  # what the bot sent (edits by others show)
+    remember_sent(deps, event, text, body)  # what the bot sent (edits by others show)
     return {"audit_channel": response["channel"], "audit_ts": response["ts"]}
+
+
+def remember_sent(deps: DeliveryDeps, event: BreakGlassEvent, text: str, body: blocks.Blocks) -> None:
+    """The fingerprint of what the bot sends as the root audit message (bot/audit_feed/edits.py)."""
+    from bot.audit_feed.edits import remember  # not at import: a Lambda cold start does without it
+
+    remember(deps.store, event.id, text, body)
 
 
 def update_audit_message(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
     channel, ts = audit_location(event)
     text, body = blocks.audit_text(event), blocks.audit_message(event)
-    audit_edits.remember(deps.store, event.id, text, body)  # before: its message_changed may come first
+    remember_sent(deps, event, text, body)  # before: its message_changed may come first
     deps.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)
     return {}
 

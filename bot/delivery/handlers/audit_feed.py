@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from bot.audit_feed.sinks import FeedFailed, deliver
 from bot.delivery.deps import DeliveryDeps
 from bot.delivery.errors import DeliveryFailed
 from bot.delivery.registry import Fields, Step
@@ -12,6 +11,10 @@ from store.model import OutboxKind
 
 
 def send_records(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
+    from bot.audit_feed.sinks import AuditFeed, FeedFailed, deliver  # only where a feed is configured
+
+    if not isinstance(deps.audit_feed, AuditFeed):
+        return {}  # owed before the feed's sinks were removed from the settings: nothing to send
     try:
         return deliver(deps.audit_feed, event)
     except FeedFailed as exc:
