@@ -5,7 +5,7 @@ breakglass-admin list [--status S] [--profile P] [--invoker I] [--since DATE] [-
 breakglass-admin show ID                            every field and the lifecycle timeline
 breakglass-admin close ID --reason TEXT --operator NAME
 breakglass-admin export --since DATE [--until DATE] --format csv|jsonl|ocsf [--output FILE]
-breakglass-admin verify-audit FILE [--since DATE]
+breakglass-admin verify-audit FILE|s3://BUCKET/PREFIX [--since DATE]
 
 `--store URL` (before or after the command; default $BREAKGLASS_STORE, else sqlite:///breakglass.db).
 Exit status: 0 ok, 1 not found or refused, 2 usage or configuration error. Messages go to stderr,
@@ -29,6 +29,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any
 
 from bot.audit_feed import event_records
+from bot.audit_feed.sinks import FeedConfigError, read_s3
 from bot.audit_feed.verify import verify_feed
 from store import (
     DEFAULT_STORE_URL,
@@ -197,7 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[store_opt],
         help="check an OCSF audit feed file against the store and its chain",
     )
-    verify.add_argument("file", help="the feed's JSON lines (a file sink, or `export --format ocsf`)")
+    verify.add_argument(
+        "file",
+        help="the feed's JSON lines (a file sink, or `export --format ocsf`), or an S3 sink's s3://BUCKET/PREFIX",
+    )
     verify.add_argument(
         "--since",
         type=parse_date,
@@ -707,11 +711,18 @@ def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
 
 def cmd_verify_audit(args: argparse.Namespace, store: Store) -> int:
     stored = iter_all(store, since=args.since) if args.since is not None else ()
-    try:
-        with open(args.file, encoding="utf-8") as feed:
-            problems = verify_feed(feed, store, stored)
-    except OSError as exc:
-        raise AdminError(f"cannot read {args.file}: {exc.strerror}", USAGE) from exc
+    if args.file.startswith("s3://"):  # an S3 sink: every object under the prefix
+        try:
+            lines, problems = read_s3(args.file)
+        except FeedConfigError as exc:
+            raise AdminError(str(exc), USAGE) from exc
+        problems += verify_feed(lines, store, stored)
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as feed:
+                problems = verify_feed(feed, store, stored)
+        except OSError as exc:
+            raise AdminError(f"cannot read {args.file}: {exc.strerror}", USAGE) from exc
     for problem in problems:
         print(problem)
     err(f"{len(problems)} problems" if problems else "the feed matches the store and every chain holds")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
@@ -25,7 +25,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.delivery import handlers
 from bot.delivery.audit_channels import AuditChannels
-from bot.delivery.deps import DeliveryDeps
+from bot.delivery.deps import DeliveryDeps, NoFeed
 from bot.delivery.engine import Pipeline
 from bot.delivery.inflight import InFlight
 from bot.delivery.lease import LeaseKeeper, NewLeases
@@ -42,13 +42,16 @@ from bot.revoke_deadline import RevocationCheck
 from bot.scheduler import Scheduler, Timers
 from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
-from bot.slack import actions, commands, extend, home, invoke_form, views
+from bot.slack import actions, audit_edits, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
 from bot.slack_pacing import BURST, RATE, ChannelGate, PacedRateLimitRetryHandler, PacedWebClient
 from bot.slack_token import TokenWatch
 from store import Store
 from store.dynamodb import DynamoDBStore
 from store.model import OutboxKind
+
+if TYPE_CHECKING:
+    from bot.audit_feed.sinks import AuditFeed
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,21 @@ class BreakglassApp:
         return self.checks.report()
 
 
+def audit_feed(settings: Settings, store: Store) -> AuditFeed | NoFeed:
+    """The OCSF audit feed `BREAKGLASS_AUDIT_FEED` names, checked (an S3 bucket's Object Lock); NoFeed when it
+    names none, without importing bot.audit_feed (a Lambda cold start loads only what it needs)."""
+    if not (settings.breakglass_audit_feed or "").strip(" ,"):
+        return NoFeed()
+    from bot.audit_feed.sinks import FeedConfigError, make_feed
+
+    try:
+        return make_feed(
+            store, settings.breakglass_audit_feed, object_lock=settings.breakglass_audit_feed_object_lock
+        )
+    except FeedConfigError as exc:
+        raise ConfigError([f"BREAKGLASS_AUDIT_FEED: {exc}"]) from None
+
+
 def create_app(
     settings: Settings,
     store: Store,
@@ -191,7 +209,9 @@ def create_app(
     if missing:
         raise ConfigError(missing)
     incidents = incidents or make_incident_provider(policy.incidents, settings)
+    feed = audit_feed(settings, store)
     deps = DeliveryDeps(
+        audit_feed=feed,
         store=store,
         client=client,
         policy=policy,
@@ -230,6 +250,10 @@ def create_app(
     # Runs Bolt's lazy listeners (Lambda) and `SlackContext.call_after_ack` work; a large pool keeps slow
     # Slack calls after one ack from delaying the next (Bolt's default is cpu_count + 4).
     executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener")
+    if not isinstance(feed, NoFeed):  # the feed also records refusals and the audit channel's episodes
+        sinks = feed
+        service.on_refused = lambda request, kind, message: sinks.refused(clock.now(), request, kind, message)
+        deps.audit_channels.on_change = lambda *change: sinks.channel(*change)
     context = SlackContext(
         service=service,
         queue=queue,
@@ -323,6 +347,7 @@ def create_app(
     home.register(bolt)
     extend.register(bolt, lazy_listeners)
     invoke_form.register(bolt)
+    audit_edits.register(bolt, lazy_listeners, feed)  # edits of audit messages the bot did not make
     checks = Health()
     probe = StoreProbe(store)
     checks.add("store", probe.read)

@@ -275,6 +275,15 @@ def thread_reviewed(event: BreakGlassEvent) -> tuple[str, Blocks]:
     return text, _section(text)
 
 
+def audit_edited(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    """Someone other than breakglass edited the audit message above (bot/slack/audit_edits.py)."""
+    text = (
+        ":warning: The audit message above was edited, and not by breakglass. It has been restored from "
+        "the store: the store and the OCSF audit feed hold the record, not this channel's messages."
+    )
+    return text, _section(text)
+
+
 # -- AWS access (bot/access): receipts, failures, drift ----------------------------------------------
 
 

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     incident_io_api_key: SecretStr | None = None
     incident_io_webhook_secret: SecretStr | None = None
     incident_io_api_url: str = "https://api.incident.io"
+    # The OCSF audit feed's sinks (bot/audit_feed/sinks.py): stdout, file:PATH, s3://BUCKET/PREFIX,
+    # eventbridge://BUS, comma-separated; and whether an S3 bucket without Object Lock refuses the start
+    breakglass_audit_feed: str | None = None
+    breakglass_audit_feed_object_lock: Literal["required", "recommended", "off"] = "recommended"
 
     @field_validator("slack_api_url")
     @classmethod

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from bot import ids, schedules
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
@@ -53,6 +54,9 @@ from store.model import (
     validate_incident,
     validate_justification,
 )
+
+if TYPE_CHECKING:
+    from bot.audit_feed.notices import RefusalKind
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +155,8 @@ class BreakGlassService:
         # Applied to a new invocation just before it is stored (the delivery pipeline uses it to be
         # handed the event together with its creation, in the same write).
         self.prepare_new = prepare_new
+        # Told of each refused invocation (the audit feed stores it as a notice, bot/audit_feed/notices.py).
+        self.on_refused: Callable[[InvokeRequest, RefusalKind, str], None] | None = None
         # Owed by every write that re-times or ends an event, where a runtime keeps its timers outside this
         # process (Lambda's one-time schedules, bot/schedules.py); none where the scheduler runs in-process.
         self.retime: tuple[OutboxKind, ...] = ()
@@ -271,6 +277,44 @@ class BreakGlassService:
         return profile, event
 
     def invoke(self, request: InvokeRequest) -> BreakGlassEvent:
+        """`_invoke`; a refusal (not bad input) is also handed to `on_refused` (the audit feed's notice)."""
+        try:
+            return self._invoke(request)
+        except (ValidationFailed, NotAuthorized, RateLimited, AwsAccessRefused) as exc:
+            kind = self.refusal_kind(request, exc)
+            if kind is not None and self.on_refused is not None:
+                self.on_refused(request, kind, exc.message)
+            raise
+
+    def refusal_kind(self, request: InvokeRequest, exc: Exception) -> RefusalKind | None:
+        """What refused a well-formed invocation (None: bad input, or a repeated request)."""
+        if isinstance(exc, AlreadyActive):
+            return "stacking"
+        if isinstance(exc, RateLimited):
+            return "limits"
+        if isinstance(exc, NotAuthorized):
+            return "authorization"
+        if isinstance(exc, AwsAccessRefused):
+            return "aws_access"
+        if isinstance(exc, AlreadySubmitted) or not isinstance(exc, ValidationFailed):
+            return None
+        name = self.policy.profile_name((request.profile or "").strip()) or ""
+        profile = self.policy.profile(name) if name else None
+        if (
+            ids.PROFILE in exc.errors
+            and profile is not None
+            and not self.may_invoke(request.user_id, profile)
+        ):
+            return "authorization"
+        try:
+            typed = validate_incident(request.incident)
+        except ValueError:
+            typed = None
+        if ids.INCIDENT in exc.errors and typed is not None:
+            return "incident"  # the incident tool refused it (unknown, resolved, unverifiable)
+        return None
+
+    def _invoke(self, request: InvokeRequest) -> BreakGlassEvent:
         """Validate, then store atomically: the store decides the rate limits, escalation and stacking
         in the same write as the create.
 

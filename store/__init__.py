@@ -15,6 +15,7 @@ from store.errors import (
 )
 from store.limits import Limits
 from store.model import BreakGlassEvent, ReasonCode, Status, is_event_id, new_event_id
+from store.notices import Notice
 from store.url import DEFAULT_STORE_URL, InvalidStoreURL, open_store, parse_store_url
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidTransition",
     "LimitReached",
     "Limits",
+    "Notice",
     "Page",
     "ReasonCode",
     "StackedAccess",

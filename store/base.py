@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from store.errors import ConcurrentModification, ExtendedMeanwhile, InvalidTransition, StoreError
 from store.limits import Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
+from store.notices import DayLink, DigestOf, Notice
 from store.tasks import OwedTask
 
 DEFAULT_PAGE_SIZE = 25
@@ -215,6 +216,30 @@ class Store(Protocol):
 
     def finish_task(self, name: str, *, now: datetime) -> None:
         """The task is done (at `now`): it is no longer listed (a no-op for a task not owed)."""
+        ...
+
+    def add_notice(self, notice: Notice) -> bool:
+        """Store a notice (store/notices.py) owed to the audit feed, unless one with its uid exists.
+        True: stored now."""
+        ...
+
+    def list_notices(self, *, limit: int = 100) -> list[Notice]:
+        """Owed notices, oldest first."""
+        ...
+
+    def get_notice(self, uid: str) -> Notice | None: ...
+
+    def update_notice(self, notice: Notice) -> None:
+        """Record which sinks have the notice, and whether it is still owed."""
+        ...
+
+    def link_day(self, day: str, uid: str, digest_of: DigestOf) -> DayLink:
+        """The record `uid`'s place in the day's chain (store/notices.py): the one it has, or the next one,
+        taken with a conditional write (never the same place twice, whoever appends at once)."""
+        ...
+
+    def day_chain(self, day: str) -> list[DayLink]:
+        """A day's links, in order (seq 1, 2, ...)."""
         ...
 
     def ping(self, *, write: bool = False) -> None:

@@ -72,6 +72,7 @@ from store.errors import (
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import SENTINEL, BreakGlassEvent, Status, is_event_id, with_version
+from store.notices import DayLink, DigestOf, Notice
 from store.tasks import OwedTask, TaskKind
 from store.timeutil import format_ts, parse_ts
 
@@ -91,6 +92,11 @@ TASK_PREFIX = "task#"
 TASKS = "task"  # the owed tasks' partition of gsi-outbox (events use OWED)
 WINDOW_PREFIX = "window#"
 REQUEST_PREFIX = "request#"
+NOTICE_PREFIX = "notice#"
+DAY_HEAD_PREFIX = "dayhead#"  # a day's chain head: seq and digest of its last link
+DAY_LINK_PREFIX = "daylink#"  # "daylink#<day>#<seq, 8 digits>": one link
+DAY_UID_PREFIX = "dayuid#"  # "dayuid#<uid>": the link of a record (its one place)
+NOTICES = "notices"  # the `gsi-outbox` partition of owed notices (events are under OWED)
 # Set when the event owes announcements but has no outbox_next_at: the `gsi-outbox` sort key then holds
 # updated_at, and this marker says so, so that reading the item back restores outbox_next_at = None.
 IMPLICIT_NEXT_AT = "outbox_next_at_implicit"
@@ -179,6 +185,7 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
                         "reason": ext.reason,
                         "escalated": ext.escalated,
                     }
+                    | ({"warned_at": format_ts(ext.warned_at)} if ext.warned_at else {})
                     for ext in event.extensions
                 ]
         elif key == "outbox":
@@ -223,7 +230,7 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
     for key in ("version", "outbox_attempts", "audit_fallback_version"):
         if key in data:
             data[key] = int(data[key])
-    for key in ("outbox", "audit_fallback_sent"):
+    for key in ("outbox", "audit_fallback_sent", "audit_feed_sent", "audit_rendered"):
         if key in data:
             data[key] = tuple(data[key])
     if "outbox" in data:
@@ -238,6 +245,7 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
                 "at": parse_ts(ext["at"]),
                 "duration": timedelta(microseconds=int(ext["duration"]) // 1000),
             }
+            | ({"warned_at": parse_ts(ext["warned_at"])} if ext.get("warned_at") else {})
             for ext in data["extensions"]
         )
     if "activity_failures" in data:
@@ -245,6 +253,26 @@ def from_item(item: dict[str, Any]) -> BreakGlassEvent:
     if "access" in data:
         data["access"] = {k: int(v) if isinstance(v, Decimal) else v for k, v in dict(data["access"]).items()}
     return BreakGlassEvent.model_validate(data)
+
+
+def _day_link(item: dict[str, Any]) -> DayLink:
+    return DayLink(
+        day=str(item["day"]),
+        seq=int(item["seq"]),
+        uid=str(item["uid"]),
+        previous=str(item["previous"]),
+        digest=str(item["digest"]),
+    )
+
+
+def _notice(item: dict[str, Any]) -> Notice:
+    return Notice(
+        uid=str(item["id"]).removeprefix(NOTICE_PREFIX),
+        at=parse_ts(str(item["at"])),
+        body=str(item["body"]),
+        sent=tuple(str(s) for s in item.get("sent", [])),
+        owed="owed_pk" in item,
+    )
 
 
 def _first_line(exc: Exception) -> str:
@@ -516,6 +544,124 @@ class DynamoDBStore(TransitionStore):
         item: dict[str, Any] = {"id": TASK_PREFIX + name, "kind": "task", "done_at": format_ts(now)}
         item["ttl"] = int((now + self.retention).timestamp())
         self._call("put_item", TableName=self.table, Item=_ser(item))
+
+    # -- notices (store/notices.py): items "notice#<uid>", owed ones in `gsi-outbox` under NOTICES ----
+
+    def _notice_item(self, notice: Notice) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "id": NOTICE_PREFIX + notice.uid,
+            "kind": "notice",
+            "at": format_ts(notice.at),
+            "body": notice.body,
+            "sent": list(notice.sent),
+            "ttl": int((notice.at + self.retention).timestamp()),
+        }
+        if notice.owed:
+            item["owed_pk"] = NOTICES
+            item["outbox_next_at"] = format_ts(notice.at)
+        return item
+
+    def add_notice(self, notice: Notice) -> bool:
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table,
+                Item=_ser(self._notice_item(notice)),
+                ConditionExpression="attribute_not_exists(id)",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def list_notices(self, *, limit: int = 100) -> list[Notice]:
+        result = self._call(
+            "query",
+            TableName=self.table,
+            IndexName=GSI_OUTBOX,
+            KeyConditionExpression="owed_pk = :o",
+            ExpressionAttributeValues={":o": {"S": NOTICES}},
+            Limit=check_limit(limit),
+        )
+        return [_notice(_de(i)) for i in result.get("Items", [])]
+
+    def get_notice(self, uid: str) -> Notice | None:
+        item = self._get_item(NOTICE_PREFIX + uid)
+        return _notice(item) if item else None
+
+    def update_notice(self, notice: Notice) -> None:
+        self._call(
+            "put_item",
+            TableName=self.table,
+            Item=_ser(self._notice_item(notice)),
+            ConditionExpression="attribute_exists(id)",
+        )
+
+    # -- the per-day chain (store/notices.py): head, link and uid items in one transaction ---------------
+
+    def link_day(self, day: str, uid: str, digest_of: DigestOf) -> DayLink:
+        for attempt in range(8):
+            existing = self._get_item(DAY_UID_PREFIX + uid)
+            if existing:
+                return _day_link(existing)
+            head = self._get_item(DAY_HEAD_PREFIX + day)
+            seq, previous = (int(head["seq"]) + 1, str(head["digest"])) if head else (1, "")
+            link = DayLink(day=day, seq=seq, uid=uid, previous=previous, digest=digest_of(seq, previous))
+            ttl = int((datetime.fromisoformat(day).replace(tzinfo=UTC) + self.retention).timestamp())
+            fields = {
+                "day": day,
+                "seq": seq,
+                "uid": uid,
+                "previous": previous,
+                "digest": link.digest,
+                "ttl": ttl,
+            }
+            head_put: dict[str, Any] = {
+                "TableName": self.table,
+                "Item": _ser({"id": DAY_HEAD_PREFIX + day, "kind": "dayhead", **fields}),
+            }
+            if head:
+                head_put["ConditionExpression"] = "seq = :n"
+                head_put["ExpressionAttributeValues"] = {":n": {"N": str(seq - 1)}}
+            else:
+                head_put["ConditionExpression"] = "attribute_not_exists(id)"
+            items = [
+                {"Put": head_put},
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _ser(
+                            {"id": f"{DAY_LINK_PREFIX}{day}#{seq:08d}", "kind": "daylink", **fields}
+                        ),
+                        "ConditionExpression": "attribute_not_exists(id)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _ser({"id": DAY_UID_PREFIX + uid, "kind": "dayuid", **fields}),
+                        "ConditionExpression": "attribute_not_exists(id)",
+                    }
+                },
+            ]
+            try:
+                self._call("transact_write_items", TransactItems=items)
+                return link
+            except ClientError as exc:
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                self._backoff(attempt)  # the place was taken, or the record placed, meanwhile: look again
+        raise StoreUnavailable(f"DynamoDB: too many concurrent appends to the chain of {day}")
+
+    def day_chain(self, day: str) -> list[DayLink]:
+        head = self._get_item(DAY_HEAD_PREFIX + day)
+        links = []
+        for seq in range(1, int(head["seq"]) + 1 if head else 1):
+            item = self._get_item(f"{DAY_LINK_PREFIX}{day}#{seq:08d}")
+            if item:
+                links.append(_day_link(item))
+        return links
 
     # -- writes -------------------------------------------------------------------------------
 

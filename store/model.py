@@ -80,6 +80,11 @@ class OutboxKind(StrEnum):
     # The end of an event (closed or expired, any way): the invoker's "access is active" DM is updated to
     # say so, without its buttons (bot/delivery/handlers/announcements.py)
     DM_ENDED = "dm_ended"
+    # The audit feed outside Slack (bot/audit_feed/sinks.py): the event's OCSF records not yet in every sink
+    AUDIT_FEED = "audit_feed"
+    # Someone other than the bot edited the event's root audit message (bot/slack/audit_edits.py): a
+    # thread reply saying so (an AUDIT_UPDATE owed with it restores the message)
+    AUDIT_EDITED_THREAD = "audit_edited_thread"
     # Lambda's exact-time warning and expiry: the event's one-time EventBridge Scheduler schedules made to
     # match the event as stored (created, moved, deleted; bot/schedules.py)
     EXPIRY_SCHEDULES = "expiry_schedules"
@@ -283,6 +288,9 @@ class Extension(BaseModel):
     duration: timedelta
     reason: Annotated[str, AfterValidator(validate_extension_reason)]
     escalated: bool = False
+    # The expiry warning of the stretch this extension ended (an extension owes the warning again, so the
+    # event's `warned_at` is cleared): kept so the audit feed's record of that warning stays derivable.
+    warned_at: UtcDatetime | None = None
 
     @field_validator("duration")
     @classmethod
@@ -332,6 +340,12 @@ class BreakGlassEvent(BaseModel):
     # steps already announced another way (fallback channel, security DMs), and who has that fallback.
     audit_fallback_version: int = Field(default=0, ge=0)
     audit_fallback_sent: tuple[str, ...] = ()
+    # The audit feed (bot/audit_feed/sinks.py): "<sink>:<step>" of each OCSF record a sink has, recorded as
+    # it is sent (a retry never sends a record to a sink twice)
+    audit_feed_sent: tuple[str, ...] = ()
+    # Fingerprints of the root audit message's latest contents as the bot sent them (bot/audit_feed/edits.py):
+    # a message_changed event showing anything else was an edit the bot did not make
+    audit_rendered: tuple[str, ...] = ()
 
     warned_at: UtcDatetime | None = None
     escalated: bool = False
@@ -522,7 +536,9 @@ class BreakGlassEvent(BaseModel):
                 if left > timedelta(0)
                 else f"it already lasts the longest allowed ({_hours(cap)})",
             )
-        extension = Extension(at=now, by=by, duration=duration, reason=reason, escalated=escalated)
+        extension = Extension(
+            at=now, by=by, duration=duration, reason=reason, escalated=escalated, warned_at=self.warned_at
+        )
         return self._with(
             extensions=(*self.extensions, extension),
             expires_at=self.expires_at + duration,

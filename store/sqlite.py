@@ -41,6 +41,7 @@ from store.errors import (
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import BreakGlassEvent, Status, with_version
+from store.notices import DayLink, DigestOf, Notice
 from store.tasks import OwedTask, TaskKind
 from store.timeutil import format_ts, parse_ts
 
@@ -70,6 +71,20 @@ CREATE TABLE IF NOT EXISTS claims (
     name  TEXT PRIMARY KEY,
     until TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS day_chain (
+    day      TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    uid      TEXT NOT NULL UNIQUE,
+    previous TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    PRIMARY KEY (day, seq)
+);
+CREATE TABLE IF NOT EXISTS notices (
+    uid   TEXT PRIMARY KEY,
+    at    TEXT NOT NULL,
+    owed  INTEGER NOT NULL,
+    data  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tasks (
     name    TEXT PRIMARY KEY,
     kind    TEXT NOT NULL,
@@ -96,6 +111,7 @@ CREATE INDEX IF NOT EXISTS events_active_slack_user ON events (slack_user_id, pr
     WHERE status = 'active' AND slack_user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_owed ON events (outbox_next_at) WHERE owed = 1;
 CREATE INDEX IF NOT EXISTS events_unreviewed ON events (ended_at, id) WHERE unreviewed = 1;
+CREATE INDEX IF NOT EXISTS notices_owed ON notices (at, uid) WHERE owed = 1;
 CREATE UNIQUE INDEX IF NOT EXISTS events_request ON events (request_id) WHERE request_id IS NOT NULL;
 """
 
@@ -126,6 +142,10 @@ def _row(event: BreakGlassEvent) -> tuple[Any, ...]:
         event.model_dump_json(),
         event.slack_user_id,
     )
+
+
+def _link(row: Any) -> DayLink:
+    return DayLink(day=row[0], seq=int(row[1]), uid=row[2], previous=row[3], digest=row[4])
 
 
 def _event(data: str) -> BreakGlassEvent:
@@ -302,6 +322,59 @@ class SQLiteStore(TransitionStore):
 
     def finish_task(self, name: str, *, now: datetime) -> None:
         self._execute_write("UPDATE tasks SET due = NULL WHERE name = ?", (name,))
+
+    # -- notices (store/notices.py) -------------------------------------------------------------
+
+    def add_notice(self, notice: Notice) -> bool:
+        return (
+            self._execute_write(
+                "INSERT INTO notices (uid, at, owed, data) VALUES (?, ?, ?, ?) ON CONFLICT(uid) DO NOTHING",
+                (notice.uid, format_ts(notice.at), int(notice.owed), notice.model_dump_json()),
+            )
+            == 1
+        )
+
+    def list_notices(self, *, limit: int = 100) -> list[Notice]:
+        rows = self._query(
+            "SELECT data FROM notices WHERE owed = 1 ORDER BY at, uid LIMIT ?", (check_limit(limit),)
+        )
+        return [Notice.model_validate_json(r[0]) for r in rows]
+
+    def get_notice(self, uid: str) -> Notice | None:
+        rows = self._query("SELECT data FROM notices WHERE uid = ?", (uid,))
+        return Notice.model_validate_json(rows[0][0]) if rows else None
+
+    def link_day(self, day: str, uid: str, digest_of: DigestOf) -> DayLink:
+        for _ in range(_ATTEMPTS * 4):
+            rows = self._query("SELECT day, seq, uid, previous, digest FROM day_chain WHERE uid = ?", (uid,))
+            if rows:
+                return _link(rows[0])
+            head = self._query(
+                "SELECT seq, digest FROM day_chain WHERE day = ? ORDER BY seq DESC LIMIT 1", (day,)
+            )
+            seq, previous = (int(head[0][0]) + 1, str(head[0][1])) if head else (1, "")
+            link = DayLink(day=day, seq=seq, uid=uid, previous=previous, digest=digest_of(seq, previous))
+            try:  # the primary key (day, seq) refuses a place taken meanwhile; the uid, a second place
+                self._execute_write(
+                    "INSERT INTO day_chain (day, seq, uid, previous, digest) VALUES (?, ?, ?, ?, ?)",
+                    (day, seq, uid, previous, link.digest),
+                )
+            except sqlite3.IntegrityError:
+                continue
+            return link
+        raise ConcurrentModification(uid, f"too many concurrent appends to the chain of {day}")
+
+    def day_chain(self, day: str) -> list[DayLink]:
+        rows = self._query(
+            "SELECT day, seq, uid, previous, digest FROM day_chain WHERE day = ? ORDER BY seq", (day,)
+        )
+        return [_link(r) for r in rows]
+
+    def update_notice(self, notice: Notice) -> None:
+        self._execute_write(
+            "UPDATE notices SET owed = ?, data = ? WHERE uid = ?",
+            (int(notice.owed), notice.model_dump_json(), notice.uid),
+        )
 
     # -- writes -------------------------------------------------------------------------------
 

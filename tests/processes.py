@@ -99,3 +99,40 @@ class BotProcess:
     def stderr(self) -> str:
         assert self.process is not None and self.process.stderr is not None
         return self.process.stderr.read()
+
+
+def race_workers(script: str, argvs: Sequence[Sequence[str]], *, timeout: float = 180) -> list[str]:
+    """Run `python -c script ARGV...` once per argv, from the repository root: each prints "ready", waits
+    for "go" on stdin (sent to all at once, so they race), then prints its result as its last line.
+    Returns the last lines, in argv order; fails with a worker's stderr if one fails."""
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        for argv in argvs
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            line = worker.stdout.readline()
+            assert line.strip() == "ready", (line, worker.stderr.read() if worker.stderr else "")
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        results = []
+        for worker in workers:
+            out, err = worker.communicate(timeout=timeout)
+            assert worker.returncode == 0, err
+            results.append(out.strip().splitlines()[-1])
+        return results
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()

@@ -14,6 +14,7 @@ import pytest
 from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
 
 from bot.audit_feed import OCSF_VERSION, event_records
+from bot.audit_feed.notices import notice_record
 from bot.audit_feed.ocsf import chain_digest, verify_chain
 from tests import audit_feed_sample
 from tests.store_fixtures import make_event
@@ -30,7 +31,51 @@ def all_records() -> list[dict[str, Any]]:
         event_records(audit_feed_sample.lived_event())
         + event_records(audit_feed_sample.expired_event())
         + event_records(make_event())
+        + event_records(audit_feed_sample.aws_event_states()[-1])
+        + [
+            notice_record(n)
+            for n in (
+                audit_feed_sample.refusal(),
+                *audit_feed_sample.drift(),
+                audit_feed_sample.edited(),
+                *audit_feed_sample.channel_episode(),
+            )
+        ]
     )
+
+
+def test_extension_and_aws_receipts_have_records_that_only_ever_get_appended() -> None:
+    """Each state of an event's life adds one record at the end: the records of every earlier state are a
+    prefix of the later ones, byte for byte (an extension clears `warned_at` and moves the expiry, and
+    neither changes the warning's or the invocation's record)."""
+    states = audit_feed_sample.aws_event_states()
+    previous: list[dict[str, Any]] = []
+    for state in states:
+        records = event_records(state)
+        assert records[: len(previous)] == previous
+        assert len(records) == len(previous) + 1
+        previous = records
+    steps = [r["unmapped"]["breakglass"]["step"] for r in previous]
+    assert steps == [
+        "invoked",
+        "aws_granted",
+        "warned",
+        "extended-1",
+        "warned-2",
+        "closed",
+        "aws_revoked",
+        "sessions_denied",
+        "reviewed",
+    ]
+    by_step = {r["unmapped"]["breakglass"]["step"]: r for r in previous}
+    assert by_step["invoked"]["end_time"] == by_step["warned"]["end_time"]  # the expiry before extending
+    assert by_step["extended-1"]["end_time"] - by_step["invoked"]["end_time"] == 30 * 60 * 1000
+    assert by_step["extended-1"]["activity_id"] == 1
+    receipt = by_step["aws_revoked"]["unmapped"]["breakglass"]["receipt"]
+    assert receipt["assignment_deleted_at"] == "2026-03-01T13:25:04Z" and receipt["kept"] is None
+    assert by_step["sessions_denied"]["unmapped"]["breakglass"]["receipt"]["sessions_issued_before"]
+    assert by_step["aws_granted"]["unmapped"]["breakglass"]["receipt"]["pre_existing"] is False
+    assert verify_chain(previous) == []
 
 
 @pytest.mark.parametrize("index", range(len(all_records())))

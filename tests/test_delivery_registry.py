@@ -9,7 +9,16 @@ from enum import StrEnum
 import pytest
 
 from bot.delivery import handlers
-from bot.delivery.handlers import access, announcements, drift, evidence, extend, incidents, schedules
+from bot.delivery.handlers import (
+    access,
+    announcements,
+    audit_feed,
+    drift,
+    evidence,
+    extend,
+    incidents,
+    schedules,
+)
 from bot.delivery.registry import Registry, RegistryError, Step
 from store.model import OutboxKind
 from store.tasks import TaskKind
@@ -22,6 +31,7 @@ TABLES = [
     extend.HANDLERS,
     incidents.HANDLERS,
     schedules.HANDLERS,
+    audit_feed.HANDLERS,
 ]
 
 

@@ -103,6 +103,7 @@ def test_bot_policy_grants_exactly_the_calls() -> None:
         actions_of_store_class()
         | activity_bot_actions()
         | actions_of_access_provider()
+        | actions_of_audit_feed()
         | schedule_actions()
         | {"iam:PassRole"}  # the schedules' role, to EventBridge Scheduler only (test_schedule_statements…)
     )
@@ -536,6 +537,82 @@ def test_template_access_policy_matches_the_bot_policy(template: dict[str, Any])
         assert parameter in assignment
     for parameter in ("IdentityCenterInstanceArn", "IdentityStoreId", "BreakglassPermissionSetArns"):
         assert template["Parameters"][parameter]["Default"] == ""
+
+
+# -- the OCSF audit feed's sinks (bot/audit_feed/sinks.py) ------------------------------------------------
+
+FEED_SOURCE = (ROOT / "bot" / "audit_feed" / "sinks.py").read_text()
+# boto3 operation -> IAM action, where the action is not the operation's name
+_S3_ACTION = {
+    "get_object_lock_configuration": "s3:GetBucketObjectLockConfiguration",
+    "list_objects_v2": "s3:ListBucket",
+}
+FEED_BUCKET = "arn:aws:s3:::AUDIT_FEED_BUCKET"
+FEED_OBJECTS = FEED_BUCKET + "/breakglass/*"
+
+
+def _feed_action(service: str, operation: str) -> str:
+    return _S3_ACTION.get(operation) or f"{service}:" + "".join(p.capitalize() for p in operation.split("_"))
+
+
+def actions_of_audit_feed() -> set[str]:
+    """IAM actions of the sinks' calls (`self.client.<op>(` in S3Sink and EventBridgeSink)."""
+    s3 = FEED_SOURCE.split("class S3Sink", 1)[1].split("\nclass ", 1)[0]
+    events = FEED_SOURCE.split("class EventBridgeSink", 1)[1].split("\n# --", 1)[0]
+    actions = {_feed_action("s3", op) for op in re.findall(r"self\.client\.(\w+)\(", s3)}
+    actions |= {_feed_action("events", op) for op in re.findall(r"self\.client\.(\w+)\(", events)}
+    return actions
+
+
+def actions_of_verify_s3() -> set[str]:
+    """IAM actions of `read_s3` (breakglass-admin verify-audit s3://...)."""
+    body = FEED_SOURCE.split("def read_s3(", 1)[1].split("\n# --", 1)[0]
+    ops = set(re.findall(r"\bs3\.(\w+)\(", body)) - {"get_paginator"}
+    ops |= set(re.findall(r'get_paginator\("(\w+)"\)', body))
+    return {_feed_action("s3", op) for op in ops}
+
+
+def test_audit_feed_scan_sees_what_the_sinks_call() -> None:
+    assert actions_of_audit_feed() == {
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:GetBucketObjectLockConfiguration",
+        "events:PutEvents",
+    }
+    assert actions_of_verify_s3() == {"s3:ListBucket", "s3:GetObject"}
+
+
+def test_audit_feed_statements_cannot_change_or_delete_a_record() -> None:
+    """The bot may add records and read them back, never delete one, change its retention or lock."""
+    bot = _service_statements(BOT_POLICY, "s3:") + _service_statements(BOT_POLICY, "events:")
+    scopes = {a: set(_list(s["Resource"])) for s in bot for a in _list(s["Action"])}
+    assert scopes == {
+        "s3:PutObject": {FEED_OBJECTS},
+        "s3:GetObject": {FEED_OBJECTS},
+        "s3:GetBucketObjectLockConfiguration": {FEED_BUCKET},
+        "events:PutEvents": {"arn:aws:events:REGION:ACCOUNT_ID:event-bus/AUDIT_FEED_BUS"},
+    }
+    admin = {a for s in _service_statements(ADMIN_POLICY, "s3:") for a in _list(s["Action"])}
+    assert admin == actions_of_verify_s3()
+
+
+def test_template_audit_feed_bucket_is_locked_and_its_policies_match(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    bucket = resources["AuditFeedBucket"]
+    assert bucket["Condition"] == "AuditFeedBucketWanted" and bucket["DeletionPolicy"] == "Retain"
+    props = bucket["Properties"]
+    assert props["ObjectLockEnabled"] is True
+    retention = props["ObjectLockConfiguration"]["Rule"]["DefaultRetention"]
+    assert retention == {"Mode": "COMPLIANCE", "Days": {"Ref": "AuditFeedRetentionDays"}}
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    for name, prefix in (("AuditFeedBucketPolicy", "s3:"), ("AuditFeedEventsPolicy", "events:")):
+        policy = resources[name]["Properties"]
+        assert policy["Roles"] == [{"Ref": "HttpFunctionRole"}, {"Ref": "SweepFunctionRole"}]
+        mine = {s["Sid"]: set(_list(s["Action"])) for s in policy["PolicyDocument"]["Statement"]}
+        assert mine == {s["Sid"]: set(_list(s["Action"])) for s in _service_statements(BOT_POLICY, prefix)}
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert "s3://${AuditFeedBucket}/breakglass" in json.dumps(env["BREAKGLASS_AUDIT_FEED"])
+    assert env["BREAKGLASS_AUDIT_FEED_OBJECT_LOCK"] == "required"
 
 
 # -- the exact-time schedules (bot/schedules.py) --------------------------------------------------------------

@@ -744,6 +744,7 @@ def test_extend_moves_the_expiry_and_the_claim(store: Any) -> None:
     assert extended.warned_at is None  # the warning is owed again before the new expiry
     assert [e.duration for e in extended.extensions] == [30 * MINUTE]
     assert extended.extensions[0].by == "U_IC"
+    assert extended.extensions[0].warned_at == T0 + 50 * MINUTE  # kept for the audit feed's warning record
     assert extended.owed_kinds == ("extend_thread", "audit_update")
     assert extended.version == warned.version + 1
     assert store.get(event.id) == extended

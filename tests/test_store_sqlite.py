@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 from store.errors import StoreUnavailable
 from store.model import Status
 from store.sqlite import SQLiteStore
+from tests.processes import race_workers
 from tests.store_fixtures import T0, make_event
 
 # Each worker says "ready", waits for "go" on stdin (so that the processes race), tries `count` creates
@@ -49,45 +48,8 @@ WORKER = textwrap.dedent(
 
 
 def _race(path: Path, *, processes: int, count: int, open_late: bool) -> list[dict[str, list[str]]]:
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                WORKER,
-                str(path),
-                str(count),
-                T0.isoformat(),
-                "late" if open_late else "early",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-        for _ in range(processes)
-    ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            line = worker.stdout.readline()
-            assert line.strip() == "ready", (line, worker.stderr.read() if worker.stderr else "")
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        results = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        return results
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+    argv = [str(path), str(count), T0.isoformat(), "late" if open_late else "early"]
+    return [json.loads(last) for last in race_workers(WORKER, [argv] * processes, timeout=120)]
 
 
 @pytest.mark.parametrize("precreated", [True, False], ids=["existing-file", "fresh-file"])

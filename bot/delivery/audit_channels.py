@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from bot.clock import Clock
@@ -22,6 +23,9 @@ class AuditChannels:
         self.clock = clock
         self._broken: dict[str, tuple[str, datetime]] = {}  # channel -> (Slack's error, since)
         self._lock = threading.Lock()
+        # told of each episode's start and end: ("broken" | "recovered", channel, error, since, now) (the
+        # audit feed's notices, bot/audit_feed/notices.py)
+        self.on_change: Callable[..., None] | None = None
 
     def failed(self, channel: str, error: str) -> None:
         with self._lock:
@@ -36,6 +40,8 @@ class AuditChannels:
                 error,
                 extra={"action": "audit_channel", "outcome": "broken", "channel": channel},
             )
+            if self.on_change is not None:
+                self.on_change("broken", channel, error, self._broken[channel][1], self.clock.now())
 
     def worked(self, channel: str) -> None:
         with self._lock:
@@ -48,6 +54,8 @@ class AuditChannels:
                 was[0],
                 extra={"action": "audit_channel", "outcome": "recovered", "channel": channel},
             )
+            if self.on_change is not None:
+                self.on_change("recovered", channel, was[0], was[1], self.clock.now())
 
     def error(self, channel: str | None) -> str | None:
         """Slack's error if `channel` is known broken, else None."""

@@ -4,7 +4,9 @@ re-reading, backoff and the order of steps are the engine's (bot/delivery/engine
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
@@ -16,9 +18,11 @@ from bot.delivery.lease import LeaseKeeper
 from bot.directory import Directory
 from bot.incidents import IncidentProvider, NoIncidents
 from bot.policy import Policy
-from store import Store
+from store import BreakGlassEvent, Notice, Store
 
 if TYPE_CHECKING:
+    from bot.access import ReconcileReport
+    from bot.audit_feed.sinks import AuditFeed
     from bot.schedules import ExpirySchedules
 
 
@@ -38,3 +42,24 @@ class DeliveryDeps:
     # Keyword arguments for bot.access.activity.gather (tests inject its sleep and rate limiters).
     activity_options: dict[str, Any] = field(default_factory=dict)
     schedules: ExpirySchedules | None = None  # Lambda's one-time expiry schedules (bot/schedules.py)
+    # The OCSF audit feed (bot/audit_feed/sinks.py): set by bot.app when BREAKGLASS_AUDIT_FEED names sinks;
+    # else `NoFeed`, so that bot.audit_feed is never imported (a Lambda cold start loads only what it needs)
+    audit_feed: AuditFeed | NoFeed = field(default_factory=lambda: NoFeed())
+
+
+class NoFeed:
+    """The audit feed when it has no sinks: nothing is ever owed to it."""
+
+    sinks: tuple[()] = ()
+
+    def owe(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        return event
+
+    def deliver_notices(self, now: datetime, *, limit: int = 100) -> int:
+        return 0
+
+    def repaired(self, report: ReconcileReport | None) -> None:
+        return None
+
+    def add_notices(self, notices: Iterable[Notice]) -> None:
+        return None

@@ -190,6 +190,10 @@ class Pipeline:
 
     def deliver_owed(self, limit: int = 100) -> int:
         """Retry every owed delivery that is due (the sweep and Lambda's lazy listener). Returns events tried."""
+        try:  # notices (refusals, drift, audit-channel episodes) owed to the audit feed's sinks
+            self.deps.audit_feed.deliver_notices(self.deps.clock.now())
+        except StoreError as exc:
+            log.warning("audit feed notices failed: %s", exc, extra={"action": "audit_feed"})
         owed = self.deps.store.list_owed(now=self.deps.clock.now(), limit=limit)
         for event in owed:
             try:
@@ -349,6 +353,7 @@ class Pipeline:
         def record(ev: BreakGlassEvent) -> BreakGlassEvent:
             ev = ev.updated(**{k: v for k, v in fields.items() if getattr(ev, k) is None})
             ev = ev.with_outbox(remove=satisfied(ev.outbox, sent, now, self.handlers.renders_state))
+            ev = self.deps.audit_feed.owe(ev)  # a record a sink lacks: owed before the outbox can empty
             if not ev.outbox or not lease.held_in(ev):
                 return ev  # done, or another process holds the lease now: leave it alone
             if transient or lost:

@@ -5,6 +5,7 @@
 * `evidence`: the activity digest;
 * `extend`: an extension's thread reply and DM;
 * `incidents`: the incident tool's timeline note, the "incident resolved" DM;
+* `audit_feed`: the event's OCSF records to the audit feed's sinks;
 * `drift`: the announcement of what the drift check found (and the drift check itself);
 * `schedules`: Lambda's one-time warning and expiry schedules (bot/schedules.py).
 
@@ -14,7 +15,16 @@ module and one line below; `registry()` refuses a kind without a handler or with
 
 from __future__ import annotations
 
-from bot.delivery.handlers import access, announcements, drift, evidence, extend, incidents, schedules
+from bot.delivery.handlers import (
+    access,
+    announcements,
+    audit_feed,
+    drift,
+    evidence,
+    extend,
+    incidents,
+    schedules,
+)
 from bot.delivery.registry import Registry
 
 
@@ -27,5 +37,6 @@ def registry() -> Registry:
         extend.HANDLERS,
         incidents.HANDLERS,
         schedules.HANDLERS,  # Lambda's one-time expiry schedules
+        audit_feed.HANDLERS,  # the OCSF audit feed's sinks (bot/audit_feed/sinks.py)
         tasks=drift.TASK_HANDLERS,
     )

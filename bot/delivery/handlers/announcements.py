@@ -68,20 +68,29 @@ def post_audit_message(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
         found = find_audit_message(deps, event)
         if found is not None:
             return found
+    text, body = blocks.audit_text(event), blocks.audit_message(event)
     response = deps.client.chat_postMessage(
         channel=event.audit_channel,
-        text=blocks.audit_text(event),
-        blocks=blocks.audit_message(event),
+        text=text,
+        blocks=body,
         metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"event_id": event.id}},
     )
+    remember_sent(deps, event, text, body)  # what the bot sent (edits by others show)
     return {"audit_channel": response["channel"], "audit_ts": response["ts"]}
+
+
+def remember_sent(deps: DeliveryDeps, event: BreakGlassEvent, text: str, body: blocks.Blocks) -> None:
+    """The fingerprint of what the bot sends as the root audit message (bot/audit_feed/edits.py)."""
+    from bot.audit_feed.edits import remember  # not at import: a Lambda cold start does without it
+
+    remember(deps.store, event.id, text, body)
 
 
 def update_audit_message(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
     channel, ts = audit_location(event)
-    deps.client.chat_update(
-        channel=channel, ts=ts, text=blocks.audit_text(event), blocks=blocks.audit_message(event)
-    )
+    text, body = blocks.audit_text(event), blocks.audit_message(event)
+    remember_sent(deps, event, text, body)  # before: its message_changed may come first
+    deps.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)
     return {}
 
 
@@ -208,6 +217,8 @@ HANDLERS: dict[OutboxKind, Step] = {
     OutboxKind.EXPIRE_THREAD: thread(lambda d, e: blocks.thread_expired(e)),
     OutboxKind.EXPIRE_DM: dm(lambda d, e: blocks.dm_expired(e)),
     OutboxKind.REVIEW_THREAD: thread(lambda d, e: blocks.thread_reviewed(e)),
+    # an edit of the root audit message the bot did not make (bot/slack/audit_edits.py)
+    OutboxKind.AUDIT_EDITED_THREAD: thread(lambda d, e: blocks.audit_edited(e)),
     OutboxKind.AUDIT_FALLBACK: Step(post_audit_fallback, renders_state=True),
     OutboxKind.DM_INVOKED: Step(dm_invoked),
     OutboxKind.DM_ENDED: Step(dm_ended),

@@ -107,6 +107,7 @@ def reconcile(deps: DeliveryDeps, now: datetime) -> ReconcileReport | None:
             log.info("removed %d expired deny statements", removed, extra={"action": "cleanup"})
     except AccessError as exc:
         report = report.model_copy(update={"errors": (*report.errors, f"cleanup: {describe(exc)}")})
+    deps.audit_feed.repaired(report)  # each repair, a notice owed to the audit feed
     return report
 
 
