@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bot import blocks
+from bot import blocks, dm_steps
 from bot.delivery.errors import DeliveryFailed
 from store import BreakGlassEvent
 from store.model import OutboxKind
@@ -44,11 +44,13 @@ def thread_extended(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any
 
 
 def dm_extended(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
+    if event.status.ended:
+        return {}  # ended before this DM went out: no Close button for access that is gone
     text, body = blocks.dm_extended(event)
     if not event.slack_user_id:
         raise DeliveryFailed("the event has no Slack user to message")
-    pipeline.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
-    return {}
+    response = pipeline.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
+    return dm_steps.record_dm(OutboxKind.EXTEND_DM, response)  # updated when the event ends
 
 
 HANDLERS: dict[OutboxKind, Callable[[Pipeline, BreakGlassEvent], dict[str, Any]]] = {

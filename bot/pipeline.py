@@ -496,7 +496,7 @@ class Pipeline:
         Returns (event, done): done is False when more became owed meanwhile and is due now."""
         sent: list[tuple[OutboxEntry, int]] = []  # (entry, version of the event it rendered)
         failed: list[OutboxEntry] = []  # skipped for the rest of this delivery, retried after the backoff
-        fields: Fields = {}
+        learned: list[Fields] = []  # what each send returned, recorded with it (BreakGlassEvent.recorded)
         failure: Exception | None = None  # the first failure (for the log)
         transient = False  # a failure other than a broken audit channel: exponential backoff
         broken = False  # the audit channel refused a send for good: its other steps are not tried now
@@ -511,12 +511,12 @@ class Pipeline:
                 if not lease.held_in(event) or left < SEND_MARGIN.total_seconds():
                     lost = True  # someone else took over (or we ran out of time): stop sending
                     break
-                event = event.updated(**{k: v for k, v in fields.items() if getattr(event, k) is None})
+                event = event.recorded(*learned)
                 entry = _next(event, [e for e, _ in sent] + failed, self.clock.now(), skip_audit=broken)
                 if entry is None:
                     break
                 try:
-                    fields |= self._send(entry, event)
+                    learned.append(self._send(entry, event))
                 except AuditChannelBroken as exc:
                     failure, broken = failure or exc, True
                     failed.append(entry)
@@ -532,7 +532,7 @@ class Pipeline:
         now = self.clock.now()
 
         def record(ev: BreakGlassEvent) -> BreakGlassEvent:
-            ev = ev.updated(**{k: v for k, v in fields.items() if getattr(ev, k) is None})
+            ev = ev.recorded(*learned)
             ev = ev.with_outbox(remove=_satisfied(ev.outbox, sent, now))
             if not ev.outbox or not lease.held_in(ev):
                 return ev  # done, or another process holds the lease now: leave it alone
@@ -798,7 +798,6 @@ HANDLERS: dict[OutboxKind, Handler] = {
         )
     ),
     OutboxKind.WARN_THREAD: thread_reply(lambda p, e: blocks.thread_warning(e, p.remaining(e))),
-    OutboxKind.WARN_DM: direct_message(lambda p, e: blocks.dm_warning(e, p.remaining(e))),
     OutboxKind.CLOSE_THREAD: thread_reply(lambda p, e: blocks.thread_closed(e)),
     OutboxKind.CLOSE_DM: direct_message(lambda p, e: blocks.dm_closed(e)),
     OutboxKind.EXPIRE_THREAD: thread_reply(lambda p, e: blocks.thread_expired(e)),
@@ -815,6 +814,6 @@ HANDLERS: dict[OutboxKind, Handler] = {
     OutboxKind.INCIDENT_NOTE: incident_notes.post_note,
     OutboxKind.INCIDENT_RESOLVED_DM: incident_notes.resolved_dm,
     **extend_steps.HANDLERS,  # an extension's thread reply and DM (bot/extend_steps.py)
-    **dm_steps.HANDLERS,  # the invoker's "access is active" DM, recorded, and updated at the end
+    **dm_steps.HANDLERS,  # the DMs with buttons (active, warning), recorded, and updated at the end
 }
 assert set(HANDLERS) == set(OutboxKind), "every outbox kind needs a handler"

@@ -194,6 +194,9 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
                     }
                     for ext in event.extensions
                 ]
+        elif key == "dms":
+            if value:  # a list of maps of strings; absent when empty (older items have none either)
+                item[key] = [dm.model_dump(mode="json") for dm in event.dms]
         elif key == "outbox":
             if value:
                 item[key] = [

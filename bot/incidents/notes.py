@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from bot import blocks
+from bot import blocks, dm_steps
 from bot.incidents.base import IncidentNotFound
 from store import BreakGlassEvent, Status
+from store.model import OutboxKind
 
 if TYPE_CHECKING:
     from bot.pipeline import Pipeline
@@ -49,5 +50,5 @@ def resolved_dm(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
     if event.slack_user_id is None or event.status is not Status.ACTIVE or event.incident_link is None:
         return {}
     text, body = blocks.dm_incident_resolved(event)
-    pipeline.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
-    return {}
+    response = pipeline.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
+    return dm_steps.record_dm(OutboxKind.INCIDENT_RESOLVED_DM, response)  # updated when the event ends
