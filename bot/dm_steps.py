@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# chat.update answers meaning the DM itself is gone for good (nothing left to update)
-GONE = frozenset({"message_not_found", "channel_not_found", "cant_update_message"})
+# chat.update answers meaning this DM can never be updated (nothing left to do for it); any other failure,
+# e.g. a DM channel that cannot be reached for now, leaves the step owed and retried
+GONE = frozenset({"message_not_found", "cant_update_message"})
 
 
 def record_dm(kind: OutboxKind, response: Any) -> dict[str, Any]:
