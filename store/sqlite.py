@@ -231,7 +231,10 @@ class SQLiteStore(TransitionStore):
             "SELECT data FROM events WHERE json_array_length(data, '$.extensions') > 0"
         ).fetchall()
         for (data,) in rows:
-            event = _event(data)
+            try:
+                event = _event(data)
+            except ValueError:  # a row no version can read: nothing of it can be counted (or shown)
+                continue
             for ext in event.extensions:
                 self._insert_extension(conn, event, ext.at)
 
