@@ -48,6 +48,7 @@ from store.errors import (
 )
 from store.limits import NO_LIMITS, Counting, Limits, check_cooldown, decide
 from store.model import BreakGlassEvent, Status, with_version
+from store.tasks import OwedTask, TaskKind
 from store.timeutil import format_ts, parse_ts
 
 # 2: slack_user_id column (limits and stacking per Slack user); 3: request_id (one event each);
@@ -76,6 +77,13 @@ CREATE TABLE IF NOT EXISTS claims (
     name  TEXT PRIMARY KEY,
     until TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    name    TEXT PRIMARY KEY,
+    kind    TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    due     TEXT  -- NULL once finished (kept: a finished task is never owed again)
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due, name);
 """
 # One row per extension: its entry in the rate-limit windows (`at` fixed-width, like every time).
 _EXTENSIONS = """
@@ -328,6 +336,22 @@ class SQLiteStore(TransitionStore):
             "INSERT INTO claims (name, until) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET until = excluded.until",
             (name, format_ts(until)),
         )
+
+    def owe_task(self, task: OwedTask) -> None:
+        self._execute_write(
+            "INSERT INTO tasks (name, kind, payload, due) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            (task.name, task.kind.value, task.payload, format_ts(task.due)),
+        )
+
+    def list_tasks(self, *, now: datetime, limit: int = 100) -> list[OwedTask]:
+        rows = self._query(
+            "SELECT name, kind, payload, due FROM tasks WHERE due <= ? ORDER BY due, name LIMIT ?",
+            (format_ts(now), check_limit(limit)),
+        )
+        return [OwedTask(name=r[0], kind=TaskKind(r[1]), payload=r[2], due=parse_ts(r[3])) for r in rows]
+
+    def finish_task(self, name: str, *, now: datetime) -> None:
+        self._execute_write("UPDATE tasks SET due = NULL WHERE name = ?", (name,))
 
     # -- writes -------------------------------------------------------------------------------
 
