@@ -1,0 +1,21 @@
+output "slack_request_url" {
+  description = "Paste into the Slack app's slash command, interactivity and event subscription URLs."
+  value       = aws_lambda_function_url.http.function_url
+}
+
+output "events_table_name" {
+  value = aws_dynamodb_table.events.name
+}
+
+output "events_table_arn" {
+  value = aws_dynamodb_table.events.arn
+}
+
+output "dead_letter_queue_url" {
+  value = aws_sqs_queue.dead_letters.url
+}
+
+output "bot_role_arns" {
+  description = "The functions' roles: the activity roles in the target accounts trust these (modules/activity-role)."
+  value       = { http = aws_iam_role.http.arn, sweep = aws_iam_role.sweep.arn }
+}
