@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot import blocks
+from bot import blocks, metrics
 from bot.access import (
     AccessError,
     Assignment,
@@ -228,6 +228,8 @@ def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
     _update_access(
         pipeline, event.id, OutboxKind.REVOKE_RECEIPT_THREAD, failure=None, next_alarm_at=None, **changes
     )
+    if changes.get("revoked_at") is not None and changes.get("kept") != "never-granted":
+        metrics.revoked(event, changes["revoked_at"])
     log.info(
         "AWS access revoked",
         extra={"event_id": event.id, "action": "revoke", "outcome": changes.get("kept") or "ok"},
@@ -255,6 +257,7 @@ def _failed(pipeline: Pipeline, event: BreakGlassEvent, step: str, exc: AccessEr
         error,
         extra={"event_id": event.id, "action": step, "outcome": "retry", "attempt": access.failures + 1},
     )
+    metrics.access_failed(step)
     changes: dict[str, Any] = {"failure": error[:2000], "failures": access.failures + 1}
     if new_episode or alarm_due:
         repeat = access.alarms if (step == "revoke" and not new_episode) else 0

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     incident_io_api_key: SecretStr | None = None
     incident_io_webhook_secret: SecretStr | None = None
     incident_io_api_url: str = "https://api.incident.io"
+    # GET /metrics (HTTP mode) answers only `Authorization: Bearer <this>`; unset, it is off (404)
+    breakglass_metrics_token: SecretStr | None = Field(default=None, min_length=16)
 
     @field_validator("slack_api_url")
     @classmethod
@@ -106,6 +108,7 @@ class Settings(BaseSettings):
                 self.pagerduty_webhook_secret,
                 self.incident_io_api_key,
                 self.incident_io_webhook_secret,
+                self.breakglass_metrics_token,
             )
             if s is not None and s.get_secret_value()
         ]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import evidence, extend_steps, ids
+from bot import evidence, extend_steps, ids, metrics
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
@@ -318,6 +318,7 @@ class BreakGlassService:
                 "request_id": stored.request_id,
             },
         )
+        metrics.invoked(stored.profile)
         return stored
 
     def limits(self) -> Limits:
