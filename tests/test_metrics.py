@@ -37,7 +37,7 @@ from tests.test_lambda import (
     signed_headers,
 )
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.store_fixtures", "tests.access_world"]
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
@@ -361,3 +361,52 @@ def test_revoke_latency_and_failures_are_recorded() -> None:
     (document,) = documents
     assert document["RevokeLatency"] == [7.0]
     assert document["RevokeFailures"] == 1 and document["GrantFailures"] == 1
+
+
+# -- AWS access: revoke latency and failures, end to end --------------------------------------------------------
+
+
+@pytest.fixture
+def metered_access(
+    aws: Any, fake: FakeSlack, store: SQLiteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Bot]:
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    bot = make_bot(fake, store, aws.policy(), clock, breakglass_metrics_token=METRICS_TOKEN)
+    endpoint = bot.server.server.get_app().metrics  # type: ignore[attr-defined]
+    yield bot
+    metrics.RECORDER.detach(endpoint.sink)
+    bot.runtime.scheduler.shutdown(wait=False)
+    bot.server.stop()
+
+
+def test_a_failed_then_late_revoke_shows_in_failures_and_latency(metered_access: Bot, aws: Any) -> None:
+    from bot.access.identity_center import IdentityCenterProvider
+    from tests.test_access_pipeline import FlakySso, invoke
+    from tests.test_flows_close import settled, submit_close
+
+    bot = metered_access
+    provider = bot.runtime.pipeline.access
+    assert isinstance(provider, IdentityCenterProvider)
+    provider.sso = flaky = FlakySso(provider.sso)
+    provider.sleep = lambda _seconds: None
+    event_id = invoke(bot)
+    settled(bot, event_id)
+    flaky.fail("delete_account_assignment", "AccessDeniedException")
+    assert submit_close(bot, event_id, "Replica promoted, done").status == 200
+    bot.idle()
+    failing = samples(scrape(bot)[1])
+    assert failing[("breakglass_revoke_failures_total", ())] == 1
+    assert failing[("breakglass_owed_failing", ())] == 1
+    assert failing[("breakglass_revoke_latency_seconds_count", ())] == 0
+
+    flaky.heal()
+    bot.clock.advance(timedelta(seconds=90))
+    bot.runtime.scheduler.sweep()
+    assert aws.assigned() == []
+    done = samples(scrape(bot)[1])
+    assert done[("breakglass_revoke_failures_total", ())] == 1
+    assert done[("breakglass_revoke_latency_seconds_count", ())] == 1
+    assert done[("breakglass_revoke_latency_seconds_sum", ())] == 90.0  # from the close to the revoke
+    assert done[("breakglass_revoke_latency_seconds_bucket", (("le", "60.0"),))] == 0
+    assert done[("breakglass_revoke_latency_seconds_bucket", (("le", "120.0"),))] == 1
+    assert done[("breakglass_owed_failing", ())] == 0

@@ -325,22 +325,39 @@ def test_alarms_are_the_sam_templates(module: dict[str, Any], template: dict[str
     sam = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     sam_filters = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::MetricFilter"]
     metric_alarms, log_alarms = module["locals"]["metric_alarms"], module["locals"]["log_line_alarms"]
-    assert {_snake(n) for n in sam} == set(metric_alarms) | set(log_alarms)
+    state_alarms = module["locals"]["state_alarms"]
+    assert {_snake(n) for n in sam} == set(metric_alarms) | set(log_alarms) | set(state_alarms)
     metric = module["resource"]["aws_cloudwatch_metric_alarm"]["metric"]
     log_line = module["resource"]["aws_cloudwatch_metric_alarm"]["log_line"]
-    for resource in (metric, log_line):
-        assert (
-            resource["period"] == 300 and resource["evaluation_periods"] == 1 and resource["threshold"] == 1
-        )
+    state = module["resource"]["aws_cloudwatch_metric_alarm"]["state"]
+    for resource in (metric, log_line, state):
+        assert resource["period"] == 300 and resource["evaluation_periods"] == 1
         assert resource["alarm_actions"] == "${local.alarm_actions}"
+    assert metric["threshold"] == log_line["threshold"] == 1
+    assert state["threshold"] == "${each.value.threshold}" and state["statistic"] == "Maximum"
     assert module["locals"]["alarm_actions"] == '${var.alarm_topic_arn == "" ? [] : [var.alarm_topic_arn]}'
     dimension_of = {
         "HttpFunction": "${aws_lambda_function.http.function_name}",
         "SweepFunction": "${aws_lambda_function.sweep.function_name}",
     }
     for name, alarm in sam.items():
-        assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["Threshold"]) == (300, 1, 1), name
+        assert (alarm["Period"], alarm["EvaluationPeriods"]) == (300, 1), name
         key = _snake(name)
+        if key in state_alarms:
+            mine = state_alarms[key]
+            assert (mine["description"], mine["metric"], mine["threshold"]) == (
+                alarm["AlarmDescription"],
+                alarm["MetricName"],
+                alarm["Threshold"],
+            )
+            assert (alarm["Namespace"], alarm["Statistic"], alarm["TreatMissingData"]) == (
+                "breakglass",
+                "Maximum",
+                "notBreaching",
+            )
+            assert "Dimensions" not in alarm  # the sweep's EMF state has no dimension
+            continue
+        assert alarm["Threshold"] == 1, name
         if key in metric_alarms:
             mine = metric_alarms[key]
             assert mine["description"] == alarm["AlarmDescription"]
@@ -382,6 +399,24 @@ def test_alarms_are_the_sam_templates(module: dict[str, Any], template: dict[str
         "http": "${aws_cloudwatch_log_group.http.name}",
         "sweep": "${aws_cloudwatch_log_group.sweep.name}",
     }
+
+
+def test_state_alarms_watch_what_the_sweep_writes(module: dict[str, Any], template: dict[str, Any]) -> None:
+    """Each alarm on the bot's own metrics names a gauge bot/metrics.py writes in the sweep's EMF document,
+    without dimensions, in the namespace the alarms watch (tests/test_metrics.py checks those lines)."""
+    from bot import metrics
+
+    gauges = {m.emf: m for m in metrics.GAUGES}
+    assert metrics.NAMESPACE == "breakglass"
+    watched = {a["metric"] for a in module["locals"]["state_alarms"].values()}
+    assert watched <= set(gauges)
+    assert all(gauges[name].label is None for name in watched)
+    sam = {
+        r["Properties"]["MetricName"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"]["MetricName"] in gauges
+    }
+    assert sam == watched
 
 
 BOT_SOURCE = "\n".join(p.read_text() for p in sorted((ROOT / "bot").rglob("*.py")))
@@ -536,7 +571,8 @@ def test_terraform_validate(tmp_path: Path) -> None:
         )
     copy = tmp_path / "terraform"
     shutil.copytree(MODULE, copy, ignore=shutil.ignore_patterns(".terraform*"))
-    for directory in (copy, copy / "examples" / "complete"):
+    # The example's validation covers the module tree it calls: the root module and modules/activity-role.
+    for directory in (copy / "examples" / "complete",):
         for args in (
             ["init", "-backend=false", "-input=false", "-no-color", f"-plugin-dir={PLUGIN_DIR}"],
             ["validate", "-no-color"],

@@ -72,6 +72,20 @@ locals {
     }
   }
 
+  # The state the sweep writes as embedded-metric-format lines every minute (bot/metrics.py).
+  state_alarms = {
+    owed_oldest = {
+      description = "an owed delivery (announcement, grant or revoke) has been due for 5 minutes or more"
+      metric      = "OwedOldestSeconds"
+      threshold   = 300
+    }
+    audit_channels_broken = {
+      description = "an audit channel is broken (archived, bot removed); announcements go to the fallback"
+      metric      = "AuditChannelsBroken"
+      threshold   = 1
+    }
+  }
+
   log_groups = {
     http  = aws_cloudwatch_log_group.http.name
     sweep = aws_cloudwatch_log_group.sweep.name
@@ -125,6 +139,23 @@ resource "aws_cloudwatch_metric_alarm" "log_line" {
   period              = 300
   evaluation_periods  = 1
   threshold           = 1
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "state" {
+  for_each = local.state_alarms
+
+  alarm_name          = "${var.name}-${replace(each.key, "_", "-")}"
+  alarm_description   = each.value.description
+  namespace           = "breakglass"
+  metric_name         = each.value.metric
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = each.value.threshold
   comparison_operator = "GreaterThanOrEqualToThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions
