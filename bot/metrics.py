@@ -61,7 +61,7 @@ GRANT_FAILURES = Metric(
 REVOKE_LATENCY = Metric(
     "revoke_latency_seconds",
     "RevokeLatency",
-    "From an event's end to its AWS access revoked",
+    "From when an event's access should have ended (its close, or its expiry time) to its AWS access revoked",
     "histogram",
     unit="Seconds",
 )
@@ -134,9 +134,11 @@ def access_failed(step: str) -> None:
 
 
 def revoked(event: BreakGlassEvent, revoked_at: datetime) -> None:
-    """An event's AWS access was revoked: how long after the event ended."""
+    """An event's AWS access was revoked: how long after it should have ended. That is its close, or its
+    expiry time (not when the sweep got to it), so a late expiry shows here too."""
     if event.ended_at is not None:
-        RECORDER.record(REVOKE_LATENCY, max(0.0, (revoked_at - event.ended_at).total_seconds()))
+        should_end = min(event.ended_at, event.expires_at)
+        RECORDER.record(REVOKE_LATENCY, max(0.0, (revoked_at - should_end).total_seconds()))
 
 
 def refusal_reason(exc: BaseException) -> str:

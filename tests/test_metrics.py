@@ -410,3 +410,29 @@ def test_a_failed_then_late_revoke_shows_in_failures_and_latency(metered_access:
     assert done[("breakglass_revoke_latency_seconds_bucket", (("le", "60.0"),))] == 0
     assert done[("breakglass_revoke_latency_seconds_bucket", (("le", "120.0"),))] == 1
     assert done[("breakglass_owed_failing", ())] == 0
+
+
+def test_revoke_latency_of_an_expiry_counts_from_the_expiry_time() -> None:
+    """A sweep that expires an event late shows in the latency: it counts from `expires_at`, not from
+    when the event was marked expired."""
+    from tests.store_fixtures import T0
+
+    sink = metrics.EmfSink()
+    metrics.RECORDER.attach(sink)
+    try:
+        event = make_event(now=T0)
+        expired = event.expire(now=event.expires_at + timedelta(minutes=3))
+        metrics.revoked(expired, event.expires_at + timedelta(minutes=3, seconds=2))
+        (document,) = sink.documents()
+    finally:
+        metrics.RECORDER.detach(sink)
+    assert document["RevokeLatency"] == [182.0]
+
+
+def test_lambda_builds_no_prometheus_client() -> None:
+    """prometheus-client is for GET /metrics only: the Lambda entry point (cold starts) never imports it."""
+    script = "import sys, bot.lambda_handler; assert 'prometheus_client' not in sys.modules, 'imported'"
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
