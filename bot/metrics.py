@@ -294,10 +294,13 @@ class PrometheusEndpoint:
 
 
 def worker_exited(pid: int) -> None:
-    """gunicorn's child_exit: drop a dead worker's live gauges (multiprocess mode)."""
-    from prometheus_client import multiprocess
+    """gunicorn's child_exit: drop a dead worker's live gauges (multiprocess mode only)."""
+    import os
 
-    multiprocess.mark_process_dead(pid)
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 # -- CloudWatch embedded metric format (Lambda) ---------------------------------------------------------------

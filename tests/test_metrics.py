@@ -436,3 +436,51 @@ def test_lambda_builds_no_prometheus_client() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_procfile_gunicorn_with_two_workers_adds_up_their_counts(tmp_path: Path) -> None:
+    """The Procfile's `web` command (two gunicorn workers): whichever worker answers a scrape, it shows every
+    worker's counts."""
+    from tests.harness import SlackSender
+    from tests.processes import BIN, BotProcess
+
+    users = {f"U000{n}": {"email": f"user{n}@example.com"} for n in range(1, 7)}
+    gunicorn = [str(BIN / "gunicorn"), "-c", "python:bot.gunicorn_conf", "--worker-class", "gthread"]
+    with FakeSlack(token=BOT_TOKEN, users=users) as fake:
+        bot = BotProcess(
+            tmp_path,
+            fake.url,
+            f"sqlite:///{tmp_path / 'web.db'}",
+            command=[
+                *gunicorn,
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--bind",
+                "127.0.0.1:{port}",
+                "bot.wsgi:app",
+            ],
+            BREAKGLASS_SCHEDULER="off",
+            BREAKGLASS_METRICS_TOKEN=METRICS_TOKEN,
+        ).start()
+        try:
+            sender = SlackSender(bot.url, fake)
+            for user in users:
+                response = sender.invoke(user=user, profile="sandbox", duration="900")
+                assert response.json["response_action"] == "update", response.text
+            assert sender.invoke(user="U0001", profile="sandbox").json["response_action"] == "errors"
+            for _ in range(8):  # each scrape is a new connection: either worker may answer
+                response = http(
+                    "GET", bot.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+                )
+                assert response.status == 200
+                values = samples(response.text)
+                assert values[("breakglass_invocations_total", (("profile", "sandbox"),))] == 6
+                assert values[("breakglass_refusals_total", (("reason", "already_active"),))] == 1
+                assert values[("breakglass_active_events", ())] == 6
+        finally:
+            assert bot.terminate() == 0
+        logs = bot.stderr()
+        for secret in (SIGNING_SECRET, BOT_TOKEN, METRICS_TOKEN):
+            assert secret not in logs
