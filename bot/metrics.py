@@ -15,6 +15,7 @@ Web API method names and step names, all from code or policy.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import threading
@@ -32,6 +33,8 @@ from bot.slack_observer import SlackResponseObserver
 
 if TYPE_CHECKING:
     from store import BreakGlassEvent, Store
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "breakglass"  # Prometheus prefix and CloudWatch namespace
 
@@ -96,22 +99,26 @@ class Sink(Protocol):
 
 
 class Recorder:
-    """Where the hooks record; each attached sink gets every value. Without a sink a hook costs a lookup."""
+    """Where the hooks record; each attached sink gets every value. Without a sink a hook costs a lookup.
+    A hook runs inside the use cases (after an event is stored, in a revoke): a sink that fails is logged
+    and never fails the step that reported to it."""
 
     def __init__(self) -> None:
-        self.sinks: list[Sink] = []
+        self.sinks: tuple[Sink, ...] = ()  # replaced, never changed in place: safe to read from any thread
 
     def attach(self, sink: Sink) -> None:
         if sink not in self.sinks:
-            self.sinks.append(sink)
+            self.sinks = (*self.sinks, sink)
 
     def detach(self, sink: Sink) -> None:
-        if sink in self.sinks:
-            self.sinks.remove(sink)
+        self.sinks = tuple(s for s in self.sinks if s is not sink)
 
     def record(self, metric: Metric, value: float = 1.0, label: str | None = None) -> None:
         for sink in self.sinks:
-            sink.record(metric, value, label)
+            try:
+                sink.record(metric, value, label)
+            except Exception as exc:  # noqa: BLE001 - metrics must never fail what they measure
+                log.warning("metrics: %s could not record %s: %s", type(sink).__name__, metric.name, exc)
 
 
 RECORDER = Recorder()

@@ -484,3 +484,20 @@ def test_procfile_gunicorn_with_two_workers_adds_up_their_counts(tmp_path: Path)
         logs = bot.stderr()
         for secret in (SIGNING_SECRET, BOT_TOKEN, METRICS_TOKEN):
             assert secret not in logs
+
+
+def test_a_failing_sink_never_fails_what_it_measures(metered: Bot, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def record(self, metric: metrics.Metric, value: float, label: str | None) -> None:
+            raise OSError("disk full")
+
+    broken = Broken()
+    metrics.RECORDER.attach(broken)
+    try:
+        assert metered.slack.invoke(profile="sandbox").json["response_action"] == "update"
+    finally:
+        metrics.RECORDER.detach(broken)
+    assert len(metered.store.list_active()) == 1
+    assert any("could not record invocations" in r.getMessage() for r in caplog.records)
+    values = samples(scrape(metered)[1])
+    assert values[("breakglass_invocations_total", (("profile", "sandbox"),))] == 1  # the other sink counted
