@@ -1,8 +1,9 @@
 """The Terraform module (deploy/terraform/) is the SAM template's stack: its IAM statements grant exactly what
 docs/iam-policy.json, the SAM template and the code's calls do (plus, spelled out, what SAM's function type adds
 by itself), its table is `create-table`'s, its alarms are the template's one by one, and every log line an
-alarm counts is one the code really writes. Parsed with python-hcl2; `terraform fmt -check` and `terraform
-validate` run with the terraform binary the dev extra installs."""
+alarm counts is one the code really writes. Parsed with python-hcl2; `terraform fmt -check`, `terraform
+validate` and `terraform apply` against a moto server run with the terraform binary the dev extra installs
+(validate and apply only where a local mirror of the AWS provider exists)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "deploy" / "terraform"
 EXAMPLE = MODULE / "examples" / "complete"
 ACTIVITY_MODULE = MODULE / "modules" / "activity-role"
+
+pytest_plugins = ["tests.store_fixtures"]
 
 
 # -- reading HCL ---------------------------------------------------------------------------------------------
@@ -562,27 +565,192 @@ def test_terraform_fmt_check() -> None:
 PLUGIN_DIR = Path(os.environ.get("BREAKGLASS_TF_PLUGIN_DIR", "/opt/tf-plugins"))
 
 
-def test_terraform_validate(tmp_path: Path) -> None:
-    binary = terraform()
+def _provider_mirror() -> Path:
     if not list(PLUGIN_DIR.glob("registry.terraform.io/hashicorp/aws/*/*/terraform-provider-aws*")):
         pytest.skip(
             f"\n!!! SKIPPED: no hashicorp/aws provider in {PLUGIN_DIR} (set BREAKGLASS_TF_PLUGIN_DIR to a "
             "filesystem mirror): providers come from the Terraform registry, which no package registry serves !!!"
         )
+    return PLUGIN_DIR
+
+
+def _run(
+    binary: str, directory: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 300
+) -> str:
+    result = subprocess.run(
+        [binary, *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or _terraform_env(),
+    )
+    assert result.returncode == 0, f"{directory}: terraform {args[0]}\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def test_terraform_validate(tmp_path: Path) -> None:
+    binary, mirror = terraform(), _provider_mirror()
     copy = tmp_path / "terraform"
     shutil.copytree(MODULE, copy, ignore=shutil.ignore_patterns(".terraform*"))
     # The example's validation covers the module tree it calls: the root module and modules/activity-role.
-    for directory in (copy / "examples" / "complete",):
-        for args in (
-            ["init", "-backend=false", "-input=false", "-no-color", f"-plugin-dir={PLUGIN_DIR}"],
-            ["validate", "-no-color"],
-        ):
-            result = subprocess.run(
-                [binary, *args],
-                cwd=directory,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                env=_terraform_env(),
+    example = copy / "examples" / "complete"
+    _run(binary, example, "init", "-backend=false", "-input=false", "-no-color", f"-plugin-dir={mirror}")
+    _run(binary, example, "validate", "-no-color")
+
+
+# `terraform apply` of the module against a moto server (the provider honours AWS_ENDPOINT_URL), then what
+# it made, read back with boto3: the rendered IAM policies are docs/iam-policy.json's, the table passes the
+# store's own layout check and serves the store, the functions hold no secret.
+APPLY_ROOT = """
+provider "aws" {
+  region                      = "us-east-1"
+  access_key                  = "testing"
+  secret_key                  = "testing"
+  skip_credentials_validation = true
+  skip_metadata_api_check     = true
+}
+
+module "breakglass" {
+  source           = "../terraform"
+  package_file     = "${path.root}/package.zip"
+  slack_secret_arn = "%(secret)s"
+  slack_team_id    = "T0123456"
+  audit_channel    = "C0123456"
+  policy_file      = "examples/policy.yml"
+
+  identity_center_instance_arn   = "%(instance)s"
+  identity_store_id              = "%(store)s"
+  breakglass_permission_set_arns = ["%(permission_set)s"]
+  breakglass_account_ids         = ["%(account)s"]
+}
+"""
+APPLIED = {
+    "secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:breakglass/slack-AbCdEf",
+    "instance": "arn:aws:sso:::instance/ssoins-0123456789abcdef",
+    "store": "d-0123456789",
+    "permission_set": "arn:aws:sso:::permissionSet/ssoins-0123456789abcdef/ps-0123456789abcdef",
+    "account": "444455556666",
+}
+MOTO_ACCOUNT = "123456789012"  # moto's default account
+
+
+def _normalized(statements: list[dict[str, Any]]) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    return {
+        s["Sid"]: (frozenset(_list(s["Action"])), frozenset(_list(s["Resource"])))
+        for s in statements
+        if s["Effect"] == "Allow"
+    }
+
+
+def test_terraform_apply_against_moto_makes_what_the_bot_needs(
+    tmp_path: Path, moto_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zipfile
+
+    import boto3
+
+    binary, mirror = terraform(), _provider_mirror()
+    copy = tmp_path / "terraform"
+    shutil.copytree(MODULE, copy, ignore=shutil.ignore_patterns(".terraform*", "examples"))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "main.tf").write_text(APPLY_ROOT % APPLIED)
+    with zipfile.ZipFile(root / "package.zip", "w") as package:
+        package.writestr("bot/__init__.py", "")
+    env = {
+        **_terraform_env(),
+        "AWS_ENDPOINT_URL": moto_server_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    env.pop("AWS_PROFILE", None)
+    _run(
+        binary, root, "init", "-backend=false", "-input=false", "-no-color", f"-plugin-dir={mirror}", env=env
+    )
+    _run(binary, root, "apply", "-auto-approve", "-input=false", "-no-color", env=env, timeout=600)
+
+    def client(service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=moto_server_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    # IAM: docs/iam-policy.json with its placeholders filled in, plus the secret and SAM's implicit statements
+    table_arn = f"arn:aws:dynamodb:us-east-1:{MOTO_ACCOUNT}:table/breakglass-events"
+    placeholders = {
+        "arn:aws:dynamodb:REGION:ACCOUNT_ID:table/breakglass-events": table_arn,
+        "arn:aws:sso:::instance/INSTANCE_ID": APPLIED["instance"],
+        "arn:aws:sso:::permissionSet/INSTANCE_ID/BREAKGLASS_PERMISSION_SET_ID": APPLIED["permission_set"],
+        "arn:aws:sso:::account/MANAGED_ACCOUNT_ID": f"arn:aws:sso:::account/{APPLIED['account']}",
+        "ACCOUNT_ID:identitystore/IDENTITY_STORE_ID": f"{MOTO_ACCOUNT}:identitystore/{APPLIED['store']}",
+    }
+    documented = json.dumps(BOT_POLICY["Statement"])
+    for placeholder, value in placeholders.items():
+        documented = documented.replace(placeholder, value)
+    expected = _normalized(json.loads(documented))
+    expected["BreakglassSlackSecret"] = (frozenset(secret_actions()), frozenset({APPLIED["secret"]}))
+    iam = client("iam")
+    for name in ("http", "sweep"):
+        role = f"breakglass-{name}"
+        assert sorted(iam.list_role_policies(RoleName=role)["PolicyNames"]) == [
+            "breakglass",
+            "breakglass-access-provider",
+        ]
+        assert not iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+        statements = [
+            s
+            for policy in ("breakglass", "breakglass-access-provider")
+            for s in iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]["Statement"]
+        ]
+        rendered = _normalized(statements)
+        group = f"arn:aws:logs:us-east-1:{MOTO_ACCOUNT}:log-group:/aws/lambda/{role}:*"
+        implicit = {"FunctionLogs": (frozenset(IMPLICIT_IN_SAM["FunctionLogs"]), frozenset({group}))}
+        if name == "http":
+            implicit["DeadLetters"] = (
+                frozenset(IMPLICIT_IN_SAM["DeadLetters"]),
+                frozenset({f"arn:aws:sqs:us-east-1:{MOTO_ACCOUNT}:breakglass-dead-letters"}),
             )
-            assert result.returncode == 0, f"{directory}: terraform {args[0]}\n{result.stdout}{result.stderr}"
+            implicit["LazyListenerSelfInvoke"] = (
+                frozenset({"lambda:InvokeFunction"}),
+                frozenset({f"arn:aws:lambda:us-east-1:{MOTO_ACCOUNT}:function:breakglass-http"}),
+            )
+        assert rendered == {**expected, **implicit}, role
+
+    # The table: the store's own layout check, TTL, point-in-time recovery, and the store works on it
+    dynamo = client("dynamodb")
+    description = dynamo.describe_table(TableName="breakglass-events")["Table"]
+    assert dynamodb.layout_problems(description) == []
+    assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    ttl = dynamo.describe_time_to_live(TableName="breakglass-events")["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "ttl")
+    backups = dynamo.describe_continuous_backups(TableName="breakglass-events")[
+        "ContinuousBackupsDescription"
+    ]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+    from tests.store_fixtures import make_event
+
+    store = dynamodb.DynamoDBStore("breakglass-events", client=dynamo)
+    event = store.create(make_event())
+    assert [e.id for e in store.list_active()] == [event.id]
+
+    # The functions: no secret in their configuration, the SAM template's settings
+    lambda_ = client("lambda")
+    for name in ("http", "sweep"):
+        config = lambda_.get_function_configuration(FunctionName=f"breakglass-{name}")
+        variables = config["Environment"]["Variables"]
+        assert not {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"} & set(variables)
+        assert variables["BREAKGLASS_SECRETS_ARN"] == APPLIED["secret"]
+        assert variables["BREAKGLASS_STORE"] == "dynamodb://breakglass-events"
+        assert variables["BREAKGLASS_POLICY"] == "examples/policy.yml"
+        assert (config["Runtime"], config["Architectures"]) == ("python3.12", ["arm64"])
+    url = lambda_.get_function_url_config(FunctionName="breakglass-http")
+    assert url["AuthType"] == "NONE"
+    alarms = client("cloudwatch").describe_alarms()["MetricAlarms"]
+    template = yaml.load((ROOT / "deploy" / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    sam_alarms = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) == len(sam_alarms)
