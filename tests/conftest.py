@@ -94,10 +94,23 @@ class Bot:
 
 
 def make_bot(
-    fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock, **settings: object
+    fake: FakeSlack,
+    store: SQLiteStore,
+    policy: Policy,
+    clock: ManualClock,
+    *,
+    delivery_workers: int = 4,
+    **settings: object,
 ) -> Bot:
     config = settings_for(fake, **settings)
-    runtime = create_app(config, store, make_slack_client(config, timeout=5), policy=policy, clock=clock)
+    runtime = create_app(
+        config,
+        store,
+        make_slack_client(config, timeout=5),
+        policy=policy,
+        clock=clock,
+        delivery_workers=delivery_workers,
+    )
     server = BotServer(runtime).start()
     return Bot(runtime, server, SlackSender(server.url, fake), fake, clock, store)
 
@@ -113,8 +126,7 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
 def bot(fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock) -> Iterator[Bot]:
     b = make_bot(fake, store, policy, clock)
     yield b
-    b.runtime.scheduler.shutdown(wait=False)
-    b.server.stop()
+    b.server.stop()  # and the bot's scheduler, delivery workers and lease keeper
 
 
 AWS_TEST_ENV = {

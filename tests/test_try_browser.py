@@ -32,7 +32,11 @@ if CHROMIUM is None or CHROMEDRIVER is None:
     )
 
 from selenium import webdriver  # noqa: E402 - only once a browser exists
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -49,13 +53,30 @@ def workspace(tmp_path: Path) -> Iterator[LocalWorkspace]:
         yield ws
 
 
+def start_chrome(options: webdriver.ChromeOptions, attempts: int = 3) -> WebDriver:
+    """Start chromedriver, again if it lost the race for its port.
+
+    selenium picks a free port and then starts chromedriver on it; another process (a parallel test worker)
+    can bind that port in between, and chromedriver exits with status 1 ("bind() failed: Address already in
+    use"). Only that start-up exit is retried, with a fresh port each time; anything else fails the test.
+    """
+    for attempt in range(1, attempts + 1):
+        service = Service(CHROMEDRIVER)
+        try:
+            return webdriver.Chrome(service=service, options=options)
+        except WebDriverException as error:
+            if "unexpectedly exited" not in str(error) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def browser() -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM  # type: ignore[assignment]
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = start_chrome(options)
     try:
         yield driver
     finally:
@@ -331,3 +352,32 @@ def test_unknown_block_kit_is_shown_raw(workspace: LocalWorkspace, browser: WebD
     assert 'element type "datepicker"' in raws[0].text
     assert 'block type "rich_text"' in raws[1].text
     assert "known part" in feed_text(browser)
+
+
+def test_a_chromedriver_that_lost_its_port_is_started_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The port selenium chose is taken before chromedriver binds it: the start is retried on a fresh port."""
+    import socket
+
+    from selenium.webdriver.common import utils
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])
+    real_free_port = utils.free_port
+    monkeypatch.setattr(utils, "free_port", lambda: next(ports, None) or real_free_port())
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM  # type: ignore[assignment]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    try:
+        with pytest.raises(WebDriverException, match="unexpectedly exited"):
+            start_chrome(options, attempts=1)
+        ports = iter([taken.getsockname()[1]])
+        driver = start_chrome(options, attempts=2)
+        try:
+            assert driver.execute_script("return 6 * 7") == 42
+        finally:
+            driver.quit()
+    finally:
+        taken.close()

@@ -71,18 +71,18 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
     words = text.split()
     if not words:
         ack()
-        ctx.after_response(open_modal, ctx, command.get("trigger_id", ""), user_id, respond)
+        ctx.call_after_ack(open_modal, ctx, command.get("trigger_id", ""), user_id, respond)
         return
     if len(words) == 2 and words[0].lower() == "close":  # no reason: the close form, which asks for it
         ack()
-        ctx.after_response(open_close_form, ctx, command.get("trigger_id", ""), user_id, words[1], respond)
+        ctx.call_after_ack(open_close_form, ctx, command.get("trigger_id", ""), user_id, words[1], respond)
         return
     chosen = (
         ctx.policy.profile_name(words[0]) if len(words) == 1 and words[0].lower() not in SUBCOMMANDS else None
     )
     if chosen is not None:  # `/breakglass prod`: the form, with prod chosen
         ack()
-        ctx.after_response(open_modal, ctx, command.get("trigger_id", ""), user_id, respond, chosen)
+        ctx.call_after_ack(open_modal, ctx, command.get("trigger_id", ""), user_id, respond, chosen)
         return
     event: BreakGlassEvent | None = None
     try:
@@ -102,7 +102,7 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
     text_out, body = reply
     ack(text=text_out, blocks=body)
     if event is not None:
-        ctx.after_ack(event)
+        ctx.deliver_after_ack(event)
 
 
 def open_modal(
@@ -234,7 +234,7 @@ def dispatch(
             ) from None
         raise
     event = service.invoke(request)
-    broken = ctx.pipeline.audit_channels.error(event.audit_channel)
+    broken = ctx.audit_channels.error(event.audit_channel)
     return blocks.message(blocks.granted(event, audit_broken=broken)), event
 
 

@@ -50,10 +50,10 @@ def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
         response_action="update",
         view=blocks.notice_modal(
             "Access granted",
-            blocks.granted(event, audit_broken=ctx.pipeline.audit_channels.error(event.audit_channel)),
+            blocks.granted(event, audit_broken=ctx.audit_channels.error(event.audit_channel)),
         ),
     )
-    ctx.after_ack(event)
+    ctx.deliver_after_ack(event)
 
 
 def submit_event_form(
@@ -84,7 +84,7 @@ def submit_event_form(
     else:
         ack(response_action="update", view=blocks.notice_modal("Already ended", notice))
     if notice is None or event.outbox:  # e.g. it was just recorded as expired: announce that now
-        ctx.after_ack(event)
+        ctx.deliver_after_ack(event)
 
 
 def close_event(
