@@ -7,7 +7,9 @@
   a second, asynchronous invocation of this same function (`lambda:InvokeFunction` on itself). So the
   response to Slack never waits for the announcements.
 * `sweep_handler(event, context)`: an EventBridge schedule (every minute) runs one scheduler sweep:
-  warnings and expiries that are due, and owed announcements (the outbox), then returns the counts.
+  warnings and expiries that are due, and owed announcements (the outbox), then returns the counts. The
+  same function is the target of each event's one-time EventBridge Scheduler schedules (bot/schedules.py):
+  their payload names the event and the step, done at its exact time.
 
 Each invocation ends by writing what bot.metrics recorded during it as CloudWatch embedded metric format
 lines on stdout (namespace `breakglass`); the sweep adds the state (active events, owed deliveries, broken
@@ -24,12 +26,14 @@ import json
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.adapter.aws_lambda import SlackRequestHandler
 from slack_bolt.adapter.aws_lambda.lazy_listener_runner import LambdaLazyListenerRunner
 
-from bot import metrics
+from bot import metrics, schedules
 from bot.app import BreakglassApp
 from bot.incidents.webhooks import PATHS as WEBHOOK_PATHS
 from bot.runtime import ConfigurationFailed
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 # The lazy listener `create_app(..., lazy_delivery=True)` adds to every announcing listener.
 LAZY_FUNCTION_NAME = "lambda_lazy_delivery"
 HEALTH_PATHS = ("/healthz",)
+FIRE_MARGIN = 30.0  # seconds of a fired schedule's invocation kept for the expiry and its revoke
+sleep: Callable[[float], None] = time.sleep  # how a fired schedule waits for its due time (tests: a clock)
 
 _lock = threading.Lock()
 _runtime: BreakglassApp | None = None
@@ -193,13 +199,31 @@ def _verify(event: dict[str, Any]) -> Refusal | None:
 
 
 def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
-    """EventBridge schedule: one sweep (due warnings and expiries, owed announcements); returns counts."""
+    """EventBridge's minute schedule: one sweep (due warnings and expiries, owed announcements). An event's
+    one-time schedule (bot/schedules.py, its payload names the event and the step): that step, at its
+    time, at once (waiting for it within the invocation's time left). Returns counts. Either ends by
+    writing its metrics (EMF); the minute sweep adds the state."""
+    fired = schedules.parse_payload(event)
     try:
+        if fired is not None:
+            event_id, step = fired
+            remaining = getattr(context, "get_remaining_time_in_millis", None)
+            left = remaining() / 1000 if remaining is not None else 900.0  # Lambda's longest timeout
+            counts = runtime().scheduler.fire(
+                event_id, step, max_wait=max(0.0, left - FIRE_MARGIN), sleep=sleep
+            )
+            log.info(
+                "schedule %s fired: %s",
+                step,
+                ", ".join(f"{k} {v}" for k, v in counts.items()),
+                extra={"event_id": event_id, "action": "schedule", "outcome": "ok"},
+            )
+            return counts
         counts = runtime().scheduler.sweep()  # includes the daily review reminder, once a day across runs
         log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
         return counts
     finally:
-        _flush_metrics(with_state=True)
+        _flush_metrics(with_state=fired is None)
 
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):

@@ -231,6 +231,32 @@ def test_activity_role_module_matches_the_cloudformation_one() -> None:
     assert "ManagedPolicyArns" not in json.dumps(activity)  # nothing but the inline LookupEvents policy
 
 
+def test_expiry_schedule_statements_match_the_bot_policy_and_the_sam_template(
+    module: dict[str, Any], template: dict[str, Any]
+) -> None:
+    mine = _statements(module, "expiry_schedules")
+    assert _actions(mine) == _doc_statements(("scheduler:", "iam:"))
+    sam = template["Resources"]["ExpirySchedulesPolicy"]["Properties"]
+    assert _actions(mine) == {s["Sid"]: set(_list(s["Action"])) for s in sam["PolicyDocument"]["Statement"]}
+    (documented,) = [s for s in BOT_POLICY["Statement"] if s["Sid"] == "BreakglassPassSchedulerRole"]
+    (condition,) = mine["BreakglassPassSchedulerRole"]["condition"]
+    assert {condition["test"]: {condition["variable"]: condition["values"][0]}} == documented["Condition"]
+    assert mine["BreakglassPassSchedulerRole"]["resources"] == ["${aws_iam_role.scheduler.arn}"]
+    assert mine["BreakglassExpirySchedules"]["resources"][0].endswith(
+        ":schedule/${aws_scheduler_schedule_group.expiry.name}/*"
+    )
+    attached = module["resource"]["aws_iam_role_policy"]["expiry_schedules"]
+    assert attached["for_each"] == {"http": "${aws_iam_role.http.id}", "sweep": "${aws_iam_role.sweep.id}"}
+    invoke = _statements(module, "invoke_sweep")
+    sam_role = template["Resources"]["ExpirySchedulerRole"]["Properties"]
+    sam_invoke = sam_role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert _actions(invoke) == {s["Sid"]: set(_list(s["Action"])) for s in sam_invoke}
+    assert invoke["InvokeSweep"]["resources"] == ["${local.sweep_function_arn}"]
+    (trust,) = _statements(module, "assume_scheduler").values()
+    assert trust["principals"] == [{"type": "Service", "identifiers": ["scheduler.amazonaws.com"]}]
+    assert {c["variable"] for c in trust["condition"]} == {"aws:SourceAccount", "aws:SourceArn"}
+
+
 # -- the table, the functions, the schedule --------------------------------------------------------------
 
 
@@ -688,6 +714,10 @@ def test_terraform_apply_against_moto_makes_what_the_bot_needs(
         "arn:aws:sso:::permissionSet/INSTANCE_ID/BREAKGLASS_PERMISSION_SET_ID": APPLIED["permission_set"],
         "arn:aws:sso:::account/MANAGED_ACCOUNT_ID": f"arn:aws:sso:::account/{APPLIED['account']}",
         "ACCOUNT_ID:identitystore/IDENTITY_STORE_ID": f"{MOTO_ACCOUNT}:identitystore/{APPLIED['store']}",
+        "arn:aws:scheduler:REGION:ACCOUNT_ID:schedule/breakglass/*": (
+            f"arn:aws:scheduler:us-east-1:{MOTO_ACCOUNT}:schedule/breakglass-expiry/*"
+        ),
+        "arn:aws:iam::ACCOUNT_ID:role/breakglass-scheduler": f"arn:aws:iam::{MOTO_ACCOUNT}:role/breakglass-scheduler",
     }
     documented = json.dumps(BOT_POLICY["Statement"])
     for placeholder, value in placeholders.items():
@@ -697,14 +727,12 @@ def test_terraform_apply_against_moto_makes_what_the_bot_needs(
     iam = client("iam")
     for name in ("http", "sweep"):
         role = f"breakglass-{name}"
-        assert sorted(iam.list_role_policies(RoleName=role)["PolicyNames"]) == [
-            "breakglass",
-            "breakglass-access-provider",
-        ]
+        policies = ("breakglass", "breakglass-access-provider", "breakglass-expiry-schedules")
+        assert sorted(iam.list_role_policies(RoleName=role)["PolicyNames"]) == list(policies)
         assert not iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
         statements = [
             s
-            for policy in ("breakglass", "breakglass-access-provider")
+            for policy in policies
             for s in iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]["Statement"]
         ]
         rendered = _normalized(statements)

@@ -11,6 +11,7 @@ locals {
   account_id          = data.aws_caller_identity.current.account_id
   http_function_name  = "${var.name}-http"
   sweep_function_name = "${var.name}-sweep"
+  sweep_function_arn  = "arn:${local.partition}:lambda:${local.region}:${local.account_id}:function:${local.sweep_function_name}"
   identity_center     = var.identity_center_instance_arn != ""
   alarm_actions       = var.alarm_topic_arn == "" ? [] : [var.alarm_topic_arn]
 
@@ -22,6 +23,10 @@ locals {
       BREAKGLASS_SECRETS_ARN   = var.slack_secret_arn
       SLACK_TEAM_ID            = var.slack_team_id
       LOG_LEVEL                = var.log_level
+      # Exact-time warnings and expiry (schedules.tf, bot/schedules.py): the schedules invoke the sweep
+      BREAKGLASS_SCHEDULER_TARGET_ARN = local.sweep_function_arn
+      BREAKGLASS_SCHEDULER_ROLE_ARN   = aws_iam_role.scheduler.arn
+      BREAKGLASS_SCHEDULER_GROUP      = aws_scheduler_schedule_group.expiry.name
     },
     var.policy_file == "" ? {} : { BREAKGLASS_POLICY = var.policy_file },
   )
@@ -75,7 +80,7 @@ resource "aws_lambda_function" "sweep" {
   runtime          = "python3.12"
   architectures    = ["arm64"]
   memory_size      = 512
-  timeout          = 110
+  timeout          = 210 # a fired one-time schedule waits for its exact time (up to 2 minutes early)
   filename         = var.package_file
   source_code_hash = filebase64sha256(var.package_file)
   tags             = var.tags
