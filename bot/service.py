@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bot import ids, schedules
+from bot import ids, metrics, schedules
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
@@ -378,6 +378,7 @@ class BreakGlassService:
                 "request_id": stored.request_id,
             },
         )
+        metrics.invoked(stored.profile)
         return stored
 
     def limits(self) -> Limits:

@@ -435,7 +435,19 @@ def test_activity_role_trusts_only_the_bot(activity_role: dict[str, Any]) -> Non
     props = activity_role["Resources"]["ActivityRole"]["Properties"]
     (trust,) = props["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Effect"] == "Allow"
-    assert trust["Principal"] == {"AWS": {"Ref": "BotRoleArn"}}
+    # Both of the SAM stack's function roles deliver digests (its outputs HttpFunctionRoleArn, SweepFunctionRoleArn)
+    assert trust["Principal"] == {
+        "AWS": {
+            "Fn::If": [
+                "HasSecondBotRole",
+                [{"Ref": "BotRoleArn"}, {"Ref": "SecondBotRoleArn"}],
+                {"Ref": "BotRoleArn"},
+            ]
+        }
+    }
+    assert activity_role["Conditions"]["HasSecondBotRole"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SecondBotRoleArn"}, ""]}]
+    }
     assert trust["Action"] == "sts:AssumeRole"
     condition = trust["Condition"]["Fn::If"]
     assert condition[0] == "HasExternalId"
