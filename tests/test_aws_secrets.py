@@ -19,13 +19,12 @@ from tests.harness import BOT_TOKEN, SIGNING_SECRET
 
 pytest_plugins = ["tests.store_fixtures"]
 
-SLACK_NAMES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
-
 
 @pytest.fixture
 def secrets(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in SLACK_NAMES:
-        monkeypatch.delenv(name, raising=False)
+    for name in aws_secrets.SECRET_KEYS:  # recorded, so what a test exports is undone after it
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     aws_secrets.reset_cache()
     with mock_aws():
         yield boto3.client("secretsmanager", region_name="us-east-1")
@@ -134,8 +133,6 @@ def test_incident_tool_secrets_come_from_the_same_secret(
     from store.sqlite import SQLiteStore
     from tests.fake_incidents import PD_TOKEN, FakePagerDuty
 
-    for name in aws_secrets.INCIDENT_SECRET_KEYS:
-        monkeypatch.delenv(name, raising=False)
     _secret(
         secrets,
         monkeypatch,
