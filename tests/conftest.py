@@ -13,6 +13,7 @@ from moto import mock_aws
 from bot.app import BreakglassApp, create_app, make_slack_client
 from bot.clock import ManualClock
 from bot.config import Settings
+from bot.directory import Directory
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy, parse_policy
 from bot.service import BreakGlassService
@@ -94,10 +95,20 @@ class Bot:
 
 
 def make_bot(
-    fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock, **settings: object
+    fake: FakeSlack,
+    store: SQLiteStore,
+    policy: Policy,
+    clock: ManualClock,
+    *,
+    directory_ttl: float | None = None,
+    **settings: object,
 ) -> Bot:
+    """`directory_ttl`: how long Slack lookups are cached (0: every lookup asks Slack, as after the cache
+    expired; None: the default)."""
     config = settings_for(fake, **settings)
-    runtime = create_app(config, store, make_slack_client(config, timeout=5), policy=policy, clock=clock)
+    client = make_slack_client(config, timeout=5)
+    directory = None if directory_ttl is None else Directory(client, ttl=directory_ttl, team_id="T0001")
+    runtime = create_app(config, store, client, policy=policy, clock=clock, directory=directory)
     server = BotServer(runtime).start()
     return Bot(runtime, server, SlackSender(server.url, fake), fake, clock, store)
 
