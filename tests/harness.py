@@ -19,8 +19,8 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.app import BreakglassApp
 from bot.ids import SUBCOMMANDS
-from bot.slack.views import CHECKING_TITLE
 from bot.localslack.webapi import FakeSlack
+from bot.slack.views import CHECKING_TITLE
 from bot.wsgi import WSGIApp
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
