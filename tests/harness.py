@@ -214,6 +214,8 @@ class SlackSender:
             },
             "response_urls": [],
         }
+        if view_id not in self.fake.views:  # Slack only sends submissions of views it holds
+            self.fake.record_view(payload["view"], view_id=view_id)
         sent = time.monotonic()
         response = self.interactive(payload)
         if not final or response.status != 200 or not response.body:
@@ -221,17 +223,23 @@ class SlackSender:
         title = ((response.json.get("view") or {}).get("title") or {}).get("text")
         if response.json.get("response_action") != "update" or title != CHECKING_TITLE:
             return response
-        (outcome,) = self.fake.wait_for(
-            "views.update",
-            where=lambda c: (
-                c.at > sent
+        deadline = time.monotonic() + 15
+        while True:  # the outcome the bot then shows in the modal (also when Slack refused it)
+            shown = [
+                c
+                for c in self.fake.calls
+                if c.method == "views.update"
+                and c.at > sent
                 and c.params.get("view_id") == view_id
                 and ((c.params.get("view") or {}).get("title") or {}).get("text") != CHECKING_TITLE
-            ),
-            timeout=15,
-        )
-        answer = {"response_action": "update", "view": outcome.params["view"]}
-        return Response(200, json.dumps(answer).encode(), {"X-Answered-By": "views.update"})
+            ]
+            if shown:
+                break
+            assert time.monotonic() < deadline, "no outcome after the Checking… ack\n" + self.fake.dump()
+            time.sleep(0.01)
+        answer = {"response_action": "update", "view": shown[0].params["view"]}
+        how = "views.update" if shown[0].ok else "views.update (refused by Slack)"
+        return Response(200, json.dumps(answer).encode(), {"X-Answered-By": how})
 
     def open_form(self, user: str = "U0001", timeout: float = 3.0) -> tuple[str | None, str]:
         """`/breakglass` as `user`, as Slack would: the view the bot opened and the private_metadata it put

@@ -85,11 +85,15 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
         ack()
         ctx.after_response(open_modal, ctx, command.get("trigger_id", ""), user_id, respond, chosen)
         return
-    if words[0].lower() == "help" or (
-        len(words) == 1 and words[0].lower() not in SUBCOMMANDS and ctx.policy.profile(words[0]) is None
-    ):  # answered from the policy alone
-        text_out, body = answer(ctx, user_id, words, command)[0]
+    if (
+        ctx.background is None  # Lambda: nothing runs after the response, so the answer is the ack
+        or words[0].lower() == "help"
+        or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS and ctx.policy.profile(words[0]) is None)
+    ):  # answered in the ack (from the policy alone, but for Lambda)
+        (text_out, body), event = answer(ctx, user_id, words, command)
         ack(text=text_out, blocks=body)
+        if event is not None:
+            ctx.after_ack(event)
         return
     # Everything else reads Slack (user groups, users.info), AWS or the incident tool: answered after the
     # ack, through the command's response_url. An invocation's store write is then after the ack too (the

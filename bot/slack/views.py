@@ -64,6 +64,17 @@ def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
     ctx.after_ack(event)
 
 
+def _decide_inline(ctx: SlackContext, ack: Ack, request: InvokeRequest) -> None:
+    """With live lookups, answered in the ack (Lambda: nothing may run after the response)."""
+    try:
+        event = ctx.service.invoke(replace(request, known=None))
+    except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+        ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
+        return
+    ack(response_action="update", view=granted_modal(ctx, event))
+    ctx.after_ack(event)
+
+
 CHECKING = {"incident": "the incident", "on call": "whether you are on call"}
 CHECKING_TITLE = "Checking…"  # the modal's title between the ack and the outcome
 
@@ -79,7 +90,13 @@ def decide_after_ack(
     ctx: SlackContext, ack: Ack, view: dict[str, Any], request: InvokeRequest, checking: str
 ) -> None:
     """Answer at once ("Checking …" replaces the form), then decide with live lookups and show the outcome
-    in the same modal (by `views.update`; a DM when the modal was closed meanwhile). Nothing was stored."""
+    in the same modal (by `views.update`; a DM when the modal was closed meanwhile). Nothing was stored.
+
+    On Lambda nothing runs after the response (no lazy listener decides it yet), so there it is decided
+    in the listener and answered in the ack, as before: a round trip before that ack remains there."""
+    if ctx.background is None:
+        _decide_inline(ctx, ack, request)
+        return
     ack(
         response_action="update",
         view=blocks.notice_modal(CHECKING_TITLE, f":hourglass_flowing_sand: Checking {checking}…"),
