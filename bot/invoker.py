@@ -34,6 +34,9 @@ IDENTITY_MAX_AGE = timedelta(minutes=15)
 opening is used for its submission. Slack ends a deactivated user's sessions, so a form left open cannot be
 submitted by one; a group change reaches forms opened after it."""
 
+CLOCK_TOLERANCE = timedelta(seconds=30)
+"""How far ahead of this replica's clock the replica that opened the form may have been (bot.skew's bound)."""
+
 OncallStatus = Literal["yes", "no", "unknown"]
 
 NO_EMAIL = (
@@ -77,7 +80,8 @@ class KnownInvoker(BaseModel):
     """Per profile with an `oncall` rule: on call then, or "unknown" (the tool could not be asked)."""
 
     def fresh(self, now: datetime) -> bool:
-        return timedelta(0) <= now - self.at <= IDENTITY_MAX_AGE
+        # another replica may have resolved it on a clock up to the skew bound ahead (bot.skew)
+        return -CLOCK_TOLERANCE <= now - self.at <= IDENTITY_MAX_AGE
 
 
 def resolve(service: BreakGlassService, user_id: str) -> KnownInvoker:
