@@ -53,22 +53,18 @@ def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
         decide_after_ack(ctx, ack, view, request, "who you are")
         return
     try:
-        event = ctx.service.invoke(request)
+        answer_in_ack(ctx, ack, request)
     except Unresolved as exc:
         decide_after_ack(ctx, ack, view, request, CHECKING.get(exc.what, exc.what))
-        return
-    except Exception as exc:  # every failure becomes an inline error; nothing was granted  # noqa: BLE001 - shown to the user, logged with a reference
-        ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
-        return
-    ack(response_action="update", view=granted_modal(ctx, event))
-    ctx.after_ack(event)
 
 
-def _decide_inline(ctx: SlackContext, ack: Ack, request: InvokeRequest) -> None:
-    """With live lookups, answered in the ack (Lambda: nothing may run after the response)."""
+def answer_in_ack(ctx: SlackContext, ack: Ack, request: InvokeRequest) -> None:
+    """Decide, and answer in the ack: granted, or inline errors (nothing stored). Unresolved propagates."""
     try:
-        event = ctx.service.invoke(replace(request, known=None))
-    except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+        event = ctx.service.invoke(request)
+    except Unresolved:
+        raise
+    except Exception as exc:  # every failure becomes an inline error; nothing was granted  # noqa: BLE001 - shown to the user, logged with a reference
         ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
         return
     ack(response_action="update", view=granted_modal(ctx, event))
@@ -95,7 +91,7 @@ def decide_after_ack(
     On Lambda nothing runs after the response (no lazy listener decides it yet), so there it is decided
     in the listener and answered in the ack, as before: a round trip before that ack remains there."""
     if ctx.background is None:
-        _decide_inline(ctx, ack, request)
+        answer_in_ack(ctx, ack, replace(request, known=None))
         return
     ack(
         response_action="update",
@@ -116,6 +112,7 @@ def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
         )
         outcome = blocks.notice_modal("Not granted", text)
     else:
+        ctx.after_ack(event)  # its announcements do not wait for the modal
         outcome = granted_modal(ctx, event)
     try:
         ctx.client.views_update(view_id=view_id, view=outcome)
@@ -128,8 +125,6 @@ def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
                 log.warning(
                     "could not tell the user their invocation failed", extra={"slack_user": request.user_id}
                 )
-    if event is not None:
-        ctx.after_ack(event)
 
 
 def submit_event_form(
