@@ -63,21 +63,7 @@ def test_the_modal_submission_acks_with_the_store_write_only(cold: Bot) -> None:
     known = json.loads(metadata)["known"]
     assert known["user_id"] == "U0SRE" and "prod" in known["profiles"] and known["identity"] == "U0SRE"
     response, _ = acked(
-        cold,
-        lambda: cold.slack.submit(
-            "breakglass_invoke",
-            {
-                "profile": ("select", "prod"),
-                "reason": ("select", "incident"),
-                "justification": JUSTIFICATION,
-                "duration": ("select", "1800"),
-                "incident": "INC-42",
-            },
-            user="U0SRE",
-            private_metadata=metadata,
-            view_id=view_id,
-            final=False,
-        ),
+        cold, lambda: _submit_as(cold, "U0SRE", metadata, view_id, profile="prod", incident="INC-42")
     )
     assert response.json["view"]["title"]["text"] == "Access granted"  # stored before the ack
     (event,) = cold.store.list_active()
@@ -119,7 +105,7 @@ def _submit_as(bot: Bot, user: str, metadata: str, view_id: str | None, **values
             "reason": ("select", "incident"),
             "justification": JUSTIFICATION,
             "duration": ("select", "1800"),
-            "incident": None,
+            "incident": values.get("incident"),
         },
         user=user,
         private_metadata=metadata,
@@ -268,21 +254,7 @@ def test_oncall_not_known_at_submit_is_asked_after_the_ack(pd: Bot, pagerduty: F
 def test_an_incident_is_looked_up_after_the_ack(pd: Bot, pagerduty: FakePagerDuty) -> None:
     view_id, metadata = pd.slack.open_form("U0001")
     response = _pd_acked(
-        pd,
-        pagerduty,
-        lambda: pd.slack.submit(
-            "breakglass_invoke",
-            {
-                "profile": ("select", "prod"),
-                "reason": ("select", "incident"),
-                "justification": JUSTIFICATION,
-                "duration": ("select", "1800"),
-                "incident": "PINC001",
-            },
-            private_metadata=metadata,
-            view_id=view_id,
-            final=False,
-        ),
+        pd, pagerduty, lambda: _submit_as(pd, "U0001", metadata, view_id, profile="prod", incident="PINC001")
     )
     assert response.json["view"]["title"]["text"] == CHECKING_TITLE
     assert "the incident" in json.dumps(response.json["view"])
