@@ -17,21 +17,28 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-from bot import access_steps
 from bot.access import AccessProvider, make_provider
+from bot.access.holders import holders_in
 from bot.access.policy_lock import StorePolicyLock
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
+from bot.delivery import handlers
+from bot.delivery.audit_channels import AuditChannels
+from bot.delivery.deps import DeliveryDeps
+from bot.delivery.engine import Pipeline
+from bot.delivery.inflight import InFlight
+from bot.delivery.lease import LeaseKeeper, NewLeases
+from bot.delivery.queue import DeliveryQueue
+from bot.delivery.retry import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
 from bot.incidents import IncidentProvider, make_incident_provider, missing_settings, webhook_secrets
 from bot.incidents.links import IncidentLinks
 from bot.incidents.webhooks import IncidentWebhooks
-from bot.pipeline import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler, Pipeline
 from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.revoke_deadline import RevocationCheck
-from bot.scheduler import Scheduler
+from bot.scheduler import Scheduler, Timers
 from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, commands, extend, home, invoke_form, views
@@ -42,7 +49,7 @@ from store.dynamodb import DynamoDBStore
 
 log = logging.getLogger(__name__)
 
-# An AWS status poll gives up (the step is retried later) well inside a delivery's lease (bot.pipeline).
+# An AWS status poll gives up (the step is retried later) well inside a delivery's lease (bot/delivery/).
 ACCESS_POLL_TIMEOUT = timedelta(seconds=30)
 
 __all__ = [
@@ -57,7 +64,7 @@ __all__ = [
 
 def make_slack_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     """The Web API client: Slack's own retry handlers for connection errors and 5xx, and its 429 handler
-    bounded, inside a delivery, by the delivery's lease (bot.pipeline)."""
+    bounded, inside a delivery, by the delivery's lease (bot/delivery/)."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     return WebClient(
         token=token,
@@ -109,6 +116,7 @@ _BOLT_LOGGER.addFilter(_StaticTokenNotice())
 class BreakglassApp:
     bolt: App
     context: SlackContext  # what the Slack surfaces share
+    pipeline: Pipeline  # the delivery engine
     scheduler: Scheduler
     store: Store
     settings: Settings
@@ -119,12 +127,9 @@ class BreakglassApp:
     def service(self) -> BreakGlassService:
         return self.context.service
 
-    @property
-    def pipeline(self) -> Pipeline:
-        return self.context.pipeline
-
     def shutdown(self, timeout: float = 20.0) -> None:
-        """Clean stop: no new scheduled work, in-flight jobs and post-ack deliveries finish."""
+        """Clean stop: no new scheduled work, in-flight jobs and post-ack deliveries finish, the delivery
+        workers and the lease keeper stop."""
         self.scheduler.shutdown(wait=True)
         self.pipeline.shutdown(timeout)
 
@@ -144,6 +149,7 @@ def create_app(
     lazy_delivery: bool = False,
     access: AccessProvider | None = None,
     incidents: IncidentProvider | None = None,
+    delivery_workers: int = 4,
 ) -> BreakglassApp:
     policy = policy or resolve_policy(settings)
     channel = audit_channel(settings, policy)
@@ -162,20 +168,12 @@ def create_app(
             directory.home_team()
         except DirectoryUnavailable as exc:
             log.warning("%s Will ask again on the first request; set SLACK_TEAM_ID to avoid it.", exc.message)
-    # Lambda cannot run threads after returning: there a Bolt lazy listener delivers (bot.pipeline).
-    pipeline = Pipeline(
-        store=store,
-        client=client,
-        policy=policy,
-        clock=clock,
-        directory=directory,
-        post_ack_threads=not lazy_delivery,
-    )
-    # AWS access (policy `access:`): the provider asks the store which active events hold an assignment,
-    # polls within a delivery's lease, and denies sessions up to the clock-skew bound after a revoke.
-    pipeline.access = access or make_provider(
+    # The composition of the delivery core, once, in dependency order (README, "Architecture"). AWS access
+    # (policy `access:`): the provider asks the store which active events hold an assignment, polls within a
+    # delivery's lease, and denies sessions up to the clock-skew bound after a revoke.
+    access = access or make_provider(
         policy.access,
-        holders=lambda assignment: access_steps.active_holders(pipeline, assignment),
+        holders=holders_in(store),
         clock=clock,
         poll_timeout=ACCESS_POLL_TIMEOUT,
         deny_margin=SKEW_BOUND,
@@ -185,11 +183,30 @@ def create_app(
     missing = [] if incidents else missing_settings(policy.incidents, settings)
     if missing:
         raise ConfigError(missing)
-    pipeline.incidents = incidents or make_incident_provider(policy.incidents, settings)
-    incident_links = IncidentLinks(
-        provider=pipeline.incidents, policy=policy.incidents, store=store, directory=directory, clock=clock
+    incidents = incidents or make_incident_provider(policy.incidents, settings)
+    deps = DeliveryDeps(
+        store=store,
+        client=client,
+        policy=policy,
+        clock=clock,
+        access=access,
+        directory=directory,
+        audit_channels=AuditChannels(clock),
+        incidents=incidents,
+        leases=LeaseKeeper(),  # renews every lease this process holds (deliveries, assignment locks)
     )
-    incident_links.after_change = pipeline.after_ack
+    # After the ack: threaded runtimes queue the delivery for the engine's workers; Lambda cannot run
+    # threads after returning, so there a Bolt lazy listener delivers (`lazy_listeners` below).
+    queue = DeliveryQueue(InFlight(), enabled=not lazy_delivery)
+    new_leases = NewLeases(store, clock, deps.leases, enabled=not lazy_delivery)
+    incident_links = IncidentLinks(
+        provider=incidents,
+        policy=policy.incidents,
+        store=store,
+        directory=directory,
+        clock=clock,
+        after_change=queue.deliver_after_ack,
+    )
     service = BreakGlassService(
         incidents=incident_links,
         store=store,
@@ -197,25 +214,47 @@ def create_app(
         directory=directory,
         clock=clock,
         default_audit_channel=channel,
-        prepare_new=pipeline.hold_new,
-        access=pipeline.access,
+        prepare_new=new_leases.hold,
+        access=access,
     )
-    context = SlackContext(service=service, pipeline=pipeline, client=client, policy=policy, clock=clock)
+    # Runs Bolt's lazy listeners (Lambda) and `SlackContext.call_after_ack` work; a large pool keeps slow
+    # Slack calls after one ack from delaying the next (Bolt's default is cpu_count + 4).
+    executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener")
+    context = SlackContext(
+        service=service,
+        queue=queue,
+        audit_channels=deps.audit_channels,
+        client=client,
+        policy=policy,
+        clock=clock,
+        # Lambda: nothing may run after the response, so `call_after_ack` work stays in the listener.
+        background=None if lazy_delivery else executor,
+    )
+    timers = Timers(clock, service.warn_at)
+    pipeline = Pipeline(
+        deps,
+        handlers.registry(),
+        new_leases=new_leases,
+        queue=queue,
+        follow_ups=(timers.on_event, home.refresh_for(context)),
+        workers=delivery_workers,
+    )
     scheduler = Scheduler(
         service=service,
         pipeline=pipeline,
+        timers=timers,
         policy=policy,
         clock=clock,
         default_audit_channel=channel,
     )
-    pipeline.follow_ups += [scheduler.on_event, home.refresh_for(context)]
+    lazy_listeners: list[Callable[..., None]] = []
     if lazy_delivery:
-        # Each listener that stores a change gets this lazy listener, which Bolt runs after the ack in a
-        # second invocation; it delivers whatever is due (this request's change included).
-        def deliver_owed_announcements() -> None:
+        # Lambda's post-ack delivery: each listener that stores a change gets this Bolt lazy listener, which
+        # Bolt runs after the ack in a second invocation; it delivers whatever is due (this change included).
+        def lambda_lazy_delivery() -> None:
             pipeline.deliver_owed()
 
-        context.lazy.append(deliver_owed_announcements)
+        lazy_listeners.append(lambda_lazy_delivery)
 
     token = client.token or ""
 
@@ -236,11 +275,6 @@ def create_app(
             return None
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
 
-    # Runs Bolt's lazy listeners (Lambda) and work after an ack (`SlackContext.after_response`); a large
-    # pool keeps slow Slack calls after one ack from delaying the next (Bolt's default is cpu_count + 4).
-    executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener")
-    if not lazy_delivery:  # Lambda: nothing may run after the response, so it stays in the listener
-        context.background = executor
     bolt = App(
         name="breakglass",
         signing_secret=settings.slack_signing_secret.get_secret_value()
@@ -255,7 +289,7 @@ def create_app(
         ),
         # Listeners run in the request's thread and Bolt answers when they return: no 10 ms polling
         # for the ack and no handoff to a listener thread first. What follows an ack goes to the
-        # pipeline (stored changes) or `context.after_response` (views.open, App Home), never before it.
+        # post-ack queue (`deliver_after_ack`: stored changes) or `call_after_ack` (views.open, App Home).
         process_before_response=True,
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=False,
@@ -273,11 +307,11 @@ def create_app(
         req.context[CONTEXT_KEY] = context  # what every listener shares: `ctx_of(context)` there
         return next_()
 
-    commands.register(bolt, context.lazy)
-    views.register(bolt, context.lazy)
+    commands.register(bolt, lazy_listeners)
+    views.register(bolt, lazy_listeners)
     actions.register(bolt)
     home.register(bolt)
-    extend.register(bolt, context.lazy)
+    extend.register(bolt, lazy_listeners)
     invoke_form.register(bolt)
     checks = Health()
     probe = StoreProbe(store)
@@ -285,12 +319,13 @@ def create_app(
     checks.add("store_write", probe.write)
     checks.add("scheduler", lambda: CheckResult(True, detail={"running": scheduler.running}))
     checks.add("clock", skew.check)
-    checks.add("audit_channel", pipeline.audit_channels.check)
+    checks.add("audit_channel", deps.audit_channels.check)
     checks.add("slack_token", token_watch.check)
-    checks.add("revocations", RevocationCheck(pipeline))
+    checks.add("revocations", RevocationCheck(deps))
     return BreakglassApp(
         bolt=bolt,
         context=context,
+        pipeline=pipeline,
         scheduler=scheduler,
         store=store,
         settings=settings,

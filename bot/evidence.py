@@ -1,5 +1,6 @@
-"""Evidence for reviews: each event's activity digest (bot.access.activity), owed and delivered through the
-outbox like every other side effect (bot.pipeline).
+"""Evidence for reviews, the use-case rules: where an event's activity digest (bot.access.activity) is looked
+for and when it is owed. It is delivered through the outbox like every other side effect, by its handler in
+bot/delivery/handlers/evidence.py; its Block Kit is in bot/blocks.py.
 
 When it is owed (only for profiles whose `aws:` block names an `activity_role`; other profiles get nothing):
   * when the event ends (close, expiry: `ending_outbox`), for `ended_at + access.activity_delay`, when
@@ -9,7 +10,7 @@ When it is owed (only for profiles whose `aws:` block names an `activity_role`; 
   * after an early gather, again for `ended_at + activity_delay`; after a retryable failure (throttling, an
     outage, the time budget), again after a backoff (1 min doubling to 1 h, at most `MAX_FAILURES` in a row).
 
-What it does (`deliver_digest`): gathers (within the delivery lease), posts the digest to the audit thread,
+What its handler does (`deliver_digest`): gathers (within the delivery lease), posts the digest to the audit thread,
 then stores it with the event (the newest; a failed gather never replaces a digest that holds records).
 A failing gather is announced once per episode (the first failure after a success): the thread says what
 could not be gathered and why; the retries stay quiet until one succeeds, which posts the digest.
@@ -20,18 +21,12 @@ from __future__ import annotations
 import logging
 import random
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
-from bot import blocks
 from bot.access import activity
-from bot.access.activity import ActivityDigest, ActivityTarget, DigestStatus, GatherLimits
-from bot.delivery.lease import lease_time_left
+from bot.access.activity import ActivityDigest, ActivityTarget
 from bot.policy import Policy
-from store import BreakGlassEvent, mutate
+from store import BreakGlassEvent
 from store.model import Deferred, OutboxKind
-
-if TYPE_CHECKING:
-    from bot.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +34,6 @@ KIND = OutboxKind.ACTIVITY_DIGEST
 MAX_FAILURES = 12  # retryable failures in a row before the pipeline stops retrying (review time still does)
 RETRY_BASE = timedelta(minutes=1)
 RETRY_MAX = timedelta(hours=1)
-MAX_BUDGET = 60.0  # seconds of LookupEvents requests per gather
-BUDGET_MARGIN = 25.0  # seconds kept free on the delivery lease (one slow request, the post, the store write)
-PIPELINE_LIMITS = GatherLimits(attempts=3)
 
 
 def activity_target(
@@ -74,7 +66,7 @@ def sso_permission_set(event: BreakGlassEvent) -> str | None:
     return event.access.permission_set_name or ""
 
 
-def session_names(pipeline: Pipeline, event: BreakGlassEvent) -> tuple[str, ...]:
+def session_names(event: BreakGlassEvent) -> tuple[str, ...]:
     """The role session names the person's sessions carry: the invoker, and with the identity-center
     provider the email the identity-store user was found by at invoke time (stored with the event), never
     the Slack profile's email now: changing it after the event must not empty the digest."""
@@ -119,71 +111,6 @@ def regather_for_review(policy: Policy, event: BreakGlassEvent, now: datetime) -
     return event.with_outbox(KIND)
 
 
-def review_section(policy: Policy, event: BreakGlassEvent) -> list[blocks.Block]:
-    """The digest's part of the review form (nothing for a profile without an activity role)."""
-    if activity_target(policy, event) is None:
-        return []
-    return blocks.review_activity_section(stored_digest(event))
-
-
 def retry_delay(failures: int) -> timedelta:
     base = min(RETRY_MAX, RETRY_BASE * 2 ** max(0, failures - 1))
     return base * random.uniform(0.8, 1.2)  # jitter, not security
-
-
-def deliver_digest(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
-    """The ACTIVITY_DIGEST handler: gather, post to the audit thread, store (see the module doc)."""
-    if activity_target(pipeline.policy, event) is None:
-        return {}  # the profile has no activity role (any more): nothing to gather
-    channel, ts = pipeline.audit_location(event)  # before any AWS work: the thread must exist
-    target = activity_target(pipeline.policy, event, session_names(pipeline, event))
-    assert target is not None
-    now = pipeline.clock.now()
-    delay = pipeline.policy.access.activity_delay
-    left = lease_time_left()
-    budget = None if left is None else max(5.0, min(MAX_BUDGET, left - BUDGET_MARGIN))
-    options: dict[str, Any] = {"limits": PIPELINE_LIMITS, **pipeline.activity_options}
-    digest = activity.gather(event, target, now, activity_delay=delay, budget=budget, **options)
-
-    failing = digest.status is DigestStatus.FAILED or digest.retryable
-    failures = event.activity_failures + 1 if failing else 0
-    previous = stored_digest(event)
-    keep_previous = (
-        digest.status is DigestStatus.FAILED
-        and previous is not None
-        and previous.status is not DigestStatus.FAILED
-    )
-    owe: list[Deferred] = []
-    if digest.retryable and failures < MAX_FAILURES:
-        owe.append(Deferred(KIND, now + retry_delay(failures)))
-    due = activity.regather_due(event, delay)
-    if digest.early and not any(
-        e.kind is KIND and e.not_before and e.not_before >= due for e in event.outbox
-    ):
-        owe.append(Deferred(KIND, due))
-
-    if not failing or event.activity_failures == 0:  # a digest, or the first failure of an episode
-        text, body = blocks.thread_activity(digest)
-        pipeline.client.chat_postMessage(channel=channel, thread_ts=ts, text=text, blocks=body)
-    elif digest.retryable and failures == MAX_FAILURES:
-        text, body = blocks.thread_activity_given_up(digest, failures)
-        pipeline.client.chat_postMessage(channel=channel, thread_ts=ts, text=text, blocks=body)
-
-    stored = event.activity if keep_previous else digest.model_dump_json()
-
-    def record(ev: BreakGlassEvent) -> BreakGlassEvent:
-        ev = ev.updated(activity=stored, activity_failures=failures)
-        return ev.with_outbox(*owe) if owe else ev
-
-    mutate(pipeline.store, event.id, record)
-    log.info(
-        "activity digest %s",
-        digest.status.value,
-        extra={
-            "event_id": event.id,
-            "action": "digest",
-            "outcome": "retry" if digest.retryable else digest.status.value,
-            "attempt": failures,
-        },
-    )
-    return {}

@@ -3,7 +3,7 @@
 * `handler(event, context)`: Slack's HTTP requests through a Function URL or API Gateway (payload v1 or
   v2). The app is built with `lazy_delivery=True` (and, like every runtime, `process_before_response=True`): each listener
   acks within Lambda's request, and delivery goes to a Bolt *lazy listener* (calling the same
-  `bot.pipeline.Pipeline.deliver` as every other writer), which Bolt's `LambdaLazyListenerRunner` runs in
+  `Pipeline.deliver` of bot/delivery/engine.py as every other writer), which Bolt's `LambdaLazyListenerRunner` runs in
   a second, asynchronous invocation of this same function (`lambda:InvokeFunction` on itself). So the
   response to Slack never waits for the announcements.
 * `sweep_handler(event, context)`: an EventBridge schedule (every minute) runs one scheduler sweep:
@@ -33,7 +33,7 @@ from bot.verify import MAX_BODY_BYTES, Refusal, RequestGuard, refuse
 log = logging.getLogger(__name__)
 
 # The lazy listener `create_app(..., lazy_delivery=True)` adds to every announcing listener.
-LAZY_FUNCTION_NAME = "deliver_owed_announcements"
+LAZY_FUNCTION_NAME = "lambda_lazy_delivery"
 HEALTH_PATHS = ("/healthz",)
 
 _lock = threading.Lock()
@@ -44,7 +44,7 @@ _slack: SlackRequestHandler | None = None
 def install(runtime: BreakglassApp, *, lambda_client: Any = None) -> SlackRequestHandler:
     """Use `runtime` for this container (tests pass their own runtime and a fake Lambda client)."""
     global _runtime, _slack
-    if runtime.pipeline.post_ack_threads:
+    if runtime.pipeline.queue.enabled:
         raise ValueError("the Lambda runtime must be built with lazy_delivery=True")
     slack = SlackRequestHandler(runtime.bolt)
     if lambda_client is not None:

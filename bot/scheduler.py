@@ -14,19 +14,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import access_steps, blocks, revoke_deadline
-from bot.access import AccessError, ReconcileReport
+from bot import blocks, revoke_deadline
+from bot.access import AccessError
 from bot.clock import Clock
-from bot.pipeline import SLACK_ERRORS, Pipeline
+from bot.delivery.engine import Pipeline
+from bot.delivery.errors import SLACK_ERRORS
+from bot.delivery.handlers import drift
 from bot.policy import Policy
 from bot.service import BreakGlassService
 from store import BreakGlassEvent, StoreError
+from store.tasks import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -34,68 +38,35 @@ REMINDER_JOB = "review-reminder"
 SWEEP_JOB = "sweep"
 
 
-class Scheduler:
-    def __init__(
-        self,
-        *,
-        service: BreakGlassService,
-        pipeline: Pipeline,
-        policy: Policy,
-        clock: Clock,
-        default_audit_channel: str | None = None,
-    ) -> None:
-        self.service = service
-        self.pipeline = pipeline
-        self.policy = policy
-        self.clock = clock
-        self.default_audit_channel = default_audit_channel
-        self._scheduler: BackgroundScheduler | None = None
-        self._lock = threading.Lock()
-        self._sweep_lock = threading.Lock()
-        self._drift_reports: list[ReconcileReport] = []  # found and repaired, not yet announced
+class Timers:
+    """The exact-time jobs of active events (APScheduler): a warning at `warn_at` and the expiry at
+    `expires_at`. Built before the delivery engine, whose follow-ups (`on_event`) keep them in step with
+    every stored change; the `Scheduler` starts it with the jobs to run."""
 
-    # -- lifecycle ----------------------------------------------------------------------------
+    def __init__(self, clock: Clock, warn_at: Callable[[BreakGlassEvent], datetime]) -> None:
+        self.clock = clock
+        self.warn_at = warn_at
+        self._scheduler: BackgroundScheduler | None = None
+        self._run_warning: Callable[[str], None] = lambda _event_id: None
+        self._run_expiry: Callable[[str], None] = lambda _event_id: None
 
     @property
     def running(self) -> bool:
         return self._scheduler is not None and self._scheduler.running
 
-    def start(self) -> None:
-        """Start once (idempotent); schedules jobs for every active event, then sweeps periodically."""
-        with self._lock:
-            if self._scheduler is not None:
-                return
-            scheduler = BackgroundScheduler(
-                timezone=UTC,
-                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-                executors={"default": {"type": "threadpool", "max_workers": 8}},
-            )
-            scheduler.add_job(
-                self.sweep,
-                "interval",
-                seconds=self.policy.sweep_interval.total_seconds(),
-                id=SWEEP_JOB,
-                next_run_time=datetime.now(UTC),
-            )
-            reminder = self.policy.review_reminder_time
-            scheduler.add_job(
-                self.remind_reviews,
-                CronTrigger(hour=reminder.hour, minute=reminder.minute, timezone=UTC),
-                id=REMINDER_JOB,
-            )
-            scheduler.start()
-            self._scheduler = scheduler
-        log.info("scheduler started", extra={"action": "scheduler", "outcome": "started"})
+    def start(
+        self,
+        scheduler: BackgroundScheduler,
+        *,
+        run_warning: Callable[[str], None],
+        run_expiry: Callable[[str], None],
+    ) -> None:
+        self._run_warning, self._run_expiry = run_warning, run_expiry
+        self._scheduler = scheduler
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop taking new work; with wait=True, in-flight jobs finish first."""
-        with self._lock:
-            scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None:
-            scheduler.shutdown(wait=wait)
-            log.info("scheduler stopped", extra={"action": "scheduler", "outcome": "stopped"})
-
-    # -- exact-time jobs ------------------------------------------------------------------------
+    def stop(self) -> BackgroundScheduler | None:
+        scheduler, self._scheduler = self._scheduler, None
+        return scheduler
 
     def _wall(self, when: datetime) -> datetime:
         """Map a time on the injected clock to wall-clock time for APScheduler."""
@@ -107,9 +78,9 @@ class Scheduler:
         scheduler = self._scheduler
         if scheduler is None or not event.is_effective(self.clock.now()):
             return
-        jobs = [(f"expire:{event.id}", self.run_expiry, event.expires_at)]
+        jobs = [(f"expire:{event.id}", self._run_expiry, event.expires_at)]
         if event.warned_at is None:
-            jobs.append((f"warn:{event.id}", self.run_warning, self.service.warn_at(event)))
+            jobs.append((f"warn:{event.id}", self._run_warning, self.warn_at(event)))
         for job_id, func, when in jobs:
             job = scheduler.get_job(job_id)
             if job is not None and job.next_run_time is not None:
@@ -137,6 +108,83 @@ class Scheduler:
             self.untrack(event)
         else:
             self.track(event)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        service: BreakGlassService,
+        pipeline: Pipeline,
+        policy: Policy,
+        clock: Clock,
+        timers: Timers,
+        default_audit_channel: str | None = None,
+    ) -> None:
+        self.timers = timers
+        self.service = service
+        self.pipeline = pipeline
+        self.policy = policy
+        self.clock = clock
+        self.default_audit_channel = default_audit_channel
+        self._lock = threading.Lock()
+        self._sweep_lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.timers.running
+
+    @property
+    def _scheduler(self) -> BackgroundScheduler | None:
+        return self.timers._scheduler
+
+    def start(self) -> None:
+        """Start once (idempotent); schedules jobs for every active event, then sweeps periodically."""
+        with self._lock:
+            if self._scheduler is not None:
+                return
+            scheduler = BackgroundScheduler(
+                timezone=UTC,
+                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+                executors={"default": {"type": "threadpool", "max_workers": 8}},
+            )
+            scheduler.add_job(
+                self.sweep,
+                "interval",
+                seconds=self.policy.sweep_interval.total_seconds(),
+                id=SWEEP_JOB,
+                next_run_time=datetime.now(UTC),
+            )
+            reminder = self.policy.review_reminder_time
+            scheduler.add_job(
+                self.remind_reviews,
+                CronTrigger(hour=reminder.hour, minute=reminder.minute, timezone=UTC),
+                id=REMINDER_JOB,
+            )
+            scheduler.start()
+            self.timers.start(scheduler, run_warning=self.run_warning, run_expiry=self.run_expiry)
+        log.info("scheduler started", extra={"action": "scheduler", "outcome": "started"})
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking new work; with wait=True, in-flight jobs finish first."""
+        with self._lock:
+            scheduler = self.timers.stop()
+        if scheduler is not None:
+            scheduler.shutdown(wait=wait)
+            log.info("scheduler stopped", extra={"action": "scheduler", "outcome": "stopped"})
+
+    # -- exact-time jobs ------------------------------------------------------------------------
+
+    def track(self, event: BreakGlassEvent) -> None:
+        self.timers.track(event)
+
+    def untrack(self, event: BreakGlassEvent) -> None:
+        self.timers.untrack(event)
+
+    def on_event(self, event: BreakGlassEvent) -> None:
+        self.timers.on_event(event)
 
     def _warn(self, event_id: str) -> bool:
         """Record the warning (once, across replicas) and hand it to the pipeline if this call won."""
@@ -194,7 +242,7 @@ class Scheduler:
                         extra={"event_id": event.id, "action": "sweep", "outcome": "error"},
                     )
             counts["owed"] = self.pipeline.deliver_owed()
-            counts["revokes_overdue"] = revoke_deadline.alarm_overdue(self.pipeline, self.clock.now())
+            counts["revokes_overdue"] = revoke_deadline.alarm_overdue(self.pipeline.deps, self.clock.now())
             counts["reminded"] = self.remind_if_due()  # also retries a reminder that failed earlier
             counts["drift"] = self.reconcile_access()
             counts["incidents"] = self.poll_incidents()
@@ -211,30 +259,19 @@ class Scheduler:
     # -- AWS access drift ---------------------------------------------------------------------------
 
     def reconcile_access(self) -> int:
-        """The drift check and the cleanup of old deny statements (bot.access_steps.reconcile), once per
-        `access.reconcile_every` across replicas; what it finds is announced to security in the audit
-        channel. Returns how many findings it announced. A finding whose announcement fails is kept and
-        announced by this process's next sweep (the drift itself was already repaired)."""
+        """The drift check and the cleanup of old deny statements (bot.delivery.handlers.drift), once per
+        `access.reconcile_every` across replicas; what it finds is stored as an owed announcement to
+        security in the audit channel, then delivered with every other owed task (one a crashed process
+        left included). Returns how many findings were announced now."""
         if self.pipeline.access.name == "none":
             return 0
         channel = self.policy.audit_channel or self.default_audit_channel
         period = self.policy.access.reconcile_every
         now = self.clock.now()
-        announced: list[int] = []
-
-        def announce() -> None:
-            while self._drift_reports:
-                report = self._drift_reports[0]
-                if channel is not None:
-                    text, body = blocks.access_drift(report, list(self.policy.security))
-                    self.pipeline.client.chat_postMessage(channel=channel, text=text, blocks=body)
-                self._drift_reports.pop(0)
-                announced.append(
-                    len(report.drift) + len(report.regranted) + len(report.missing) + len(report.errors)
-                )
+        slot = int(now.timestamp() // period.total_seconds())
 
         def check() -> None:
-            report = access_steps.reconcile(self.pipeline, now)
+            report = drift.reconcile(self.pipeline.deps, now)
             if report is not None and not report.clean:
                 log.warning(
                     "AWS access drift: %d removed or not, %d re-granted, %d missing, %d errors",
@@ -244,17 +281,18 @@ class Scheduler:
                     len(report.errors),
                     extra={"action": "reconcile", "outcome": "drift"},
                 )
-                self._drift_reports.append(report)
-            announce()
+                drift.owe_announcement(self.pipeline.deps, f"access-drift:{slot}", report, channel)
 
         try:
-            if self._drift_reports:
-                announce()
-            slot = int(now.timestamp() // period.total_seconds())
             self.pipeline.deliver_task(f"access-reconcile:{slot}", check, done_for=period)
         except (StoreError, AccessError, *SLACK_ERRORS) as exc:
             log.warning("drift check failed, will retry: %s", exc, extra={"action": "reconcile"})
-        return sum(announced)
+        try:
+            announced = self.pipeline.deliver_tasks()
+        except StoreError as exc:
+            log.warning("drift announcement failed, will retry: %s", exc, extra={"action": "reconcile"})
+            return 0
+        return sum(drift.findings(t) for t in announced if t.kind is TaskKind.ACCESS_DRIFT)
 
     # -- incident tools ---------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The use cases — invoke, close, warn, expire, review — written against `Store`, a `Clock` and the policy.
 
 Nothing here talks to Slack directly: announcements are recorded in the event's outbox (in the same
-store write as the change that owes them) and delivered by `bot.pipeline.Pipeline`.
+store write as the change that owes them) and delivered by the delivery engine (bot/delivery/).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import evidence, extend_steps, ids, invoker
+from bot import evidence, ids, invoker
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
@@ -55,6 +55,19 @@ from store.model import (
 )
 
 log = logging.getLogger(__name__)
+
+# What an extension owes, in order, in the same store write as the new expiry (its handlers:
+# bot/delivery/handlers/extend.py). A runtime that keeps its own timers for the warning and the expiry
+# (e.g. one-time schedules on Lambda) adds its re-timing step here: an extension owes what a new expiry needs.
+EXTENSION_OUTBOX: tuple[OutboxKind, ...] = (OutboxKind.AUDIT_UPDATE, OutboxKind.EXTEND_THREAD)
+
+
+def extension_outbox(event: BreakGlassEvent) -> list[OutboxKind]:
+    """The steps an extension of `event` owes (the invoker's DM always: their timer moved)."""
+    owed = list(EXTENSION_OUTBOX)
+    if not event.foreign:
+        owed.append(OutboxKind.EXTEND_DM)
+    return owed
 
 
 @dataclass(frozen=True)
@@ -479,7 +492,7 @@ class BreakGlassService:
                 seen=len(event.extensions) if seen is None else seen,
                 max_total=profile.lifetime_cap,
                 max_extensions=profile.extensions,
-                outbox=extend_steps.extension_outbox(event, by) + incident_note(event),
+                outbox=extension_outbox(event) + incident_note(event),
                 known=event,
             )
         except InvalidTransition as exc:  # ended, ran out, or another extend won the race

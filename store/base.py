@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from store.errors import ConcurrentModification, ExtendedMeanwhile, InvalidTransition, StoreError
 from store.limits import Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
+from store.tasks import OwedTask
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 500
@@ -201,6 +202,19 @@ class Store(Protocol):
     def finish_claim(self, name: str, *, until: datetime) -> None:
         """The holder of the named lease marks its work done: nobody can claim it again before `until`.
         (A holder that fails simply lets its lease run out, and the next claim retries the work.)"""
+        ...
+
+    def owe_task(self, task: OwedTask) -> None:
+        """Store an owed task outside any event (store.tasks); owing one of the same name again (owed or
+        finished) keeps the first. It stays listed (`list_tasks`) until `finish_task`."""
+        ...
+
+    def list_tasks(self, *, now: datetime, limit: int = 100) -> list[OwedTask]:
+        """Owed tasks due at `now`, the oldest due first (cost independent of history)."""
+        ...
+
+    def finish_task(self, name: str, *, now: datetime) -> None:
+        """The task is done (at `now`): it is no longer listed (a no-op for a task not owed)."""
         ...
 
     def ping(self, *, write: bool = False) -> None:

@@ -72,6 +72,7 @@ from store.errors import (
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import SENTINEL, BreakGlassEvent, Status, is_event_id, with_version
+from store.tasks import OwedTask, TaskKind
 from store.timeutil import format_ts, parse_ts
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ OWED = "owed"
 UNREVIEWED = "unreviewed"
 GUARD_PREFIX = "guard#"
 CLAIM_PREFIX = "claim#"
+TASK_PREFIX = "task#"
+TASKS = "task"  # the owed tasks' partition of gsi-outbox (events use OWED)
 WINDOW_PREFIX = "window#"
 REQUEST_PREFIX = "request#"
 # Set when the event owes announcements but has no outbox_next_at: the `gsi-outbox` sort key then holds
@@ -454,6 +457,53 @@ class DynamoDBStore(TransitionStore):
     def finish_claim(self, name: str, *, until: datetime) -> None:
         item: dict[str, Any] = {"id": CLAIM_PREFIX + name, "kind": "claim", "until": format_ts(until)}
         item["ttl"] = int((until + self.retention).timestamp())
+        self._call("put_item", TableName=self.table, Item=_ser(item))
+
+    def owe_task(self, task: OwedTask) -> None:
+        # In gsi-outbox under its own partition key (never listed with the events), due as its sort key.
+        item: dict[str, Any] = {
+            "id": TASK_PREFIX + task.name,
+            "kind": "task",
+            "task_kind": task.kind.value,
+            "payload": task.payload,
+            "owed_pk": TASKS,
+            "outbox_next_at": format_ts(task.due),
+        }
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table,
+                Item=_ser(item),
+                ConditionExpression="attribute_not_exists(id)",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    def list_tasks(self, *, now: datetime, limit: int = 100) -> list[OwedTask]:
+        result = self._call(
+            "query",
+            TableName=self.table,
+            IndexName=GSI_OUTBOX,
+            KeyConditionExpression="owed_pk = :t AND outbox_next_at <= :now",
+            ExpressionAttributeValues={":t": {"S": TASKS}, ":now": {"S": format_ts(now)}},
+            Limit=check_limit(limit),
+        )
+        return [
+            OwedTask(
+                name=item["id"].removeprefix(TASK_PREFIX),
+                kind=TaskKind(item["task_kind"]),
+                payload=item["payload"],
+                due=parse_ts(item["outbox_next_at"]),
+            )
+            for item in (_de(i) for i in result.get("Items", []))
+        ]
+
+    def finish_task(self, name: str, *, now: datetime) -> None:
+        # Rewritten without its index keys (out of gsi-outbox), kept for the retention: the bot's IAM policy
+        # has no DeleteItem (it never deletes an item of the audit table).
+        item: dict[str, Any] = {"id": TASK_PREFIX + name, "kind": "task", "done_at": format_ts(now)}
+        item["ttl"] = int((now + self.retention).timestamp())
         self._call("put_item", TableName=self.table, Item=_ser(item))
 
     # -- writes -------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ class ReasonCode(StrEnum):
 
 
 class OutboxKind(StrEnum):
-    """A step an event owes after a stored change (its outbox). The delivery pipeline (bot/pipeline.py)
+    """A step an event owes after a stored change (its outbox). The delivery engine (bot/delivery/)
     registers one handler per kind; adding a kind is one member here plus one handler there."""
 
     AUDIT_POST = "audit_post"
@@ -74,11 +74,11 @@ class OutboxKind(StrEnum):
     # incident resolved and the profile says `close_on_resolve: warn`
     INCIDENT_NOTE = "incident_note"
     INCIDENT_RESOLVED_DM = "incident_resolved_dm"
-    # An extension (bot/extend_steps.py): its thread reply and the invoker's DM (plus an AUDIT_UPDATE)
+    # An extension (bot/delivery/handlers/extend.py): its thread reply and the invoker's DM (plus an AUDIT_UPDATE)
     EXTEND_THREAD = "extend_thread"
     EXTEND_DM = "extend_dm"
     # The end of an event (closed or expired, any way): the invoker's "access is active" DM is updated to
-    # say so, without its buttons (bot/dm_steps.py)
+    # say so, without its buttons (bot/delivery/handlers/announcements.py)
     DM_ENDED = "dm_ended"
 
 
@@ -217,7 +217,7 @@ _NonEmpty = Field(min_length=1, max_length=256)
 
 class EventAccess(BaseModel):
     """What the access provider (bot/access) grants for an event and what it did, kept with the event so
-    that the owed grant and revoke steps (bot/pipeline.py) can run in any process, after any restart.
+    that the owed grant and revoke steps (bot/delivery/) can run in any process, after any restart.
 
     ``pre_existing`` is None until the grant step has looked at AWS, before it creates anything: True means
     the assignment was already there (someone's standing access) and the revoke must leave it alone. A revoke
@@ -325,7 +325,7 @@ class BreakGlassEvent(BaseModel):
     # Is outbox_next_at a delivery lease (True) or a backoff after a failed delivery (False)? A step owed
     # during a backoff is due at once (a broken audit channel's recheck never holds back a new DM).
     outbox_leased: bool = True
-    # The audit channel failed permanently (bot/pipeline.py): the highest outbox version of audit-channel
+    # The audit channel failed permanently (bot/delivery/engine.py): the highest outbox version of audit-channel
     # steps already announced another way (fallback channel, security DMs), and who has that fallback.
     audit_fallback_version: int = Field(default=0, ge=0)
     audit_fallback_sent: tuple[str, ...] = ()

@@ -41,6 +41,7 @@ from store.errors import (
 )
 from store.limits import NO_LIMITS, Limits, check_cooldown, decide
 from store.model import BreakGlassEvent, Status, with_version
+from store.tasks import OwedTask, TaskKind
 from store.timeutil import format_ts, parse_ts
 
 SCHEMA_VERSION = (
@@ -69,6 +70,13 @@ CREATE TABLE IF NOT EXISTS claims (
     name  TEXT PRIMARY KEY,
     until TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    name    TEXT PRIMARY KEY,
+    kind    TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    due     TEXT  -- NULL once finished (kept: a finished task is never owed again)
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due, name);
 """
 
 # Every query of the store has an index that makes its cost independent of history: the claim checks
@@ -278,6 +286,22 @@ class SQLiteStore(TransitionStore):
             "INSERT INTO claims (name, until) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET until = excluded.until",
             (name, format_ts(until)),
         )
+
+    def owe_task(self, task: OwedTask) -> None:
+        self._execute_write(
+            "INSERT INTO tasks (name, kind, payload, due) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            (task.name, task.kind.value, task.payload, format_ts(task.due)),
+        )
+
+    def list_tasks(self, *, now: datetime, limit: int = 100) -> list[OwedTask]:
+        rows = self._query(
+            "SELECT name, kind, payload, due FROM tasks WHERE due <= ? ORDER BY due, name LIMIT ?",
+            (format_ts(now), check_limit(limit)),
+        )
+        return [OwedTask(name=r[0], kind=TaskKind(r[1]), payload=r[2], due=parse_ts(r[3])) for r in rows]
+
+    def finish_task(self, name: str, *, now: datetime) -> None:
+        self._execute_write("UPDATE tasks SET due = NULL WHERE name = ?", (name,))
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ def make_bot(
     clock: ManualClock,
     *,
     directory_ttl: float | None = None,
+    delivery_workers: int = 4,
     **settings: object,
 ) -> Bot:
     """`directory_ttl`: how long Slack lookups are cached (0: every lookup asks Slack, as after the cache
@@ -108,7 +109,15 @@ def make_bot(
     config = settings_for(fake, **settings)
     client = make_slack_client(config, timeout=5)
     directory = None if directory_ttl is None else Directory(client, ttl=directory_ttl, team_id="T0001")
-    runtime = create_app(config, store, client, policy=policy, clock=clock, directory=directory)
+    runtime = create_app(
+        config,
+        store,
+        client,
+        policy=policy,
+        clock=clock,
+        directory=directory,
+        delivery_workers=delivery_workers,
+    )
     server = BotServer(runtime).start()
     return Bot(runtime, server, SlackSender(server.url, fake), fake, clock, store)
 
@@ -124,8 +133,7 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
 def bot(fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock) -> Iterator[Bot]:
     b = make_bot(fake, store, policy, clock)
     yield b
-    b.runtime.scheduler.shutdown(wait=False)
-    b.server.stop()
+    b.server.stop()  # and the bot's scheduler, delivery workers and lease keeper
 
 
 AWS_TEST_ENV = {

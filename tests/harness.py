@@ -71,8 +71,12 @@ class BotServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving, then the bot: its scheduler, delivery workers and lease keeper (no thread of this
+        bot keeps renewing leases or logging after the test)."""
         self.server.shutdown()
         self.server.server_close()
+        self.runtime.scheduler.shutdown(wait=False)
+        self.runtime.pipeline.shutdown(5)
 
 
 def http(

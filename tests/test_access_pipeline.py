@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +21,8 @@ from botocore.exceptions import ClientError
 from bot import lambda_handler
 from bot.access.identity_center import IdentityCenterProvider
 from bot.clock import ManualClock
+from bot.delivery.lease import LEASE
 from bot.localslack.webapi import FakeSlack
-from bot.pipeline import LEASE
 from bot.service import InvokeRequest
 from store import Status
 from store.model import EventAccess, OutboxKind
@@ -149,6 +150,31 @@ def test_a_rogue_assignment_is_removed_and_announced_to_security(access_bot: Bot
     access_bot.clock.advance(timedelta(minutes=5))
     assert access_bot.runtime.scheduler.sweep()["drift"] == 1
     assert aws.assigned() == [aws.users["U0001"]]
+
+
+def test_a_drift_announcement_survives_the_process_that_found_it(
+    access_bot: Bot, aws: Aws, fake: FakeSlack, tmp_path: Path, clock: ManualClock
+) -> None:
+    """The drift check repairs, then owes its announcement in the store: Slack refuses the post, the
+    process goes away (its memory with it), and another process's sweep announces it, once."""
+    event_id = invoke(access_bot)
+    settled(access_bot, event_id)
+    aws.assign(aws.users["U0002"])
+    fake.fail("chat.postMessage", error="fatal_error", channel="C0AUDIT")
+    assert access_bot.runtime.scheduler.sweep()["drift"] == 0  # repaired, not announced
+    assert aws.assigned() == [aws.users["U0001"]]
+    assert not [t for t in texts(access_bot, "C0AUDIT") if "AWS access drift" in t]
+    access_bot.server.stop()  # the process that found it is gone
+    clock.advance(int(LEASE.total_seconds()) + 1)  # its claim on the failed post runs out
+
+    second = make_bot(fake, SQLiteStore(tmp_path / "breakglass.db"), aws.policy(), clock)
+    try:
+        assert second.runtime.scheduler.sweep()["drift"] == 1  # the check itself is not run again
+        assert second.runtime.scheduler.sweep()["drift"] == 0
+    finally:
+        second.server.stop()
+    (drift,) = [t for t in texts(second, "C0AUDIT") if "AWS access drift" in t]
+    assert aws.users["U0002"] in drift and "removed" in drift
 
 
 def test_a_vanished_assignment_of_an_active_event_is_granted_again(access_bot: Bot, aws: Aws) -> None:

@@ -5,10 +5,16 @@ thread, and is waited for by a clean shutdown. Under a burst, queued audit messa
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import Any
 
-from tests.conftest import Bot
+import pytest
+
+from bot.clock import ManualClock
+from bot.localslack.webapi import FakeSlack
+from bot.policy import Policy
+from store.sqlite import SQLiteStore
+from tests.conftest import Bot, make_bot
 from tests.test_flows_close import AUDIT
 
 
@@ -49,13 +55,19 @@ def test_app_home_opened_is_answered_before_app_home_is_published(bot: Bot) -> N
     assert bot.fake.home_view("U0001") is not None
 
 
-def test_a_burst_sends_every_queued_audit_message_before_app_home_refreshes(bot: Bot) -> None:
+@pytest.fixture
+def one_worker_bot(fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock) -> Iterator[Bot]:
+    bot = make_bot(fake, store, policy, clock, delivery_workers=1)
+    yield bot
+    bot.server.stop()
+
+
+def test_a_burst_sends_every_queued_audit_message_before_app_home_refreshes(one_worker_bot: Bot) -> None:
     """One delivery worker, held while two invocations queue: both audit messages (and DMs) are sent
     before either App Home refresh, which wait at the back of the queue."""
-    pipeline = bot.runtime.pipeline
-    pipeline._workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery")
+    bot = one_worker_bot
     gate = threading.Event()
-    pipeline._workers.submit(gate.wait, 10)  # the only worker waits; what follows queues behind it
+    bot.runtime.pipeline.queue.put((gate.wait, (10,)))  # the only worker waits; what follows queues behind it
     for user in ("U0001", "U0002"):
         assert bot.slack.invoke(user=user, profile="sandbox").status == 200
     gate.set()

@@ -811,14 +811,11 @@ def ic_event(email: str = ALICE) -> BreakGlassEvent:
 
 def ic_target(event: BreakGlassEvent) -> ActivityTarget:
     """The target the digest handler builds (bot.evidence), for an identity-center event."""
-    from types import SimpleNamespace
-
     from bot.evidence import activity_target, session_names
     from bot.policy import parse_policy
     from tests.test_activity_flow import POLICY
 
-    pipeline = SimpleNamespace()  # no Slack client: a Slack lookup would raise
-    target = activity_target(parse_policy(POLICY, "p.yml"), event, session_names(pipeline, event))  # type: ignore[arg-type]
+    target = activity_target(parse_policy(POLICY, "p.yml"), event, session_names(event))
     assert target is not None
     return target
 

@@ -117,7 +117,7 @@ def start_bot(
     def limiter(account: str, region: str) -> RateLimiter:
         return limiters.setdefault((account, region), RateLimiter(monotonic=time.monotonic, sleep=time.sleep))
 
-    bot.runtime.pipeline.activity_options = {
+    bot.runtime.pipeline.deps.activity_options = {
         "sleep": time.sleep,
         "limiters": limiter,
         "monotonic": time.monotonic,
@@ -451,33 +451,27 @@ def test_identity_center_sessions_are_looked_up_by_the_identity_stored_at_invoke
     """The role session name is the identity-store user name: the email the user was found by when the
     event was invoked, stored with it. An invoker who changes their Slack email after closing must not get
     an empty "complete" digest: the Slack profile is never asked at gather time."""
-    from types import SimpleNamespace
-
-    from slack_sdk import WebClient
 
     from bot.evidence import activity_target, session_names
     from tests.fake_cloudtrail import identity_center_access
-    from tests.harness import BOT_TOKEN
     from tests.store_fixtures import T0, make_event
 
     access = identity_center_access("alice@example.com")
     fake.add_user("U0001", email="mallory@example.com")  # changed after the event
-    client = WebClient(token=BOT_TOKEN, base_url=fake.url)
     slack_id = make_event(invoker="U0001", profile="sandbox", now=T0, slack_user_id="U0001", access=access)
     by_email = make_event(
         invoker="Alice@Example.com", profile="sandbox", now=T0, slack_user_id="U0001", access=access
     )
 
     calls = len(fake.calls_to("users.info"))
-    pipeline = SimpleNamespace(policy=policy, client=client)
-    assert session_names(pipeline, slack_id) == ("U0001", "alice@example.com")  # type: ignore[arg-type]
-    assert session_names(pipeline, by_email) == ("Alice@Example.com",)  # type: ignore[arg-type]
+    assert session_names(slack_id) == ("U0001", "alice@example.com")
+    assert session_names(by_email) == ("Alice@Example.com",)
     target = activity_target(policy, slack_id, ("U0001", "alice@example.com"))
     assert target is not None and target.sso_permission_set == "BreakGlassAdmin"
     assert len(fake.calls_to("users.info")) == calls  # the Slack profile is never asked
 
     plain = make_event(invoker="U0001", profile="sandbox", now=T0, slack_user_id="U0001")
-    assert session_names(pipeline, plain) == ("U0001",)  # type: ignore[arg-type]
+    assert session_names(plain) == ("U0001",)
     target = activity_target(policy, plain)
     assert target is not None and target.sso_permission_set is None  # `none` provider: no role binding
 
@@ -487,7 +481,7 @@ def test_a_broken_audit_channel_keeps_the_digest_owed_until_it_is_repaired(
 ) -> None:
     """The digest is an audit-channel step: while the channel refuses posts for good it stays owed (the
     audit fallback tells security) and is posted once, in the thread, after the channel is repaired."""
-    from bot.pipeline import AUDIT_RECHECK
+    from bot.delivery.fallback import AUDIT_RECHECK
 
     event = close(abot, invoke(abot))
     cloudtrail.add(*session_records(ALICE, event.created_at))

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import pipeline
 from bot.clock import ManualClock
+from bot.delivery.fallback import AUDIT_RECHECK
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy, PolicyError, parse_policy
 from store import BreakGlassEvent, Status, open_store
@@ -34,7 +34,7 @@ from tests.test_multiprocess import backend, bots_on, moto_url  # noqa: F401 - f
 FALLBACK = "C0FALLBACK"
 SECURITY_DM = FakeSlack.dm_channel("U0SECA")  # S0SEC's one member
 INVOKER_DM = FakeSlack.dm_channel("U0001")
-RECHECK = pipeline.AUDIT_RECHECK * 1.2 + timedelta(seconds=1)  # past the recheck, jitter included
+RECHECK = AUDIT_RECHECK * 1.2 + timedelta(seconds=1)  # past the recheck, jitter included
 
 
 @pytest.fixture
@@ -46,7 +46,9 @@ def audit_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
         r
         for r in caplog.records
-        if r.name == "bot.pipeline" and r.levelno >= logging.ERROR and "audit channel" in r.getMessage()
+        if r.name.startswith("bot.delivery")
+        and r.levelno >= logging.ERROR
+        and "audit channel" in r.getMessage()
     ]
 
 
@@ -54,7 +56,7 @@ def recoveries(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
         r
         for r in caplog.records
-        if r.name == "bot.pipeline" and "works again (broken since" in r.getMessage()
+        if r.name.startswith("bot.delivery") and "works again (broken since" in r.getMessage()
     ]
 
 
@@ -104,7 +106,7 @@ def test_a_broken_audit_channel_is_announced_at_once_to_the_fallback_channel_and
     bot: Bot, caplog: pytest.LogCaptureFixture, channel: dict, error: str
 ) -> None:
     bot.fake.add_channel(AUDIT, **channel)
-    caplog.set_level(logging.INFO, logger="bot.pipeline")
+    caplog.set_level(logging.INFO, logger="bot.delivery")
     event, reply = invoked(bot)
 
     # granted, and told another way at once: the fallback channel and every security member by DM
@@ -128,7 +130,7 @@ def test_a_broken_audit_channel_is_announced_at_once_to_the_fallback_channel_and
     stored = bot.store.get(event.id)
     assert stored.owed_kinds == (OutboxKind.AUDIT_POST,)
     assert stored.outbox_next_at is not None
-    assert stored.outbox_next_at - bot.clock.now() >= pipeline.AUDIT_RECHECK * 0.8 - timedelta(seconds=60)
+    assert stored.outbox_next_at - bot.clock.now() >= AUDIT_RECHECK * 0.8 - timedelta(seconds=60)
     # /healthz: 200 (restarting cannot fix it), degraded, naming the channel and Slack's error
     code, body = health(bot)
     assert code == 200 and body["status"] == "degraded"
@@ -158,7 +160,7 @@ def test_the_bot_removed_from_a_public_audit_channel_joins_it_again_then_posts(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
     bot.fake.add_channel(AUDIT, is_member=False)
-    caplog.set_level(logging.INFO, logger="bot.pipeline")
+    caplog.set_level(logging.INFO, logger="bot.delivery")
     event, reply = invoked(bot)
     delivered = settled(bot, event.id)
     (root,) = bot.fake.channel_messages(AUDIT)
@@ -221,7 +223,7 @@ def test_a_change_while_the_channel_is_broken_is_announced_again_then_recovery_p
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
     bot.fake.add_channel(AUDIT, is_archived=True)
-    caplog.set_level(logging.INFO, logger="bot.pipeline")
+    caplog.set_level(logging.INFO, logger="bot.delivery")
     first, _ = invoked(bot)
     second, _ = invoked(bot, user="U0002")
     assert submit_close(bot, first.id, "replica promoted, all good").status == 200
@@ -317,7 +319,7 @@ def test_a_step_owed_during_a_backoff_is_due_at_once_but_never_during_a_lease(cl
         duration=timedelta(hours=1),
         now=clock.now(),
     ).with_outbox(OutboxKind.AUDIT_POST)
-    later = clock.now() + pipeline.AUDIT_RECHECK
+    later = clock.now() + AUDIT_RECHECK
     backing_off = event.updated(outbox_next_at=later, outbox_attempts=3, outbox_leased=False)
     assert backing_off.with_outbox(OutboxKind.CLOSE_DM).outbox_next_at is None  # due now
     leased = event.updated(outbox_next_at=later, outbox_attempts=3, outbox_leased=True)

@@ -327,12 +327,12 @@ def test_template_operations(template: dict[str, Any]) -> None:
         }
     filters = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::MetricFilter"]
     patterns = {f["MetricTransformations"][0]["MetricName"]: f["FilterPattern"] for f in filters}
-    # What bot/access_steps.py logs when a revoke fails, and every ERROR line (JSON logs, bot/logs.py).
+    # What bot/delivery/handlers/access.py logs when a revoke fails, and every ERROR line (JSON logs, bot/logs.py).
     assert patterns["RevokeFailed"] == '{ $.action = "revoke" && $.outcome = "retry" }'
     assert patterns["ErrorLines"] == '{ $.level = "error" }'
     assert (
         'extra={"event_id": event.id, "action": step, "outcome": "retry"'
-        in (ROOT / "bot" / "access_steps.py").read_text()
+        in (ROOT / "bot" / "delivery" / "handlers" / "access.py").read_text()
     )
 
 

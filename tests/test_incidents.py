@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -406,7 +405,7 @@ def svix(
     key: bytes | None = None,
 ) -> Response:
     body = json.dumps(payload).encode()
-    stamp = str(int(time.time()) if ts is None else ts)
+    stamp = str(int(bot.clock.now().timestamp()) if ts is None else ts)
     secret = key or base64.b64decode(IIO_SECRET.removeprefix("whsec_"))
     sig = base64.b64encode(
         hmac.new(secret, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
@@ -441,7 +440,10 @@ def test_incident_io_link_oncall_and_signed_resolve(iiobot: tuple[Bot, FakeIncid
     assert all(c.headers["authorization"] == f"Bearer {IIO_KEY}" for c in iio.calls)
     settled(bot, event.id)
     assert svix(bot, updated(iio, "active")).json["status"] == "ignored"  # still open
-    assert svix(bot, updated(iio, "closed"), ts=int(time.time()) - 301, msg_id="m2").status == 401  # stale
+    assert (
+        svix(bot, updated(iio, "closed"), ts=int(bot.clock.now().timestamp()) - 301, msg_id="m2").status
+        == 401
+    )  # stale
     assert svix(bot, updated(iio, "closed"), key=b"another-key", msg_id="m3").status == 401  # forged
     assert bot.store.get(event.id).status is Status.ACTIVE
     assert svix(bot, updated(iio, "closed"), msg_id="m4").json == {"status": "ok", "events": 1}

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from bot.pipeline import _next, _satisfied
+from bot.delivery import handlers
+from bot.delivery.engine import next_entry, satisfied
 from store import mutate
 from store.model import Deferred, OutboxEntry, OutboxKind
 from tests.store_fixtures import BACKENDS, HOUR, T0, make_event, open_test_store
@@ -73,12 +74,13 @@ def test_the_pipeline_sends_due_entries_only_and_keeps_deferred_ones() -> None:
         OutboxKind.AUDIT_UPDATE, Deferred(OutboxKind.ACTIVITY_DIGEST, LATER), OutboxKind.ACTIVITY_DIGEST
     )
     update, deferred, now_digest = event.outbox
-    assert _next(event, [], T0) == update
-    assert _next(event, [update], T0) == now_digest
-    assert _next(event, [update, now_digest], T0) is None
-    assert _next(event, [update, now_digest], LATER) == deferred
+    registry = handlers.registry()
+    assert next_entry(event, [], T0, registry) == update
+    assert next_entry(event, [update], T0, registry) == now_digest
+    assert next_entry(event, [update, now_digest], T0, registry) is None
+    assert next_entry(event, [update, now_digest], LATER, registry) == deferred
     # one gather satisfies every gather due, never one owed for later
     sent = [(now_digest, now_digest.version)]  # rendered at the version that owed them
-    assert _satisfied(event.outbox, sent, T0) == [now_digest]
-    assert set(_satisfied(event.outbox, sent, LATER)) == {deferred, now_digest}
+    assert satisfied(event.outbox, sent, T0, registry.renders_state) == [now_digest]
+    assert set(satisfied(event.outbox, sent, LATER, registry.renders_state)) == {deferred, now_digest}
     assert OutboxEntry(kind="activity_digest", version=1).not_before is None  # stored entries still read

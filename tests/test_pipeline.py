@@ -13,9 +13,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from bot import admin, ids, pipeline
+from bot import admin, ids
 from bot.clock import ManualClock
+from bot.delivery.deps import DeliveryDeps
 from bot.delivery.lease import LEASE, Lease, bounded_by
+from bot.delivery.retry import LeaseBoundedRateLimitRetryHandler
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy, parse_policy
 from store import BreakGlassEvent, Status
@@ -58,7 +60,7 @@ def test_retry_after_longer_than_the_lease_posts_one_audit_message_showing_the_f
     assert event.audit_ts is None and event.owes(OutboxKind.AUDIT_POST)
     assert submit_close(bot, event.id, "all done").status == 200
     bot.idle()
-    bot.clock.advance(int(pipeline.LEASE.total_seconds()) + 60)  # past the lease and the backoff
+    bot.clock.advance(int(LEASE.total_seconds()) + 60)  # past the lease and the backoff
     bot.runtime.scheduler.sweep()
     closed = settled(bot, event.id)
     roots = audit_roots(bot)
@@ -89,7 +91,7 @@ def test_a_delivery_backlog_posts_one_audit_message_per_event(bot: Bot) -> None:
         )
     for _ in range(4):  # every worker is busy; the other deliveries wait in the queue
         assert blocked.acquire(timeout=10)
-    bot.clock.advance(int(pipeline.LEASE.total_seconds()) + 1)
+    bot.clock.advance(int(LEASE.total_seconds()) + 1)
     bot.runtime.scheduler.sweep()
     gate.set()
     bot.idle()
@@ -104,16 +106,17 @@ def test_a_review_during_an_in_flight_close_delivery_appears_on_the_audit_messag
     bot: Bot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     event = invoke(bot, user="U0001")
-    original = pipeline.HANDLERS[OutboxKind.AUDIT_UPDATE]
+    handlers = bot.runtime.pipeline.handlers
+    original = handlers[OutboxKind.AUDIT_UPDATE].send
     in_flight, release = threading.Event(), threading.Event()
 
-    def slow_update(p: pipeline.Pipeline, ev: BreakGlassEvent) -> dict[str, Any]:
+    def slow_update(p: DeliveryDeps, ev: BreakGlassEvent) -> dict[str, Any]:
         if not release.is_set():
             in_flight.set()
             release.wait(10)  # renders "closed, unreviewed" after the review was stored
         return original(p, ev)
 
-    monkeypatch.setitem(pipeline.HANDLERS, OutboxKind.AUDIT_UPDATE, slow_update)
+    handlers.replace(OutboxKind.AUDIT_UPDATE, slow_update)
     assert submit_close(bot, event.id, "replica promoted").status == 200
     assert in_flight.wait(10)
     assert submit_review(bot, event.id, "Checked CloudTrail: fine.").status == 200
@@ -161,7 +164,7 @@ def test_app_home_refreshes_after_an_admin_close(
 
 
 def test_the_lease_bounds_retries_of_a_rate_limited_send() -> None:
-    handler = pipeline.LeaseBoundedRateLimitRetryHandler(max_retry_count=3)
+    handler = LeaseBoundedRateLimitRetryHandler(max_retry_count=3)
 
     class Response:
         status_code = 429
@@ -215,9 +218,9 @@ def test_the_review_reminder_survives_a_slack_failure(
         fake.fail("chat.postMessage", error="internal_error")
         assert bot.runtime.scheduler.sweep()["reminded"] == 0  # Slack failed: still owed
         assert reminders() == 0
-        clock.advance(pipeline.LEASE.total_seconds() / 2)
+        clock.advance(LEASE.total_seconds() / 2)
         assert bot.runtime.scheduler.sweep()["reminded"] == 0  # another replica's lease would still hold
-        clock.advance(pipeline.LEASE.total_seconds())
+        clock.advance(LEASE.total_seconds())
         assert bot.runtime.scheduler.sweep()["reminded"] == 1  # retried, posted
         assert reminders() == 1
         clock.advance(3600)
@@ -234,7 +237,7 @@ def test_an_audit_post_of_unknown_outcome_is_found_by_its_metadata_not_posted_tw
     (event,) = bot.store.list_active()
     assert event.audit_ts is None and event.owes(OutboxKind.AUDIT_POST)
     wait_until(lambda: audit_roots(bot) or None, "Slack to accept the timed-out post", timeout=10)
-    bot.clock.advance(int(pipeline.LEASE.total_seconds()) + 60)
+    bot.clock.advance(int(LEASE.total_seconds()) + 60)
     bot.runtime.scheduler.sweep()
     delivered = settled(bot, event.id)
     (root,) = audit_roots(bot)

@@ -24,6 +24,7 @@ from store.errors import (
     StoreError,
 )
 from store.model import BreakGlassEvent, Status, new_event_id
+from store.tasks import OwedTask, TaskKind
 from tests.store_fixtures import BACKENDS, HOUR, T0, all_pages, make_event, open_test_store, run_concurrently
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -700,6 +701,25 @@ def test_a_claim_is_renewed_only_by_its_holder(store: Any) -> None:
     assert store.renew_claim("lock", held=T0 + 2 * MINUTE, until=T0 + 4 * MINUTE) is False
     assert store.renew_claim("never-claimed", held=T0, until=T0 + MINUTE) is False
     assert store.list_active() == []
+
+
+def test_owed_tasks_are_listed_when_due_until_finished(store: Any) -> None:
+    """An owed task outside any event (store.tasks) is listed once due, oldest first, until it is finished;
+    owing the same name again (owed or finished) keeps the first; the events' listings never see it."""
+    later = OwedTask(name="drift:2", kind=TaskKind.ACCESS_DRIFT, payload='{"n": 2}', due=T0 + MINUTE)
+    first = OwedTask(name="drift:1", kind=TaskKind.ACCESS_DRIFT, payload='{"n": 1}', due=T0)
+    store.owe_task(later)
+    store.owe_task(first)
+    store.owe_task(first.model_copy(update={"payload": '{"n": "again"}'}))
+    assert store.list_tasks(now=T0 - MINUTE) == []
+    assert store.list_tasks(now=T0) == [first]
+    assert store.list_tasks(now=T0 + HOUR) == [first, later]
+    assert store.list_owed(now=T0 + HOUR) == [] and store.list_active() == []
+    store.finish_task("drift:1", now=T0 + HOUR)
+    store.finish_task("never-owed", now=T0 + HOUR)
+    assert store.list_tasks(now=T0 + HOUR) == [later]
+    store.owe_task(first)  # a finished task is never owed again (a retry of the owing write)
+    assert store.list_tasks(now=T0 + HOUR) == [later]
 
 
 # -- extend ----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +33,11 @@ if CHROMIUM is None or CHROMEDRIVER is None:
     )
 
 from selenium import webdriver  # noqa: E402 - only once a browser exists
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -49,13 +54,30 @@ def workspace(tmp_path: Path) -> Iterator[LocalWorkspace]:
         yield ws
 
 
+def start_chrome(options: webdriver.ChromeOptions, attempts: int = 3) -> WebDriver:
+    """Start chromedriver, again if it lost the race for its port.
+
+    selenium picks a free port and then starts chromedriver on it; another process (a parallel test worker)
+    can bind that port in between, and chromedriver exits with status 1 ("bind() failed: Address already in
+    use"). Only that start-up exit is retried, with a fresh port each time; anything else fails the test.
+    """
+    for attempt in range(1, attempts + 1):
+        service = Service(CHROMEDRIVER)
+        try:
+            return webdriver.Chrome(service=service, options=options)
+        except WebDriverException as error:
+            if "unexpectedly exited" not in str(error) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def browser() -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM  # type: ignore[assignment]
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = start_chrome(options)
     try:
         yield driver
     finally:
@@ -119,6 +141,18 @@ def modal(driver: WebDriver, title: str) -> WebElement:
     return wait(driver, found)
 
 
+def on_form(driver: WebDriver, title: str, act: Callable[[WebElement], object]) -> None:
+    """`act` on the open modal `title`, found again if the page redrew it meanwhile (the app updated it)."""
+    for attempt in range(10):
+        try:
+            act(modal(driver, title))
+            return
+        except StaleElementReferenceException:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
+
+
 def feed_text(driver: WebDriver) -> str:
     return driver.find_element(By.ID, "feed").text
 
@@ -149,10 +183,15 @@ def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
     be(driver, "U0ENG")
     open_pane(driver, "C0OPS")
     type_command(driver, "/breakglass")
-    form = modal(driver, "Break glass")
-    Select(form.find_element(By.ID, "in-profile")).select_by_value("sandbox")
-    form.find_element(By.ID, "in-justification").send_keys("too short")
-    form.find_element(By.ID, "modal-submit").click()
+    # The app updates the open form by itself (who you are, then the chosen profile's durations): the
+    # page redraws it, so each step finds the form again
+    on_form(
+        driver,
+        "Break glass",
+        lambda f: Select(f.find_element(By.ID, "in-profile")).select_by_value("sandbox"),
+    )
+    on_form(driver, "Break glass", lambda f: f.find_element(By.ID, "in-justification").send_keys("too short"))
+    on_form(driver, "Break glass", lambda f: f.find_element(By.ID, "modal-submit").click())
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-error="justification"]'))
     shot(driver, "modal-errors")
     errors = driver.find_element(By.CSS_SELECTOR, '[data-error="justification"]').text
@@ -162,13 +201,23 @@ def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
         Select(form.find_element(By.ID, "in-profile")).first_selected_option.get_attribute("value")
         == "sandbox"
     )
-    Select(form.find_element(By.ID, "in-reason")).select_by_value("incident")
-    Select(form.find_element(By.ID, "in-duration")).select_by_value("1800")
-    box = form.find_element(By.ID, "in-justification")
-    box.clear()
-    box.send_keys(JUSTIFICATION)
+    on_form(
+        driver,
+        "Break glass",
+        lambda f: Select(f.find_element(By.ID, "in-reason")).select_by_value("incident"),
+    )
+    on_form(
+        driver, "Break glass", lambda f: Select(f.find_element(By.ID, "in-duration")).select_by_value("1800")
+    )
+
+    def justify(form: WebElement) -> None:
+        box = form.find_element(By.ID, "in-justification")
+        box.clear()
+        box.send_keys(JUSTIFICATION)
+
+    on_form(driver, "Break glass", justify)
     shot(driver, "modal")
-    form.find_element(By.ID, "modal-submit").click()
+    on_form(driver, "Break glass", lambda f: f.find_element(By.ID, "modal-submit").click())
     wait(driver, lambda d: "sandbox" in modal(d, "Access granted").text)
     click(driver, lambda d: modal(d, "Access granted").find_element(By.ID, "modal-close"))
     wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))
@@ -331,3 +380,32 @@ def test_unknown_block_kit_is_shown_raw(workspace: LocalWorkspace, browser: WebD
     assert 'element type "datepicker"' in raws[0].text
     assert 'block type "rich_text"' in raws[1].text
     assert "known part" in feed_text(browser)
+
+
+def test_a_chromedriver_that_lost_its_port_is_started_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The port selenium chose is taken before chromedriver binds it: the start is retried on a fresh port."""
+    import socket
+
+    from selenium.webdriver.common import utils
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])
+    real_free_port = utils.free_port
+    monkeypatch.setattr(utils, "free_port", lambda: next(ports, None) or real_free_port())
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM  # type: ignore[assignment]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    try:
+        with pytest.raises(WebDriverException, match="unexpectedly exited"):
+            start_chrome(options, attempts=1)
+        ports = iter([taken.getsockname()[1]])
+        driver = start_chrome(options, attempts=2)
+        try:
+            assert driver.execute_script("return 6 * 7") == 42
+        finally:
+            driver.quit()
+    finally:
+        taken.close()

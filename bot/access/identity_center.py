@@ -13,7 +13,7 @@
   kept: the caller's :data:`~bot.access.base.HoldersFn` says who holds it.
 * **reconcile**: assignments on managed targets that no active event expects are removed (drift); expected
   ones that vanished are re-granted (``regrant=True``) or reported as missing, for a caller that re-grants
-  them under its own lock after reading its events again (bot.access_steps does).
+  them under its own lock after reading its events again (bot/delivery/handlers/access.py does).
 
 Throttling and ``ConflictException`` (another operation on the permission set in flight) are retried here with
 exponential backoff on an injectable ``sleep``; botocore's own retries are off so that tests never sleep.

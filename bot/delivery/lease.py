@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from bot.clock import Clock
-from store import BreakGlassEvent, StoreError
+from store import BreakGlassEvent, EventNotFound, Store, StoreError, mutate
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class LeaseKeeper:
         self._renewals: dict[object, Callable[[], bool]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
 
     def add(self, key: object, renew: Callable[[], bool]) -> None:
         """Call `renew` every `every` until it returns False or `remove(key)`."""
@@ -109,11 +110,26 @@ class LeaseKeeper:
         finally:
             self.remove(key)
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop renewing (shutdown): every lease still held here runs out within LEASE, and the thread ends.
+        A lease added later starts the thread again."""
+        with self._lock:
+            self._renewals.clear()
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._thread is not None
+
     def _run(self) -> None:
-        wake = threading.Event()
         while True:
-            wake.wait(self.every.total_seconds())
+            self._wake.wait(self.every.total_seconds())
             with self._lock:
+                self._wake.clear()
                 renewals = list(self._renewals.items())
                 if not renewals:
                     self._thread = None
@@ -158,3 +174,84 @@ def bounded_by(lease: Lease, clock: Clock) -> Iterator[None]:
         yield
     finally:
         current.reset(token)
+
+
+def claim_renewal(store: Store, clock: Clock, name: str, lease: Lease) -> Callable[[], bool]:
+    """The heartbeat of a named claim (`Store.claim`) held with `lease`: extend it while it is ours."""
+
+    def renew() -> bool:
+        now = clock.now()
+        if lease.lost or now >= lease.deadline:
+            return False
+        until = now + LEASE
+        if not store.renew_claim(name, held=lease.until, until=until):
+            lease.lose()
+            return False
+        lease.renewed(until)
+        return True
+
+    return renew
+
+
+class _NotOurs(Exception):
+    pass
+
+
+def event_renewal(store: Store, clock: Clock, event_id: str, lease: Lease) -> Callable[[], bool]:
+    """The heartbeat of a delivery lease: extend it by LEASE if the stored event still shows it (a
+    conditional write), else mark it lost. False: stop renewing (lost, past MAX_HOLD, never created)."""
+
+    def renew() -> bool:
+        now = clock.now()
+        if lease.lost or now >= lease.deadline:
+            return False
+        until = now + LEASE
+        lease.expect(until)
+
+        def change(ev: BreakGlassEvent) -> BreakGlassEvent:
+            if not lease.held_in(ev):
+                raise _NotOurs
+            return ev.updated(outbox_next_at=until)
+
+        try:
+            mutate(store, event_id, change, attempts=3)
+        except _NotOurs:
+            lease.lose()
+            return False
+        except EventNotFound:  # `hold`: the event may not be stored yet (or its creation failed)
+            return now < lease.until
+        lease.renewed(until)
+        return True
+
+    return renew
+
+
+class NewLeases:
+    """New events created already holding their delivery lease (`hold`, the use case's `prepare_new`), so the
+    post-ack delivery in this process needs no claim write; renewed while the delivery waits for a worker.
+    Disabled on Lambda, where nothing runs after the response: the lazy listener claims like the sweep."""
+
+    def __init__(self, store: Store, clock: Clock, keeper: LeaseKeeper, *, enabled: bool = True) -> None:
+        self.store = store
+        self.clock = clock
+        self.keeper = keeper
+        self.enabled = enabled
+        self._held: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, event: BreakGlassEvent) -> BreakGlassEvent:
+        """A new event, about to be created, holding its delivery lease (for the post-ack delivery)."""
+        if not self.enabled:
+            return event
+        lease = Lease(until=event.created_at + LEASE, attempts=event.outbox_attempts + 1)
+        with self._lock:
+            if len(self._held) > 10_000:  # creations that failed (e.g. stacked access) are never delivered
+                self._held.clear()
+            self._held[event.id] = lease
+        self.keeper.add(lease, event_renewal(self.store, self.clock, event.id, lease))
+        return event.updated(outbox_next_at=lease.until, outbox_attempts=lease.attempts, outbox_leased=True)
+
+    def take(self, event_id: str) -> Lease | None:
+        """The lease `event_id` was created holding, once (None if it was not created here)."""
+        with self._lock:
+            return self._held.pop(event_id, None)

@@ -4,7 +4,7 @@ The policy's ``incidents.provider`` chooses one (:func:`make_incident_provider`)
 ``pagerduty`` (:class:`~bot.incidents.pagerduty.PagerDutyProvider`) or ``incident-io``
 (:class:`~bot.incidents.incident_io.IncidentIoProvider`). Tokens, webhook secrets and API URLs come from
 the environment (bot.config); none of them is ever logged. :mod:`bot.incidents.links` is what the use cases
-call, :mod:`bot.incidents.webhooks` the endpoints, :mod:`bot.incidents.notes` the outbox handlers."""
+call, :mod:`bot.incidents.webhooks` the endpoints, :mod:`bot.delivery.handlers.incidents` the outbox handlers."""
 
 from __future__ import annotations
 

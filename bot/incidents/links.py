@@ -39,6 +39,7 @@ class IncidentLinks:
         store: Store,
         directory: Directory,
         clock: Clock,
+        after_change: Callable[[str], None] = lambda _event_id: None,
     ) -> None:
         self.provider = provider
         self.policy = policy
@@ -47,7 +48,7 @@ class IncidentLinks:
         self.clock = clock
         self.oncall_cache = TtlCache(policy.oncall_cache.total_seconds())
         self.service: BreakGlassService | None = None  # set by the service that uses these links
-        self.after_change: Callable[[str], None] = lambda _event_id: None  # hand a change to the pipeline
+        self.after_change = after_change  # hand a stored change to the delivery (the post-ack queue)
 
     @property
     def enabled(self) -> bool:

@@ -76,7 +76,7 @@ def form_button(
     def clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
         ctx = ctx_of(context)
         ack()
-        ctx.after_response(
+        ctx.call_after_ack(
             open_form,
             ctx,
             body,
@@ -101,7 +101,7 @@ close_clicked = form_button(
 def review_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
     ctx = ctx_of(context)
     ack()
-    ctx.after_response(open_review, ctx, body, action)
+    ctx.call_after_ack(open_review, ctx, body, action)
 
 
 def open_review(ctx: SlackContext, body: dict[str, Any], action: dict[str, Any]) -> None:
@@ -115,7 +115,7 @@ def open_review(ctx: SlackContext, body: dict[str, Any], action: dict[str, Any])
             if e.reviewed_at is not None
             else None
         ),
-        lambda e, meta: blocks.review_modal(e, meta, evidence.review_section(ctx.policy, e)),
+        lambda e, meta: blocks.review_modal(e, meta, review_activity(ctx, e)),
         "Could not open the review form; try again.",
     )
     if opened is None:
@@ -126,16 +126,23 @@ def open_review(ctx: SlackContext, body: dict[str, Any], action: dict[str, Any])
         log.warning("could not owe an activity digest: %s", exc, extra={"event_id": opened.id})
         return
     if owed is not None:
-        ctx.after_ack(owed)
+        ctx.deliver_after_ack(owed)
 
 
 def open_clicked(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
     ctx = ctx_of(context)
     ack()
-    ctx.after_response(commands.open_modal, ctx, body.get("trigger_id", ""), body["user"]["id"], None)
+    ctx.call_after_ack(commands.open_modal, ctx, body.get("trigger_id", ""), body["user"]["id"], None)
 
 
 def register(app: App) -> None:
     app.action(ids.ACTION_CLOSE)(close_clicked)
     app.action(ids.ACTION_REVIEW)(review_clicked)
     app.action(ids.ACTION_OPEN_MODAL)(open_clicked)
+
+
+def review_activity(ctx: SlackContext, event: BreakGlassEvent) -> list[blocks.Block]:
+    """The digest's part of the review form (nothing for a profile without an activity role)."""
+    if evidence.activity_target(ctx.policy, event) is None:
+        return []
+    return blocks.review_activity_section(evidence.stored_digest(event))

@@ -72,18 +72,18 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
     words = text.split()
     if not words:
         ack()
-        ctx.after_response(open_modal, ctx, command.get("trigger_id", ""), user_id, respond)
+        ctx.call_after_ack(open_modal, ctx, command.get("trigger_id", ""), user_id, respond)
         return
     if len(words) == 2 and words[0].lower() == "close":  # no reason: the close form, which asks for it
         ack()
-        ctx.after_response(open_close_form, ctx, command.get("trigger_id", ""), user_id, words[1], respond)
+        ctx.call_after_ack(open_close_form, ctx, command.get("trigger_id", ""), user_id, words[1], respond)
         return
     chosen = (
         ctx.policy.profile_name(words[0]) if len(words) == 1 and words[0].lower() not in SUBCOMMANDS else None
     )
     if chosen is not None:  # `/breakglass prod`: the form, with prod chosen
         ack()
-        ctx.after_response(open_modal, ctx, command.get("trigger_id", ""), user_id, respond, chosen)
+        ctx.call_after_ack(open_modal, ctx, command.get("trigger_id", ""), user_id, respond, chosen)
         return
     if (
         ctx.background is None  # Lambda: nothing runs after the response, so the answer is the ack
@@ -93,13 +93,13 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
         (text_out, body), event = answer(ctx, user_id, words, command)
         ack(text=text_out, blocks=body)
         if event is not None:
-            ctx.after_ack(event)
+            ctx.deliver_after_ack(event)
         return
     # Everything else reads Slack (user groups, users.info), AWS or the incident tool: answered after the
     # ack, through the command's response_url. An invocation's store write is then after the ack too (the
     # ack promises nothing: it is empty); the audit record and its announcements are owed as always.
     ack()
-    ctx.after_response(answer_later, ctx, user_id, words, command, respond)
+    ctx.call_after_ack(answer_later, ctx, user_id, words, command, respond)
 
 
 def answer(
@@ -132,7 +132,7 @@ def answer_later(
         # an invocation is still announced (audit message, DM); anything else can be asked again
         log.warning("could not answer /breakglass: %s", type(exc).__name__, extra={"slack_user": user_id})
     if event is not None:
-        ctx.after_ack(event)
+        ctx.deliver_after_ack(event)
 
 
 def open_modal(
@@ -265,7 +265,7 @@ def dispatch(
             ) from None
         raise
     event = service.invoke(request)
-    broken = ctx.pipeline.audit_channels.error(event.audit_channel)
+    broken = ctx.audit_channels.error(event.audit_channel)
     return blocks.message(blocks.granted(event, audit_broken=broken)), event
 
 

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from slack_sdk import WebClient
 
 from bot.clock import Clock
-from bot.pipeline import Pipeline
+from bot.delivery.audit_channels import AuditChannels
+from bot.delivery.queue import DeliveryQueue
 from bot.policy import Policy
 from bot.service import BreakGlassService
 from store import BreakGlassEvent
@@ -53,36 +54,44 @@ def ctx_of(context: Mapping[str, Any]) -> SlackContext:
 
 @dataclass
 class SlackContext:
-    """What every Slack surface needs: the use cases, the delivery pipeline, the Web API client."""
+    """What every Slack surface needs: the use cases, the post-ack delivery queue, the Web API client.
+
+    Work after a Slack ack, two kinds, each with one mechanism per runtime (README, "After the ack"):
+      * `deliver_after_ack(event)`: a change was stored and its owed steps (audit messages, DMs, AWS) must
+        be delivered. Threaded runtimes: the delivery engine's post-ack queue (bot/delivery/queue.py).
+        Lambda: nothing here; a Bolt lazy listener (`create_app`'s `lambda_lazy_delivery`) delivers in a
+        second invocation.
+      * `call_after_ack(work, *args)`: a Slack call that answers the request but stores nothing (views.open,
+        App Home). Threaded runtimes: Bolt's listener executor (`background`). Lambda: inline, before the
+        response (nothing may run after it)."""
 
     service: BreakGlassService
-    pipeline: Pipeline
+    queue: DeliveryQueue
+    audit_channels: AuditChannels
     client: WebClient
     policy: Policy
     clock: Clock
-    # Bolt lazy listeners added to every listener that stores a change (Lambda only; see bot.pipeline).
-    lazy: list[Callable[..., None]] = field(default_factory=list)
-    # Where Slack calls that answer a request (views.open, App Home) run once the request is answered;
-    # None: in the listener itself (Lambda, where nothing may run after the response).
+    # Where `call_after_ack` work runs once the request is answered; None: in the listener itself (Lambda).
     background: Executor | None = None
     # The invoke modal per set of profiles (bot.slack.commands.modal), built once per set.
     modals: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
 
-    def after_ack(self, event: BreakGlassEvent) -> None:
-        """A change to `event` was stored and Slack has its answer: hand it to the pipeline."""
-        self.pipeline.after_ack(event.id)
+    def deliver_after_ack(self, event: BreakGlassEvent) -> None:
+        """A change to `event` was stored and Slack has its answer: queue its delivery (Lambda: the lazy
+        listener delivers instead)."""
+        self.queue.deliver_after_ack(event.id)
 
-    def after_response(self, work: Callable[..., object], *args: Any) -> None:
+    def call_after_ack(self, work: Callable[..., object], *args: Any) -> None:
         """Run `work(*args)` after the listener returns, so Bolt sends the ack first.
 
         Listeners run in the request's thread (Bolt's `process_before_response`), and Bolt answers Slack
         when the listener returns: no polling for the ack, no handoff to another thread before it. What
-        a listener does *after* its ack (open a modal, publish App Home) comes here instead; the pipeline
-        counts it as in flight, so a clean shutdown (and a test's `idle()`) waits for it."""
+        a listener does *after* its ack (open a modal, publish App Home) comes here instead; it is counted
+        in flight, so a clean shutdown (and a test's `idle()`) waits for it."""
         if self.background is None:
             work(*args)
             return
-        inflight = self.pipeline.inflight
+        inflight = self.queue.inflight
         inflight.enter()
 
         def run() -> None:

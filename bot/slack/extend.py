@@ -75,7 +75,7 @@ def extend_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
         ack(response_action="errors", errors=modal_errors(exc, FIELDS))
         return
     ack(response_action="update", view=blocks.notice_modal("Access extended", blocks.extended_now(event)))
-    ctx.after_ack(event)
+    ctx.deliver_after_ack(event)
 
 
 def command(

@@ -75,7 +75,7 @@ def refresh_for(ctx: SlackContext):
 def home_opened(event: dict[str, Any], context: BoltContext) -> None:
     if event.get("tab", "home") == "home":
         ctx = ctx_of(context)
-        ctx.after_response(publish, ctx, event["user"])
+        ctx.call_after_ack(publish, ctx, event["user"])
 
 
 def register(app: App) -> None:

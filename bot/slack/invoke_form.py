@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def profile_chosen(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
     ctx = ctx_of(context)
     ack()
-    ctx.after_response(follow_profile, ctx, body, action)
+    ctx.call_after_ack(follow_profile, ctx, body, action)
 
 
 def follow_profile(ctx: SlackContext, body: dict[str, Any], action: dict[str, Any]) -> None:

@@ -68,7 +68,7 @@ def answer_in_ack(ctx: SlackContext, ack: Ack, request: InvokeRequest) -> None:
         ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
         return
     ack(response_action="update", view=granted_modal(ctx, event))
-    ctx.after_ack(event)
+    ctx.deliver_after_ack(event)
 
 
 CHECKING = {"incident": "the incident", "on call": "whether you are on call"}
@@ -78,7 +78,7 @@ CHECKING_TITLE = "Checking…"  # the modal's title between the ack and the outc
 def granted_modal(ctx: SlackContext, event: BreakGlassEvent) -> dict[str, Any]:
     return blocks.notice_modal(
         "Access granted",
-        blocks.granted(event, audit_broken=ctx.pipeline.audit_channels.error(event.audit_channel)),
+        blocks.granted(event, audit_broken=ctx.audit_channels.error(event.audit_channel)),
     )
 
 
@@ -97,7 +97,7 @@ def decide_after_ack(
         response_action="update",
         view=blocks.notice_modal(CHECKING_TITLE, f":hourglass_flowing_sand: Checking {checking}…"),
     )
-    ctx.after_response(_decide, ctx, str(view.get("id") or ""), replace(request, known=None))
+    ctx.call_after_ack(_decide, ctx, str(view.get("id") or ""), replace(request, known=None))
 
 
 def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
@@ -112,7 +112,7 @@ def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
         )
         outcome = blocks.notice_modal("Not granted", text)
     else:
-        ctx.after_ack(event)  # its announcements do not wait for the modal
+        ctx.deliver_after_ack(event)  # its announcements do not wait for the modal
         outcome = granted_modal(ctx, event)
     try:
         ctx.client.views_update(view_id=view_id, view=outcome)
@@ -155,7 +155,7 @@ def submit_event_form(
     else:
         ack(response_action="update", view=blocks.notice_modal("Already ended", notice))
     if notice is None or event.outbox:  # e.g. it was just recorded as expired: announce that now
-        ctx.after_ack(event)
+        ctx.deliver_after_ack(event)
 
 
 def close_event(

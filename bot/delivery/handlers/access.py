@@ -1,6 +1,6 @@
-"""The AWS access steps of the delivery pipeline: the grant and the revoke are owed outbox entries
-(`ACCESS_GRANT`, `ACCESS_REVOKE`), delivered by `bot.pipeline.Pipeline` like every announcement, so they are
-retried with backoff, leased, and survive restarts and replicas. Their receipts are owed announcements too.
+"""The AWS access steps: the grant and the revoke are owed outbox entries (`ACCESS_GRANT`, `ACCESS_REVOKE`),
+delivered by the one delivery engine (bot/delivery/engine.py) like every announcement, so they are retried
+with backoff, leased, and survive restarts and replicas. Their receipts are owed announcements too.
 
 * **grant** (owed by the invocation): under the assignment's lock, look at AWS first and record, durably and
   before creating anything, whether the assignment was already there (``pre_existing``: someone's standing
@@ -18,8 +18,8 @@ retried with backoff, leased, and survive restarts and replicas. Their receipts 
 The assignment lock (`Store.claim`, one name per account, permission set and person) serialises the grant
 and the revoke of one assignment across processes: a person's new event right after their old one closed
 never races the old revoke (the new grant either sees the old assignment gone, or the old revoke sees the
-new event holding it). The periodic drift check (`reconcile`) and the removal of expired deny statements
-(`cleanup`) run from the scheduler's sweep, once per `access.reconcile_every` across replicas.
+new event holding it). The periodic drift check and the removal of expired deny statements are in
+bot/delivery/handlers/drift.py.
 """
 
 from __future__ import annotations
@@ -27,25 +27,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import Any
 
 from bot import blocks
-from bot.access import (
-    AccessError,
-    Assignment,
-    ExpectedAssignment,
-    GrantReceipt,
-    ReconcileReport,
-    Target,
-)
+from bot.access import AccessError, Assignment, GrantReceipt
+from bot.access.holders import assignment_of, same, target_of
+from bot.delivery.deps import DeliveryDeps
 from bot.delivery.errors import SLACK_ERRORS, DeliveryFailed
-from bot.delivery.lease import LEASE, Lease
-from store import BreakGlassEvent, EventNotFound, mutate
+from bot.delivery.handlers.announcements import dm, thread
+from bot.delivery.lease import LEASE, Lease, claim_renewal
+from bot.delivery.registry import Fields, Step
+from store import BreakGlassEvent, mutate
 from store.model import EventAccess, OutboxKind
-
-if TYPE_CHECKING:
-    from bot.pipeline import Fields, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -56,39 +50,17 @@ ALARM_MAX = timedelta(hours=2)
 REVOKE_PENDING_HORIZON = timedelta(days=1)
 
 
-def target_of(access: EventAccess) -> Target:
-    return Target(account=access.account, permission_set=access.permission_set)
-
-
-def assignment_of(access: EventAccess) -> Assignment:
-    return Assignment(account=access.account, permission_set=access.permission_set, user_id=access.user_id)
-
-
-def _same(access: EventAccess | None, assignment: Assignment) -> bool:
-    return access is not None and assignment_of(access) == assignment
-
-
-def active_holders(pipeline: Pipeline, assignment: Assignment) -> list[str]:
-    """Active events whose grant has looked at AWS and that hold `assignment` (the provider's HoldersFn:
-    a revoke keeps an assignment another such event holds)."""
-    return [
-        e.id
-        for e in pipeline.store.list_active()
-        if _same(e.access, assignment) and e.access is not None and e.access.pre_existing is not None
-    ]
-
-
-def made_by_breakglass(pipeline: Pipeline, assignment: Assignment, exclude: str) -> list[str]:
+def made_by_breakglass(deps: DeliveryDeps, assignment: Assignment, exclude: str) -> list[str]:
     """Events other than `exclude` that created `assignment` and have not revoked it yet: active ones, and
     ended ones whose revoke is still owed (a person's new event right after their old one closed)."""
-    now = pipeline.clock.now()
-    candidates = {e.id: e for e in pipeline.store.list_active()}
-    candidates |= {e.id: e for e in pipeline.store.list_owed(now=now + REVOKE_PENDING_HORIZON, limit=500)}
+    now = deps.clock.now()
+    candidates = {e.id: e for e in deps.store.list_active()}
+    candidates |= {e.id: e for e in deps.store.list_owed(now=now + REVOKE_PENDING_HORIZON, limit=500)}
     return [
         e.id
         for e in candidates.values()
         if e.id != exclude
-        and _same(e.access, assignment)
+        and same(e.access, assignment)
         and e.access is not None
         and e.access.pre_existing is False
         and e.access.revoked_at is None
@@ -96,34 +68,34 @@ def made_by_breakglass(pipeline: Pipeline, assignment: Assignment, exclude: str)
 
 
 @contextmanager
-def assignment_lock(pipeline: Pipeline, access: EventAccess) -> Iterator[None]:
+def assignment_lock(deps: DeliveryDeps, access: EventAccess) -> Iterator[None]:
     """Hold the assignment's lock across processes, or fail the step (it is retried after a backoff). The
     lock is short (`LOCK_HOLD`) and renewed while the step works, AWS calls and polling included."""
     name = f"access-lock:{access.account}:{access.permission_set}:{access.user_id}"
-    now = pipeline.clock.now()
-    if not pipeline.store.claim(name, now=now, hold=LOCK_HOLD):
+    now = deps.clock.now()
+    if not deps.store.claim(name, now=now, hold=LOCK_HOLD):
         raise DeliveryFailed("another grant or revoke of this AWS assignment is in progress")
     lease = Lease(until=now + LOCK_HOLD, attempts=0)
     try:
-        with pipeline.leases.keeping(lease, pipeline.claim_renewal(name, lease)):
+        with deps.leases.keeping(lease, claim_renewal(deps.store, deps.clock, name, lease)):
             yield
     finally:
-        pipeline.store.finish_claim(name, until=pipeline.clock.now())
+        deps.store.finish_claim(name, until=deps.clock.now())
 
 
-def _update_access(pipeline: Pipeline, event_id: str, *owe: OutboxKind, **changes: Any) -> BreakGlassEvent:
+def _update_access(deps: DeliveryDeps, event_id: str, *owe: OutboxKind, **changes: Any) -> BreakGlassEvent:
     def change(ev: BreakGlassEvent) -> BreakGlassEvent:
         assert ev.access is not None
         updated = ev.updated(access=ev.access.model_copy(update=changes))
         return updated.with_outbox(*owe) if owe else updated
 
-    return mutate(pipeline.store, event_id, change)
+    return mutate(deps.store, event_id, change)
 
 
-def _reread(pipeline: Pipeline, event: BreakGlassEvent) -> BreakGlassEvent:
+def _reread(deps: DeliveryDeps, event: BreakGlassEvent) -> BreakGlassEvent:
     """The event as stored now that the lock is ours, with what this delivery sent but has not recorded
     yet (the audit message's location)."""
-    fresh = pipeline.store.get(event.id)
+    fresh = deps.store.get(event.id)
     if fresh.audit_ts is None and event.audit_ts is not None:
         fresh = fresh.updated(audit_channel=event.audit_channel, audit_ts=event.audit_ts)
     return fresh
@@ -133,29 +105,29 @@ def describe(exc: AccessError) -> str:
     return exc.message + (f" (AWS request id {exc.request_id})" if exc.request_id else "")
 
 
-def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
+def grant_access(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
     access = event.access
     if access is None or access.granted_at is not None or event.status.ended:
         return {}  # nothing to grant, done already, or ended first (its revoke cleans up what was made)
-    with assignment_lock(pipeline, access):
-        event = _reread(pipeline, event)
+    with assignment_lock(deps, access):
+        event = _reread(deps, event)
         access = event.access
         if access is None or access.granted_at is not None or event.status.ended:
             return {}
         try:
             if access.pre_existing is None:
                 # Look before creating, and record what was seen before anything is created.
-                assigned = pipeline.access.is_assigned(target_of(access), access.user_id)
+                assigned = deps.access.is_assigned(target_of(access), access.user_id)
                 pre_existing = assigned and not made_by_breakglass(
-                    pipeline, assignment_of(access), exclude=event.id
+                    deps, assignment_of(access), exclude=event.id
                 )
-                access = _update_access(pipeline, event.id, pre_existing=pre_existing).access
+                access = _update_access(deps, event.id, pre_existing=pre_existing).access
                 assert access is not None
                 event = event.updated(access=access)
             if access.pre_existing:
-                now = pipeline.clock.now()
+                now = deps.clock.now()
                 receipt = GrantReceipt(
-                    provider=pipeline.access.name,
+                    provider=deps.access.name,
                     event_id=event.id,
                     assignment=assignment_of(access),
                     requested_at=now,
@@ -163,18 +135,16 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
                     pre_existing=True,
                 )
             else:
-                receipt = pipeline.access.grant(
-                    event.id, target_of(access), access.user_id, first_attempt=False
-                )
+                receipt = deps.access.grant(event.id, target_of(access), access.user_id, first_attempt=False)
             if not access.pre_existing:
                 # A deny of this person on this account may reach past now (an old event's clock-skew margin,
                 # or a merge to a later bound to fit IAM's quota): never into the new sessions.
-                pipeline.access.allow_sessions_from(target_of(access), access.user_id, receipt.completed_at)
+                deps.access.allow_sessions_from(target_of(access), access.user_id, receipt.completed_at)
         except AccessError as exc:
-            _failed(pipeline, event, "grant", exc)
+            _failed(deps, event, "grant", exc)
             raise _delivery_failed("grant", exc) from exc
     _update_access(
-        pipeline,
+        deps,
         event.id,
         OutboxKind.GRANT_RECEIPT_THREAD,
         OutboxKind.GRANT_RECEIPT_DM,
@@ -195,27 +165,27 @@ def grant_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
     return {}
 
 
-def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
+def revoke_access(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
     access = event.access
     if access is None or access.revoked_at is not None:
         return {}
-    with assignment_lock(pipeline, access):
-        event = _reread(pipeline, event)
+    with assignment_lock(deps, access):
+        event = _reread(deps, event)
         access = event.access
         if access is None or access.revoked_at is not None:
             return {}
-        now = pipeline.clock.now()
+        now = deps.clock.now()
         changes: dict[str, Any]
         if access.pre_existing is None:
             # The grant never looked at AWS, so it created nothing: there is nothing of ours to remove.
             changes = {"revoke_requested_at": now, "revoked_at": now, "kept": "never-granted"}
         else:
             try:
-                receipt = pipeline.access.revoke(
+                receipt = deps.access.revoke(
                     event.id, target_of(access), access.user_id, pre_existing=access.pre_existing
                 )
             except AccessError as exc:
-                _failed(pipeline, event, "revoke", exc)
+                _failed(deps, event, "revoke", exc)
                 raise _delivery_failed("revoke", exc) from exc
             changes = {
                 "revoke_requested_at": receipt.requested_at,
@@ -226,7 +196,7 @@ def revoke_access(pipeline: Pipeline, event: BreakGlassEvent) -> Fields:
                 "kept": receipt.kept,
             }
     _update_access(
-        pipeline, event.id, OutboxKind.REVOKE_RECEIPT_THREAD, failure=None, next_alarm_at=None, **changes
+        deps, event.id, OutboxKind.REVOKE_RECEIPT_THREAD, failure=None, next_alarm_at=None, **changes
     )
     log.info(
         "AWS access revoked",
@@ -239,13 +209,13 @@ def _delivery_failed(step: str, exc: AccessError) -> Exception:
     return DeliveryFailed(f"AWS access {step} failed: {describe(exc)}")
 
 
-def _failed(pipeline: Pipeline, event: BreakGlassEvent, step: str, exc: AccessError) -> None:
+def _failed(deps: DeliveryDeps, event: BreakGlassEvent, step: str, exc: AccessError) -> None:
     """Announce a failure: once per episode (the first failure after a success), and for a revoke again at
     growing intervals while it keeps failing. Announced before it is recorded, so a crash in between
     announces twice rather than never."""
     access = event.access
     assert access is not None
-    now = pipeline.clock.now()
+    now = deps.clock.now()
     error = describe(exc)
     new_episode = access.failure is None
     alarm_due = step == "revoke" and access.next_alarm_at is not None and now >= access.next_alarm_at
@@ -258,20 +228,20 @@ def _failed(pipeline: Pipeline, event: BreakGlassEvent, step: str, exc: AccessEr
     changes: dict[str, Any] = {"failure": error[:2000], "failures": access.failures + 1}
     if new_episode or alarm_due:
         repeat = access.alarms if (step == "revoke" and not new_episode) else 0
-        _announce_failure(pipeline, event, step, error, repeat=repeat)
+        announce_failure(deps, event, step, error, repeat=repeat)
         if step == "revoke":
             alarms = repeat + 1
             changes |= {
                 "alarms": alarms,
                 "next_alarm_at": now + min(ALARM_FIRST * 3 ** (alarms - 1), ALARM_MAX),
             }
-    _update_access(pipeline, event.id, **changes)
+    _update_access(deps, event.id, **changes)
 
 
-def _announce_failure(
-    pipeline: Pipeline, event: BreakGlassEvent, step: str, error: str, *, repeat: int
+def announce_failure(
+    deps: DeliveryDeps, event: BreakGlassEvent, step: str, error: str, *, repeat: int
 ) -> None:
-    security = list(pipeline.policy.security)
+    security = list(deps.policy.security)
     sends: list[dict[str, Any]] = []
     if event.audit_channel and event.audit_ts:
         text, body = blocks.access_failed(event, step, error, security, repeat=repeat)
@@ -282,7 +252,7 @@ def _announce_failure(
     recipients: list[str] = [event.slack_user_id] if event.slack_user_id else []
     if step == "revoke":
         try:
-            recipients = sorted(pipeline.directory.members(pipeline.policy.security))
+            recipients = sorted(deps.directory.members(deps.policy.security))
         except Exception:  # a directory failure must not stop the thread alarm (security is mentioned there)
             log.exception("could not list security members to alarm", extra={"event_id": event.id})
             recipients = []
@@ -290,94 +260,15 @@ def _announce_failure(
     send: dict[str, Any]
     for send in sends:
         try:
-            pipeline.client.chat_postMessage(**send)
+            deps.client.chat_postMessage(**send)
         except SLACK_ERRORS as exc:  # one unreachable recipient must not silence the others
             log.warning("could not announce an AWS access failure to %s: %s", send["channel"], exc)
 
 
-# -- the periodic drift check --------------------------------------------------------------------------
-
-
-def expected_assignments(pipeline: Pipeline) -> list[ExpectedAssignment]:
-    """What reconcile must find: active events' assignments (re-granted if vanished, unless standing access
-    or not yet looked at), and ended events' whose revoke is still owed (left alone: the revoke deals)."""
-    now = pipeline.clock.now()
-    expected: dict[str, ExpectedAssignment] = {}
-    for event in pipeline.store.list_active():
-        if event.access is not None and event.access.revoked_at is None:
-            expected[event.id] = ExpectedAssignment(
-                event_id=event.id,
-                assignment=assignment_of(event.access),
-                pre_existing=event.access.pre_existing is not False,
-            )
-    for event in pipeline.store.list_owed(now=now + REVOKE_PENDING_HORIZON, limit=500):
-        if event.id not in expected and event.access is not None and event.access.revoked_at is None:
-            expected[event.id] = ExpectedAssignment(
-                event_id=event.id, assignment=assignment_of(event.access), pre_existing=True
-            )
-    return list(expected.values())
-
-
-def regrant_vanished(pipeline: Pipeline, report: ReconcileReport) -> ReconcileReport:
-    """Grant again what the drift check found vanished, each under its assignment's lock and only if the
-    event, read again under that lock (after the listing), still owes it: an event closed and revoked while
-    the check listed is never granted again (the check's first read of the events is stale by then)."""
-    regranted = list(report.regranted)
-    missing: list[ExpectedAssignment] = []
-    errors = list(report.errors)
-    for item in report.missing:
-        try:
-            event = pipeline.store.get(item.event_id)
-        except EventNotFound:
-            continue
-        access = event.access
-        if access is None or event.status.ended or access.revoked_at is not None:
-            continue
-        if assignment_of(access) != item.assignment:
-            continue
-        try:
-            with assignment_lock(pipeline, access):
-                event = pipeline.store.get(item.event_id)
-                access = event.access
-                if access is None or event.status.ended or access.revoked_at is not None:
-                    continue
-                regranted.append(
-                    pipeline.access.grant(event.id, target_of(access), access.user_id, first_attempt=False)
-                )
-        except AccessError as exc:
-            errors.append(f"re-granting {item.event_id}: {describe(exc)}")
-            missing.append(item)
-        except DeliveryFailed as exc:  # a grant or revoke holds the lock: the next check looks again
-            errors.append(f"re-granting {item.event_id}: {exc}")
-            missing.append(item)
-    return report.model_copy(
-        update={"regranted": tuple(regranted), "missing": tuple(missing), "errors": tuple(errors)}
-    )
-
-
-def managed_targets(pipeline: Pipeline) -> list[Target]:
-    return list(
-        dict.fromkeys(
-            Target(account=p.aws.account, permission_set=p.aws.permission_set)
-            for p in pipeline.policy.profiles.values()
-            if p.aws is not None
-        )
-    )
-
-
-def reconcile(pipeline: Pipeline, now: datetime) -> ReconcileReport | None:
-    """One drift check and deny cleanup (the caller makes it once per period across replicas)."""
-    targets = managed_targets(pipeline)
-    if pipeline.access.name == "none" or not targets:
-        return None
-    report = pipeline.access.reconcile(
-        targets, expected_assignments(pipeline), regrant=False, confirm=lambda: expected_assignments(pipeline)
-    )
-    report = regrant_vanished(pipeline, report)
-    try:
-        removed = pipeline.access.cleanup(targets, now)
-        if removed:
-            log.info("removed %d expired deny statements", removed, extra={"action": "cleanup"})
-    except AccessError as exc:
-        report = report.model_copy(update={"errors": (*report.errors, f"cleanup: {describe(exc)}")})
-    return report
+HANDLERS: dict[OutboxKind, Step] = {
+    OutboxKind.ACCESS_GRANT: Step(grant_access),
+    OutboxKind.ACCESS_REVOKE: Step(revoke_access),
+    OutboxKind.GRANT_RECEIPT_THREAD: thread(lambda d, e: blocks.access_granted(e)),
+    OutboxKind.GRANT_RECEIPT_DM: dm(lambda d, e: blocks.access_granted(e)),
+    OutboxKind.REVOKE_RECEIPT_THREAD: thread(lambda d, e: blocks.access_revoked(e)),
+}

@@ -1,4 +1,4 @@
-"""Outbox handlers of the incident kinds (registered in the pipeline's HANDLERS, one line each):
+"""Outbox handlers of the incident kinds (bot.delivery.handlers registers them):
 
 * ``INCIDENT_NOTE``: a note on the linked incident's timeline when access is taken and when it ends, with
   the event id (PagerDuty incident notes; incident.io's API cannot write its timeline: nothing sent).
@@ -9,14 +9,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot import blocks
+from bot.delivery.deps import DeliveryDeps
+from bot.delivery.registry import Step
 from bot.incidents.base import IncidentNotFound
 from store import BreakGlassEvent, Status
-
-if TYPE_CHECKING:
-    from bot.pipeline import Pipeline
+from store.model import OutboxKind
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ def note_text(event: BreakGlassEvent) -> str:
     return f"breakglass: {who}'s break-glass access to {event.profile} ended: {how} (event {event.id})."
 
 
-def post_note(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
+def post_note(deps: DeliveryDeps, event: BreakGlassEvent) -> dict[str, Any]:
     link = event.incident_link
-    provider = pipeline.incidents
+    provider = deps.incidents
     if link is None or not link.verified or link.provider != provider.name:
         return {}
     try:
@@ -45,9 +45,15 @@ def post_note(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
     return {}
 
 
-def resolved_dm(pipeline: Pipeline, event: BreakGlassEvent) -> dict[str, Any]:
+def resolved_dm(deps: DeliveryDeps, event: BreakGlassEvent) -> dict[str, Any]:
     if event.slack_user_id is None or event.status is not Status.ACTIVE or event.incident_link is None:
         return {}
     text, body = blocks.dm_incident_resolved(event)
-    pipeline.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
+    deps.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
     return {}
+
+
+HANDLERS: dict[OutboxKind, Step] = {
+    OutboxKind.INCIDENT_NOTE: Step(post_note),
+    OutboxKind.INCIDENT_RESOLVED_DM: Step(resolved_dm),
+}

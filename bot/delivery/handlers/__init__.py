@@ -1,0 +1,29 @@
+"""The outbox handlers, one module per subject, each exporting a `HANDLERS` table (`OutboxKind -> Step`):
+
+* `announcements`: the root audit message, its update and thread replies, the invoker's DMs, the fallback;
+* `access`: the AWS grant and revoke, their receipts and failure alarms;
+* `evidence`: the activity digest;
+* `extend`: an extension's thread reply and DM;
+* `incidents`: the incident tool's timeline note, the "incident resolved" DM;
+* `drift`: the announcement of what the drift check found (and the drift check itself).
+
+Handlers depend on `bot.delivery.deps.DeliveryDeps`, never on the engine. A new kind: a handler in its own
+module and one line below; `registry()` refuses a kind without a handler or with two.
+"""
+
+from __future__ import annotations
+
+from bot.delivery.handlers import access, announcements, drift, evidence, extend, incidents
+from bot.delivery.registry import Registry
+
+
+def registry() -> Registry:
+    """Every outbox kind's handler, checked complete (the engine is handed this)."""
+    return Registry(
+        announcements.HANDLERS,
+        access.HANDLERS,
+        evidence.HANDLERS,
+        extend.HANDLERS,
+        incidents.HANDLERS,
+        tasks=drift.TASK_HANDLERS,
+    )

@@ -1,0 +1,16 @@
+"""The owed steps of an extension (`BreakGlassService.extend`): the audit thread's reply and the invoker's
+DM. The root audit message is refreshed by the ordinary `audit_update` owed in the same write, and the
+scheduler re-times the warning and the expiry from the engine's follow-ups (`Scheduler.on_event`). What an
+extension owes is decided by the use case (`bot.service.extension_outbox`)."""
+
+from __future__ import annotations
+
+from bot import blocks
+from bot.delivery.handlers.announcements import dm, thread
+from bot.delivery.registry import Step
+from store.model import OutboxKind
+
+HANDLERS: dict[OutboxKind, Step] = {
+    OutboxKind.EXTEND_THREAD: thread(lambda d, e: blocks.thread_extended(e)),
+    OutboxKind.EXTEND_DM: dm(lambda d, e: blocks.dm_extended(e)),
+}
