@@ -46,11 +46,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="section 2: DynamoDB at 100,000 ended events on in-process moto, instead of the default sizes",
     )
-    parser.add_argument("--only", default="1,2,2b,3,3c,4,5,3b,6,6b", help="comma-separated sections to run")
+    parser.add_argument(
+        "--only", default="1,2,2b,3,3c,4,5,3b,6,6b,7,7c,8", help="comma-separated sections to run"
+    )
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",")}
 
-    from bench import access_bench, announce_bench, http_bench, side_by_side, store_bench
+    from bench import (
+        access_bench,
+        announce_bench,
+        coldstart,
+        deadline_bench,
+        http_bench,
+        side_by_side,
+        slack_limits,
+        store_bench,
+    )
 
     sizes = [10, 1_000, 10_000] if args.quick else [10, 1_000, 100_000]
     dynamo_sizes = [10, 1_000, 10_000] if args.quick else [10, 1_000, 20_000]
@@ -72,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         ("5", lambda rows: announce_bench.run(rows, count=expiries)),
         ("6", lambda rows: access_bench.run(rows, count=20 if args.quick else 100)),
         ("6b", lambda rows: access_bench.run_pipeline(rows, count=20 if args.quick else 100)),
+        ("7", lambda rows: deadline_bench.run(rows, count=10 if args.quick else 20)),
+        # issue 21: Lambda cold start against bare Bolt; ack latency and the 429 burst under Slack's limits
+        ("7c", lambda rows: coldstart.run(rows, samples=5 if args.quick else 9)),
+        ("8", lambda rows: slack_limits.run(rows, rounds=2 if args.quick else 4)),
     ]
     rows: list[Row] = []
     print(f"machine: {_machine()}", file=sys.stderr)

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from bench.common import Row, moto_server, summary_ms
+from bench.common import Row, bot_settings, moto_server, summary_ms
 
 
 def _describe(counter: Counter[str], runs: int) -> str:
@@ -147,13 +147,12 @@ def run_pipeline(rows: list[Row], count: int = 50) -> None:
 
     from bot.app import create_app, make_slack_client
     from bot.clock import SystemClock
-    from bot.config import Settings
     from bot.localslack.webapi import FakeSlack
     from bot.policy import parse_policy
     from bot.service import InvokeRequest
     from store.sqlite import SQLiteStore
     from tests.access_world import real_permission_set_arn
-    from tests.harness import BOT_TOKEN, SIGNING_SECRET
+    from tests.harness import BOT_TOKEN
 
     users = {f"U{3000 + i}": {"email": f"p{i}-{uuid.uuid4().hex[:6]}@example.com"} for i in range(count)}
     with (
@@ -187,14 +186,7 @@ def run_pipeline(rows: list[Row], count: int = 50) -> None:
                 ),
                 "bench-access-policy.yml",
             )
-            settings = Settings(  # type: ignore[call-arg]
-                _env_file=None,
-                slack_bot_token=BOT_TOKEN,
-                slack_signing_secret=SIGNING_SECRET,
-                slack_api_url=fake.url,
-                breakglass_audit_channel="C0AUDIT",
-                slack_team_id="T0001",
-            )
+            settings = bot_settings(fake.url, slack_team_id="T0001")
             store = SQLiteStore(Path(tmp) / "access.db")
             runtime = create_app(
                 settings, store, make_slack_client(settings, timeout=5), policy=policy, clock=SystemClock()

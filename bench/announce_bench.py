@@ -8,15 +8,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.common import Row, event, pct
+from bench.common import Row, bot_settings, event, pct
 from bot.app import create_app, make_slack_client
 from bot.clock import SystemClock
-from bot.config import Settings
 from bot.localslack.webapi import FakeSlack
 from bot.policy import parse_policy
 from store.model import OutboxKind
 from store.sqlite import SQLiteStore
-from tests.harness import BOT_TOKEN, SIGNING_SECRET
+from tests.harness import BOT_TOKEN
 
 POLICY = """
 audit_channel: C0AUDIT
@@ -42,13 +41,7 @@ def run(rows: list[Row], *, count: int = 200, lead: float = 15.0) -> None:
     users = {f"U{2000 + i}": {"email": f"u{2000 + i}@example.com"} for i in range(count)}
     with tempfile.TemporaryDirectory() as tmp, FakeSlack(token=BOT_TOKEN, users=users) as fake:
         store = SQLiteStore(Path(tmp) / "b.db")
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            slack_bot_token=BOT_TOKEN,
-            slack_signing_secret=SIGNING_SECRET,
-            slack_api_url=fake.url,
-            breakglass_audit_channel="C0AUDIT",
-        )
+        settings = bot_settings(fake.url)
         policy = parse_policy(POLICY, "bench-policy.yml")
         runtime = create_app(
             settings, store, make_slack_client(settings, timeout=5), policy=policy, clock=SystemClock()

@@ -1,6 +1,8 @@
 """A bare Bolt app that only acks /breakglass and the invoke modal: the baseline for ack latency.
 
-Served like the bot: `gunicorn -w 1 -k gthread --threads 32 bench.bare_app:app`.
+Served like the bot: `gunicorn -w 1 -k gthread --threads 32 bench.bare_app:app`. With BENCH_BARE_STORE=URL
+(e.g. sqlite:///bare.db) its modal submission makes one store write (the bot's: `Store.create` of the
+submitted event) before it acks: "bare Bolt + one local store write", the floor of a submission's ack.
 """
 
 from __future__ import annotations
@@ -26,8 +28,22 @@ def _command(ack: Any) -> None:
     ack()
 
 
+_store = None
+if os.environ.get("BENCH_BARE_STORE"):
+    from store import open_store
+
+    _store = open_store(os.environ["BENCH_BARE_STORE"])
+
+
 @bolt.view("breakglass_invoke")
-def _invoke(ack: Any) -> None:
+def _invoke(ack: Any, body: dict[str, Any]) -> None:
+    if _store is not None:
+        from datetime import UTC, datetime
+
+        from bench.common import event
+
+        user = body["user"]["id"]
+        _store.create(event(invoker=user, profile=f"bare-{body['view']['id']}", created_at=datetime.now(UTC)))
     ack()
 
 

@@ -26,6 +26,21 @@ class Row:
     verdict: str = ""  # "ok", "MISS", or "" (informational)
 
 
+def bot_settings(slack_url: str, **extra: Any) -> Any:
+    """The bot's settings against the fake Slack at `slack_url` (test tokens, audit channel C0AUDIT)."""
+    from bot.config import Settings
+    from tests.harness import BOT_TOKEN, SIGNING_SECRET
+
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=slack_url,
+        breakglass_audit_channel="C0AUDIT",
+        **extra,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

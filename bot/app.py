@@ -17,6 +17,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
+from bot import schedules
 from bot.access import AccessProvider, make_provider
 from bot.access.holders import holders_in
 from bot.access.policy_lock import StorePolicyLock
@@ -29,7 +30,7 @@ from bot.delivery.engine import Pipeline
 from bot.delivery.inflight import InFlight
 from bot.delivery.lease import LeaseKeeper, NewLeases
 from bot.delivery.queue import DeliveryQueue
-from bot.delivery.retry import DeliveryConnectionErrorRetryHandler, LeaseBoundedRateLimitRetryHandler
+from bot.delivery.retry import DeliveryConnectionErrorRetryHandler
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
@@ -43,9 +44,11 @@ from bot.service import BreakGlassService
 from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
+from bot.slack_pacing import BURST, RATE, ChannelGate, PacedRateLimitRetryHandler, PacedWebClient
 from bot.slack_token import TokenWatch
 from store import Store
 from store.dynamodb import DynamoDBStore
+from store.model import OutboxKind
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +67,17 @@ __all__ = [
 
 def make_slack_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     """The Web API client: Slack's own retry handlers for connection errors and 5xx, and its 429 handler
-    bounded, inside a delivery, by the delivery's lease (bot/delivery/)."""
+    bounded, inside a delivery, by the delivery's lease (bot/delivery/); posts take their channel's turn in
+    one pacing gate shared by every delivery worker (bot/slack_pacing.py)."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return WebClient(
+    return PacedWebClient(
+        gate=ChannelGate(settings.slack_channel_rate or RATE, settings.slack_channel_burst or BURST),
         token=token,
         base_url=settings.slack_api_url,
         timeout=timeout,
         retry_handlers=[
             DeliveryConnectionErrorRetryHandler(max_retry_count=2),
-            LeaseBoundedRateLimitRetryHandler(max_retry_count=3),
+            PacedRateLimitRetryHandler(max_retry_count=3),
             ServerErrorRetryHandler(max_retry_count=2),
         ],
     )
@@ -155,6 +160,8 @@ def create_app(
     channel = audit_channel(settings, policy)
     client = client or make_slack_client(settings)
     clock = clock or SystemClock()
+    if isinstance(client, PacedWebClient):  # Retry-After pauses and pacing also follow the injectable clock
+        client.gate.follow(clock)
     # The skew of `clock` (which decides stacking and expiry) against Slack's and AWS's Date headers.
     skew = SkewMonitor(clock)
     client.retry_handlers.insert(0, skew.slack_hook())
@@ -194,6 +201,8 @@ def create_app(
         audit_channels=AuditChannels(clock),
         incidents=incidents,
         leases=LeaseKeeper(),  # renews every lease this process holds (deliveries, assignment locks)
+        # Lambda: exact-time warnings and expiry from one-time schedules, when configured (bot/schedules.py)
+        schedules=schedules.configured(settings) if lazy_delivery else None,
     )
     # After the ack: threaded runtimes queue the delivery for the engine's workers; Lambda cannot run
     # threads after returning, so there a Bolt lazy listener delivers (`lazy_listeners` below).
@@ -217,6 +226,7 @@ def create_app(
         prepare_new=new_leases.hold,
         access=access,
     )
+    service.retime = (OutboxKind.EXPIRY_SCHEDULES,) if deps.schedules else ()
     # Runs Bolt's lazy listeners (Lambda) and `SlackContext.call_after_ack` work; a large pool keeps slow
     # Slack calls after one ack from delaying the next (Bolt's default is cpu_count + 4).
     executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener")

@@ -62,14 +62,13 @@ def reset_cache() -> None:
 
 
 def _read(arn: str, client: Any) -> dict[str, str]:
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from store.dynamodb import aws_region
+    from store.dynamodb import aws_region, aws_session
 
     try:
         if client is None:
-            session = boto3.session.Session()
+            session = aws_session()
             client = session.client("secretsmanager", region_name=aws_region(session))
         answer = client.get_secret_value(SecretId=arn)
     except ClientError as exc:

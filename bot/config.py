@@ -60,8 +60,16 @@ class Settings(BaseSettings):
     breakglass_store: str = DEFAULT_STORE_URL
     breakglass_policy: Path | None = None
     breakglass_scheduler: Literal["embedded", "off"] = "embedded"
+    # Lambda's exact-time warnings and expiry (bot/schedules.py): the sweep function the one-time
+    # EventBridge Scheduler schedules invoke, the role Scheduler assumes to invoke it, their schedule group
+    breakglass_scheduler_target_arn: str | None = None
+    breakglass_scheduler_role_arn: str | None = None
+    breakglass_scheduler_group: str = Field(default="breakglass", pattern=r"^[0-9A-Za-z_.-]{1,64}$")
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Posts per second and burst per Slack channel (bot/slack_pacing.py; default: just under Slack's ~1/s)
+    slack_channel_rate: float | None = Field(default=None, gt=0)
+    slack_channel_burst: int | None = Field(default=None, ge=1)
     # Incident tools (bot/incidents; the policy's incidents.provider says which is used)
     pagerduty_api_token: SecretStr | None = None
     pagerduty_webhook_secret: SecretStr | None = None
@@ -183,6 +191,38 @@ def check_settings(settings: Settings, *, need_slack: bool = True, serving: bool
         parse_store_url(settings.breakglass_store)
     except InvalidStoreURL as exc:
         problems.append(f"BREAKGLASS_STORE: {exc}")
+    problems += _schedule_problems(settings)
     if settings.breakglass_policy is not None and not settings.breakglass_policy.is_file():
         problems.append(f"BREAKGLASS_POLICY: no such file {str(settings.breakglass_policy)!r}")
+    return problems
+
+
+_LAMBDA_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?$"
+)
+_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+
+
+def _schedule_problems(settings: Settings) -> list[str]:
+    """BREAKGLASS_SCHEDULER_TARGET_ARN and _ROLE_ARN come together, each a well-formed ARN."""
+    target, role = settings.breakglass_scheduler_target_arn, settings.breakglass_scheduler_role_arn
+    if target is None and role is None:
+        return []
+    if target is None or role is None:
+        missing = "BREAKGLASS_SCHEDULER_TARGET_ARN" if target is None else "BREAKGLASS_SCHEDULER_ROLE_ARN"
+        return [
+            f"{missing} is not set: the exact-time schedules need both the sweep function's ARN "
+            "(BREAKGLASS_SCHEDULER_TARGET_ARN) and the role EventBridge Scheduler invokes it with "
+            "(BREAKGLASS_SCHEDULER_ROLE_ARN); unset both to rely on the minute sweep"
+        ]
+    problems = []
+    if not _LAMBDA_ARN_RE.fullmatch(target):
+        problems.append(
+            "BREAKGLASS_SCHEDULER_TARGET_ARN is not a Lambda function ARN "
+            "(arn:aws:lambda:REGION:ACCOUNT:function:NAME): set the sweep function's ARN"
+        )
+    if not _ROLE_ARN_RE.fullmatch(role):
+        problems.append(
+            "BREAKGLASS_SCHEDULER_ROLE_ARN is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        )
     return problems

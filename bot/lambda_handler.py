@@ -7,7 +7,9 @@
   a second, asynchronous invocation of this same function (`lambda:InvokeFunction` on itself). So the
   response to Slack never waits for the announcements.
 * `sweep_handler(event, context)`: an EventBridge schedule (every minute) runs one scheduler sweep:
-  warnings and expiries that are due, and owed announcements (the outbox), then returns the counts.
+  warnings and expiries that are due, and owed announcements (the outbox), then returns the counts. The
+  same function is the target of each event's one-time EventBridge Scheduler schedules (bot/schedules.py):
+  their payload names the event and the step, done at its exact time.
 
 The runtime (settings, store, Bolt app) is built once per container and cached at module level.
 """
@@ -20,11 +22,14 @@ import json
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.adapter.aws_lambda import SlackRequestHandler
 from slack_bolt.adapter.aws_lambda.lazy_listener_runner import LambdaLazyListenerRunner
 
+from bot import schedules
 from bot.app import BreakglassApp
 from bot.incidents.webhooks import PATHS as WEBHOOK_PATHS
 from bot.runtime import ConfigurationFailed
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 # The lazy listener `create_app(..., lazy_delivery=True)` adds to every announcing listener.
 LAZY_FUNCTION_NAME = "lambda_lazy_delivery"
 HEALTH_PATHS = ("/healthz",)
+FIRE_MARGIN = 30.0  # seconds of a fired schedule's invocation kept for the expiry and its revoke
+sleep: Callable[[float], None] = time.sleep  # how a fired schedule waits for its due time (tests: a clock)
 
 _lock = threading.Lock()
 _runtime: BreakglassApp | None = None
@@ -155,7 +162,22 @@ def _verify(event: dict[str, Any]) -> Refusal | None:
 
 
 def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
-    """EventBridge schedule: one sweep (due warnings and expiries, owed announcements); returns counts."""
+    """EventBridge's minute schedule: one sweep (due warnings and expiries, owed announcements). An event's
+    one-time schedule (bot/schedules.py, its payload names the event and the step): that step, at its
+    time, at once (waiting for it within the invocation's time left). Returns counts."""
+    fired = schedules.parse_payload(event)
+    if fired is not None:
+        event_id, step = fired
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        left = remaining() / 1000 if remaining is not None else 900.0  # Lambda's longest timeout
+        counts = runtime().scheduler.fire(event_id, step, max_wait=max(0.0, left - FIRE_MARGIN), sleep=sleep)
+        log.info(
+            "schedule %s fired: %s",
+            step,
+            ", ".join(f"{k} {v}" for k, v in counts.items()),
+            extra={"event_id": event_id, "action": "schedule", "outcome": "ok"},
+        )
+        return counts
     counts = runtime().scheduler.sweep()  # includes the daily review reminder, once a day across runs
     log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
     return counts

@@ -47,10 +47,11 @@ def check_configuration(settings: Settings | None = None) -> Settings:
         policy = resolve_policy(settings)
         audit_channel(settings, policy)
         kind, _ = parse_store_url(settings.breakglass_store)
-        if kind == "dynamodb":
-            from store.dynamodb import make_client
+        if kind == "dynamodb":  # its region (the client itself is made once, by open_store in build)
+            from store.dynamodb import NO_REGION, StoreNotConfigured, aws_region
 
-            make_client()
+            if not aws_region():
+                raise StoreNotConfigured(NO_REGION)
     except ConfigError as exc:
         fail(exc.render())
     except StoreError as exc:

@@ -14,23 +14,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from apscheduler.jobstores.base import ConflictingIdError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
-
-from bot import blocks, revoke_deadline
+from bot import blocks, revoke_deadline, schedules
 from bot.access import AccessError
 from bot.clock import Clock
 from bot.delivery.engine import Pipeline
 from bot.delivery.errors import SLACK_ERRORS
 from bot.delivery.handlers import drift
+from bot.errors import ValidationFailed
 from bot.policy import Policy
 from bot.service import BreakGlassService
-from store import BreakGlassEvent, StoreError
+from store import BreakGlassEvent, EventNotFound, StoreError, mutate
+from store.model import OutboxKind
 from store.tasks import TaskKind
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class Timers:
                         job.reschedule("date", run_date=self._wall(when))
                 continue
             if job is None:
+                from apscheduler.jobstores.base import ConflictingIdError
+
                 with contextlib.suppress(ConflictingIdError):  # added by another thread meanwhile
                     scheduler.add_job(func, "date", run_date=self._wall(when), args=[event.id], id=job_id)
 
@@ -145,6 +150,10 @@ class Scheduler:
         with self._lock:
             if self._scheduler is not None:
                 return
+            # APScheduler is imported here: Lambda (BREAKGLASS_SCHEDULER=off) sweeps without it
+            from apscheduler.schedulers.background import BackgroundScheduler
+            from apscheduler.triggers.cron import CronTrigger
+
             scheduler = BackgroundScheduler(
                 timezone=UTC,
                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -200,6 +209,51 @@ class Scheduler:
             return False
         self.pipeline.deliver(event_id)
         return True
+
+    def fire(
+        self, event_id: str, step: str, *, max_wait: float, sleep: Callable[[float], None] = time.sleep
+    ) -> dict[str, int]:
+        """One-time schedule `step` of `event_id` fired (Lambda, bot/schedules.py): wait (up to `max_wait`
+        seconds) until the step is due by the event as stored, then warn or expire it at once and deliver.
+        A schedule fired long before its step (moved since) or for an event that no longer owes the step
+        does nothing. Returns counts like `sweep`."""
+        counts = {"warned": 0, "expired": 0, "stale": 0}
+        try:  # a store that fails raises: the invocation fails and Lambda retries it
+            event = self.service.get(event_id)
+        except (ValidationFailed, EventNotFound):
+            log.warning("a schedule fired for unknown event %r", event_id[:40], extra={"action": "schedule"})
+            counts["stale"] = 1
+            return counts
+        due = schedules.due_times(event, self.policy.warn_before)[step]
+        if due is None or due - self.clock.now() > schedules.MAX_EARLY:
+            counts["stale"] = 1  # ended, warned already, or moved later by an extension
+            if due is not None and self.pipeline.deps.schedules is not None:
+                self._resync(event_id)  # moved where the schedules were not (e.g. breakglass-admin extend)
+            return counts
+        wait = (due - self.clock.now()).total_seconds()
+        if wait > max_wait:
+            log.warning(
+                "schedule fired %.0f s before its %s; waiting only %.0f s: the minute sweep does it",
+                wait,
+                step,
+                max_wait,
+                extra={"event_id": event_id, "action": step, "outcome": "early"},
+            )
+        while wait > 0 and max_wait > 0:
+            step_wait = min(wait, max_wait)
+            sleep(step_wait)
+            max_wait -= step_wait
+            wait = (due - self.clock.now()).total_seconds()
+        if step == schedules.WARN:
+            counts["warned"] = int(self._warn(event_id))
+        else:
+            counts["expired"] = int(self._expire(event_id))
+        return counts
+
+    def _resync(self, event_id: str) -> None:
+        """Owe the event's schedules step again (they missed a change) and deliver it."""
+        mutate(self.service.store, event_id, lambda ev: ev.with_outbox(OutboxKind.EXPIRY_SCHEDULES))
+        self.pipeline.deliver(event_id)
 
     def run_warning(self, event_id: str) -> None:
         try:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import evidence, ids, invoker
+from bot import ids, invoker, schedules
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
@@ -154,6 +154,9 @@ class BreakGlassService:
         # Applied to a new invocation just before it is stored (the delivery pipeline uses it to be
         # handed the event together with its creation, in the same write).
         self.prepare_new = prepare_new
+        # Owed by every write that re-times or ends an event, where a runtime keeps its timers outside this
+        # process (Lambda's one-time schedules, bot/schedules.py); none where the scheduler runs in-process.
+        self.retime: tuple[OutboxKind, ...] = ()
         self.admission = Admission(
             email_domains=policy.email_domains,
             allow_guests=policy.allow_guests,
@@ -187,8 +190,7 @@ class BreakGlassService:
 
     def warn_at(self, event: BreakGlassEvent) -> datetime:
         """When the expiry warning is due: warn_before ahead, but never in the first half of the event."""
-        # measured on the current stretch: an extension re-times the warning before its new expiry
-        return event.expires_at - min(self.policy.warn_before, (event.expires_at - event.segment_start) / 2)
+        return schedules.warn_time(event, self.policy.warn_before)
 
     # -- invoke -------------------------------------------------------------------------------
 
@@ -289,7 +291,7 @@ class BreakGlassService:
         The announcements (audit message, DM, escalation) are owed in the outbox of the stored event.
         """
         profile, event = self.validate(request)
-        owed = [OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED, *incident_note(event)]
+        owed = [OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED, *incident_note(event), *self.retime]
         access = self._access_for(request.user_id, profile, request.known)
         if access is not None:
             # right after the audit message: the access itself comes before the other announcements
@@ -492,7 +494,7 @@ class BreakGlassService:
                 seen=len(event.extensions) if seen is None else seen,
                 max_total=profile.lifetime_cap,
                 max_extensions=profile.extensions,
-                outbox=extension_outbox(event) + incident_note(event),
+                outbox=extension_outbox(event) + incident_note(event) + list(self.retime),
                 known=event,
             )
         except InvalidTransition as exc:  # ended, ran out, or another extend won the race
@@ -612,11 +614,14 @@ class BreakGlassService:
         message yet: it owes one audit message showing how it ended. Every event of a profile with an
         activity role owes its activity digest, after CloudTrail's delay (bot.evidence)."""
         revoke: list[OutboxKind | Deferred] = [OutboxKind.ACCESS_REVOKE] if event.access is not None else []
-        return revoke + self._ending_announcements(event, thread, dm, now) + incident_note(event)
+        ending = revoke + self._ending_announcements(event, thread, dm, now) + incident_note(event)
+        return ending + list(self.retime)
 
     def _ending_announcements(
         self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None, now: datetime
     ) -> list[OutboxKind | Deferred]:
+        from bot import evidence  # CloudTrail evidence: imported when an event ends, not at start-up
+
         digest = evidence.ending_outbox(self.policy, event, now)
         if event.foreign and not event.audit_ts:
             return [OutboxKind.AUDIT_POST, *digest]
@@ -662,6 +667,8 @@ class BreakGlassService:
             raise ValidationFailed({ids.REVIEW_NOTES: _sentence(exc)}) from exc
         now = self.clock.now()
 
+        from bot import evidence
+
         def change(ev: BreakGlassEvent) -> BreakGlassEvent:
             ev = ev.review(by=by, notes=notes, now=now).with_outbox(
                 OutboxKind.AUDIT_UPDATE, OutboxKind.REVIEW_THREAD
@@ -677,6 +684,8 @@ class BreakGlassService:
     def request_evidence(self, event_id: str) -> BreakGlassEvent | None:
         """The review form was opened: owe a gather of the activity digest now if the stored one needs it
         (bot.evidence.regather_for_review). Returns the event as stored when something became owed."""
+        from bot import evidence
+
         now = self.clock.now()
         owed: list[BreakGlassEvent] = []
 

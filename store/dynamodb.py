@@ -268,6 +268,17 @@ def _cancellation_codes(exc: ClientError) -> list[str]:
     return [str(r.get("Code") or "None") for r in reasons]
 
 
+def aws_session() -> Any:
+    """The process's one boto3 session: boto3's default session, which `boto3.client(...)` (e.g. Bolt's Lambda
+    lazy-listener runner) uses too. Building a session and its endpoint data costs tens of milliseconds, so
+    every AWS client of the bot is made from this one (a Lambda cold start pays it once)."""
+    session = boto3.DEFAULT_SESSION
+    if session is None:
+        boto3.setup_default_session()
+        session = boto3.DEFAULT_SESSION
+    return session
+
+
 def make_client(region: str | None = None, endpoint_url: str | None = None) -> Any:
     """A DynamoDB client from the standard AWS environment (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, keys)."""
     # DynamoDB answers in milliseconds; these bounds are for when it does not. Two attempts of at most
@@ -279,7 +290,7 @@ def make_client(region: str | None = None, endpoint_url: str | None = None) -> A
         read_timeout=1,
         max_pool_connections=50,
     )
-    session = boto3.session.Session()
+    session = aws_session()
     region = region or aws_region(session)
     if not region:
         raise StoreNotConfigured(NO_REGION)
@@ -295,7 +306,7 @@ def aws_region(session: Any = None) -> str | None:
     return (
         os.environ.get("AWS_REGION")
         or os.environ.get("AWS_DEFAULT_REGION")
-        or (session or boto3.session.Session()).region_name
+        or (session or aws_session()).region_name
     )
 
 

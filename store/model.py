@@ -80,6 +80,9 @@ class OutboxKind(StrEnum):
     # The end of an event (closed or expired, any way): the invoker's "access is active" DM is updated to
     # say so, without its buttons (bot/delivery/handlers/announcements.py)
     DM_ENDED = "dm_ended"
+    # Lambda's exact-time warning and expiry: the event's one-time EventBridge Scheduler schedules made to
+    # match the event as stored (created, moved, deleted; bot/schedules.py)
+    EXPIRY_SCHEDULES = "expiry_schedules"
 
 
 class OutboxEntry(BaseModel):

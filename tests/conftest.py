@@ -55,6 +55,9 @@ def settings_for(fake: FakeSlack, **overrides: object) -> Settings:
         "slack_api_url": fake.url,
         "breakglass_audit_channel": "C0AUDIT",
         "slack_team_id": "T0001",  # as recommended in production: no auth.test round trip to learn it
+        # the fake Slack does not rate-limit unless a test asks (tests/test_slack_limits.py paces for real)
+        "slack_channel_rate": 1000.0,
+        "slack_channel_burst": 1000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

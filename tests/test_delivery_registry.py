@@ -9,13 +9,20 @@ from enum import StrEnum
 import pytest
 
 from bot.delivery import handlers
-from bot.delivery.handlers import access, announcements, drift, evidence, extend, incidents
+from bot.delivery.handlers import access, announcements, drift, evidence, extend, incidents, schedules
 from bot.delivery.registry import Registry, RegistryError, Step
 from store.model import OutboxKind
 from store.tasks import TaskKind
 from tests.conftest import Bot
 
-TABLES = [announcements.HANDLERS, access.HANDLERS, evidence.HANDLERS, extend.HANDLERS, incidents.HANDLERS]
+TABLES = [
+    announcements.HANDLERS,
+    access.HANDLERS,
+    evidence.HANDLERS,
+    extend.HANDLERS,
+    incidents.HANDLERS,
+    schedules.HANDLERS,
+]
 
 
 def test_every_outbox_kind_has_exactly_one_handler() -> None:

@@ -100,7 +100,12 @@ def test_bot_policy_grants_exactly_the_calls() -> None:
     assert policy_actions(BOT_POLICY) == actions_of_store_class()
     every_action = policy_actions(BOT_POLICY, "")
     assert every_action == (
-        actions_of_store_class() | activity_bot_actions() | actions_of_access_provider() | secret_actions()
+        actions_of_store_class()
+        | activity_bot_actions()
+        | actions_of_access_provider()
+        | schedule_actions()
+        | {"iam:PassRole"}  # the schedules' role, to EventBridge Scheduler only (test_schedule_statements…)
+        | secret_actions()
     )
     # The secrets (Slack's and the incident tool's, bot/aws_secrets.py): one secret, read-only.
     (secret,) = _service_statements(BOT_POLICY, "secretsmanager:")
@@ -537,3 +542,95 @@ def test_template_access_policy_matches_the_bot_policy(template: dict[str, Any])
         assert parameter in assignment
     for parameter in ("IdentityCenterInstanceArn", "IdentityStoreId", "BreakglassPermissionSetArns"):
         assert template["Parameters"][parameter]["Default"] == ""
+
+
+# -- the exact-time schedules (bot/schedules.py) --------------------------------------------------------------
+
+SCHEDULES_SOURCE = (ROOT / "bot" / "schedules.py").read_text()
+SCHEDULE_GROUP_ARN = "arn:aws:scheduler:REGION:ACCOUNT_ID:schedule/breakglass/*"
+SCHEDULER_ROLE_ARN = "arn:aws:iam::ACCOUNT_ID:role/breakglass-scheduler"
+SWEEP_ARN_SUB = (
+    "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-sweep"
+)
+
+
+def schedule_actions() -> set[str]:
+    """IAM actions of every `self.client.<operation>(` in bot/schedules.py (the Scheduler client)."""
+    operations = set(re.findall(r"\bself\.client\.(\w+)\(", SCHEDULES_SOURCE))
+    assert operations == {"create_schedule", "update_schedule", "delete_schedule"}
+    assert SCHEDULES_SOURCE.count(".client(") == 1  # one client, made for "scheduler"
+    assert '.client("scheduler"' in SCHEDULES_SOURCE
+    return {"scheduler:" + _camel(op) for op in operations}
+
+
+def test_schedule_statements_are_scoped_to_the_group_and_pass_the_role_to_scheduler_only() -> None:
+    scheduler = _service_statements(BOT_POLICY, "scheduler:")
+    assert [s["Sid"] for s in scheduler] == ["BreakglassExpirySchedules"]
+    (statement,) = scheduler
+    assert statement["Effect"] == "Allow" and "Condition" not in statement
+    assert set(statement["Action"]) == schedule_actions()
+    assert statement["Resource"] == SCHEDULE_GROUP_ARN  # the group's schedules, never another group's
+    (passing,) = [s for s in BOT_POLICY["Statement"] if "iam:PassRole" in _list(s["Action"])]
+    assert passing["Sid"] == "BreakglassPassSchedulerRole" and passing["Action"] == ["iam:PassRole"]
+    assert passing["Resource"] == SCHEDULER_ROLE_ARN
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
+    assert policy_actions(BOT_POLICY, "iam:") == {"iam:PassRole"}
+    assert not policy_actions(ADMIN_POLICY, "scheduler:")
+
+
+def test_template_schedules_match_the_bot_policy(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    group = resources["ExpiryScheduleGroup"]
+    assert group["Type"] == "AWS::Scheduler::ScheduleGroup"
+    assert group["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-expiry"}
+    policy = resources["ExpirySchedulesPolicy"]
+    assert policy["Type"] == "AWS::IAM::Policy" and "Condition" not in policy
+    props = policy["Properties"]
+    assert props["Roles"] == [{"Ref": "HttpFunctionRole"}, {"Ref": "SweepFunctionRole"}]
+    by_sid = {s["Sid"]: s for s in props["PolicyDocument"]["Statement"]}
+    doc = {s["Sid"]: s for s in BOT_POLICY["Statement"] if s["Sid"] in by_sid}
+    assert set(by_sid) == set(doc) == {"BreakglassExpirySchedules", "BreakglassPassSchedulerRole"}
+    for sid, statement in by_sid.items():
+        assert statement["Action"] == doc[sid]["Action"] and statement["Effect"] == "Allow"
+        assert statement.get("Condition") == doc[sid].get("Condition")
+    assert by_sid["BreakglassExpirySchedules"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/"
+        "${ExpiryScheduleGroup}/*"
+    }
+    assert by_sid["BreakglassPassSchedulerRole"]["Resource"] == {"Fn::GetAtt": ["ExpirySchedulerRole", "Arn"]}
+
+
+def test_template_scheduler_role_is_trusted_by_scheduler_and_may_invoke_the_sweep_only(
+    template: dict[str, Any],
+) -> None:
+    role = template["Resources"]["ExpirySchedulerRole"]
+    assert role["Type"] == "AWS::IAM::Role"
+    props = role["Properties"]
+    assert "ManagedPolicyArns" not in props
+    (trust,) = props["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Effect"] == "Allow" and trust["Action"] == "sts:AssumeRole"
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    # the confused deputy: only this account's schedules of this group may use it
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert trust["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].endswith(
+        ":schedule/${AWS::StackName}-expiry/*"
+    )
+    (statement,) = [s for p in props["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert statement["Effect"] == "Allow" and statement["Action"] == ["lambda:InvokeFunction"]
+    assert statement["Resource"] == {"Fn::Sub": SWEEP_ARN_SUB}
+
+
+def test_template_wires_the_schedules_to_the_sweep_function(template: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["BREAKGLASS_SCHEDULER_TARGET_ARN"] == {"Fn::Sub": SWEEP_ARN_SUB}
+    assert env["BREAKGLASS_SCHEDULER_ROLE_ARN"] == {"Fn::GetAtt": ["ExpirySchedulerRole", "Arn"]}
+    assert env["BREAKGLASS_SCHEDULER_GROUP"] == {"Ref": "ExpiryScheduleGroup"}
+    assert {name.lower() for name in env if name.startswith("BREAKGLASS_SCHEDULER_")} <= set(
+        Settings.model_fields
+    )
+    sweep = template["Resources"]["SweepFunction"]["Properties"]
+    assert sweep["FunctionName"] == {"Fn::Sub": "${AWS::StackName}-sweep"}  # the ARN the schedules invoke
+    # a schedule fires up to two minutes early and its invocation waits for the due time, then revokes
+    from bot import lambda_handler, schedules
+
+    assert sweep["Timeout"] >= schedules.MAX_EARLY.total_seconds() + lambda_handler.FIRE_MARGIN

@@ -60,7 +60,8 @@ def test_retry_after_longer_than_the_lease_posts_one_audit_message_showing_the_f
     assert event.audit_ts is None and event.owes(OutboxKind.AUDIT_POST)
     assert submit_close(bot, event.id, "all done").status == 200
     bot.idle()
-    bot.clock.advance(int(LEASE.total_seconds()) + 60)  # past the lease and the backoff
+    # past Slack's Retry-After (the whole channel waits it out, bot/slack_pacing.py), the lease and the backoff
+    bot.clock.advance(125 + int(LEASE.total_seconds()) + 60)
     bot.runtime.scheduler.sweep()
     closed = settled(bot, event.id)
     roots = audit_roots(bot)

@@ -45,6 +45,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from store import BreakGlassEvent
+from store.dynamodb import aws_session
 from store.timeutil import ensure_utc, parse_ts
 
 DEFAULT_ACTIVITY_DELAY = timedelta(minutes=15)
@@ -739,7 +740,7 @@ def gather(
         error = GatherError(stage="config", code="NotConfigured", message=what, retryable=False)
         return ActivityDigest(status=DigestStatus.FAILED, errors=[error], **base)
 
-    session = session or boto3.session.Session()
+    session = session or aws_session()
     try:
         sts = session.client("sts", region_name=regions[0], config=_STS_CONFIG)
         params: dict[str, Any] = {

@@ -53,6 +53,7 @@ from bot.access.base import (
 from bot.access.denies import DENY_SID_PREFIX, DenyPolicy, DenyQuotaExceeded, load_policy_document
 from bot.access.policy_lock import PolicyLock, no_policy_lock
 from bot.clock import Clock, SystemClock
+from store.dynamodb import aws_session
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def make_clients(session: boto3.session.Session | None = None) -> tuple[Any, Any
 
     botocore reads ``AWS_DEFAULT_REGION`` and the ``AWS_ENDPOINT_URL*`` variables itself; ``AWS_REGION``
     (which the AWS runtimes and other SDKs set) is honoured here because botocore does not read it."""
-    session = session or boto3.session.Session()
+    session = session or aws_session()
     region = os.environ.get("AWS_REGION") or None
     config = client_config()
     return (

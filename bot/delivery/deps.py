@@ -5,7 +5,7 @@ re-reading, backoff and the order of steps are the engine's (bot/delivery/engine
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
 
@@ -17,6 +17,9 @@ from bot.directory import Directory
 from bot.incidents import IncidentProvider, NoIncidents
 from bot.policy import Policy
 from store import Store
+
+if TYPE_CHECKING:
+    from bot.schedules import ExpirySchedules
 
 
 @dataclass
@@ -34,3 +37,4 @@ class DeliveryDeps:
     )  # renews locks a handler holds (assignment locks)
     # Keyword arguments for bot.access.activity.gather (tests inject its sleep and rate limiters).
     activity_options: dict[str, Any] = field(default_factory=dict)
+    schedules: ExpirySchedules | None = None  # Lambda's one-time expiry schedules (bot/schedules.py)

@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.incidents.base import IncidentError
-from bot.incidents.incident_io import incident_of
 from store import StoreError
 
 if TYPE_CHECKING:
@@ -96,6 +95,8 @@ def parse_pagerduty(payload: dict[str, Any]) -> Delivery:
 
 
 def parse_incident_io(payload: dict[str, Any], msg_id: str) -> Delivery:
+    from bot.incidents.incident_io import incident_of  # the provider's module: loaded by its first webhook
+
     event_type = str(payload.get("event_type") or "")
     body = payload.get(event_type) if event_type.startswith("public_incident.") else None
     raw = (body or {}).get("incident") if isinstance(body, dict) else None

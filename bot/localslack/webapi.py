@@ -37,6 +37,8 @@ from slack_sdk.models.basic_objects import JsonObject
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
+from bot.localslack.ratelimit import ChannelRateLimit
+
 __all__ = ["Call", "FakeSlack", "SlackWarning"]
 
 TEAM_ID = "T0001"
@@ -98,6 +100,7 @@ class Call:
     error: str | None
     status: int = 200  # HTTP status answered
     response: Any = None  # the body answered (dict, or str for response_url)
+    retry_after: int | None = None  # the Retry-After answered with a 429
 
 
 @dataclass
@@ -496,6 +499,9 @@ class FakeSlack:
         # blocks of a view/message (stricter than Slack).
         self.view_wide_action_ids = view_wide_action_ids
         self._lock = threading.RLock()
+        # Seconds every Web API answer is delayed (real Slack answers in 50-150 ms); see also `rate_limit`.
+        self.latency = 0.0
+        self.limits: ChannelRateLimit | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._last_ts_us = 0
@@ -696,6 +702,18 @@ class FakeSlack:
         """The next ``times`` calls to ``method`` are processed normally but answered after ``delay`` s."""
         self.fail(method, times=times, status=200, delay=delay)
 
+    def rate_limit(
+        self,
+        *methods: str,
+        per_second: float = 1.0,
+        burst: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> ChannelRateLimit:
+        """Limit ``methods`` (default chat.postMessage) per channel as Slack does: a token bucket per channel,
+        then HTTP 429 + Retry-After; what it answered is in the returned `ChannelRateLimit`."""
+        self.limits = ChannelRateLimit(frozenset(methods or ("chat.postMessage",)), per_second, burst, clock)
+        return self.limits
+
     def set_down(self, down: bool) -> None:
         """While down, every request (API or response_url) answers HTTP 503 and is recorded with ok=False."""
         with self._lock:
@@ -876,6 +894,14 @@ class FakeSlack:
         with self._lock:
             down = self._down
             failure = None if down else self._take_failure(method, params.get("channel"))
+            limits = self.limits
+        if failure is None and not down and limits is not None and body is None:
+            channel = params.get("channel")
+            retry_after = limits.check(
+                method, self.dm_channel(channel) if isinstance(channel, str) else channel
+            )
+            if retry_after is not None:
+                failure = _Failure(method, 0, 429, None, retry_after, 0.0)
         if failure is not None and failure.delay > 0:
             time.sleep(failure.delay)
 
@@ -912,11 +938,14 @@ class FakeSlack:
             error=error,
             status=status,
             response=body,
+            retry_after=int(headers["Retry-After"]) if "Retry-After" in headers else None,
         )
         with self._lock:
             self._calls.append(call)
             if invalid:
                 self._invalid_calls.append(call)
+        if self.latency > 0 and method != "response_url":
+            time.sleep(self.latency)
         self._send(handler, status, body, headers)
 
     def _take_failure(self, method: str, channel: Any = None) -> _Failure | None:

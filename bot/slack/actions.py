@@ -12,7 +12,7 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot import blocks, evidence, ids
+from bot import blocks, ids
 from bot.slack import commands
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
@@ -143,6 +143,8 @@ def register(app: App) -> None:
 
 def review_activity(ctx: SlackContext, event: BreakGlassEvent) -> list[blocks.Block]:
     """The digest's part of the review form (nothing for a profile without an activity role)."""
+    from bot import evidence  # CloudTrail evidence: imported when a review form opens, not at start-up
+
     if evidence.activity_target(ctx.policy, event) is None:
         return []
     return blocks.review_activity_section(evidence.stored_digest(event))

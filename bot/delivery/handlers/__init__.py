@@ -5,7 +5,8 @@
 * `evidence`: the activity digest;
 * `extend`: an extension's thread reply and DM;
 * `incidents`: the incident tool's timeline note, the "incident resolved" DM;
-* `drift`: the announcement of what the drift check found (and the drift check itself).
+* `drift`: the announcement of what the drift check found (and the drift check itself);
+* `schedules`: Lambda's one-time warning and expiry schedules (bot/schedules.py).
 
 Handlers depend on `bot.delivery.deps.DeliveryDeps`, never on the engine. A new kind: a handler in its own
 module and one line below; `registry()` refuses a kind without a handler or with two.
@@ -13,7 +14,7 @@ module and one line below; `registry()` refuses a kind without a handler or with
 
 from __future__ import annotations
 
-from bot.delivery.handlers import access, announcements, drift, evidence, extend, incidents
+from bot.delivery.handlers import access, announcements, drift, evidence, extend, incidents, schedules
 from bot.delivery.registry import Registry
 
 
@@ -25,5 +26,6 @@ def registry() -> Registry:
         evidence.HANDLERS,
         extend.HANDLERS,
         incidents.HANDLERS,
+        schedules.HANDLERS,  # Lambda's one-time expiry schedules
         tasks=drift.TASK_HANDLERS,
     )

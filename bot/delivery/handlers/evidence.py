@@ -8,13 +8,10 @@ import logging
 from typing import Any
 
 from bot import blocks
-from bot.access import activity
-from bot.access.activity import DigestStatus, GatherLimits
 from bot.delivery.deps import DeliveryDeps
 from bot.delivery.handlers.announcements import audit_location
 from bot.delivery.lease import lease_time_left
 from bot.delivery.registry import Step
-from bot.evidence import KIND, MAX_FAILURES, activity_target, retry_delay, session_names, stored_digest
 from store import BreakGlassEvent, mutate
 from store.model import Deferred, OutboxKind
 
@@ -22,11 +19,16 @@ log = logging.getLogger(__name__)
 
 MAX_BUDGET = 60.0  # seconds of LookupEvents requests per gather
 BUDGET_MARGIN = 25.0  # seconds kept free on the delivery lease (one slow request, the post, the store write)
-DELIVERY_LIMITS = GatherLimits(attempts=3)
+DELIVERY_ATTEMPTS = 3  # LookupEvents attempts per request (GatherLimits.attempts)
 
 
 def deliver_digest(deps: DeliveryDeps, event: BreakGlassEvent) -> dict[str, Any]:
     """The ACTIVITY_DIGEST handler: gather, post to the audit thread, store (see the module doc)."""
+    # CloudTrail (bot.access.activity) and the evidence rules: imported by the first digest, not at start-up
+    from bot.access import activity
+    from bot.access.activity import DigestStatus, GatherLimits
+    from bot.evidence import KIND, MAX_FAILURES, activity_target, retry_delay, session_names, stored_digest
+
     if activity_target(deps.policy, event) is None:
         return {}  # the profile has no activity role (any more): nothing to gather
     channel, ts = audit_location(event)  # before any AWS work: the thread must exist
@@ -36,7 +38,7 @@ def deliver_digest(deps: DeliveryDeps, event: BreakGlassEvent) -> dict[str, Any]
     delay = deps.policy.access.activity_delay
     left = lease_time_left()
     budget = None if left is None else max(5.0, min(MAX_BUDGET, left - BUDGET_MARGIN))
-    options: dict[str, Any] = {"limits": DELIVERY_LIMITS, **deps.activity_options}
+    options: dict[str, Any] = {"limits": GatherLimits(attempts=DELIVERY_ATTEMPTS), **deps.activity_options}
     digest = activity.gather(event, target, now, activity_delay=delay, budget=budget, **options)
 
     failing = digest.status is DigestStatus.FAILED or digest.retryable
@@ -84,5 +86,5 @@ def deliver_digest(deps: DeliveryDeps, event: BreakGlassEvent) -> dict[str, Any]
 
 
 HANDLERS: dict[OutboxKind, Step] = {
-    KIND: Step(deliver_digest, audit_channel=True, renders_state=True),
+    OutboxKind.ACTIVITY_DIGEST: Step(deliver_digest, audit_channel=True, renders_state=True),
 }

@@ -1,0 +1,87 @@
+"""Lambda's cold start does only what the first request needs (issue 21.3; timed in bench/coldstart.py).
+
+A fresh interpreter imports the Lambda handler the way Lambda's init phase does (AWS_LAMBDA_FUNCTION_NAME
+set, so the runtime is built at import, here on DynamoDB): the modules the first request does not need
+(CloudTrail evidence, Identity Center, the admin CLI, the incident tools' clients, the OCSF feed, APScheduler)
+stay unloaded, every AWS client comes from one boto3 session, and nothing is sent over the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEAVY = (
+    "bot.access.activity",  # CloudTrail LookupEvents
+    "bot.evidence",
+    "bot.access.identity_center",
+    "bot.admin",
+    "bot.incidents.pagerduty",
+    "bot.incidents.incident_io",
+    "bot.audit_feed",  # OCSF
+    "apscheduler",  # Lambda sweeps on an EventBridge schedule instead
+)
+
+PROBE = """
+import json, socket, sys
+import boto3.session
+
+sessions = []
+init = boto3.session.Session.__init__
+def counting(self, *args, **kwargs):
+    sessions.append(1)
+    init(self, *args, **kwargs)
+boto3.session.Session.__init__ = counting
+
+connects = []
+connect = socket.socket.connect
+def recording(self, address):
+    connects.append(repr(address))
+    return connect(self, address)
+socket.socket.connect = recording
+
+import bot.lambda_handler as handler
+
+assert handler._runtime is not None, "the runtime is built in the init phase"
+heavy = sorted(m for m in sys.modules if m.startswith(tuple(json.loads(sys.argv[1]))))
+print(json.dumps({"heavy": heavy, "sessions": len(sessions), "connects": connects}))
+"""
+
+
+def test_lambda_init_loads_only_what_the_first_request_needs() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "BREAKGLASS_", "AWS_"))}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "AWS_LAMBDA_FUNCTION_NAME": "breakglass",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        # nothing listens there: a call at init would be recorded (and fail)
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789abcdef",
+        "SLACK_API_URL": "http://127.0.0.1:9/api/",
+        "SLACK_TEAM_ID": "T0001",
+        "BREAKGLASS_STORE": "dynamodb://breakglass-events",
+        "BREAKGLASS_AUDIT_CHANNEL": "C0AUDIT",
+        "BREAKGLASS_SCHEDULER": "off",
+        "LOG_LEVEL": "ERROR",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(HEAVY)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["heavy"] == []
+    assert found["sessions"] == 1, "one boto3 session for every AWS client"
+    assert found["connects"] == [], "no network call at init"
