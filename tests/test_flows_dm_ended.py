@@ -133,7 +133,10 @@ def _warned_and_extended(bot: Bot) -> tuple[BreakGlassEvent, dict, dict]:
     warning = bot.fake.channel_messages("U0001")[-1]
     assert "expires in" in warning["text"] and "extend_event" in action_ids(warning["blocks"])
     bot.slack.click("extend_event", event.id, user="U0001", channel=warning["channel"])
-    view = bot.fake.wait_for("views.open")[0].params["view"]
+    (opened,) = bot.fake.wait_for(
+        "views.open", where=lambda c: c.params["view"].get("callback_id") == "breakglass_extend"
+    )
+    view = opened.params["view"]
     response = bot.slack.submit(
         "breakglass_extend",
         {"extend_duration": ("select", "900"), "extend_reason": REASON},
