@@ -677,7 +677,7 @@ def cmd_close(args: argparse.Namespace) -> int:
 def cmd_extend(args: argparse.Namespace) -> int:
     """Extend through the same use case as Slack (`BreakGlassService.extend`, as operator `operator:NAME`):
     the same bounds, the same atomic write, the same announcements."""
-    from bot.errors import ValidationFailed
+    from bot.errors import RateLimited, ValidationFailed
 
     event_id = _event_id(args.id)
     with _operator_service(args) as (service, runtime, slack_problems, by):
@@ -685,6 +685,9 @@ def cmd_extend(args: argparse.Namespace) -> int:
             event = service.extend(event_id, by=by, duration=args.duration, reason=args.reason, operator=True)
         except ValidationFailed as exc:
             err("refused: " + " ".join(exc.errors.values()))
+            return REFUSED
+        except RateLimited as exc:  # extensions count toward the policy's rate limits, as in Slack
+            err("refused: " + exc.message)
             return REFUSED
         print(
             f"extended event {event.id} on {event.profile} by {_duration(event.extensions[-1].duration)} "

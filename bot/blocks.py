@@ -246,10 +246,12 @@ def _section(text: str) -> Blocks:
 
 def thread_escalation(event: BreakGlassEvent, security: list[str], count_window: str) -> tuple[str, Blocks]:
     mentions = " ".join(group(g) if g.startswith("S") else user(g) for g in security) or "security"
-    text = (
-        f":warning: {mentions}: escalation. {invoker_of(event)} has invoked break-glass repeatedly "
-        f"within {count_window}; this event ({event.id}) needs attention."
-    )
+    if event.extensions and event.extensions[-1].escalated:  # an extension crossed `escalate_after`
+        did = f"has invoked or extended break-glass repeatedly within {count_window}"
+        what = f"this event ({event.id}), just extended by {user(event.extensions[-1].by)},"
+    else:
+        did, what = f"has invoked break-glass repeatedly within {count_window}", f"this event ({event.id})"
+    text = f":warning: {mentions}: escalation. {invoker_of(event)} {did}; {what} needs attention."
     return text, _section(text)
 
 

@@ -44,6 +44,7 @@ from store import (
     is_event_id,
     mutate,
 )
+from store.base import escalate_extension
 from store.model import (
     MAX_CLOSE_REASON,
     MAX_REVIEW_NOTES,
@@ -390,9 +391,21 @@ class BreakGlassService:
             escalate_after=limits.escalate_after,
         )
 
-    def _rate_limited(self, exc: LimitReached, now: datetime) -> RateLimited:
+    def _rate_limited(
+        self, exc: LimitReached, now: datetime, *, extending: BreakGlassEvent | None = None
+    ) -> RateLimited:
+        """What the user is told when a limit refuses an invocation, or the extension of `extending`
+        (extensions count toward `per_user` and `per_profile` like invocations)."""
         retry = exc.retry_at
         window = format_duration(self.policy.rate_limits.window)
+        if extending is not None:
+            whose = "per person" if exc.kind == "per_user" else f"on {exc.profile!r}"
+            return RateLimited(
+                f"Rate limit: at most {exc.limit} break-glass invocations and extensions {whose} per "
+                f"{window}, so event {extending.id} cannot be extended now (nothing was changed). It may be "
+                f"extended again at {_plain_until(retry, now)}.",
+                retry,
+            )
         if exc.kind == "cooldown":
             ended = exc.ended_at or retry
             return RateLimited(
@@ -406,7 +419,9 @@ class BreakGlassService:
         else:
             rule = f"at most {exc.limit} break-glass events on {exc.profile!r} per {window}"
             phrase = "It may be invoked again"
-        return RateLimited(f"Rate limit: {rule}. {phrase} at {_plain_until(retry, now)}.", retry)
+        return RateLimited(
+            f"Rate limit: {rule} (extensions count too). {phrase} at {_plain_until(retry, now)}.", retry
+        )
 
     # -- close --------------------------------------------------------------------------------
 
@@ -524,6 +539,9 @@ class BreakGlassService:
                 seen=len(event.extensions) if seen is None else seen,
                 max_total=profile.lifetime_cap,
                 max_extensions=profile.extensions,
+                # an extension counts toward the rate limits and escalation like an invocation
+                limits=self.limits(),
+                escalate=lambda ev: escalate_extension(ev).with_outbox(OutboxKind.ESCALATION),
                 outbox=extension_outbox(event) + incident_note(event) + list(self.retime),
                 known=event,
             )
@@ -531,6 +549,8 @@ class BreakGlassService:
             raise ValidationFailed(
                 {ids.EXTEND_DURATION: f"Cannot extend event {event.id}: {exc.reason}."}
             ) from exc
+        except LimitReached as exc:
+            raise self._rate_limited(exc, self.clock.now(), extending=event) from exc
         log.info(
             "break-glass extended",
             extra={

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from store.errors import ConcurrentModification, ExtendedMeanwhile, InvalidTransition, StoreError
-from store.limits import Limits
+from store.limits import NO_LIMITS, Counting, Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
 from store.notices import DayLink, DigestOf, Notice
 from store.tasks import OwedTask
@@ -137,7 +137,8 @@ class Store(Protocol):
         seen: int,
         max_total: timedelta,
         max_extensions: int | None = None,
-        escalated: bool = False,
+        limits: Limits | None = None,
+        escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
         outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
@@ -145,7 +146,13 @@ class Store(Protocol):
         write, conditional on its version; the stacking claim moves with it (atomically on every backend).
         `seen`: how many extensions the caller saw: if the event has another number by the time of the
         write, someone else extended it first and ExtendedMeanwhile (an InvalidTransition) is raised,
-        nothing changed. InvalidTransition too when it ended, ran out, or a bound refuses."""
+        nothing changed. InvalidTransition too when it ended, ran out, or a bound refuses.
+
+        The extension is a new entry in the rate-limit windows (at `now`, for the event's invoker, Slack
+        user and profile), decided with `limits` in the same atomic write as for `create` (the cooldown
+        aside): LimitReached if `per_user` or `per_profile` refuses it, nothing changed; when
+        `escalate_after` says so, the stored event is `escalate(extended)` (default: the extension and the
+        event marked escalated)."""
         ...
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
@@ -264,9 +271,12 @@ class TransitionStore:
         known: BreakGlassEvent | None = None,
         *,
         moves_claim: bool = False,
+        counting: Counting | None = None,
     ) -> BreakGlassEvent:
         """`moves_claim`: the change keeps the event active with a later expiry (extend), so the
-        stacking claim moves with it; otherwise the change ends the event and releases the claim."""
+        stacking claim moves with it; otherwise the change ends the event and releases the claim.
+        `counting` (extend): the extension's entry in the limit windows, decided and written in the
+        same atomic write (`store.limits.Counting`)."""
         raise NotImplementedError
 
     def close(
@@ -304,7 +314,8 @@ class TransitionStore:
         seen: int,
         max_total: timedelta,
         max_extensions: int | None = None,
-        escalated: bool = False,
+        limits: Limits | None = None,
+        escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
         outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
@@ -318,10 +329,16 @@ class TransitionStore:
                 now=now,
                 max_total=max_total,
                 max_extensions=max_extensions,
-                escalated=escalated,
             ).with_outbox(*outbox)
 
-        return self._transition(event_id, apply, known, moves_claim=True)
+        counting = Counting(limits or NO_LIMITS, escalate or escalate_extension)
+        return self._transition(event_id, apply, known, moves_claim=True, counting=counting)
+
+
+def escalate_extension(event: BreakGlassEvent) -> BreakGlassEvent:
+    """`event` with its latest extension (and so the event) marked escalated: `escalate_after` said so."""
+    *earlier, latest = event.extensions
+    return event.updated(escalated=True, extensions=(*earlier, latest.model_copy(update={"escalated": True})))
 
 
 def mutate(

@@ -30,7 +30,10 @@ Rate limits: window items "window#<json [kind, key]>" (kind invoker, slack or pr
 creation times in the window and a version. `create` reads the ones the limits need in one strongly
 consistent TransactGetItems, decides (`store.limits.decide`), and writes them back conditionally on
 the version read in the same TransactWriteItems as the event and the guards: a concurrent create on
-the same person or profile cancels it, and it is decided again. No GSI read decides a limit.
+the same person or profile cancels it, and it is decided again. No GSI read decides a limit. An extension
+is one more entry in the same window items: `extend` reads them, decides, and writes them back the same
+way, in the one TransactWriteItems that also holds the event's conditional put (on its version and status)
+and the guards' new expiry; a concurrent create or extend on the same person or profile cancels it.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ from store.errors import (
     StoreNotConfigured,
     StoreUnavailable,
 )
-from store.limits import NO_LIMITS, Limits, check_cooldown, decide
+from store.limits import NO_LIMITS, Counting, Limits, check_cooldown, decide
 from store.model import SENTINEL, BreakGlassEvent, Status, is_event_id, with_version
 from store.notices import DayLink, DigestOf, Notice
 from store.tasks import OwedTask, TaskKind
@@ -150,6 +153,19 @@ def _guard_ids(event: BreakGlassEvent) -> list[str]:
     return keys
 
 
+def _windows(event: BreakGlassEvent, limits: Limits) -> list[tuple[str, str, int]]:
+    """The window items a new entry of `event` (its creation or an extension) counts in: (item id, what it
+    counts, how many times it keeps), per invoker and Slack user, and per profile."""
+    windows: list[tuple[str, str, int]] = []
+    if limits.counts_person:
+        windows.append((window_id("invoker", event.invoker), "person", limits.person_keep))
+        if event.slack_user_id:
+            windows.append((window_id("slack", event.slack_user_id), "person", limits.person_keep))
+    if limits.counts_profile:
+        windows.append((window_id("profile", event.profile), "profile", limits.per_profile or 0))
+    return windows
+
+
 def _times(item: dict[str, Any] | None) -> list[datetime]:
     return [parse_ts(str(t)) for t in (item or {}).get("times", [])]
 
@@ -188,6 +204,9 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
                     | ({"warned_at": format_ts(ext.warned_at)} if ext.warned_at else {})
                     for ext in event.extensions
                 ]
+        elif key == "dms":
+            if value:  # a list of maps of strings; absent when empty (older items have none either)
+                item[key] = [dm.model_dump(mode="json") for dm in event.dms]
         elif key == "outbox":
             if value:
                 item[key] = [
@@ -677,20 +696,11 @@ class DynamoDBStore(TransitionStore):
         limits = limits or NO_LIMITS
         now = event.created_at
         guards = _guard_ids(event)
-        windows: list[tuple[str, str, int]] = []  # (item id, what it counts, how many times it keeps)
-        if limits.counts_person:
-            windows.append((window_id("invoker", event.invoker), "person", limits.person_keep))
-            if event.slack_user_id:
-                windows.append((window_id("slack", event.slack_user_id), "person", limits.person_keep))
-        if limits.counts_profile:
-            windows.append((window_id("profile", event.profile), "profile", limits.per_profile or 0))
+        windows = _windows(event, limits)
         for attempt in range(self._conflict_attempts):
             # The windows are read consistently, decided on here, and written back conditionally on
             # the version read, in the same transaction as the event: a concurrent create cancels it.
-            read = self._read_items([key for key, _, _ in windows])
-            person = [_times(read[key]) for key, kind, _ in windows if kind == "person"]
-            on_profile = [t for key, kind, _ in windows if kind == "profile" for t in _times(read[key])]
-            escalated = decide(limits, event.profile, now, person_times=person, profile_times=on_profile)
+            read, escalated = self._decide_windows(event, limits, windows, now)
             final = event
             if escalated:
                 final = escalate(event) if escalate is not None else event.updated(escalated=True)
@@ -699,7 +709,7 @@ class DynamoDBStore(TransitionStore):
             items: list[dict[str, Any]] = [{"Put": event_put}]
             items += [{"Put": self._guard_put(key, final, limits)} for key in guards]
             items += [
-                {"Put": self._window_put(key, read[key], final, limits, keep)} for key, _, keep in windows
+                {"Put": self._window_put(key, read[key], now, limits, keep)} for key, _, keep in windows
             ]
             if final.request_id is not None:
                 items.append({"Put": self._request_put(final)})
@@ -783,13 +793,23 @@ class DynamoDBStore(TransitionStore):
             "ExpressionAttributeValues": {":cut": {"S": format_ts(event.created_at - limits.cooldown)}},
         }
 
+    def _decide_windows(
+        self, event: BreakGlassEvent, limits: Limits, windows: list[tuple[str, str, int]], now: datetime
+    ) -> tuple[dict[str, dict[str, Any] | None], bool]:
+        """Read `windows` (one consistent TransactGetItems) and `decide` a new entry at `now` (a creation
+        or an extension of `event`): the items read (their versions condition the write) and whether it is
+        escalated. LimitReached when a window refuses it."""
+        read = self._read_items([key for key, _, _ in windows])
+        person = [_times(read[key]) for key, kind, _ in windows if kind == "person"]
+        on_profile = [t for key, kind, _ in windows if kind == "profile" for t in _times(read[key])]
+        return read, decide(limits, event.profile, now, person_times=person, profile_times=on_profile)
+
     def _window_put(
-        self, key: str, current: dict[str, Any] | None, event: BreakGlassEvent, limits: Limits, keep: int
+        self, key: str, current: dict[str, Any] | None, now: datetime, limits: Limits, keep: int
     ) -> dict[str, Any]:
-        """The window item with `event`'s creation added (newest `keep` times in the window), written
-        only if nobody changed it since it was read."""
-        now = event.created_at
-        times = [event.created_at] + [t for t in _times(current) if limits.in_window(t, now)]
+        """The window item with a new entry at `now` added (a creation or an extension; newest `keep`
+        times in the window), written only if nobody changed it since it was read."""
+        times = [now] + [t for t in _times(current) if limits.in_window(t, now)]
         item = {
             "id": key,
             "kind": "window",
@@ -866,6 +886,7 @@ class DynamoDBStore(TransitionStore):
         known: BreakGlassEvent | None = None,
         *,
         moves_claim: bool = False,
+        counting: Counting | None = None,
     ) -> BreakGlassEvent:
         guard_write = self._guard_extend if moves_claim else self._guard_release
         superseded: set[str] = set()  # guards that name a newer event (this one expired unswept): left alone
@@ -875,10 +896,24 @@ class DynamoDBStore(TransitionStore):
             current = known if known is not None and known.id == event_id else self.get(event_id)
             known = None
             # apply() raises InvalidTransition when the event is no longer active (or not due)
-            new = with_version(apply(current), current.version + 1)
+            changed = apply(current)
+            windows: list[tuple[str, str, int]] = []
+            window_puts: list[dict[str, Any]] = []
+            if counting is not None:  # an extension: one more entry in the windows, decided as for create
+                windows = _windows(current, counting.limits)
+                at = changed.extensions[-1].at
+                read, escalated = self._decide_windows(current, counting.limits, windows, at)
+                if escalated:
+                    changed = counting.escalate(changed)
+                window_puts = [
+                    {"Put": self._window_put(key, read[key], at, counting.limits, keep)}
+                    for key, _, keep in windows
+                ]
+            new = with_version(changed, current.version + 1)
             keys = [key for key in _guard_ids(current) if key not in superseded]
             items: list[dict[str, Any]] = [{"Put": self._conditional_put(current, new)}]
             items += [{"Update": guard_write(key, new)} for key in keys]
+            items += window_puts
             try:
                 self._call("transact_write_items", TransactItems=items)
                 return new
@@ -890,6 +925,9 @@ class DynamoDBStore(TransitionStore):
                     self._backoff(attempt)
                     continue  # someone else changed the event: re-read (InvalidTransition if it ended)
                 failed = {k for k, c in zip(keys, codes[1:], strict=False) if c == "ConditionalCheckFailed"}
+                if "ConditionalCheckFailed" in codes[1 + len(keys) :] and not failed:
+                    self._backoff(attempt)  # a window changed since it was read: re-read and decide again
+                    continue
                 if failed and moves_claim:  # its claim was taken: it had run out before this write
                     raise InvalidTransition(
                         current, "extend", "it ran out and a newer event holds its claim"

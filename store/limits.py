@@ -1,19 +1,24 @@
-"""Rate limits that a `Store` enforces inside the same atomic write as the create.
+"""Rate limits that a `Store` enforces inside the same atomic write as the create, or the extension.
 
 The stores gather, for the new event's invoker, its Slack user and its profile, what the limits need
-(the creation times in the window, the end of the last event on the profile) within the write, and
-`decide` says whether the create goes ahead (and whether it is escalated) or which limit refuses it.
+(the creation and extension times in the window, the end of the last event on the profile) within the
+write, and `decide` says whether the create goes ahead (and whether it is escalated) or which limit
+refuses it. An extension is decided the same way (`Counting`): it is one more entry in the windows.
 Everything is counted both per mapped identity (invoker) and per Slack user id: a person whose mapped
 identity changes (e.g. a new email address) keeps their budget and their cooldown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from store.errors import LimitReached
+
+if TYPE_CHECKING:
+    from store.model import BreakGlassEvent
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,17 @@ class Limits:
 
 
 NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Counting:
+    """An extension counted like an invocation (`Store.extend(limits=...)`): a new entry in the limit
+    windows at its time, for the event's invoker, Slack user and profile, decided by `decide` in the same
+    atomic write as the extension (the cooldown does not apply: the event has not ended). When
+    `escalate_after` says so, the stored event is `escalate(extended)`."""
+
+    limits: Limits
+    escalate: Callable[[BreakGlassEvent], BreakGlassEvent]
 
 
 def check_cooldown(limits: Limits, profile: str, now: datetime, ended: Sequence[datetime | None]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple
@@ -298,6 +298,17 @@ class Extension(BaseModel):
         return validate_duration(value)
 
 
+class SentDM(BaseModel):
+    """A DM the bot sent for an event besides the invoker's first one (`dm_channel`/`dm_ts`): the expiry
+    warning, an extension's, an incident's resolution. Recorded when sent, updated when the event ends (its
+    buttons removed). `kind` is the outbox kind that sent it (text, so a newer kind still loads)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    kind: str = Field(min_length=1, max_length=64)
+    channel: str = Field(min_length=1, max_length=64)
+    ts: str = Field(min_length=1, max_length=64)
+
+
 class BreakGlassEvent(BaseModel):
     """One break-glass invocation and its whole life; immutable (transitions return a new copy)."""
 
@@ -330,6 +341,8 @@ class BreakGlassEvent(BaseModel):
     # Where the invoker's "access is active" DM lives (recorded when it is sent), updated when the event ends.
     dm_channel: str | None = None
     dm_ts: str | None = None
+    # Every other DM sent for it that has buttons (warnings, extensions), oldest first: updated at the end too.
+    dms: tuple[SentDM, ...] = ()
     outbox: tuple[OutboxEntry, ...] = ()
     outbox_attempts: int = Field(default=0, ge=0)
     outbox_next_at: UtcDatetime | None = None
@@ -605,6 +618,20 @@ class BreakGlassEvent(BaseModel):
         times = [entry.not_before for entry in self.outbox]
         earliest = None if None in times else min(t for t in times if t is not None)
         return attempt if earliest is None else max(attempt, earliest)
+
+    def recorded(self, *learned: Mapping[str, Any]) -> BreakGlassEvent:
+        """What deliveries learned (their handlers' fields, in order) applied: a field not yet set is set
+        (never overwritten: a retried send finds it set), and a tuple field (e.g. `dms`) gains the items
+        it does not hold yet."""
+        changes: dict[str, Any] = {}
+        for fields in learned:
+            for key, value in fields.items():
+                current = changes.get(key, getattr(self, key))
+                if isinstance(current, tuple):
+                    changes[key] = current + tuple(item for item in value if item not in current)
+                elif current is None:
+                    changes[key] = value
+        return self._with(**changes) if changes else self
 
     def _with(self, **changes: Any) -> BreakGlassEvent:
         """A validated copy with `changes` applied (model_copy does not validate)."""

@@ -4,8 +4,15 @@
 escalation), the stacking check (per invoker and per Slack user) and the insert run under SQLite's one
 write lock, so they hold against every other writer on the file, a thread of this process or another
 process. The insert itself is refused by a unique index when its `request_id` (a modal submission's view
-id, a slash command's trigger id) already created an event (`DuplicateRequest`). Every other write is a single SQL statement, conditional on the version, status and claim it
-was computed from. Every query is served by an index that makes it independent of history.
+id, a slash command's trigger id) already created an event (`DuplicateRequest`).
+
+`extend` is one `BEGIN IMMEDIATE` transaction too: the event is read under the write lock, the extension
+decided (its bounds, then the rate limits, exactly as for `create`: it is one more entry in the windows),
+the event updated conditionally on the version read and the extension's window entry inserted into the
+`extensions` table (its time, the event's invoker, Slack user and profile), which the window counts of
+`create` and `extend` read next to the events' creation times. Every other write is a single SQL
+statement, conditional on the version, status and claim it was computed from. Every query is served by an
+index that makes it independent of history.
 """
 
 from __future__ import annotations
@@ -39,15 +46,15 @@ from store.errors import (
     StoreNotConfigured,
     StoreUnavailable,
 )
-from store.limits import NO_LIMITS, Limits, check_cooldown, decide
+from store.limits import NO_LIMITS, Counting, Limits, check_cooldown, decide
 from store.model import BreakGlassEvent, Status, with_version
 from store.notices import DayLink, DigestOf, Notice
 from store.tasks import OwedTask, TaskKind
 from store.timeutil import format_ts, parse_ts
 
-SCHEMA_VERSION = (
-    3  # 2: slack_user_id column (limits and stacking per Slack user); 3: request_id (one event each)
-)
+# 2: slack_user_id column (limits and stacking per Slack user); 3: request_id (one event each);
+# 4: the extensions table (extensions count toward the rate limits)
+SCHEMA_VERSION = 4
 _ATTEMPTS = 8
 
 _TABLES = """
@@ -93,6 +100,17 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due, name);
 """
+# One row per extension: its entry in the rate-limit windows (`at` fixed-width, like every time).
+_EXTENSIONS = """
+CREATE TABLE IF NOT EXISTS extensions (
+    event_id       TEXT NOT NULL,
+    at             TEXT NOT NULL,
+    invoker        TEXT NOT NULL,
+    slack_user_id  TEXT,
+    profile        TEXT NOT NULL,
+    PRIMARY KEY (event_id, at)
+)
+"""
 
 # Every query of the store has an index that makes its cost independent of history: the claim checks
 # inside `create` read only active rows (partial indexes), the last event of a person on a profile is
@@ -113,6 +131,9 @@ CREATE INDEX IF NOT EXISTS events_owed ON events (outbox_next_at) WHERE owed = 1
 CREATE INDEX IF NOT EXISTS events_unreviewed ON events (ended_at, id) WHERE unreviewed = 1;
 CREATE INDEX IF NOT EXISTS notices_owed ON notices (at, uid) WHERE owed = 1;
 CREATE UNIQUE INDEX IF NOT EXISTS events_request ON events (request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS extensions_invoker ON extensions (invoker, at);
+CREATE INDEX IF NOT EXISTS extensions_slack_user ON extensions (slack_user_id, at) WHERE slack_user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS extensions_profile ON extensions (profile, at);
 """
 
 _COLUMNS = (
@@ -124,6 +145,12 @@ _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
 _INSERT_COLUMNS = _COLUMNS + ", request_id"
 _INSERT_PLACEHOLDERS = _PLACEHOLDERS + ", ?"
 _SUFFIX = {"invoker": "invoker", "slack_user_id": "slack_user"}  # identity column -> index name suffix
+# The entries of one identity's (or profile's) rate-limit window: its events' creations and extensions.
+_WINDOW = {
+    column: f"SELECT created_at FROM events INDEXED BY events_{index} WHERE {column} = ? AND created_at > ? "  # noqa: S608 - constant names
+    f"UNION ALL SELECT at FROM extensions INDEXED BY extensions_{index} WHERE {column} = ? AND at > ?"
+    for column, index in (("invoker", "invoker"), ("slack_user_id", "slack_user"), ("profile", "profile"))
+}
 
 
 def _row(event: BreakGlassEvent) -> tuple[Any, ...]:
@@ -203,6 +230,10 @@ class SQLiteStore(TransitionStore):
                 if statement.strip():
                     conn.execute(statement)
             columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            conn.execute(_EXTENSIONS)
+            if "extensions" not in tables:  # before schema 4: the extensions already made count too
+                self._backfill_extensions(conn)
             if "slack_user_id" not in columns:  # a schema 1 file: add the column, filled from the data
                 conn.execute("ALTER TABLE events ADD COLUMN slack_user_id TEXT")
                 conn.execute("UPDATE events SET slack_user_id = json_extract(data, '$.slack_user_id')")
@@ -222,6 +253,25 @@ class SQLiteStore(TransitionStore):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def _backfill_extensions(self, conn: sqlite3.Connection) -> None:
+        rows = conn.execute(
+            "SELECT data FROM events WHERE json_array_length(data, '$.extensions') > 0"
+        ).fetchall()
+        for (data,) in rows:
+            try:
+                event = _event(data)
+            except ValueError:  # a row no version can read: nothing of it can be counted (or shown)
+                continue
+            for ext in event.extensions:
+                self._insert_extension(conn, event, ext.at)
+
+    def _insert_extension(self, conn: sqlite3.Connection, event: BreakGlassEvent, at: datetime) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO extensions (event_id, at, invoker, slack_user_id, profile) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (event.id, format_ts(at), event.invoker, event.slack_user_id, event.profile),
+        )
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -390,8 +440,27 @@ class SQLiteStore(TransitionStore):
         limits = limits or NO_LIMITS
         if not (limits.cooldown or limits.counts_person or limits.counts_profile):
             return self._create_unlimited(event)
+
         # One BEGIN IMMEDIATE transaction: the limits, the stacking check and the insert see and change
         # the file under SQLite's one write lock, against every other thread and process.
+        def write(conn: sqlite3.Connection) -> BreakGlassEvent:
+            decided = self._decide(conn, event, limits, escalate)
+            conn.execute(
+                f"INSERT INTO events ({_INSERT_COLUMNS}) VALUES ({_INSERT_PLACEHOLDERS})",  # noqa: S608 - constant columns; values are bound
+                (*_row(decided), decided.request_id),
+            )
+            return decided
+
+        return self._in_transaction(write, conflict=lambda exc: self._conflict(event, exc))
+
+    def _in_transaction(
+        self,
+        write: Callable[[sqlite3.Connection], BreakGlassEvent],
+        *,
+        conflict: Callable[[sqlite3.IntegrityError], StoreError],
+    ) -> BreakGlassEvent:
+        """`write` in one BEGIN IMMEDIATE transaction under SQLite's write lock (against every other
+        thread and process), committed if it returns, rolled back if it raises."""
         with self._write_lock:
             conn = self._conn()
             try:
@@ -399,21 +468,17 @@ class SQLiteStore(TransitionStore):
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
             try:
-                event = self._decide(conn, event, limits, escalate)
-                conn.execute(
-                    f"INSERT INTO events ({_INSERT_COLUMNS}) VALUES ({_INSERT_PLACEHOLDERS})",  # noqa: S608 - constant columns; values are bound
-                    (*_row(event), event.request_id),
-                )
+                written = write(conn)
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.IntegrityError):
-                    raise self._conflict(event, exc) from exc
+                    raise conflict(exc) from exc
                 if isinstance(exc, sqlite3.Error):
                     raise StoreUnavailable(f"SQLite store {self.path} is busy or unwritable: {exc}") from exc
                 raise
-        return event
+        return written
 
     def _create_unlimited(self, event: BreakGlassEvent) -> BreakGlassEvent:
         """Without rate limits the stacking check and the insert are one `INSERT … SELECT … WHERE NOT
@@ -489,24 +554,7 @@ class SQLiteStore(TransitionStore):
                     continue  # still effective: the stacking check below refuses it
                 ended.append(parse_ts(ended_at or expires_at))
             check_cooldown(limits, event.profile, now, ended)
-        since = format_ts(now - limits.window)
-        person_times: list[list[datetime]] = []
-        if limits.counts_person:
-            for column, value in identities:
-                index = "events_invoker" if column == "invoker" else "events_slack_user"
-                rows = conn.execute(
-                    f"SELECT created_at FROM events INDEXED BY {index} WHERE {column} = ? AND created_at > ?",  # noqa: S608 - constant names
-                    (value, since),
-                ).fetchall()
-                person_times.append([parse_ts(r[0]) for r in rows])
-        profile_times: list[datetime] = []
-        if limits.counts_profile:
-            rows = conn.execute(
-                "SELECT created_at FROM events INDEXED BY events_profile WHERE profile = ? AND created_at > ?",
-                (event.profile, since),
-            ).fetchall()
-            profile_times = [parse_ts(r[0]) for r in rows]
-        escalated = decide(limits, event.profile, now, person_times=person_times, profile_times=profile_times)
+        escalated = self._decide_windows(conn, event, limits, now)
         for column, value in identities:
             row = conn.execute(
                 f"SELECT data FROM events INDEXED BY events_active_{suffix[column]} "  # noqa: S608 - constant column names
@@ -519,6 +567,21 @@ class SQLiteStore(TransitionStore):
         if escalated:
             event = escalate(event) if escalate is not None else event.updated(escalated=True)
         return event
+
+    def _decide_windows(
+        self, conn: sqlite3.Connection, event: BreakGlassEvent, limits: Limits, now: datetime
+    ) -> bool:
+        """Inside the write transaction: `decide` the window limits for a new entry at `now` (a creation
+        or an extension) of `event`'s person and profile, on their creations and extensions in the window."""
+        since = format_ts(now - limits.window)
+
+        def window(column: str, value: str) -> list[datetime]:
+            rows = conn.execute(_WINDOW[column], (value, since, value, since)).fetchall()
+            return [parse_ts(r[0]) for r in rows]
+
+        person = [window(c, v) for c, v in self._identities(event)] if limits.counts_person else []
+        on_profile = window("profile", event.profile) if limits.counts_profile else []
+        return decide(limits, event.profile, now, person_times=person, profile_times=on_profile)
 
     def get(self, event_id: str) -> BreakGlassEvent:
         rows = self._query("SELECT data FROM events WHERE id = ?", (event_id,))
@@ -553,7 +616,10 @@ class SQLiteStore(TransitionStore):
         known: BreakGlassEvent | None = None,
         *,
         moves_claim: bool = False,  # the claim is the row itself: its expires_at column moves with it
+        counting: Counting | None = None,
     ) -> BreakGlassEvent:
+        if counting is not None:
+            return self._extend(event_id, apply, counting)
         for _ in range(_ATTEMPTS):
             # the caller's copy on the first attempt (the write is conditional on its version), then
             # re-read: a stale copy costs one failed conditional write instead of a read every time
@@ -563,6 +629,33 @@ class SQLiteStore(TransitionStore):
             if written is not None:
                 return written
         raise ConcurrentModification(event_id, f"still conflicting after {_ATTEMPTS} attempts")
+
+    def _extend(
+        self, event_id: str, apply: Callable[[BreakGlassEvent], BreakGlassEvent], counting: Counting
+    ) -> BreakGlassEvent:
+        """An extension in one transaction: read under the write lock, `apply` (its bounds and the seen
+        check), the windows decided at its time, then the conditional update and its window entry."""
+
+        def write(conn: sqlite3.Connection) -> BreakGlassEvent:
+            row = conn.execute("SELECT data FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is None:
+                raise EventNotFound(event_id)
+            current = _event(row[0])
+            extended = apply(current)  # InvalidTransition (ExtendedMeanwhile) when it cannot be
+            at = extended.extensions[-1].at
+            if self._decide_windows(conn, current, counting.limits, at):  # LimitReached refuses it
+                extended = counting.escalate(extended)
+            new = with_version(extended, current.version + 1)
+            updated = conn.execute(
+                f"UPDATE events SET ({_COLUMNS}) = ({_PLACEHOLDERS}) WHERE id = ? AND version = ?",  # noqa: S608 - constant columns; values are bound
+                (*_row(new), current.id, current.version),
+            ).rowcount
+            if updated != 1:  # cannot happen under the write lock; never write the entry without it
+                raise ConcurrentModification(event_id)
+            self._insert_extension(conn, new, at)
+            return new
+
+        return self._in_transaction(write, conflict=lambda exc: ConcurrentModification(event_id, str(exc)))
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
         # `event` carries the version it was read at; the UPDATE applies only if the row is still that

@@ -16,7 +16,7 @@ from slack_sdk import WebClient
 
 from bot import admin
 from bot.localslack.webapi import FakeSlack
-from store import BreakGlassEvent, Status, Store
+from store import BreakGlassEvent, Limits, Status, Store
 from store.dynamodb import DynamoDBStore
 from store.model import OutboxKind
 from store.sqlite import SQLiteStore
@@ -274,6 +274,41 @@ def test_extend_with_slack_is_announced_as_in_slack(
     )
     assert code == 1 and "not offered for extending" in err
     assert backend.store.get(event.id) == extended
+
+
+def test_extend_refused_by_a_rate_limit_says_which_and_changes_nothing(
+    backend: Backend,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeSlack,
+    tmp_path: Path,
+) -> None:
+    """Extensions count toward the policy's rate limits through the CLI too (the same use case)."""
+    policy = tmp_path / "policy.yml"
+    policy.write_text(
+        "audit_channel: C0AUDIT\nrate_limits:\n  window: 1h\n  per_user: 1\n"
+        "profiles:\n  prod-admin:\n    durations: [15m, 30m, 1h]\n  sandbox:\n    durations: [15m, 30m, 1h]\n"
+    )
+    monkeypatch.setenv("BREAKGLASS_POLICY", str(policy))
+    audit = WebClient(token=BOT_TOKEN, base_url=fake.url).chat_postMessage(channel="C0AUDIT", text="audit")
+    _announced_event(backend, monkeypatch, fake)  # the Slack settings the CLI read (and alice's event)
+    event = backend.store.create(  # created as the bot does, in bob's window: its one place
+        make_event(
+            invoker="bob@example.com", now=datetime.now(UTC), audit_channel="C0AUDIT", audit_ts=audit["ts"]
+        ),
+        limits=Limits(window=timedelta(hours=1), per_user=1),
+    )
+    code, _, err = run(
+        capsys,
+        *("extend", event.id, "--store", backend.url, "--duration", "15m"),
+        *("--reason", "the failover still needs watching", "--operator", "bob"),
+    )
+    assert code == 1, err
+    assert (
+        "refused: Rate limit: at most 1 break-glass invocations and extensions per person per 1 hour" in err
+    )
+    assert backend.store.get(event.id) == event
+    assert fake.thread("C0AUDIT", audit["ts"]) == []
 
 
 # -- export -------------------------------------------------------------------------------------------

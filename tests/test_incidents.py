@@ -296,6 +296,14 @@ def test_close_on_resolve_warn_dms_the_holder(
             "the DM",
         )
         assert buttons(dm[0].get("blocks")) == [(ids.ACTION_CLOSE, event.id), (ids.ACTION_EXTEND, event.id)]
+        # the holder closes it: that DM says so and loses its buttons too (issue 22)
+        assert settled(bot, event.id).dms[-1].ts == dm[0]["ts"]
+        bot.service.close(event.id, by="U0001", reason="Incident resolved, done")
+        bot.runtime.pipeline.deliver(event.id)
+        settled(bot, event.id)
+        ended = fake.message(dm[0]["channel"], dm[0]["ts"])
+        assert "was closed by" in ended["text"] and buttons(ended["blocks"]) == []
+        assert fake.invalid_calls == []
     finally:
         bot.server.stop()
 

@@ -306,7 +306,7 @@ class Pipeline:
         Returns (event, done): done is False when more became owed meanwhile and is due now."""
         sent: list[tuple[OutboxEntry, int]] = []  # (entry, version of the event it rendered)
         failed: list[OutboxEntry] = []  # skipped for the rest of this delivery, retried after the backoff
-        fields: Fields = {}
+        learned: list[Fields] = []  # what each send returned, recorded with it (BreakGlassEvent.recorded)
         failure: Exception | None = None  # the first failure (for the log)
         transient = False  # a failure other than a broken audit channel: exponential backoff
         broken = False  # the audit channel refused a send for good: its other steps are not tried now
@@ -324,7 +324,7 @@ class Pipeline:
                 if not lease.held_in(event) or left < SEND_MARGIN.total_seconds():
                     lost = True  # someone else took over (or we ran out of time): stop sending
                     break
-                event = event.updated(**{k: v for k, v in fields.items() if getattr(event, k) is None})
+                event = event.recorded(*learned)
                 entry = next_entry(
                     event,
                     [e for e, _ in sent] + failed,
@@ -335,7 +335,7 @@ class Pipeline:
                 if entry is None:
                     break
                 try:
-                    fields |= self._send(entry, event)
+                    learned.append(self._send(entry, event))
                 except AuditChannelBroken as exc:
                     failure, broken = failure or exc, True
                     failed.append(entry)
@@ -351,7 +351,7 @@ class Pipeline:
         now = self.deps.clock.now()
 
         def record(ev: BreakGlassEvent) -> BreakGlassEvent:
-            ev = ev.updated(**{k: v for k, v in fields.items() if getattr(ev, k) is None})
+            ev = ev.recorded(*learned)
             ev = ev.with_outbox(remove=satisfied(ev.outbox, sent, now, self.handlers.renders_state))
             ev = self.deps.audit_feed.owe(ev)  # a record a sink lacks: owed before the outbox can empty
             if not ev.outbox or not lease.held_in(ev):

@@ -1,7 +1,8 @@
 """The handler registry: which handler sends each outbox kind, checked complete.
 
 A handler is `def handler(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields`: it sends one owed step,
-rendering the event as stored now, and returns event fields to record (usually `{}`); it raises on failure
+rendering the event as stored now, and returns event fields to record (usually `{}`; a field already set is
+kept, a tuple field such as `dms` gains the new items: `BreakGlassEvent.recorded`); it raises on failure
 (the step stays owed and is retried with backoff). Each subject module of `bot.delivery.handlers` exports a
 `HANDLERS` table of `Step`s (and `TASK_HANDLERS` for owed tasks outside any event, store.tasks); `bot.delivery.handlers.registry()` joins them into one `Registry`, which refuses
 a kind registered twice and any `OutboxKind` without a handler, and the engine is handed that registry.

@@ -1,6 +1,6 @@
 """The announcements: the root audit message (posted once, found again after an unknown outcome, updated as
-the event changes), its thread replies, the invoker's DMs (the "access is active" DM, recorded, and updated
-when the event ends however it ends), and the audit fallback (the audit channel is broken: the event's audit
+the event changes), its thread replies, the invoker's DMs (each DM with buttons recorded when sent, and
+updated by the one `dm_ended` step when the event ends however it ends), and the audit fallback (the audit channel is broken: the event's audit
 message to the fallback channel and every security member by DM, each recipient recorded as it is sent)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
@@ -17,7 +18,7 @@ from bot.delivery.errors import UNREACHABLE_RECIPIENT, DeliveryFailed, slack_err
 from bot.delivery.registry import Fields, Handler, Step
 from bot.durations import format_duration
 from store import BreakGlassEvent, mutate
-from store.model import OutboxKind
+from store.model import OutboxKind, SentDM
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,28 @@ def thread_reply(build: Build) -> Handler:
     return send
 
 
+def recorded_dm(kind: OutboxKind, build: Build) -> Step:
+    """The `Step` of a DM to the invoker with buttons (Extend, Close): recorded on the event when sent
+    (`BreakGlassEvent.dms`) so that `dm_ended` updates it. Still owed once the event has ended, it is not
+    sent (it would offer buttons for access that is gone)."""
+
+    def send(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
+        if event.status.ended:
+            return {}
+        if not event.slack_user_id:
+            raise DeliveryFailed("the event has no Slack user to message")
+        text, body = build(deps, event)
+        response = deps.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
+        return record_dm(kind, response)
+
+    return Step(send)
+
+
+def record_dm(kind: OutboxKind, response: Any) -> Fields:
+    """The fields that record a sent DM with buttons (`BreakGlassEvent.dms`), updated when the event ends."""
+    return {"dms": (SentDM(kind=kind.value, channel=str(response["channel"]), ts=str(response["ts"])),)}
+
+
 def thread(build: Build) -> Step:
     """The `Step` of a thread reply in the audit channel."""
     return Step(thread_reply(build), audit_channel=True)
@@ -179,7 +202,11 @@ def post_audit_fallback(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
     return {}
 
 
-# -- the invoker's "access is active" DM -------------------------------------------------------------------
+# -- the invoker's "access is active" DM, and the end of every DM with buttons ------------------------------
+
+# chat.update answers meaning this DM can never be updated (nothing left to do for it); any other failure,
+# e.g. a DM channel that cannot be reached for now, leaves the step owed and retried
+GONE = frozenset({"message_not_found", "cant_update_message"})
 
 
 def dm_invoked(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
@@ -193,12 +220,27 @@ def dm_invoked(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
 
 
 def dm_ended(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
-    if not event.dm_channel or not event.dm_ts:
-        if event.owes(OutboxKind.DM_INVOKED):  # stays owed, retried once the DM is sent
-            raise DeliveryFailed("the invoker's DM has not been sent yet")
-        return {}  # never sent (e.g. an event from before DMs were recorded): nothing to update
+    """Every DM with buttons (the "access is active" DM, warnings, extensions, an incident's resolution),
+    updated to say the event ended, without buttons. chat.update is idempotent: a retry after a partial
+    failure updates the first ones again, harmlessly."""
+    if event.owes(OutboxKind.DM_INVOKED) and not event.dm_ts:  # stays owed, retried once the DM is sent
+        raise DeliveryFailed("the invoker's DM has not been sent yet")
+    sent = [(event.dm_channel, event.dm_ts)] if event.dm_channel and event.dm_ts else []
+    sent += [(dm.channel, dm.ts) for dm in event.dms]  # none recorded (e.g. older events): nothing to do
     text, body = blocks.dm_ended(event)
-    deps.client.chat_update(channel=event.dm_channel, ts=event.dm_ts, text=text, blocks=body)
+    for channel, ts in sent:
+        try:
+            deps.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)
+        except SlackApiError as exc:
+            if slack_error(exc) not in GONE:
+                raise
+            log.warning(
+                "DM %s of event %s is gone, not updated (Slack: %s)",
+                ts,
+                event.id,
+                slack_error(exc),
+                extra={"event_id": event.id, "action": "dm_ended", "outcome": "gone"},
+            )
     return {}
 
 
@@ -211,7 +253,7 @@ HANDLERS: dict[OutboxKind, Step] = {
         )
     ),
     OutboxKind.WARN_THREAD: thread(lambda d, e: blocks.thread_warning(e, remaining(d, e))),
-    OutboxKind.WARN_DM: dm(lambda d, e: blocks.dm_warning(e, remaining(d, e))),
+    OutboxKind.WARN_DM: recorded_dm(OutboxKind.WARN_DM, lambda d, e: blocks.dm_warning(e, remaining(d, e))),
     OutboxKind.CLOSE_THREAD: thread(lambda d, e: blocks.thread_closed(e)),
     OutboxKind.CLOSE_DM: dm(lambda d, e: blocks.dm_closed(e)),
     OutboxKind.EXPIRE_THREAD: thread(lambda d, e: blocks.thread_expired(e)),

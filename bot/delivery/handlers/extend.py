@@ -6,11 +6,12 @@ extension owes is decided by the use case (`bot.service.extension_outbox`)."""
 from __future__ import annotations
 
 from bot import blocks
-from bot.delivery.handlers.announcements import dm, thread
+from bot.delivery.handlers.announcements import recorded_dm, thread
 from bot.delivery.registry import Step
 from store.model import OutboxKind
 
 HANDLERS: dict[OutboxKind, Step] = {
     OutboxKind.EXTEND_THREAD: thread(lambda d, e: blocks.thread_extended(e)),
-    OutboxKind.EXTEND_DM: dm(lambda d, e: blocks.dm_extended(e)),
+    # recorded, and updated without its Close button when the event ends (announcements.dm_ended)
+    OutboxKind.EXTEND_DM: recorded_dm(OutboxKind.EXTEND_DM, lambda d, e: blocks.dm_extended(e)),
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 from bot import blocks
 from bot.delivery.deps import DeliveryDeps
+from bot.delivery.handlers.announcements import record_dm
 from bot.delivery.registry import Step
 from bot.incidents.base import IncidentNotFound
 from store import BreakGlassEvent, Status
@@ -49,8 +50,8 @@ def resolved_dm(deps: DeliveryDeps, event: BreakGlassEvent) -> dict[str, Any]:
     if event.slack_user_id is None or event.status is not Status.ACTIVE or event.incident_link is None:
         return {}
     text, body = blocks.dm_incident_resolved(event)
-    deps.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
-    return {}
+    response = deps.client.chat_postMessage(channel=event.slack_user_id, text=text, blocks=body)
+    return record_dm(OutboxKind.INCIDENT_RESOLVED_DM, response)  # updated when the event ends
 
 
 HANDLERS: dict[OutboxKind, Step] = {
