@@ -186,7 +186,7 @@ def create_app(
     token_watch = TokenWatch()  # health check `slack_token`: does Slack still accept the bot token?
     client.retry_handlers.insert(0, token_watch)
     if isinstance(store, DynamoDBStore):
-        skew.watch_boto3(store.client)
+        store.on_client(skew.watch_boto3)  # the client is made on first use
     directory = directory or Directory(client, team_id=settings.slack_team_id)
     if not settings.slack_team_id:
         try:  # learn the installed workspace at start-up, while Slack answers (see authorize below)

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 HEAVY = (
@@ -59,6 +61,13 @@ def counting(self, *args, **kwargs):
     init(self, *args, **kwargs)
 boto3.session.Session.__init__ = counting
 
+clients = []
+client = boto3.session.Session.client
+def making(self, service, *args, **kwargs):
+    clients.append(service)
+    return client(self, service, *args, **kwargs)
+boto3.session.Session.client = making
+
 connects = []
 connect = socket.socket.connect
 def recording(self, address):
@@ -75,7 +84,7 @@ for name in json.loads(sys.argv[2]):
     module, _, model = name.partition(":")
     if getattr(sys.modules[module], model).__pydantic_complete__:
         built.append(name)
-print(json.dumps({"heavy": heavy, "built": built, "sessions": len(sessions), "connects": connects}))
+print(json.dumps({"heavy": heavy, "built": built, "sessions": len(sessions), "clients": clients, "connects": connects}))
 """
 
 
@@ -110,5 +119,37 @@ def test_lambda_init_loads_only_what_the_first_request_needs() -> None:
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["heavy"] == []
     assert found["built"] == [], "models the first request does not validate are built on first use"
-    assert found["sessions"] == 1, "one boto3 session for every AWS client"
+    assert found["sessions"] <= 1, "one boto3 session (boto3's default) for every AWS client"
+    assert found["clients"] == [], (
+        "the first /breakglass makes no store call: the DynamoDB client waits for one"
+    )
     assert found["connects"] == [], "no network call at init"
+
+
+def test_lazy_dynamodb_client_is_made_once_on_first_use_with_its_hooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from store import dynamodb
+
+    made: list[object] = []
+
+    def make_client() -> object:
+        made.append(object())
+        return made[-1]
+
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setattr(dynamodb, "make_client", make_client)
+    store = dynamodb.DynamoDBStore("t", lazy=True)
+    hooked: list[object] = []
+    store.on_client(hooked.append)
+    assert made == [] and hooked == []
+    assert store.client is store.client is made[0]
+    assert hooked == made  # e.g. the skew monitor's after-call hook (bot/app.py)
+    store.on_client(hooked.append)  # a hook added later sees the client at once
+    assert hooked == [made[0], made[0]] and len(made) == 1
+
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setattr(dynamodb, "aws_region", lambda session=None: None)
+    with pytest.raises(dynamodb.StoreNotConfigured):  # a missing region still fails at start
+        dynamodb.DynamoDBStore("t", lazy=True)
