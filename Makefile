@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 TRY_PORT ?= $(or $(PORT),3000)
 
-.PHONY: try run test lint bench clean screenshots lock FORCE
+.PHONY: try run test lint bench clean screenshots lock lambda-package FORCE
 
 APP    := $(VENV)/.installed-app
 
@@ -54,6 +54,21 @@ screenshots: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
 	  --no-emit-find-links --output-file requirements.lock pyproject.toml
+
+# dist/breakglass-lambda.zip, the deployment package of deploy/terraform (Lambda python3.12 on arm64): the
+# locked dependencies as manylinux aarch64 wheels (every hash checked), bot/ and store/, and the policy file
+# `POLICY` (optional) at the same relative path, which is the module's `policy_file`.
+LAMBDA_BUILD := build/lambda
+lambda-package: $(APP)
+	rm -rf $(LAMBDA_BUILD) dist/breakglass-lambda.zip
+	mkdir -p $(LAMBDA_BUILD) dist
+	$(BIN)/python -m pip install --quiet --require-hashes --only-binary=:all: --platform manylinux2014_aarch64 \
+	  --implementation cp --python-version 3.12 --target $(LAMBDA_BUILD) -r requirements.lock
+	cp -R bot store $(LAMBDA_BUILD)/
+	$(if $(POLICY),mkdir -p $(LAMBDA_BUILD)/$(dir $(POLICY)) && cp $(POLICY) $(LAMBDA_BUILD)/$(POLICY))
+	find $(LAMBDA_BUILD) -name __pycache__ -prune -exec rm -rf {} +
+	cd $(LAMBDA_BUILD) && $(abspath $(BIN))/python -m zipfile -c $(abspath dist)/breakglass-lambda.zip *
+	@echo "dist/breakglass-lambda.zip: the module's package_file"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -17,7 +17,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-from bot import schedules
+from bot import metrics, schedules
 from bot.access import AccessProvider, make_provider
 from bot.access.holders import holders_in
 from bot.access.policy_lock import StorePolicyLock
@@ -185,6 +185,7 @@ def create_app(
     client.retry_handlers.insert(0, skew.slack_hook())
     token_watch = TokenWatch()  # health check `slack_token`: does Slack still accept the bot token?
     client.retry_handlers.insert(0, token_watch)
+    client.retry_handlers.insert(0, metrics.SlackRateLimits())  # GET /metrics, EMF: Slack's 429s by method
     if isinstance(store, DynamoDBStore):
         store.on_client(skew.watch_boto3)  # the client is made on first use
     directory = directory or Directory(client, team_id=settings.slack_team_id)

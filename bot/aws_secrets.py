@@ -1,7 +1,9 @@
-"""Slack secrets from AWS Secrets Manager, read once at init and cached for the life of the process.
+"""The bot's secrets from AWS Secrets Manager, read once at init and cached for the life of the process.
 
 Set `BREAKGLASS_SECRETS_ARN` to the ARN (or name) of a secret whose SecretString is a JSON object with
-any of `SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`, `SLACK_APP_TOKEN`. Before the settings are read, each
+any of `SECRET_KEYS`: the Slack secrets (`SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`, `SLACK_APP_TOKEN`)
+and the incident tools' (`PAGERDUTY_API_TOKEN`, `PAGERDUTY_WEBHOOK_SECRET`, `INCIDENT_IO_API_KEY`,
+`INCIDENT_IO_WEBHOOK_SECRET`; README "Incident tools"). Before the settings are read, each
 key the secret holds becomes the environment variable of that name, so the secrets never sit in a Lambda
 function's configuration (or a task definition) in plain text. An environment variable that is already
 set wins (a local override). Nothing here logs or raises a secret's value.
@@ -20,7 +22,14 @@ from typing import Any
 from bot.config import ConfigError
 
 SECRETS_ENV = "BREAKGLASS_SECRETS_ARN"
-SECRET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
+SLACK_SECRET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
+INCIDENT_SECRET_KEYS = (
+    "PAGERDUTY_API_TOKEN",
+    "PAGERDUTY_WEBHOOK_SECRET",
+    "INCIDENT_IO_API_KEY",
+    "INCIDENT_IO_WEBHOOK_SECRET",
+)
+SECRET_KEYS = SLACK_SECRET_KEYS + INCIDENT_SECRET_KEYS
 
 _lock = threading.Lock()
 _loaded: dict[str, str] | None = None  # the secret's values, once read (the cache)

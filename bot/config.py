@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     # eventbridge://BUS, comma-separated; and whether an S3 bucket without Object Lock refuses the start
     breakglass_audit_feed: str | None = None
     breakglass_audit_feed_object_lock: Literal["required", "recommended", "off"] = "recommended"
+    # GET /metrics (HTTP mode) answers only `Authorization: Bearer <this>`; unset, it is off (404)
+    breakglass_metrics_token: SecretStr | None = Field(default=None, min_length=16)
 
     @field_validator("slack_api_url")
     @classmethod
@@ -118,6 +120,7 @@ class Settings(BaseSettings):
                 self.pagerduty_webhook_secret,
                 self.incident_io_api_key,
                 self.incident_io_webhook_secret,
+                self.breakglass_metrics_token,
             )
             if s is not None and s.get_secret_value()
         ]

@@ -11,6 +11,10 @@
   same function is the target of each event's one-time EventBridge Scheduler schedules (bot/schedules.py):
   their payload names the event and the step, done at its exact time.
 
+Each invocation ends by writing what bot.metrics recorded during it as CloudWatch embedded metric format
+lines on stdout (namespace `breakglass`); the sweep adds the state (active events, owed deliveries, broken
+audit channels).
+
 The runtime (settings, store, Bolt app) is built once per container and cached at module level.
 """
 
@@ -29,7 +33,7 @@ from typing import Any
 from slack_bolt.adapter.aws_lambda import SlackRequestHandler
 from slack_bolt.adapter.aws_lambda.lazy_listener_runner import LambdaLazyListenerRunner
 
-from bot import schedules
+from bot import metrics, schedules
 from bot.app import BreakglassApp
 from bot.incidents.webhooks import PATHS as WEBHOOK_PATHS
 from bot.runtime import ConfigurationFailed
@@ -46,6 +50,7 @@ sleep: Callable[[float], None] = time.sleep  # how a fired schedule waits for it
 _lock = threading.Lock()
 _runtime: BreakglassApp | None = None
 _slack: SlackRequestHandler | None = None
+_emf: metrics.EmfSink | None = None  # what this container's invocations recorded, flushed after each one
 
 
 def install(runtime: BreakglassApp, *, lambda_client: Any = None) -> SlackRequestHandler:
@@ -59,13 +64,38 @@ def install(runtime: BreakglassApp, *, lambda_client: Any = None) -> SlackReques
             slack.logger, lambda_client=lambda_client
         )
     _runtime, _slack = runtime, slack
+    _attach_emf()
     return slack
 
 
+def _attach_emf() -> None:
+    global _emf
+    if _emf is None:
+        _emf = metrics.EmfSink()
+        metrics.RECORDER.attach(_emf)
+
+
 def reset() -> None:
-    global _runtime, _slack
+    global _runtime, _slack, _emf
     with _lock:
         _runtime, _slack = None, None
+        if _emf is not None:
+            metrics.RECORDER.detach(_emf)
+            _emf = None
+
+
+def _flush_metrics(*, with_state: bool = False) -> None:
+    """Write this invocation's metrics as EMF lines; a state the store cannot give is left out, logged."""
+    if _emf is None:
+        return
+    state = None
+    if with_state and _runtime is not None:
+        pipeline = _runtime.pipeline
+        try:
+            state = metrics.read_state(_runtime.store, pipeline.clock.now(), pipeline.audit_channels.check)
+        except Exception as exc:  # noqa: BLE001 - the sweep's own result must not depend on its metrics
+            log.warning("metrics: could not read the state: %s", type(exc).__name__)
+    _emf.flush(state)
 
 
 def runtime() -> BreakglassApp:
@@ -110,6 +140,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """HTTP: GET /healthz, and Slack's POSTs: every other request, whatever its method, is verified on the
     raw body before Bolt parses it (then again by Bolt), and one that is not a POST gets 405. Only the
     lazy-listener self-invocations (`is_lazy_self_invocation`) go straight to Bolt."""
+    try:
+        return _handle(event, context)
+    finally:
+        _flush_metrics()
+
+
+def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     method, path = _method_and_path(event)
     if method in ("GET", "HEAD") and path.rstrip("/").endswith(HEALTH_PATHS):
         status, body = runtime().health()
@@ -164,23 +201,29 @@ def _verify(event: dict[str, Any]) -> Refusal | None:
 def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """EventBridge's minute schedule: one sweep (due warnings and expiries, owed announcements). An event's
     one-time schedule (bot/schedules.py, its payload names the event and the step): that step, at its
-    time, at once (waiting for it within the invocation's time left). Returns counts."""
+    time, at once (waiting for it within the invocation's time left). Returns counts. Either ends by
+    writing its metrics (EMF); the minute sweep adds the state."""
     fired = schedules.parse_payload(event)
-    if fired is not None:
-        event_id, step = fired
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
-        left = remaining() / 1000 if remaining is not None else 900.0  # Lambda's longest timeout
-        counts = runtime().scheduler.fire(event_id, step, max_wait=max(0.0, left - FIRE_MARGIN), sleep=sleep)
-        log.info(
-            "schedule %s fired: %s",
-            step,
-            ", ".join(f"{k} {v}" for k, v in counts.items()),
-            extra={"event_id": event_id, "action": "schedule", "outcome": "ok"},
-        )
+    try:
+        if fired is not None:
+            event_id, step = fired
+            remaining = getattr(context, "get_remaining_time_in_millis", None)
+            left = remaining() / 1000 if remaining is not None else 900.0  # Lambda's longest timeout
+            counts = runtime().scheduler.fire(
+                event_id, step, max_wait=max(0.0, left - FIRE_MARGIN), sleep=sleep
+            )
+            log.info(
+                "schedule %s fired: %s",
+                step,
+                ", ".join(f"{k} {v}" for k, v in counts.items()),
+                extra={"event_id": event_id, "action": "schedule", "outcome": "ok"},
+            )
+            return counts
+        counts = runtime().scheduler.sweep()  # includes the daily review reminder, once a day across runs
+        log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
         return counts
-    counts = runtime().scheduler.sweep()  # includes the daily review reminder, once a day across runs
-    log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
-    return counts
+    finally:
+        _flush_metrics(with_state=fired is None)
 
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):

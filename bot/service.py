@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bot import ids, schedules
+from bot import ids, invoker, metrics, schedules
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
 from bot.clock import Clock
 from bot.directory import Admission, Directory
@@ -94,6 +94,9 @@ class InvokeRequest:
     duration: str | None  # whole seconds ("3600", from the modal) or a duration ("1h", fast path)
     incident: str | None = None
     request_id: str | None = None
+    # Who the user is, resolved when their form opened (bot.invoker): given, the use case makes no Slack,
+    # AWS or incident-tool round trip and raises invoker.Unresolved for what it does not cover.
+    known: invoker.KnownInvoker | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,11 @@ class BreakGlassService:
             errors[ids.PROFILE] = "Choose a profile."
         elif profile is None:
             errors[ids.PROFILE] = f"There is no profile called {profile_name!r}."
-        elif not self.may_invoke(request.user_id, profile):
+        elif not (
+            invoker.may_invoke(request.known, profile_name)
+            if request.known
+            else self.may_invoke(request.user_id, profile)
+        ):
             errors[ids.PROFILE] = f"You are not allowed to invoke break-glass on {profile_name!r}."
 
         reason = (request.reason or "").strip().lower()
@@ -251,6 +258,8 @@ class BreakGlassService:
             errors[ids.INCIDENT] = f"Profile {profile_name!r} requires an incident ticket id or URL."
         link = None
         if incident is not None and not errors:  # looked up only once everything else is right
+            if request.known is not None and self.incidents.enabled:
+                raise invoker.Unresolved("incident")  # the tool is asked after the ack
             try:
                 link = self.incidents.link(incident)
             except ValidationFailed as exc:
@@ -259,10 +268,15 @@ class BreakGlassService:
             raise ValidationFailed(errors)
         assert profile is not None
         assert duration is not None
-        invoker = self.identity(request.user_id)
-        oncall = self.incidents.check_oncall(request.user_id, profile_name, profile.oncall)
+        known = request.known
+        identity = invoker.identity(known) if known else self.identity(request.user_id)
+        oncall = (
+            invoker.oncall(self, known, profile_name, profile)
+            if known
+            else self.incidents.check_oncall(request.user_id, profile_name, profile.oncall)
+        )
         event = BreakGlassEvent.new(
-            invoker=invoker,
+            invoker=identity,
             slack_user_id=request.user_id,
             profile=profile_name,
             reason_code=reason,
@@ -323,7 +337,7 @@ class BreakGlassService:
         """
         profile, event = self.validate(request)
         owed = [OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED, *incident_note(event), *self.retime]
-        access = self._access_for(request.user_id, profile)
+        access = self._access_for(request.user_id, profile, request.known)
         if access is not None:
             # right after the audit message: the access itself comes before the other announcements
             event = event.updated(access=access)
@@ -378,6 +392,7 @@ class BreakGlassService:
                 "request_id": stored.request_id,
             },
         )
+        metrics.invoked(stored.profile)
         return stored
 
     def limits(self) -> Limits:
@@ -620,18 +635,20 @@ class BreakGlassService:
         log.info("break-glass expired", extra={"event_id": event_id, "action": "expire", "outcome": "ok"})
         return expired
 
-    def _access_for(self, user_id: str, profile: ProfilePolicy) -> EventAccess | None:
+    def _access_for(
+        self, user_id: str, profile: ProfilePolicy, known: invoker.KnownInvoker | None = None
+    ) -> EventAccess | None:
         """The AWS access an invocation of `profile` is to get: the person's identity-store user, found by
         the email of their Slack profile. Raises AwsAccessRefused (nothing is stored) when there is none."""
         if self.access.name == "none" or profile.aws is None:
             return None
+        if known is not None:
+            email, aws_user = invoker.aws_user(known)
+            return self._event_access(profile, email, aws_user)
         user = self.directory.user(user_id)
         email = str((user.get("profile") or {}).get("email") or "")
         if not email:
-            raise AwsAccessRefused(
-                "Your Slack profile has no email address visible to breakglass, so it cannot find you in the "
-                "AWS identity store; ask an admin to check the app's users:read.email scope."
-            )
+            raise AwsAccessRefused(invoker.NO_EMAIL)
         try:
             aws_user = self.access.resolve_user(email)
         except PermanentAccessError as exc:  # UserNotInIdentityStore says exactly that
@@ -641,7 +658,10 @@ class BreakGlassService:
                 f"Could not look you up in the AWS identity store ({exc.message}), so nothing was recorded "
                 "and no access was granted. Try again in a moment."
             ) from exc
-        if aws_user is None:
+        return self._event_access(profile, email, aws_user)
+
+    def _event_access(self, profile: ProfilePolicy, email: str, aws_user: str | None) -> EventAccess | None:
+        if aws_user is None or profile.aws is None:
             return None
         return EventAccess(
             provider=self.access.name,

@@ -1,10 +1,13 @@
 """WSGI entry point: `gunicorn bot.wsgi:app`. Serves POST /slack/events (the signature is verified on
-the raw body by bot.verify before Bolt parses it, and again by Bolt) and GET /healthz (see
-BreakglassApp.health: 200 unless a check that stops this replica from recording access fails)."""
+the raw body by bot.verify before Bolt parses it, and again by Bolt), GET /healthz (see
+BreakglassApp.health: 200 unless a check that stops this replica from recording access fails) and GET
+/metrics (Prometheus text, bot.metrics; only with `Authorization: Bearer $BREAKGLASS_METRICS_TOKEN`, and
+404 while that setting is unset)."""
 
 from __future__ import annotations
 
 import atexit
+import hmac
 import io
 import json
 from collections.abc import Callable, Iterable
@@ -13,6 +16,7 @@ from typing import Any
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot import metrics
 from bot.app import BreakglassApp
 from bot.incidents.webhooks import MAX_BODY as WEBHOOK_MAX_BODY
 from bot.incidents.webhooks import PATHS as WEBHOOK_PATHS
@@ -20,6 +24,7 @@ from bot.verify import MAX_BODY_BYTES, RequestGuard
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 LIVE_PATH = "/livez"
 WORKER_BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR
 
@@ -30,6 +35,9 @@ class WSGIApp:
         self.slack = SlackRequestHandler(runtime.bolt, path=EVENTS_PATH)
         secret = runtime.settings.slack_signing_secret
         self.guard = RequestGuard(secret.get_secret_value() if secret else "")
+        token = runtime.settings.breakglass_metrics_token
+        self.metrics_token = token.get_secret_value().encode() if token else None
+        self.metrics = metrics.PrometheusEndpoint(self._state) if self.metrics_token else None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -39,6 +47,8 @@ class WSGIApp:
             return _json(start_response, status, body)
         if path == LIVE_PATH and method in ("GET", "HEAD"):  # liveness: the process serves requests
             return _json(start_response, 200, {"status": "alive"})
+        if path == METRICS_PATH and method in ("GET", "HEAD"):
+            return self._metrics(environ, start_response)
         if path in WEBHOOK_PATHS:
             if method != "POST":
                 return _json(start_response, 405, {"error": "use POST"}, [("Allow", "POST")])
@@ -63,6 +73,27 @@ class WSGIApp:
         headers = {k[5:].lower().replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
         status, answer = self.runtime.webhooks.handle(path, body, headers)
         return _json(start_response, status, answer)
+
+    def _metrics(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Prometheus text, for a scraper that presents the metrics token (bot.metrics: counts and state
+        say which profiles are in use and when; nothing a request from the Internet should read)."""
+        if self.metrics is None or self.metrics_token is None:
+            return _json(start_response, 404, {"error": "metrics are off: set BREAKGLASS_METRICS_TOKEN"})
+        presented = environ.get("HTTP_AUTHORIZATION", "").encode()
+        if not hmac.compare_digest(presented, b"Bearer " + self.metrics_token):
+            return _json(
+                start_response,
+                401,
+                {"error": "metrics need the metrics token"},
+                [("WWW-Authenticate", "Bearer")],
+            )
+        body, content_type = self.metrics.render()
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _state(self) -> metrics.State:
+        pipeline = self.runtime.pipeline
+        return metrics.read_state(self.runtime.store, pipeline.clock.now(), pipeline.audit_channels.check)
 
     def _slack_event(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Verify the signature on the raw body, then hand Bolt a body it can parse."""

@@ -13,6 +13,7 @@ from moto import mock_aws
 from bot.app import BreakglassApp, create_app, make_slack_client
 from bot.clock import ManualClock
 from bot.config import Settings
+from bot.directory import Directory
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy, parse_policy
 from bot.service import BreakGlassService
@@ -102,16 +103,22 @@ def make_bot(
     policy: Policy,
     clock: ManualClock,
     *,
+    directory_ttl: float | None = None,
     delivery_workers: int = 4,
     **settings: object,
 ) -> Bot:
+    """`directory_ttl`: how long Slack lookups are cached (0: every lookup asks Slack, as after the cache
+    expired; None: the default)."""
     config = settings_for(fake, **settings)
+    client = make_slack_client(config, timeout=5)
+    directory = None if directory_ttl is None else Directory(client, ttl=directory_ttl, team_id="T0001")
     runtime = create_app(
         config,
         store,
-        make_slack_client(config, timeout=5),
+        client,
         policy=policy,
         clock=clock,
+        directory=directory,
         delivery_workers=delivery_workers,
     )
     server = BotServer(runtime).start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,12 +25,14 @@ class Call:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)  # when received
 
 
 @dataclass
 class _State:
     calls: list[Call] = field(default_factory=list)
     down: bool = False
+    delay: float = 0.0  # seconds every answer waits (a slow tool)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -57,6 +60,8 @@ class _FakeApi:
                 )
                 with fake.state.lock:
                     fake.state.calls.append(call)
+                if fake.state.delay:
+                    time.sleep(fake.state.delay)
                 if fake.state.down:
                     status, body = 503, {"error": "service unavailable"}
                 elif not fake.authorized(call):
@@ -89,6 +94,10 @@ class _FakeApi:
 
     def down(self, value: bool = True) -> None:
         self.state.down = value
+
+    def slow(self, delay: float) -> None:
+        """Every answer from now on waits `delay` seconds (0: answer at once again)."""
+        self.state.delay = delay
 
     def __enter__(self) -> _FakeApi:
         self.thread.start()

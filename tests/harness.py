@@ -18,7 +18,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from slack_sdk.signature import SignatureVerifier
 
 from bot.app import BreakglassApp
+from bot.ids import SUBCOMMANDS
 from bot.localslack.webapi import FakeSlack
+from bot.slack.views import CHECKING_TITLE
 from bot.wsgi import WSGIApp
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -122,6 +124,31 @@ class SlackSender:
     def command(
         self, text: str = "", user: str = "U0001", channel: str = "C0001", **overrides: Any
     ) -> Response:
+        """Send `/breakglass text`; returns what the user sees: the ack's body, or, when the bot acks empty
+        and answers through the command's response_url (everything that reads Slack, AWS or the incident
+        tool), that answer, waited for. A command that opens a modal returns its (empty) ack."""
+        name = f"cmd-{user}-{self._trigger()}"
+        response = self.raw_command(
+            text, user, channel, response_url=self.fake.response_url(name), **overrides
+        )
+        words = text.split()
+        opens_a_form = (
+            not words
+            or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS)
+            or (len(words) == 2 and words[0].lower() == "close")
+        )
+        if response.status != 200 or response.body or opens_a_form:
+            return response
+        (reply,) = self.fake.wait_for(
+            "response_url", where=lambda c: c.params.get("name") == name, timeout=15
+        )
+        answer = {k: v for k, v in reply.params.items() if k in ("text", "blocks", "response_type")}
+        return Response(200, json.dumps(answer).encode(), {"X-Answered-By": "response_url"})
+
+    def raw_command(
+        self, text: str = "", user: str = "U0001", channel: str = "C0001", **overrides: Any
+    ) -> Response:
+        """Send `/breakglass text` and return the HTTP answer (the ack) as it is."""
         form = {
             "token": "deprecated",
             "team_id": TEAM["id"],
@@ -134,7 +161,7 @@ class SlackSender:
             "text": text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"),
             "api_app_id": "A0001",
             "is_enterprise_install": "false",
-            "response_url": self.fake.response_url(f"cmd-{user}"),
+            "response_url": self.fake.response_url(f"cmd-{user}"),  # `command` names each one
             "trigger_id": self._trigger(),
         }
         form.update(overrides)
@@ -152,8 +179,10 @@ class SlackSender:
         user: str = "U0001",
         private_metadata: str = "",
         view_id: str | None = None,
+        final: bool = True,
     ) -> Response:
-        """Submit a modal. `values`: block_id -> str (plain text), or ("select", value), or None.
+        """Submit a modal; `final`: when the bot answers "Checking…" and decides after its ack, wait for
+        the outcome it then shows in the same modal (views.update), returned as if it were the ack. `values`: block_id -> str (plain text), or ("select", value), or None.
         `view_id`: a fresh one by default (each modal Slack opens has its own); pass one to resubmit."""
         view_id = view_id or "V" + secrets.token_hex(5).upper()
         state: dict[str, Any] = {}
@@ -189,11 +218,62 @@ class SlackSender:
             },
             "response_urls": [],
         }
-        return self.interactive(payload)
+        if view_id not in self.fake.views:  # Slack only sends submissions of views it holds
+            self.fake.record_view(payload["view"], view_id=view_id)
+        sent = time.monotonic()
+        response = self.interactive(payload)
+        if not final or response.status != 200 or not response.body:
+            return response
+        title = ((response.json.get("view") or {}).get("title") or {}).get("text")
+        if response.json.get("response_action") != "update" or title != CHECKING_TITLE:
+            return response
+        deadline = time.monotonic() + 15
+        while True:  # the outcome the bot then shows in the modal (also when Slack refused it)
+            shown = [
+                c
+                for c in self.fake.calls
+                if c.method == "views.update"
+                and c.at > sent
+                and c.params.get("view_id") == view_id
+                and ((c.params.get("view") or {}).get("title") or {}).get("text") != CHECKING_TITLE
+            ]
+            if shown:
+                break
+            assert time.monotonic() < deadline, "no outcome after the Checking… ack\n" + self.fake.dump()
+            time.sleep(0.01)
+        answer = {"response_action": "update", "view": shown[0].params["view"]}
+        how = "views.update" if shown[0].ok else "views.update (refused by Slack)"
+        return Response(200, json.dumps(answer).encode(), {"X-Answered-By": how})
+
+    def open_form(self, user: str = "U0001", timeout: float = 3.0) -> tuple[str | None, str]:
+        """`/breakglass` as `user`, as Slack would: the view the bot opened and the private_metadata it put
+        into it once it had looked the user up (None, "" when it opened none or stored none in time)."""
+        trigger = self._trigger()
+        self.raw_command("", user, trigger_id=trigger)
+        try:
+            (opened,) = self.fake.wait_for(
+                "views.open", where=lambda c: c.params.get("trigger_id") == trigger, timeout=timeout
+            )
+        except AssertionError:
+            return None, ""
+        view_id = str(opened.response["view"]["id"])
+        try:
+            self.fake.wait_for(
+                "views.update",
+                where=lambda c: (
+                    c.params.get("view_id") == view_id
+                    and bool((c.params.get("view") or {}).get("private_metadata"))
+                ),
+                timeout=timeout,
+            )
+        except AssertionError:
+            return view_id, ""
+        return view_id, str(self.fake.views[view_id].get("private_metadata") or "")
 
     def invoke(
         self,
         *,
+        opened: bool = True,
         user: str = "U0001",
         profile: str | None = "sandbox",
         reason: str | None = "incident",
@@ -201,6 +281,9 @@ class SlackSender:
         duration: str | None = "1800",
         incident: str | None = None,
     ) -> Response:
+        """Fill in and submit the invoke form; `opened`: opened first with `/breakglass` (as people do), so
+        the submission carries what the bot resolved then; False: a bare submission without it."""
+        view_id, metadata = self.open_form(user) if opened else (None, "")
         return self.submit(
             "breakglass_invoke",
             {
@@ -211,6 +294,8 @@ class SlackSender:
                 "incident": incident,
             },
             user=user,
+            private_metadata=metadata,
+            view_id=view_id,
         )
 
     def click(
@@ -264,3 +349,13 @@ class SlackSender:
             "authorizations": [{"team_id": TEAM["id"], "user_id": "UBOT", "is_bot": True}],
         }
         return self.post(json.dumps(envelope).encode(), "application/json")
+
+
+def not_the_invoke_form(call: Any) -> bool:
+    """A views.open call for any modal but the invoke form (which `SlackSender.invoke` opens first)."""
+    return (call.params.get("view") or {}).get("callback_id") != "breakglass_invoke"
+
+
+def modals_opened(fake: FakeSlack) -> list[Any]:
+    """The views.open calls of every modal but the invoke form."""
+    return [c for c in fake.calls_to("views.open") if not_the_invoke_form(c)]

@@ -19,13 +19,12 @@ from tests.harness import BOT_TOKEN, SIGNING_SECRET
 
 pytest_plugins = ["tests.store_fixtures"]
 
-SLACK_NAMES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
-
 
 @pytest.fixture
 def secrets(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in SLACK_NAMES:
-        monkeypatch.delenv(name, raising=False)
+    for name in aws_secrets.SECRET_KEYS:  # recorded, so what a test exports is undone after it
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     aws_secrets.reset_cache()
     with mock_aws():
         yield boto3.client("secretsmanager", region_name="us-east-1")
@@ -109,3 +108,69 @@ def test_missing_secret_names_the_aws_error(secrets: Any, monkeypatch: pytest.Mo
     )
     with pytest.raises(ConfigError, match=r"cannot read the secret \(ResourceNotFoundException\)"):
         aws_secrets.load_into_environ()
+
+
+INCIDENT_POLICY = """
+audit_channel: C0AUDIT01
+incidents: {provider: pagerduty}
+profiles:
+  sandbox:
+    durations: [30m]
+"""
+PD_WEBHOOK_SECRET = "pd-webhook-secret-from-secrets-manager"
+
+
+def test_incident_tool_secrets_come_from_the_same_secret(
+    secrets: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """On Lambda/SAM the incident tool's secrets are keys of the one Secrets Manager JSON (no parameter, no
+    environment variable): the app starts with the tool, calls it with that token, and logs never show it."""
+    import io
+    import logging
+
+    from bot.app import create_app
+    from bot.logs import configure_logging
+    from store.sqlite import SQLiteStore
+    from tests.fake_incidents import PD_TOKEN, FakePagerDuty
+
+    _secret(
+        secrets,
+        monkeypatch,
+        json.dumps(
+            {
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "PAGERDUTY_API_TOKEN": PD_TOKEN,
+                "PAGERDUTY_WEBHOOK_SECRET": PD_WEBHOOK_SECRET,
+            }
+        ),
+    )
+    policy = tmp_path / "policy.yml"
+    policy.write_text(INCIDENT_POLICY)
+    monkeypatch.setenv("BREAKGLASS_POLICY", str(policy))
+    monkeypatch.setenv("BREAKGLASS_AUDIT_CHANNEL", "C0AUDIT01")
+    monkeypatch.setenv("BREAKGLASS_STORE", "sqlite:///:memory:")
+    monkeypatch.setenv("SLACK_TEAM_ID", "T0001")
+    monkeypatch.setattr(runtime, "_checked", False)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    with FakePagerDuty() as pagerduty:
+        monkeypatch.setenv("PAGERDUTY_API_URL", pagerduty.url)
+        try:
+            settings = runtime.check_configuration()  # what the Lambda init does
+            assert settings.pagerduty_api_token is not None
+            assert settings.pagerduty_api_token.get_secret_value() == PD_TOKEN
+            assert settings.pagerduty_webhook_secret is not None
+            assert settings.pagerduty_webhook_secret.get_secret_value() == PD_WEBHOOK_SECRET
+            out = io.StringIO()
+            configure_logging("INFO", settings.secrets(), stream=out)
+            app = create_app(settings, SQLiteStore(tmp_path / "events.db"))
+            pagerduty.add_incident("PINC001", 1234, "Checkout is down")
+            assert app.service.incidents.link("PINC001") is not None  # the fake refuses a wrong token
+            logging.getLogger("breakglass.test").warning("token %s secret %s", PD_TOKEN, PD_WEBHOOK_SECRET)
+        finally:
+            root.handlers[:], _ = saved
+            root.setLevel(saved[1])
+    assert all(pagerduty.authorized(call) for call in pagerduty.calls)
+    assert PD_TOKEN not in out.getvalue() and PD_WEBHOOK_SECRET not in out.getvalue()
+    assert "token" in out.getvalue()  # the line was logged, redacted

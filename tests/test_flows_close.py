@@ -18,7 +18,7 @@ import pytest
 from bot.localslack.webapi import Call
 from store import BreakGlassEvent, Status
 from tests.conftest import Bot
-from tests.harness import Response
+from tests.harness import Response, modals_opened, not_the_invoke_form
 
 GOOD = "Database failover is stuck; promoting the replica by hand"
 AUDIT = "C0AUDIT"
@@ -149,7 +149,7 @@ def test_invoker_clicking_close_opens_the_close_modal(bot: Bot) -> None:
     event = invoke(bot)
     response = bot.slack.click("close_event", event.id, user="U0001")
     assert response.status == 200
-    view = bot.fake.wait_for("views.open")[0].params["view"]
+    view = bot.fake.wait_for("views.open", where=not_the_invoke_form)[0].params["view"]
     assert view["callback_id"] == "breakglass_close"
     inputs = [b for b in view["blocks"] if b["type"] == "input"]
     assert [b["block_id"] for b in inputs] == ["close_reason"]
@@ -172,7 +172,7 @@ def test_invoker_clicking_close_opens_the_close_modal(bot: Bot) -> None:
 def test_incident_commanders_and_security_may_open_the_close_modal(bot: Bot, closer: str) -> None:
     event = invoke(bot)
     bot.slack.click("close_event", event.id, user=closer)
-    view = bot.fake.wait_for("views.open")[0].params["view"]
+    view = bot.fake.wait_for("views.open", where=not_the_invoke_form)[0].params["view"]
     assert view["callback_id"] == "breakglass_close"
     assert json.loads(view["private_metadata"])["event_id"] == event.id
     assert bot.fake.calls_to("chat.postEphemeral") == []
@@ -184,7 +184,7 @@ def test_anyone_else_clicking_close_is_refused_ephemerally(bot: Bot) -> None:
     call = bot.fake.wait_for("chat.postEphemeral")[0]
     assert call.params["user"] == "U0002" and call.params["channel"] == AUDIT
     assert "Only the invoker, an incident commander or security" in call.params["text"]
-    assert bot.fake.calls_to("views.open") == []
+    assert modals_opened(bot.fake) == []
     assert bot.store.get(event.id) == event
     assert audit_updates(bot, event) == []
     assert bot.fake.invalid_calls == []
@@ -195,7 +195,7 @@ def test_clicking_close_with_a_bogus_value_answers_clearly(bot: Bot) -> None:
     assert "is not an event id" in ephemerals(bot, "U0001")[0]
     bot.slack.click("close_event", "0123456789abcdef", user="U0001")
     assert "no break-glass event with id 0123456789abcdef" in ephemerals(bot, "U0001", 2)[1]
-    assert bot.fake.calls_to("views.open") == []
+    assert modals_opened(bot.fake) == []
 
 
 # -- submitting the close modal ------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_an_already_closed_event_answers_already_closed_everywhere(bot: Bot) -> 
 
     assert bot.store.get(event.id) == closed  # nothing changed
     assert bot.store.get(event.id).closed_reason == "finished"
-    assert bot.fake.calls_to("views.open") == []
+    assert modals_opened(bot.fake) == []
     assert len(bot.fake.calls_to("chat.update")) == updates
     assert thread_texts(bot, closed) == replies
     assert bot.fake.invalid_calls == []
@@ -322,7 +322,7 @@ def test_an_expired_event_answers_already_expired_everywhere(bot: Bot) -> None:
     stored = bot.store.get(event.id)
     assert stored == expired and stored.closed_by is None and stored.closed_reason is None
     assert thread_texts(bot, expired) == replies
-    assert bot.fake.calls_to("views.open") == []
+    assert modals_opened(bot.fake) == []
 
 
 def test_closing_access_that_ran_out_before_the_sweep_records_it_as_expired(bot: Bot) -> None:

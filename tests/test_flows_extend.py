@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from store import Status
 from tests.conftest import Bot
+from tests.harness import not_the_invoke_form
 from tests.test_flows_close import (
     buttons,
     dm_texts,
@@ -46,7 +47,7 @@ def test_extend_from_the_warning_dm_moves_the_expiry_and_announces_it(bot: Bot) 
     assert ("extend_event", event.id) in buttons(warning["blocks"])
 
     bot.slack.click("extend_event", event.id, user="U0001", channel="D0001")
-    view = bot.fake.wait_for("views.open")[0].params["view"]
+    view = bot.fake.wait_for("views.open", where=not_the_invoke_form)[0].params["view"]
     assert view["callback_id"] == "breakglass_extend"
     offered = [
         o["value"] for b in view["blocks"] if b["type"] == "input" for o in b["element"].get("options", [])
@@ -81,7 +82,7 @@ def test_two_extends_from_stale_modals_one_wins_the_other_is_told(bot: Bot) -> N
     event = invoke(bot)
     bot.slack.click("extend_event", event.id, user="U0001", channel="D0001")
     bot.slack.click("extend_event", event.id, user="U0IC", channel="D0002")
-    views = [c.params["view"] for c in bot.fake.wait_for("views.open", 2)]
+    views = [c.params["view"] for c in bot.fake.wait_for("views.open", 2, where=not_the_invoke_form)]
     assert _submit_extend(bot, views[0], "U0001", "900").json["response_action"] == "update"
     refused = _submit_extend(bot, views[1], "U0IC", "900").json
     assert refused["response_action"] == "errors"
@@ -120,7 +121,7 @@ def test_extend_from_app_home(bot: Bot) -> None:
     )[-1]
     assert ("extend_event", event.id) in buttons(home.params["view"]["blocks"])
     bot.slack.click("extend_event", event.id, user="U0001", container_type="view")
-    view = bot.fake.wait_for("views.open")[0].params["view"]
+    view = bot.fake.wait_for("views.open", where=not_the_invoke_form)[0].params["view"]
     _submit_extend(bot, view, "U0001", "900")
     assert settled(bot, event.id).expires_at == event.expires_at + timedelta(minutes=15)
 

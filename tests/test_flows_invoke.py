@@ -194,7 +194,9 @@ def test_the_invoke_form_offers_the_chosen_profiles_durations(bot: Bot) -> None:
     opened = bot.fake.wait_for("views.open")[0]
     profile_block = next(b for b in opened.params["view"]["blocks"] if b["block_id"] == "profile")
     assert profile_block["dispatch_action"] is True
-    view = opened.response["view"]
+    bot.fake.wait_for("views.update")  # who the user is, put into the opened view (bot.slack.invoke_meta)
+    view = bot.fake.views[opened.response["view"]["id"]]  # as Slack sends it: its latest state and hash
+    assert view["private_metadata"]
     payload = {
         "type": "block_actions",
         "user": {"id": "U0SRE", "username": "sre", "name": "sre", "team_id": TEAM["id"]},
@@ -215,9 +217,10 @@ def test_the_invoke_form_offers_the_chosen_profiles_durations(bot: Bot) -> None:
         ],
     }
     assert bot.slack.interactive(payload).status == 200
-    updated = bot.fake.wait_for("views.update")[0]
+    updated = bot.fake.wait_for("views.update", 2)[1]
     assert updated.ok, updated.response
     assert updated.params["view_id"] == view["id"]
+    assert updated.params["view"]["private_metadata"] == view["private_metadata"]  # carried on
     blocks = updated.params["view"]["blocks"]
     durations = next(b for b in blocks if b["block_id"] == "duration")["element"]["options"]
     assert [o["value"] for o in durations] == ["900", "1800", "3600"]

@@ -10,7 +10,7 @@ import pytest
 from bot.localslack.webapi import Call
 from store import BreakGlassEvent, Status
 from tests.conftest import Bot
-from tests.harness import Response
+from tests.harness import Response, modals_opened, not_the_invoke_form
 from tests.test_flows_close import (
     AUDIT,
     action_ids,
@@ -46,7 +46,7 @@ def test_security_clicking_review_opens_the_review_modal(bot: Bot) -> None:
     event = ended(bot)
     assert buttons(bot.fake.message(AUDIT, event.audit_ts)["blocks"]) == [("review_event", event.id)]
     bot.slack.click("review_event", event.id, user="U0SECA")
-    view = bot.fake.wait_for("views.open")[0].params["view"]
+    view = bot.fake.wait_for("views.open", where=not_the_invoke_form)[0].params["view"]
     assert view["callback_id"] == "breakglass_review"
     inputs = [b for b in view["blocks"] if b["type"] == "input"]
     assert [b["block_id"] for b in inputs] == ["review_notes"]
@@ -62,7 +62,7 @@ def test_anyone_but_security_clicking_review_is_refused(bot: Bot, user: str) -> 
     event = ended(bot)
     bot.slack.click("review_event", event.id, user=user)
     assert "Only security" in ephemerals(bot, user)[0]
-    assert bot.fake.calls_to("views.open") == []
+    assert modals_opened(bot.fake) == []
     assert bot.store.get(event.id) == event
 
 
@@ -112,7 +112,7 @@ def test_reviewing_twice_answers_already_reviewed(bot: Bot) -> None:
     assert "already reviewed" in body["errors"]["review_notes"]
 
     assert bot.store.get(event.id) == reviewed
-    assert bot.fake.calls_to("views.open") == []
+    assert modals_opened(bot.fake) == []
     assert thread_texts(bot, reviewed) == replies
     assert len(bot.fake.calls_to("chat.update")) == updates
 
@@ -124,7 +124,7 @@ def test_reviewing_an_active_event_is_refused(bot: Bot) -> None:
     body = submit_review(bot, event.id, "looks fine").json
     assert body["response_action"] == "errors" and "still active" in body["errors"]["review_notes"]
     assert bot.store.get(event.id) == event
-    assert bot.fake.calls_to("views.open") == []
+    assert modals_opened(bot.fake) == []
 
 
 @pytest.mark.parametrize("notes", ["", "   ", None])
@@ -259,12 +259,12 @@ def test_break_glass_button_on_home_opens_the_invoke_modal(bot: Bot) -> None:
 def test_close_button_on_home_opens_the_close_modal_or_answers_in_a_modal(bot: Bot) -> None:
     event = invoke(bot)
     bot.slack.click("close_event", event.id, user="U0001", container_type="view")
-    view = bot.fake.wait_for("views.open")[0].params["view"]
+    view = bot.fake.wait_for("views.open", where=not_the_invoke_form)[0].params["view"]
     assert view["callback_id"] == "breakglass_close"
     assert json.loads(view["private_metadata"]) == {"event_id": event.id}
     # someone else's click from their Home: no channel to answer in, so a small modal says why
     bot.slack.click("close_event", event.id, user="U0002", container_type="view")
-    notice = bot.fake.wait_for("views.open", 2)[1].params["view"]
+    notice = bot.fake.wait_for("views.open", 2, where=not_the_invoke_form)[1].params["view"]
     assert "Only the invoker" in json.dumps(notice) and not notice.get("callback_id")
     assert bot.fake.calls_to("chat.postEphemeral") == []
 
@@ -294,7 +294,7 @@ def test_review_modal_shows_incident_duration_extensions_and_how_it_ended(bot: B
     bot.slack.command(f"close {event.id} replica promoted, all good", user="U0IC")
     closed = settled(bot, event.id)
     bot.slack.click("review_event", closed.id, user="U0SECA")
-    view = bot.fake.wait_for("views.open")[0].params["view"]
+    view = bot.fake.wait_for("views.open", where=not_the_invoke_form)[0].params["view"]
     shown = json.dumps(view["blocks"])
     for needle in (
         "INC-4242",
@@ -312,7 +312,7 @@ def test_close_with_only_an_event_id_opens_the_close_form(bot: Bot) -> None:
     event = invoke(bot)
     response = bot.slack.command(f"close {event.id}", user="U0001")
     assert response.status == 200 and not response.text
-    view = bot.fake.wait_for("views.open")[0].params["view"]
+    view = bot.fake.wait_for("views.open", where=not_the_invoke_form)[0].params["view"]
     assert view["callback_id"] == "breakglass_close"
     assert json.loads(view["private_metadata"]) == {"event_id": event.id}
     assert bot.store.get(event.id) == event

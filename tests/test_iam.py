@@ -106,7 +106,12 @@ def test_bot_policy_grants_exactly_the_calls() -> None:
         | actions_of_audit_feed()
         | schedule_actions()
         | {"iam:PassRole"}  # the schedules' role, to EventBridge Scheduler only (test_schedule_statements…)
+        | secret_actions()
     )
+    # The secrets (Slack's and the incident tool's, bot/aws_secrets.py): one secret, read-only.
+    (secret,) = _service_statements(BOT_POLICY, "secretsmanager:")
+    assert _list(secret["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert all(":secret:" in arn and "*" not in arn.split(":secret:")[0] for arn in _list(secret["Resource"]))
 
 
 def test_admin_policy_adds_exactly_table_setup() -> None:
@@ -276,11 +281,12 @@ def test_template_wiring(template: dict[str, Any]) -> None:
     params = template["Parameters"]
     # No secret is a parameter or an environment variable: the functions read SlackSecretArn at init.
     assert not {"SlackBotToken", "SlackSigningSecret"} & set(params)
+    assert not [name for name, param in params.items() if param.get("NoEcho")]  # no secret is a parameter
     assert "NoEcho" not in params["AuditChannel"]
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["BREAKGLASS_STORE"] == {"Fn::Sub": "dynamodb://${EventsTable}"}
     assert env["BREAKGLASS_SCHEDULER"] == "off"
-    assert not {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"} & set(env)
+    assert not set(aws_secrets.SECRET_KEYS) & set(env)  # Slack's and the incident tools' secrets
     assert env[aws_secrets.SECRETS_ENV] == {"Ref": "SlackSecretArn"}
     assert env["SLACK_TEAM_ID"] == {"Ref": "SlackTeamId"}
     assert {"SLACK_TEAM_ID", "BREAKGLASS_AUDIT_CHANNEL", "BREAKGLASS_STORE"} <= {
@@ -435,7 +441,19 @@ def test_activity_role_trusts_only_the_bot(activity_role: dict[str, Any]) -> Non
     props = activity_role["Resources"]["ActivityRole"]["Properties"]
     (trust,) = props["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Effect"] == "Allow"
-    assert trust["Principal"] == {"AWS": {"Ref": "BotRoleArn"}}
+    # Both of the SAM stack's function roles deliver digests (its outputs HttpFunctionRoleArn, SweepFunctionRoleArn)
+    assert trust["Principal"] == {
+        "AWS": {
+            "Fn::If": [
+                "HasSecondBotRole",
+                [{"Ref": "BotRoleArn"}, {"Ref": "SecondBotRoleArn"}],
+                {"Ref": "BotRoleArn"},
+            ]
+        }
+    }
+    assert activity_role["Conditions"]["HasSecondBotRole"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SecondBotRoleArn"}, ""]}]
+    }
     assert trust["Action"] == "sts:AssumeRole"
     condition = trust["Condition"]["Fn::If"]
     assert condition[0] == "HasExternalId"

@@ -44,7 +44,8 @@ def audit_posts(bot: Bot) -> list[str]:
 
 def test_a_replayed_view_submission_creates_no_second_event_or_audit_message(any_bot: Bot) -> None:
     bot = any_bot
-    first = bot.slack.submit("breakglass_invoke", INVOKE, view_id="V0CAPTURED")
+    view_id, metadata = bot.slack.open_form("U0001")  # the captured submission carries its metadata
+    first = bot.slack.submit("breakglass_invoke", INVOKE, view_id=view_id, private_metadata=metadata)
     assert first.json["response_action"] == "update", first.json
     [event] = bot.store.list_by_invoker("U0001").items
     settled(bot, event.id)
@@ -52,7 +53,7 @@ def test_a_replayed_view_submission_creates_no_second_event_or_audit_message(any
     settled(bot, event.id)
     posted = audit_posts(bot)
 
-    replay = bot.slack.submit("breakglass_invoke", INVOKE, view_id="V0CAPTURED")
+    replay = bot.slack.submit("breakglass_invoke", INVOKE, view_id=view_id, private_metadata=metadata)
 
     assert replay.status == 200
     assert replay.json["response_action"] == "errors"

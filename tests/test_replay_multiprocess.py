@@ -22,6 +22,8 @@ def test_a_view_submission_replayed_across_processes_makes_one_event(
 ) -> None:
     with bots_on(backend, tmp_path, POLICY) as (bots, fake, store_url):
         senders = [SlackSender(b.url, fake) for b in bots]
+        view_id, metadata = senders[0].open_form("U0001")  # the captured submission carries its metadata
+        assert view_id and metadata
 
         def submit(i: int) -> dict:
             values = {
@@ -31,7 +33,11 @@ def test_a_view_submission_replayed_across_processes_makes_one_event(
                 "duration": ("select", "3600"),
                 "incident": None,
             }
-            return senders[i % 2].submit("breakglass_invoke", values, user="U0001", view_id="V0ONCE").json
+            return (
+                senders[i % 2]
+                .submit("breakglass_invoke", values, user="U0001", view_id=view_id, private_metadata=metadata)
+                .json
+            )
 
         with ThreadPoolExecutor(max_workers=20) as pool:
             results = list(pool.map(submit, range(20)))

@@ -88,8 +88,12 @@ def test_socket_mode_slash_command_and_submission(
         )
         ack = socket_slack.acks.get(timeout=10)
         assert ack["envelope_id"] == "env-1"
-        view = fake.wait_for("views.open")[0].params["view"]
+        opened = fake.wait_for("views.open")[0]
+        view = opened.params["view"]
         assert view["callback_id"] == "breakglass_invoke"
+        view_id = opened.response["view"]["id"]  # who U0001 is, put into the opened view (bot.invoker)
+        fake.wait_for("views.update", where=lambda c: c.params.get("view_id") == view_id)
+        metadata = fake.views[view_id]["private_metadata"]
 
         state = {
             "profile": {"profile": {"type": "static_select", "selected_option": {"value": "sandbox"}}},
@@ -111,11 +115,11 @@ def test_socket_mode_slash_command_and_submission(
                     "user": {"id": "U0001"},
                     "api_app_id": "A0001",
                     "view": {
-                        "id": "V1",
+                        "id": view_id,
                         "type": "modal",
                         "callback_id": "breakglass_invoke",
                         "state": {"values": state},
-                        "private_metadata": "",
+                        "private_metadata": metadata,
                     },
                 },
             }

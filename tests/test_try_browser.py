@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -140,6 +141,18 @@ def modal(driver: WebDriver, title: str) -> WebElement:
     return wait(driver, found)
 
 
+def on_form(driver: WebDriver, title: str, act: Callable[[WebElement], object]) -> None:
+    """`act` on the open modal `title`, found again if the page redrew it meanwhile (the app updated it)."""
+    for attempt in range(10):
+        try:
+            act(modal(driver, title))
+            return
+        except StaleElementReferenceException:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
+
+
 def feed_text(driver: WebDriver) -> str:
     return driver.find_element(By.ID, "feed").text
 
@@ -170,10 +183,15 @@ def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
     be(driver, "U0ENG")
     open_pane(driver, "C0OPS")
     type_command(driver, "/breakglass")
-    form = modal(driver, "Break glass")
-    Select(form.find_element(By.ID, "in-profile")).select_by_value("sandbox")
-    form.find_element(By.ID, "in-justification").send_keys("too short")
-    form.find_element(By.ID, "modal-submit").click()
+    # The app updates the open form by itself (who you are, then the chosen profile's durations): the
+    # page redraws it, so each step finds the form again
+    on_form(
+        driver,
+        "Break glass",
+        lambda f: Select(f.find_element(By.ID, "in-profile")).select_by_value("sandbox"),
+    )
+    on_form(driver, "Break glass", lambda f: f.find_element(By.ID, "in-justification").send_keys("too short"))
+    on_form(driver, "Break glass", lambda f: f.find_element(By.ID, "modal-submit").click())
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-error="justification"]'))
     shot(driver, "modal-errors")
     errors = driver.find_element(By.CSS_SELECTOR, '[data-error="justification"]').text
@@ -183,13 +201,23 @@ def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
         Select(form.find_element(By.ID, "in-profile")).first_selected_option.get_attribute("value")
         == "sandbox"
     )
-    Select(form.find_element(By.ID, "in-reason")).select_by_value("incident")
-    Select(form.find_element(By.ID, "in-duration")).select_by_value("1800")
-    box = form.find_element(By.ID, "in-justification")
-    box.clear()
-    box.send_keys(JUSTIFICATION)
+    on_form(
+        driver,
+        "Break glass",
+        lambda f: Select(f.find_element(By.ID, "in-reason")).select_by_value("incident"),
+    )
+    on_form(
+        driver, "Break glass", lambda f: Select(f.find_element(By.ID, "in-duration")).select_by_value("1800")
+    )
+
+    def justify(form: WebElement) -> None:
+        box = form.find_element(By.ID, "in-justification")
+        box.clear()
+        box.send_keys(JUSTIFICATION)
+
+    on_form(driver, "Break glass", justify)
     shot(driver, "modal")
-    form.find_element(By.ID, "modal-submit").click()
+    on_form(driver, "Break glass", lambda f: f.find_element(By.ID, "modal-submit").click())
     wait(driver, lambda d: "sandbox" in modal(d, "Access granted").text)
     click(driver, lambda d: modal(d, "Access granted").find_element(By.ID, "modal-close"))
     wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".modal"))

@@ -7,7 +7,7 @@ an ordinary close (audit thread, DM, revoke), recorded as closed by the tool."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from bot import ids
@@ -106,14 +106,6 @@ class IncidentLinks:
         self.oncall_cache.put(key, emails)
         return emails
 
-    def prefetch(self, rules: Iterable[OncallRule | None]) -> None:
-        """Warm the on-call cache (called after the modal is opened, so the submission finds the answer)."""
-        for rule in {r for r in rules if r is not None}:
-            try:
-                self.oncall_now(rule)
-            except IncidentUnreachable as exc:
-                log.warning("on-call prefetch failed: %s", exc.message, extra={"action": "oncall"})
-
     def check_oncall(
         self, user_id: str, profile_name: str, rule: OncallRule | None
     ) -> Literal["yes", "no", "unknown"] | None:
@@ -137,11 +129,15 @@ class IncidentLinks:
             )
             return "unknown"
         if rule.require and not on_call:
-            raise NotAuthorized(
-                f"{profile_name!r} is for whoever is on call now in {self.provider.label}, and you are not "
-                "(matched by your Slack email address)."
-            )
+            raise self.not_on_call(profile_name)
         return "yes" if on_call else "no"
+
+    def not_on_call(self, profile_name: str) -> NotAuthorized:
+        """The refusal of someone not on call for a profile whose rule requires it."""
+        return NotAuthorized(
+            f"{profile_name!r} is for whoever is on call now in {self.provider.label}, and you are not "
+            "(matched by your Slack email address)."
+        )
 
     # -- resolve --------------------------------------------------------------------------------
 

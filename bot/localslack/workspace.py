@@ -42,6 +42,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot.app import BreakglassApp, create_app
 from bot.clock import OffsetClock
 from bot.config import Settings
+from bot.ids import SUBCOMMANDS
 from bot.incidents import IncidentNotFound
 from bot.incidents.local import LocalIncidents
 from bot.localslack.pageguard import SECURITY_HEADERS, TOKEN_PLACEHOLDER, PageGuard
@@ -339,6 +340,19 @@ class LocalWorkspace:
             "trigger_id": self._trigger(user),
         }
         status, raw = self._post(urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded")
+        words = rest.split()
+        opens_a_form = (
+            not words
+            or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS)
+            or (len(words) == 2 and words[0].lower() == "close")
+        )
+        if status == 200 and not raw.strip() and not opens_a_form:
+            # acked empty: the answer follows through the response_url, a moment later (as in Slack)
+            name = form["response_url"].rsplit("/", 1)[-1]
+            try:
+                self.slack.wait_for("response_url", where=lambda c: c.params.get("name") == name, timeout=10)
+            except AssertionError:
+                log.warning("no answer to /breakglass %s through its response_url", words[0])
         if status != 200:
             self._note(user, channel, f"/breakglass failed with HTTP {status}.")
         elif raw.strip():
@@ -419,9 +433,13 @@ class LocalWorkspace:
             elif action in ("update", "push"):
                 new = answer.get("view") or {}
                 self._check_view(new)
-                stored = self.slack.record_view(new, view_id=view_id if action == "update" else None)
-                if action == "push":
-                    state.modals.append(stored["id"])
+                current = self.slack.views.get(view_id) or {}
+                if action == "update" and current.get("hash") != view.get("hash"):
+                    pass  # the app already updated the view after its ack (views.update): that one stands
+                else:
+                    stored = self.slack.record_view(new, view_id=view_id if action == "update" else None)
+                    if action == "push":
+                        state.modals.append(stored["id"])
             elif action == "clear":
                 state.modals.clear()
             else:

@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot import blocks, ids
 from bot.errors import AlreadyActive, BreakglassError, NotAuthorized, ValidationFailed
 from bot.service import InvokeRequest
+from bot.slack import invoke_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
 from store import BreakGlassEvent, StoreError
@@ -83,9 +84,29 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
         ack()
         ctx.call_after_ack(open_modal, ctx, command.get("trigger_id", ""), user_id, respond, chosen)
         return
-    event: BreakGlassEvent | None = None
+    if (
+        ctx.background is None  # Lambda: nothing runs after the response, so the answer is the ack
+        or words[0].lower() == "help"
+        or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS and ctx.policy.profile(words[0]) is None)
+    ):  # answered in the ack (from the policy alone, but for Lambda)
+        (text_out, body), event = answer(ctx, user_id, words, command)
+        ack(text=text_out, blocks=body)
+        if event is not None:
+            ctx.deliver_after_ack(event)
+        return
+    # Everything else reads Slack (user groups, users.info), AWS or the incident tool: answered after the
+    # ack, through the command's response_url. An invocation's store write is then after the ack too (the
+    # ack promises nothing: it is empty); the audit record and its announcements are owed as always.
+    ack()
+    ctx.call_after_ack(answer_later, ctx, user_id, words, command, respond)
+
+
+def answer(
+    ctx: SlackContext, user_id: str, words: list[str], command: dict[str, Any]
+) -> tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]:
+    """The ephemeral reply to a command and the event it changed; every failure becomes a clear reply."""
     try:
-        reply, event = dispatch(ctx, user_id, words, command)
+        return dispatch(ctx, user_id, words, command)
     except (BreakglassError, StoreError) as exc:
         message = blocks.escape(user_message(exc))
         if (
@@ -95,11 +116,20 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
             and "usage" not in exc.errors
         ):
             message += "\n" + blocks.escape(USAGE)
-        reply = blocks.message(":x: " + message)
+        return blocks.message(":x: " + message), None
     except Exception as exc:  # one clear answer, never silence  # noqa: BLE001 - shown to the user, logged with a reference
-        reply = blocks.message(":x: " + blocks.escape(user_message(exc)))
-    text_out, body = reply
-    ack(text=text_out, blocks=body)
+        return blocks.message(":x: " + blocks.escape(user_message(exc))), None
+
+
+def answer_later(
+    ctx: SlackContext, user_id: str, words: list[str], command: dict[str, Any], respond: Any
+) -> None:
+    (text_out, body), event = answer(ctx, user_id, words, command)
+    try:
+        respond(text=text_out, blocks=body, response_type="ephemeral")
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        # an invocation is still announced (audit message, DM); anything else can be asked again
+        log.warning("could not answer /breakglass: %s", type(exc).__name__, extra={"slack_user": user_id})
     if event is not None:
         ctx.deliver_after_ack(event)
 
@@ -111,9 +141,10 @@ def open_modal(
         profiles = ctx.service.profiles_for(user_id)
         if selected is not None and selected not in profiles:
             raise NotAuthorized(f"You are not allowed to invoke break-glass on {selected!r}.")
-        ctx.client.views_open(trigger_id=trigger_id, view=modal(ctx, tuple(profiles), selected))
-        # while the person fills in the form: who is on call (so the submission's answer is cached)
-        ctx.service.incidents.prefetch(ctx.policy.profiles[name].oncall for name in profiles)
+        form = modal(ctx, tuple(profiles), selected)
+        opened = ctx.client.views_open(trigger_id=trigger_id, view=form)
+        if profiles:  # while the person fills in the form: who they are, carried in the view itself
+            invoke_meta.resolve_into(ctx, opened.get("view") or {}, user_id, form)
     except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
         log.warning("could not open the break-glass modal: %s", exc, extra={"slack_user": user_id})
         detail = user_message(exc) if isinstance(exc, BreakglassError) else "Slack did not accept the request"

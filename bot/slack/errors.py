@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 
+from bot import metrics
 from bot.errors import BreakglassError, ValidationFailed
 from store import EventNotFound, InvalidTransition, StoreUnavailable
 
@@ -26,6 +27,7 @@ STORE_UNCERTAIN = (
 
 def user_message(exc: BaseException) -> str:
     """Plain text for the user (escape it before putting it in mrkdwn)."""
+    metrics.refused(exc)
     if isinstance(exc, ValidationFailed):
         return " ".join(exc.errors.values())
     if isinstance(exc, BreakglassError):
@@ -51,6 +53,7 @@ def modal_errors(
     is what Slack shows comfortably; longer is allowed but wraps)."""
     target = default_field or fields[0]
     if isinstance(exc, ValidationFailed):
+        metrics.refused(exc)
         errors: dict[str, str] = {}
         for field, message in exc.errors.items():
             key = field if field in fields else target

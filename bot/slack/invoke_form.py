@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import ids
 from bot.errors import BreakglassError
-from bot.slack import commands
+from bot.slack import commands, invoke_meta
 from bot.slack.context import SlackContext, ctx_of
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,10 @@ def follow_profile(ctx: SlackContext, body: dict[str, Any], action: dict[str, An
         profiles = ctx.service.profiles_for(user_id)
         if chosen not in profiles or not view.get("id"):
             return  # not one the user may invoke: the submission says why
+        form = commands.modal(ctx, tuple(profiles), chosen)
+        metadata = invoke_meta.refreshed(ctx, view, user_id)  # who the person is, carried on
         ctx.client.views_update(
-            view_id=view["id"], hash=view.get("hash"), view=commands.modal(ctx, tuple(profiles), chosen)
+            view_id=view["id"], hash=view.get("hash"), view={**form, "private_metadata": metadata}
         )
     except (SlackApiError, SlackClientError, OSError, BreakglassError) as exc:
         # e.g. hash_conflict (the user changed the form meanwhile): the server checks the duration anyway

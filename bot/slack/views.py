@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
+from bot.invoker import Unresolved
 from bot.service import InvokeRequest
+from bot.slack import invoke_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of, parse_metadata
-from bot.slack.errors import modal_errors
+from bot.slack.errors import modal_errors, user_message
 from store import BreakGlassEvent
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,9 @@ def state_value(view: dict[str, Any], block_id: str) -> str | None:
 
 
 def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+    """Decided from the submitted state and what the form's metadata knows about the person (bot.invoker):
+    the store write is the only round trip before the ack. What the metadata does not cover is decided
+    after the ack instead (`decide_after_ack`)."""
     ctx = ctx_of(context)
     request = InvokeRequest(
         user_id=body["user"]["id"],
@@ -40,20 +47,84 @@ def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
         duration=state_value(view, ids.DURATION),
         incident=state_value(view, ids.INCIDENT),
         request_id=view.get("id"),
+        known=invoke_meta.known_for(ctx, body, view),
     )
+    if request.known is None:
+        decide_after_ack(ctx, ack, view, request, "who you are")
+        return
+    try:
+        answer_in_ack(ctx, ack, request)
+    except Unresolved as exc:
+        decide_after_ack(ctx, ack, view, request, CHECKING.get(exc.what, exc.what))
+
+
+def answer_in_ack(ctx: SlackContext, ack: Ack, request: InvokeRequest) -> None:
+    """Decide, and answer in the ack: granted, or inline errors (nothing stored). Unresolved propagates."""
     try:
         event = ctx.service.invoke(request)
+    except Unresolved:
+        raise
     except Exception as exc:  # every failure becomes an inline error; nothing was granted  # noqa: BLE001 - shown to the user, logged with a reference
         ack(response_action="errors", errors=modal_errors(exc, ids.INVOKE_FIELDS))
         return
+    ack(response_action="update", view=granted_modal(ctx, event))
+    ctx.deliver_after_ack(event)
+
+
+CHECKING = {"incident": "the incident", "on call": "whether you are on call"}
+CHECKING_TITLE = "Checking…"  # the modal's title between the ack and the outcome
+
+
+def granted_modal(ctx: SlackContext, event: BreakGlassEvent) -> dict[str, Any]:
+    return blocks.notice_modal(
+        "Access granted",
+        blocks.granted(event, audit_broken=ctx.audit_channels.error(event.audit_channel)),
+    )
+
+
+def decide_after_ack(
+    ctx: SlackContext, ack: Ack, view: dict[str, Any], request: InvokeRequest, checking: str
+) -> None:
+    """Answer at once ("Checking …" replaces the form), then decide with live lookups and show the outcome
+    in the same modal (by `views.update`; a DM when the modal was closed meanwhile). Nothing was stored.
+
+    On Lambda nothing runs after the response (no lazy listener decides it yet), so there it is decided
+    in the listener and answered in the ack, as before: a round trip before that ack remains there."""
+    if ctx.background is None:
+        answer_in_ack(ctx, ack, replace(request, known=None))
+        return
     ack(
         response_action="update",
-        view=blocks.notice_modal(
-            "Access granted",
-            blocks.granted(event, audit_broken=ctx.audit_channels.error(event.audit_channel)),
-        ),
+        view=blocks.notice_modal(CHECKING_TITLE, f":hourglass_flowing_sand: Checking {checking}…"),
     )
-    ctx.deliver_after_ack(event)
+    ctx.call_after_ack(_decide, ctx, str(view.get("id") or ""), replace(request, known=None))
+
+
+def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
+    event: BreakGlassEvent | None = None
+    try:
+        event = ctx.service.invoke(request)
+    except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+        text = (
+            ":x: "
+            + blocks.escape(user_message(exc))
+            + "\nNothing was granted: run `/breakglass` to try again."
+        )
+        outcome = blocks.notice_modal("Not granted", text)
+    else:
+        ctx.deliver_after_ack(event)  # its announcements do not wait for the modal
+        outcome = granted_modal(ctx, event)
+    try:
+        ctx.client.views_update(view_id=view_id, view=outcome)
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        log.info("invoke outcome not shown in the modal: %s", type(exc).__name__)
+        if event is None:  # a grant is announced by its DM anyway
+            try:
+                ctx.client.chat_postMessage(channel=request.user_id, text=text)
+            except (SlackApiError, SlackClientError, OSError):
+                log.warning(
+                    "could not tell the user their invocation failed", extra={"slack_user": request.user_id}
+                )
 
 
 def submit_event_form(

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from bot import blocks
+from bot import blocks, metrics
 from bot.access import AccessError, Assignment, GrantReceipt
 from bot.access.holders import assignment_of, same, target_of
 from bot.delivery.deps import DeliveryDeps
@@ -198,6 +198,8 @@ def revoke_access(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
     _update_access(
         deps, event.id, OutboxKind.REVOKE_RECEIPT_THREAD, failure=None, next_alarm_at=None, **changes
     )
+    if changes.get("revoked_at") is not None and changes.get("kept") != "never-granted":
+        metrics.revoked(event, changes["revoked_at"])
     log.info(
         "AWS access revoked",
         extra={"event_id": event.id, "action": "revoke", "outcome": changes.get("kept") or "ok"},
@@ -225,6 +227,7 @@ def _failed(deps: DeliveryDeps, event: BreakGlassEvent, step: str, exc: AccessEr
         error,
         extra={"event_id": event.id, "action": step, "outcome": "retry", "attempt": access.failures + 1},
     )
+    metrics.access_failed(step)
     changes: dict[str, Any] = {"failure": error[:2000], "failures": access.failures + 1}
     if new_episode or alarm_due:
         repeat = access.alarms if (step == "revoke" and not new_episode) else 0
