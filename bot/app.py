@@ -187,7 +187,7 @@ def create_app(
     client.retry_handlers.insert(0, token_watch)
     client.retry_handlers.insert(0, metrics.SlackRateLimits())  # GET /metrics, EMF: Slack's 429s by method
     if isinstance(store, DynamoDBStore):
-        skew.watch_boto3(store.client)
+        store.on_client(skew.watch_boto3)  # the client is made on first use
     directory = directory or Directory(client, team_id=settings.slack_team_id)
     if not settings.slack_team_id:
         try:  # learn the installed workspace at start-up, while Slack answers (see authorize below)

@@ -10,7 +10,6 @@ This module depends on nothing else in ``bot`` except :mod:`bot.durations`.
 """
 
 import copy
-import difflib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -246,6 +245,8 @@ def _reason(error: Any) -> str:
         if model is None or not isinstance(loc[-1], str):
             return "unknown key"
         known = list(model.model_fields)
+        import difflib  # only for a policy error: kept off the Lambda init path
+
         close = difflib.get_close_matches(loc[-1], known, n=1)
         if close:
             return f"unknown key; did you mean {close[0]}?"

@@ -72,7 +72,7 @@ def build(settings: Settings | None = None, *, lazy_delivery: bool = False) -> B
         if not lazy_delivery:  # Lambda: no extra Slack round trip on each cold start
             settings = check_bot_token(settings)
         policy = resolve_policy(settings)
-        store = open_store(settings.breakglass_store, retention=policy.retention)
+        store = open_store(settings.breakglass_store, retention=policy.retention, lazy=lazy_delivery)
         return create_app(settings, store, policy=policy, lazy_delivery=lazy_delivery)
     except ConfigError as exc:
         fail(exc.render())

@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -367,15 +368,44 @@ class DynamoDBStore(TransitionStore):
         client: Any | None = None,
         retention: timedelta = DEFAULT_RETENTION,
         conflict_attempts: int = 12,
+        lazy: bool = False,
     ) -> None:
         self.table = table
-        self.client = client if client is not None else make_client()
+        if client is None and not aws_region():  # a missing region still fails at start
+            raise StoreNotConfigured(NO_REGION)
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._client_hooks: list[Callable[[Any], None]] = []
+        if client is None and not lazy:
+            self._client = make_client()
         self.retention = retention
         self._conflict_attempts = conflict_attempts
         self._unreadable: set[str] = set()
 
     def __repr__(self) -> str:
         return f"DynamoDBStore({self.table!r})"
+
+    @property
+    def client(self) -> Any:
+        """The DynamoDB client; with `lazy=True` (Lambda) made on first use: a Lambda's first /breakglass (it
+        opens a modal) makes no store call, so its cold start does not wait for the client (about 50 ms, mostly
+        botocore's service model)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    made = make_client()
+                    for hook in self._client_hooks:
+                        hook(made)
+                    self._client = made
+        return self._client
+
+    def on_client(self, hook: Callable[[Any], None]) -> None:
+        """Call `hook(client)` with the DynamoDB client: now if it is made, else when it is."""
+        with self._client_lock:
+            if self._client is None:
+                self._client_hooks.append(hook)
+                return
+        hook(self._client)
 
     # -- plumbing -----------------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ class OutboxEntry(BaseModel):
     Two changes owing the same kind are two entries, so a later change never merges away a pending one,
     and recording a sent entry removes exactly that entry."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     kind: OutboxKind
     version: int = Field(ge=0)
     # Not to be sent before this time (e.g. the activity digest waits for CloudTrail's delivery delay);
@@ -231,7 +231,7 @@ class EventAccess(BaseModel):
     the assignment was already there (someone's standing access) and the revoke must leave it alone. A revoke
     never removes an assignment whose grant never looked (``pre_existing`` None): breakglass made nothing."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     provider: str = Field(min_length=1, max_length=64)
     account: str = Field(min_length=1, max_length=64)
@@ -266,7 +266,7 @@ class EventAccess(BaseModel):
 class IncidentLink(BaseModel):
     """The incident of the incident tool (bot/incidents) an event is linked to, as looked up at invoke."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     provider: str = Field(min_length=1, max_length=32)
     id: str = Field(min_length=1, max_length=128)
@@ -282,7 +282,7 @@ class IncidentLink(BaseModel):
 class Extension(BaseModel):
     """One extension of an event: a new expiry, not a new event (`BreakGlassEvent.extend`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     at: UtcDatetime
     by: str = _NonEmpty
     duration: timedelta
@@ -312,7 +312,7 @@ class SentDM(BaseModel):
 class BreakGlassEvent(BaseModel):
     """One break-glass invocation and its whole life; immutable (transitions return a new copy)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, defer_build=True)
 
     id: str = Field(default_factory=new_event_id, pattern=EVENT_ID_RE.pattern)
     # Who wrote it: None for this bot; SENTINEL for a break-glass event that Sentinel wrote to a shared

@@ -26,7 +26,7 @@ NOTICE_UID_RE = r"^[a-z_]+:[0-9a-f]{16,64}$"
 
 
 class Notice(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     uid: str = Field(pattern=NOTICE_UID_RE)
     at: datetime
@@ -42,7 +42,7 @@ class DayLink(BaseModel):
     """A record's place in its day's chain: `seq` from 1, `previous` the digest of the record before it
     ("" for the first), `digest` its own."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
     seq: int = Field(ge=1)

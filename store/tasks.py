@@ -17,7 +17,7 @@ class TaskKind(StrEnum):
 
 
 class OwedTask(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str  # unique: owing a task of the same name again keeps the first
     kind: TaskKind

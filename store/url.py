@@ -43,9 +43,14 @@ def parse_store_url(url: str) -> tuple[str, str]:
 
 
 def open_store(
-    url: str = DEFAULT_STORE_URL, *, retention: timedelta | None = None, create: bool = True
+    url: str = DEFAULT_STORE_URL,
+    *,
+    retention: timedelta | None = None,
+    create: bool = True,
+    lazy: bool = False,
 ) -> Store:
-    """`create=False` for commands that only use an existing store: a missing SQLite file is an error."""
+    """`create=False` for commands that only use an existing store: a missing SQLite file is an error.
+    `lazy=True` (the Lambda runtime): DynamoDB's client is made on the first store call, not now."""
     kind, target = parse_store_url(url)
     if kind == "sqlite":
         from store.sqlite import SQLiteStore
@@ -53,4 +58,4 @@ def open_store(
         return SQLiteStore(target, create=create)
     from store.dynamodb import DEFAULT_RETENTION, DynamoDBStore
 
-    return DynamoDBStore(target, retention=retention or DEFAULT_RETENTION)
+    return DynamoDBStore(target, retention=retention or DEFAULT_RETENTION, lazy=lazy)

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 HEAVY = (
@@ -25,6 +27,27 @@ HEAVY = (
     "bot.incidents.incident_io",
     "bot.audit_feed",  # OCSF
     "apscheduler",  # Lambda sweeps on an EventBridge schedule instead
+    "difflib",  # only for "did you mean" in a policy error or an unknown subcommand
+)
+
+# pydantic models the init and the first /breakglass do not validate: built on first use (defer_build)
+DEFERRED = (
+    "store.model:BreakGlassEvent",
+    "store.model:EventAccess",
+    "store.model:Extension",
+    "store.model:IncidentLink",
+    "store.model:OutboxEntry",
+    "store.notices:Notice",
+    "store.notices:DayLink",
+    "store.tasks:OwedTask",
+    "bot.access.base:Target",
+    "bot.access.base:Assignment",
+    "bot.access.base:GrantReceipt",
+    "bot.access.base:RevocationReceipt",
+    "bot.access.base:AccessState",
+    "bot.incidents.base:Incident",
+    "bot.slack.context:EventMetadata",
+    "bot.slack.extend:ExtendMetadata",
 )
 
 PROBE = """
@@ -38,6 +61,13 @@ def counting(self, *args, **kwargs):
     init(self, *args, **kwargs)
 boto3.session.Session.__init__ = counting
 
+clients = []
+client = boto3.session.Session.client
+def making(self, service, *args, **kwargs):
+    clients.append(service)
+    return client(self, service, *args, **kwargs)
+boto3.session.Session.client = making
+
 connects = []
 connect = socket.socket.connect
 def recording(self, address):
@@ -49,7 +79,12 @@ import bot.lambda_handler as handler
 
 assert handler._runtime is not None, "the runtime is built in the init phase"
 heavy = sorted(m for m in sys.modules if m.startswith(tuple(json.loads(sys.argv[1]))))
-print(json.dumps({"heavy": heavy, "sessions": len(sessions), "connects": connects}))
+built = []
+for name in json.loads(sys.argv[2]):
+    module, _, model = name.partition(":")
+    if getattr(sys.modules[module], model).__pydantic_complete__:
+        built.append(name)
+print(json.dumps({"heavy": heavy, "built": built, "sessions": len(sessions), "clients": clients, "connects": connects}))
 """
 
 
@@ -73,7 +108,7 @@ def test_lambda_init_loads_only_what_the_first_request_needs() -> None:
         "LOG_LEVEL": "ERROR",
     }
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(HEAVY)],
+        [sys.executable, "-c", PROBE, json.dumps(HEAVY), json.dumps(DEFERRED)],
         env=env,
         capture_output=True,
         text=True,
@@ -83,5 +118,38 @@ def test_lambda_init_loads_only_what_the_first_request_needs() -> None:
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["heavy"] == []
-    assert found["sessions"] == 1, "one boto3 session for every AWS client"
+    assert found["built"] == [], "models the first request does not validate are built on first use"
+    assert found["sessions"] <= 1, "one boto3 session (boto3's default) for every AWS client"
+    assert found["clients"] == [], (
+        "the first /breakglass makes no store call: the DynamoDB client waits for one"
+    )
     assert found["connects"] == [], "no network call at init"
+
+
+def test_lazy_dynamodb_client_is_made_once_on_first_use_with_its_hooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from store import dynamodb
+
+    made: list[object] = []
+
+    def make_client() -> object:
+        made.append(object())
+        return made[-1]
+
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setattr(dynamodb, "make_client", make_client)
+    store = dynamodb.DynamoDBStore("t", lazy=True)
+    hooked: list[object] = []
+    store.on_client(hooked.append)
+    assert made == [] and hooked == []
+    assert store.client is store.client is made[0]
+    assert hooked == made  # e.g. the skew monitor's after-call hook (bot/app.py)
+    store.on_client(hooked.append)  # a hook added later sees the client at once
+    assert hooked == [made[0], made[0]] and len(made) == 1
+
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setattr(dynamodb, "aws_region", lambda session=None: None)
+    with pytest.raises(dynamodb.StoreNotConfigured):  # a missing region still fails at start
+        dynamodb.DynamoDBStore("t", lazy=True)

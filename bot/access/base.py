@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 class Target(BaseModel):
     """Where a profile grants access: an AWS account and a permission set (the policy's ``aws:`` block)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     account: str
     permission_set: str
@@ -24,7 +24,7 @@ class Target(BaseModel):
 class Assignment(BaseModel):
     """One account assignment: a target and the identity-store user it is assigned to."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     account: str
     permission_set: str
@@ -53,7 +53,7 @@ def no_holders(_assignment: Assignment) -> Collection[str]:
 class ExpectedAssignment(BaseModel):
     """An active event's assignment, as reconcile expects to find it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     event_id: str
     assignment: Assignment
@@ -68,7 +68,7 @@ class ExpectedAssignment(BaseModel):
 class GrantReceipt(BaseModel):
     """What a grant did. ``assignment`` is ``None`` for the ``none`` provider (nothing assigned)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     provider: str
     event_id: str
@@ -93,7 +93,7 @@ class RevocationReceipt(BaseModel):
     """What a revoke did: assignment deleted at ``assignment_deleted_at``; sessions issued before
     ``sessions_issued_before`` denied from ``sessions_denied_at`` (when the permission set was provisioned)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     provider: str
     event_id: str
@@ -117,7 +117,7 @@ class RevocationReceipt(BaseModel):
 class AccessState(BaseModel):
     """What AWS says about an assignment right now (``inspect``)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     assignment: Assignment
     assigned: bool
@@ -128,7 +128,7 @@ class AccessState(BaseModel):
 class Drift(BaseModel):
     """An assignment on a managed permission set that breakglass did not make (and removed, or could not)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     account: str
     permission_set: str
@@ -141,7 +141,7 @@ class Drift(BaseModel):
 class ReconcileReport(BaseModel):
     """One reconcile pass: drift found (and removed), vanished assignments (re-granted or not)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     checked_at: datetime
     targets_checked: int

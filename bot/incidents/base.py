@@ -27,7 +27,7 @@ NOTE_TIMEOUT = 10.0
 class Incident(BaseModel):
     """One incident of the tool, as looked up."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     provider: str
     id: str

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -273,6 +272,8 @@ def unknown_command(ctx: SlackContext, word: str) -> str:
     """An unknown first word: the closest command or profile, not the whole help."""
     candidates = [*SUBCOMMANDS, *ctx.policy.profiles]
     lowered = {c.lower(): c for c in candidates}
+    import difflib  # only for an unknown word: kept off the Lambda init path
+
     close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
     text = f"Unknown command `{blocks.escape(word)}`."
     if close:

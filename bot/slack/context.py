@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class EventMetadata(BaseModel):
     """private_metadata of the close and review modals (Slack returns it untouched; still validated)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     event_id: str
 
     @model_validator(mode="before")

@@ -29,7 +29,7 @@ class ExtendMetadata(BaseModel):
     """private_metadata of the Extend modal: the event, and how many extensions the clicker saw (so two
     racing extends never both apply: the store refuses the second, ExtendedMeanwhile)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     event_id: str
     seen: int = Field(ge=0)
 
