@@ -43,7 +43,7 @@ from slack_sdk.web.slack_response import SlackResponse
 from bot.clock import Clock
 from bot.delivery.errors import DeliveryFailed, LeaseLost
 from bot.delivery.lease import SEND_MARGIN, lease_lost, lease_time_left
-from bot.delivery.retry import LeaseBoundedRateLimitRetryHandler
+from bot.delivery.retry import LeaseBoundedRateLimitRetryHandler, retry_after
 
 RATE = 0.95
 """Posts per second per channel (Slack publishes about 1): a little under it, as Slack measures on arrival."""
@@ -250,14 +250,6 @@ class PacedWebClient(WebClient):
                 _sending.reset(token)
 
 
-def _retry_after(response: HttpResponse) -> float:
-    value = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), None)
-    try:
-        return float(value[0] if isinstance(value, list) else value) if value is not None else 1.0
-    except ValueError:
-        return 1.0
-
-
 class PacedRateLimitRetryHandler(LeaseBoundedRateLimitRetryHandler):
     """slack_sdk's 429 handler, bounded by the delivery's lease (`LeaseBoundedRateLimitRetryHandler`), and,
     for a paced post: the 429 pauses the channel for every worker for its Retry-After (even when the post
@@ -274,7 +266,7 @@ class PacedRateLimitRetryHandler(LeaseBoundedRateLimitRetryHandler):
         sending = _sending.get()
         if sending is not None and response is not None and response.status_code == 429:
             gate, channel = sending
-            gate.pause(channel, _retry_after(response))
+            gate.pause(channel, retry_after(response))
         return super()._can_retry(state=state, request=request, response=response, error=error)
 
     def prepare_for_next_attempt(

@@ -13,6 +13,15 @@ from bot.delivery.errors import LeaseLost
 from bot.delivery.lease import SEND_MARGIN, current, lease_lost, lease_time_left
 
 
+def retry_after(response: HttpResponse) -> float:
+    """The seconds a 429's `Retry-After` header asks for (1 when it is missing or not a number)."""
+    value = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return float(value[0] if isinstance(value, list) else value) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+
+
 class LeaseBoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
     """slack_sdk's 429 handler, except that inside a delivery it never sleeps past what the delivery may
     still hold its lease for (`MAX_HOLD`, minus SEND_MARGIN): such a 429 fails the send, which stays owed and
@@ -32,12 +41,7 @@ class LeaseBoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
         time_left = lease_time_left()
         if time_left is None or response is None:
             return True
-        retry_after = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), ["1"])
-        try:
-            wait = float(retry_after[0] if isinstance(retry_after, list) else retry_after) + 1
-        except ValueError:
-            wait = 2.0
-        return wait < time_left - SEND_MARGIN.total_seconds()
+        return retry_after(response) + 1 < time_left - SEND_MARGIN.total_seconds()
 
     def prepare_for_next_attempt(
         self,
