@@ -211,7 +211,7 @@ class SlackSender:
                 "private_metadata": private_metadata,
                 "callback_id": callback_id,
                 # the external_id the bot gave the view it opened (Slack returns it with the submission)
-                "external_id": str((self.fake.views.get(view_id) or {}).get("external_id") or ""),
+                "external_id": str((self.fake.view(view_id) or {}).get("external_id") or ""),
                 "state": {"values": state},
                 "hash": "1700000010.AbCdEf12",
                 "title": {"type": "plain_text", "text": "Break glass"},

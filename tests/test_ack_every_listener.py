@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -182,9 +183,7 @@ def title(response: Response) -> str:
     return str(response.json["view"]["title"]["text"])
 
 
-def outcome(
-    bot: Bot, response: Response, view: dict[str, Any] | None = None, view_id: str | None = None
-) -> str:
+def outcome(bot: Bot, response: Response, view_id: str | None) -> str:
     """The title the submission ended with: in the ack, or shown after "Checking…"."""
     if not response.body:
         return ""
@@ -259,7 +258,7 @@ def drive_invoke_submission(w: World) -> None:
             "invoke submission",
         )
         assert title(response) == ("Access granted" if fresh else CHECKING_TITLE)
-        assert outcome(bot, response, view_id=view_id) == "Access granted"
+        assert outcome(bot, response, view_id) == "Access granted"
 
 
 def drive_close_submission(w: World) -> None:
@@ -279,7 +278,7 @@ def drive_close_submission(w: World) -> None:
             "close submission",
         )
         assert title(response) == ("Access closed" if with_who else CHECKING_TITLE)
-        assert outcome(bot, response, view_id=view_id) == "Access closed"
+        assert outcome(bot, response, view_id) == "Access closed"
         assert bot.store.get(event.id).closed_by == closer
 
 
@@ -298,7 +297,7 @@ def drive_review_submission(w: World) -> None:
         if with_who:
             assert response.body == b""  # the form closes: decided in the ack
         else:
-            assert outcome(bot, response, view_id=view_id) == "Reviewed"
+            assert outcome(bot, response, view_id) == "Reviewed"
         assert bot.store.get(event.id).reviewed_by == "U0SECA"
 
 
@@ -442,3 +441,39 @@ def test_the_check_fails_with_the_old_pre_ack_role_lookup(
     monkeypatch.setattr(known_roles, "known_service", lambda service, user_id, known: service)
     with pytest.raises(AssertionError, match=r"received \['usergroups.users.list'.*before the ack"):
         drive_close_submission(world)
+
+
+@pytest.mark.parametrize("case", ["another user", "another view", "stale"])
+def test_roles_not_for_this_submission_are_not_used(world: World, case: str) -> None:
+    """The opener's roles decide only the submission of the user Slack signed, of that view, while fresh:
+    anything else is decided after the ack with live lookups (and refused when those refuse)."""
+    bot = world.bot
+    event = invoke(bot, user="U0001")
+    view = opened_form(bot, "close_event", event.id, "U0ONCALL")  # an incident commander (user group)
+    assert json.loads(view["private_metadata"])["who"]["groups"]["S0ONCALL"] is True
+    view_id, user = view_id_of(bot.fake, view), "U0ONCALL"
+    if case == "another user":  # U0ONCALL's roles in a submission Slack signed for U0002
+        user = "U0002"
+    elif case == "another view":  # the same metadata in a view the bot did not give it to
+        view_id = bot.fake.record_view({**view, "external_id": "bg-other"})["id"]
+    else:
+        bot.clock.advance(timedelta(seconds=1))  # older than the directory's cache (0 s here)
+    response = world.ack(
+        case,
+        lambda: bot.slack.submit(
+            "breakglass_close",
+            {"close_reason": "replica promoted"},
+            user=user,
+            private_metadata=view["private_metadata"],
+            view_id=view_id,
+            final=False,
+        ),
+        "close submission",
+    )
+    assert title(response) == CHECKING_TITLE  # nothing stored before the live decision
+    if case == "another user":
+        assert outcome(bot, response, view_id) == "Not closed"
+        assert not bot.store.get(event.id).status.ended
+    else:
+        assert outcome(bot, response, view_id) == "Access closed"
+        assert bot.store.get(event.id).closed_by == "U0ONCALL"
