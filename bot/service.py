@@ -459,11 +459,11 @@ class BreakGlassService:
     def close(self, event_id: str, *, by: str, reason: str, operator: bool = False) -> CloseResult:
         """Close an active event. `operator`: `by` is an operator of `breakglass-admin` (`operator:NAME`),
         authorized by their access to the store, not by Slack roles; every other rule is the same."""
-        event = self.get(event_id) if operator else self.check_close(by, event_id)
-        try:
+        try:  # the form's own text first: a form decided after its ack (bot.slack.roles_meta) keeps it
             reason = validate_free_text(reason, what="close reason", max_length=MAX_CLOSE_REASON)
         except ValueError as exc:
             raise ValidationFailed({ids.CLOSE_REASON: _sentence(exc)}) from exc
+        event = self.get(event_id) if operator else self.check_close(by, event_id)
         if event.status.ended:
             return CloseResult(event, closed_now=False)
         now = self.clock.now()
@@ -725,11 +725,11 @@ class BreakGlassService:
         return event
 
     def review(self, event_id: str, *, by: str, notes: str) -> BreakGlassEvent:
-        event = self.check_review(by, event_id)
-        try:
+        try:  # the form's own text first (as for close)
             validate_free_text(notes, what="review notes", max_length=MAX_REVIEW_NOTES)
         except ValueError as exc:
             raise ValidationFailed({ids.REVIEW_NOTES: _sentence(exc)}) from exc
+        event = self.check_review(by, event_id)
         now = self.clock.now()
 
         from bot import evidence

@@ -13,7 +13,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot import blocks, ids
 from bot.errors import AlreadyActive, BreakglassError, NotAuthorized, ValidationFailed
 from bot.service import InvokeRequest
-from bot.slack import invoke_meta
+from bot.slack import invoke_meta, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
 from store import BreakGlassEvent, StoreError
@@ -183,8 +183,11 @@ def open_close_form(ctx: SlackContext, trigger_id: str, user_id: str, event_id: 
         if event.status.ended:
             answer = blocks.already_ended(event)
         else:
-            meta = EventMetadata(event_id=event.id).model_dump_json()
-            ctx.client.views_open(trigger_id=trigger_id, view=blocks.close_modal(event, meta))
+            who = roles_meta.opened(ctx, user_id)  # the submission decides from these (no round trip)
+            meta = EventMetadata(event_id=event.id, who=who).model_dump_json(exclude_none=True)
+            ctx.client.views_open(
+                trigger_id=trigger_id, view=roles_meta.bind(blocks.close_modal(event, meta), who)
+            )
             return
     except (BreakglassError, StoreError) as exc:
         answer = ":x: " + blocks.escape(user_message(exc))
