@@ -21,7 +21,6 @@ from store import Status, open_store
 from store.dynamodb import create_table
 from tests.harness import BOT_TOKEN, SlackSender
 from tests.processes import BotProcess, free_port
-from tests.store_fixtures import serialized_moto  # noqa: F401 - fixture: moto applies one request at a time, like DynamoDB
 
 POLICY = """
 audit_channel: C0AUDIT
@@ -55,7 +54,6 @@ def backend(
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}", {}
     moto = request.getfixturevalue("moto_url")
-    request.getfixturevalue("serialized_moto")
     for key, value in AWS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto)
