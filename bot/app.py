@@ -42,7 +42,7 @@ from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.revoke_deadline import RevocationCheck
 from bot.scheduler import Scheduler, Timers
 from bot.service import BreakGlassService
-from bot.shutdown import DEADLINE, Shutdown
+from bot.shutdown import Shutdown
 from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, audit_edits, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
@@ -141,10 +141,11 @@ class BreakglassApp:
     def service(self) -> BreakGlassService:
         return self.context.service
 
-    def shutdown(self, timeout: float = DEADLINE, *, stopping: Shutdown | None = None) -> bool:
-        """Clean stop within one deadline (`timeout`, or the caller's `stopping`, shared with its own parts):
-        no new scheduled work, in-flight jobs and post-ack deliveries finish, the delivery workers and the
-        lease keeper stop. False (logged) when a part did not finish in time (bot/shutdown.py)."""
+    def shutdown(self, timeout: float | None = None, *, stopping: Shutdown | None = None) -> bool:
+        """Clean stop within one deadline (`timeout`, default bot.shutdown.DEADLINE, or the caller's
+        `stopping`, shared with its own parts): no new scheduled work, in-flight jobs and post-ack
+        deliveries finish, the delivery workers and the lease keeper stop. False (logged) when a part did
+        not finish in time (bot/shutdown.py)."""
         own = stopping is None
         stopping = stopping or Shutdown(timeout)
         if self.home is not None:

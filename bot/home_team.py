@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 5  # seconds for the one start-up auth.test
 FIRST_RETRY = 1.0  # seconds before the learner asks again, doubling up to MAX_RETRY
 MAX_RETRY = 60.0
+SPACING = 1.0  # seconds at least between two attempts, however often requests wake the learner
 
 AuthTest = Callable[[], Any]  # WebClient.auth_test: its answer's .get('team_id')
 
@@ -46,10 +47,12 @@ class HomeTeam:
         *,
         first_retry: float = FIRST_RETRY,
         max_retry: float = MAX_RETRY,
+        spacing: float = SPACING,
     ) -> None:
         self._team = team_id or None
         self.first_retry = first_retry
         self.max_retry = max_retry
+        self.spacing = spacing
         self.asked = False  # an auth.test was made at start-up (whatever its answer)
         self.refused: str | None = None  # Slack's error when it refused the token
         self._known = threading.Event()
@@ -125,8 +128,8 @@ class HomeTeam:
 
     def _learn(self, auth_test: AuthTest) -> None:
         delay = self.first_retry
-        while not self._stop.wait(self.first_retry):  # at least first_retry between two attempts
-            self._wake.wait(max(0.0, delay - self.first_retry))  # the backoff, cut short by a request
+        while not self._stop.wait(min(self.spacing, delay)):  # attempts at least `spacing` apart
+            self._wake.wait(max(0.0, delay - self.spacing))  # the rest of the backoff, cut short by a request
             if self._stop.is_set():
                 return
             self._wake.clear()

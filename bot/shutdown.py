@@ -24,20 +24,20 @@ def _wait(event: threading.Event, timeout: float) -> bool:
 
 
 class Shutdown:
-    """`stop(name, part)` for each part in order, then `finish()`. `monotonic` and `wait` are injectable
-    (tests: a clock that moves when waited on)."""
+    """`stop(name, part)` for each part in order, then `finish()`. `total`: seconds (default DEADLINE);
+    `monotonic` and `wait` are injectable (tests: a clock that moves when waited on)."""
 
     def __init__(
         self,
-        total: float = DEADLINE,
+        total: float | None = None,
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wait: Callable[[threading.Event, float], bool] = _wait,
     ) -> None:
-        self.total = total
+        self.total = DEADLINE if total is None else total
         self._monotonic = monotonic
         self._wait = wait
-        self._end = monotonic() + total
+        self._end = monotonic() + self.total
         self.late: list[str] = []  # the parts that had not finished when the deadline came
 
     def left(self) -> float:

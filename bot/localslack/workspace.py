@@ -50,7 +50,7 @@ from bot.incidents.local import LocalIncidents
 from bot.localslack.pageguard import SECURITY_HEADERS, TOKEN_PLACEHOLDER, PageGuard
 from bot.localslack.webapi import APP_ID, TEAM_ID, FakeSlack, validate_view
 from bot.policy import AccessPolicy, Policy, parse_policy
-from bot.shutdown import DEADLINE, Shutdown
+from bot.shutdown import Shutdown
 from bot.signals import wait_for_signal
 from bot.wsgi import EVENTS_PATH, WSGIApp
 from store import open_store
@@ -251,7 +251,7 @@ class LocalWorkspace:
             self._threads.append(thread)
         return self
 
-    def stop(self, timeout: float = DEADLINE) -> bool:
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop everything within one deadline (bot/shutdown.py); False (logged) if a part overran it."""
         stopping = Shutdown(timeout)
         for name, server in (("page", self._page_server), ("bot endpoint", self._bot_server)):
