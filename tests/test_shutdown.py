@@ -145,7 +145,8 @@ SCRIPT = textwrap.dedent(
         while frame is not None:
             names.append(frame.f_code.co_name)
             frame = frame.f_back
-        return "wait_for_signal" in names and names[0] in ("wait_for_signal", "select")
+        # innermost first: blocked in a wait called (directly or not) by the runner, not yet returned
+        return "run_" + command in names and names[0] in ("wait", "wait_for_signal", "select")
 
     def send_from_this_thread() -> None:
         if hang and not stuck.wait(60):
