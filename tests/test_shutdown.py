@@ -146,7 +146,8 @@ SCRIPT = textwrap.dedent(
             names.append(frame.f_code.co_name)
             frame = frame.f_back
         # innermost first: blocked in a wait called (directly or not) by the runner, not yet returned
-        return "run_" + command in names and names[0] in ("wait", "wait_for_signal", "select")
+        installed = callable(signal.getsignal(signal.SIGTERM))  # the runner's handler, not the default
+        return installed and "run_" + command in names and names[0] in ("wait", "wait_for_signal", "select")
 
     def send_from_this_thread() -> None:
         if hang and not stuck.wait(60):
