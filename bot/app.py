@@ -149,7 +149,7 @@ class BreakglassApp:
         own = stopping is None
         stopping = stopping or Shutdown(timeout)
         if self.home is not None:
-            stopping.stop("workspace learner", self.home.stop)
+            stopping.stop("workspace learner", lambda _left: self.home.stop(0))  # a read-only call at most
         stopping.stop("scheduler", lambda _left: self.scheduler.shutdown(wait=True))
         stopping.stop("delivery", self.pipeline.shutdown)
         return stopping.finish() if own else not stopping.late
@@ -324,7 +324,7 @@ def create_app(
         except DirectoryUnavailable as exc:
             log.error("cannot authorize a request: %s", exc.message, extra={"outcome": "refused"})
             home = None
-        if team_id != home or home is None:
+        if home is None or team_id != home:
             if home is not None:
                 log.warning(
                     "refused a request from another Slack workspace",

@@ -158,7 +158,8 @@ class HomeTeam:
         self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the learner (shutdown); an auth.test under way is not waited for beyond `timeout`."""
+        """Stop the learner (shutdown); an auth.test under way is not waited for beyond `timeout` (the
+        learner is a daemon thread whose only call is read-only: shutdown passes 0)."""
         self._stop.set()
         self._wake.set()
         with self._lock:
