@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,12 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(saved[1])
 
 
-def build(fake: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BreakglassApp:
-    """`bot.runtime.build` without SLACK_TEAM_ID (the configuration check itself is other tests' job)."""
+@contextmanager
+def built(
+    fake: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[BreakglassApp, SlackSender]]:
+    """`bot.runtime.build` without SLACK_TEAM_ID (the configuration check itself is other tests' job), served
+    on the real HTTP endpoint; stopped afterwards."""
     policy = tmp_path / "policy.yml"
     policy.write_text(TEST_POLICY)
     settings = settings_for(
@@ -48,7 +53,14 @@ def build(fake: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> B
         breakglass_store=f"sqlite:///{tmp_path / 'events.db'}",
     )
     monkeypatch.setattr(runtime_module, "_checked", True)
-    return runtime_module.build(settings)
+    runtime = runtime_module.build(settings)
+    server = BotServer(runtime).start()
+    try:
+        yield runtime, SlackSender(server.url, fake)
+    finally:
+        server.stop()
+        runtime.shutdown()
+        runtime.store.disconnect()  # type: ignore[attr-defined]
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -56,10 +68,7 @@ def test_slack_down_at_start_up_then_up_the_workspace_is_learned_in_the_backgrou
     fake: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake.set_down(True)  # every Web API call answers 503
-    runtime = build(fake, tmp_path, monkeypatch)
-    server = BotServer(runtime).start()
-    slack = SlackSender(server.url, fake)
-    try:
+    with built(fake, tmp_path, monkeypatch) as (runtime, slack):
         # One auth.test at start-up serves the token check and the workspace: one attempt, no retries
         # (before: the token check and create_app each asked, each retried, 6 calls in all).
         assert len(fake.calls_to("auth.test")) == 1
@@ -83,24 +92,16 @@ def test_slack_down_at_start_up_then_up_the_workspace_is_learned_in_the_backgrou
         assert runtime.pipeline.inflight.wait_idle(15)
         assert len(fake.calls_to("auth.test")) == learned  # none in any request's path
         assert not runtime.home.learning  # the learner ended once it knew
-    finally:
-        server.stop()
-        runtime.shutdown()
-        runtime.store.disconnect()  # type: ignore[attr-defined]
 
 
 @pytest.mark.usefixtures("restore_logging")
 def test_slack_up_at_start_up_one_auth_test_and_no_learner(
     fake: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runtime = build(fake, tmp_path, monkeypatch)
-    try:
+    with built(fake, tmp_path, monkeypatch) as (runtime, _slack):
         assert len(fake.calls_to("auth.test")) == 1
         assert runtime.home is not None and runtime.home.team_id == "T0001"
         assert not runtime.home.learning
-    finally:
-        runtime.shutdown()
-        runtime.store.disconnect()  # type: ignore[attr-defined]
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -110,10 +111,7 @@ def test_a_request_while_the_workspace_is_unknown_never_waits_for_slack(
     """Slack answering slowly (5 s) and failing: the request is refused in its ack, no Slack call before it
     (a request only wakes the background learner, which asks on its own thread)."""
     fake.set_down(True)
-    runtime = build(fake, tmp_path, monkeypatch)
-    server = BotServer(runtime).start()
-    slack = SlackSender(server.url, fake)
-    try:
+    with built(fake, tmp_path, monkeypatch) as (runtime, slack):
         fake.set_down(False)
         fake.fail("auth.test", status=503, delay=5, times=100)
         before = len(fake.calls_to("auth.test"))
@@ -124,10 +122,7 @@ def test_a_request_while_the_workspace_is_unknown_never_waits_for_slack(
         assert time.monotonic() - started < 5  # one auth.test in the path would have taken 5 s
         assert len(fake.calls_to("auth.test")) <= before + 1  # at most the woken learner's own
         assert fake.calls_to("response_url") == []
-    finally:
-        server.stop()
         assert runtime.shutdown(timeout=10)  # the learner stops without waiting for its slow call
-        runtime.store.disconnect()  # type: ignore[attr-defined]
 
 
 def test_lambda_requires_slack_team_id_and_asks_slack_nothing(

@@ -21,7 +21,7 @@ from bot.localslack.webapi import FakeSlack
 from bot.shutdown import Shutdown
 from tests.conftest import Bot
 from tests.harness import BOT_TOKEN, SIGNING_SECRET
-from tests.processes import clean_env
+from tests.processes import SIGTERM_FROM_ANOTHER_THREAD, clean_env
 from tests.test_socket_mode import FakeSocketSlack
 
 
@@ -118,12 +118,11 @@ def test_the_bot_stops_within_its_deadline_when_a_scheduled_job_hangs(
 
 # -- the runners, as processes: SIGTERM sent to a non-main thread ----------------------------------------
 
-# Run a runner (`breakglass-bot clock` or `socket`) in the main thread of a fresh interpreter; a helper thread
-# waits until the main thread is blocked in its signal wait (read from its frame, not guessed by sleeping) and,
-# with "hang", until the first sweep is stuck, then sends SIGTERM to itself, a non-main thread.
-SCRIPT = textwrap.dedent(
+# Run a runner (`breakglass-bot clock` or `socket`) in the main thread of a fresh interpreter; SIGTERM is sent
+# from a non-main thread once the main thread is blocked in the runner's signal wait (and, with "hang", once
+# the first sweep is stuck).
+SCRIPT = SIGTERM_FROM_ANOTHER_THREAD + textwrap.dedent(
     """
-    import signal, sys, threading, time
     import bot.shutdown
     from bot import cli, scheduler
 
@@ -131,38 +130,20 @@ SCRIPT = textwrap.dedent(
     stuck = threading.Event()
     if hang:
         bot.shutdown.DEADLINE = 1.0
+
         def stuck_sweep(self, *args, **kwargs):
             stuck.set()
             threading.Event().wait()  # never returns
 
         scheduler.Scheduler.sweep = stuck_sweep
 
-    main = threading.main_thread()
 
-    def blocked_in_wait() -> bool:
-        frame = sys._current_frames().get(main.ident)
-        names = []
-        while frame is not None:
-            names.append(frame.f_code.co_name)
-            frame = frame.f_back
-        # innermost first: blocked in a wait called (directly or not) by the runner, not yet returned
+    def blocked_in_wait(names):
         installed = callable(signal.getsignal(signal.SIGTERM))  # the runner's handler, not the default
         return installed and "run_" + command in names and names[0] in ("wait", "wait_for_signal", "select")
 
-    def send_from_this_thread() -> None:
-        if hang and not stuck.wait(60):
-            print("the sweep never started", flush=True)
-            return
-        deadline = time.monotonic() + 60
-        while not blocked_in_wait():
-            if time.monotonic() > deadline:
-                print("never blocked in the wait", flush=True)
-                return
-            time.sleep(0.01)
-        print("sending", flush=True)
-        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
 
-    threading.Thread(target=send_from_this_thread, daemon=True).start()
+    send_sigterm_when(blocked_in_wait, stuck if hang else None)
     code = cli.main([command])
     print("stopped", flush=True)
     sys.exit(code)
