@@ -148,8 +148,8 @@ class BreakglassApp:
         not finish in time (bot/shutdown.py)."""
         own = stopping is None
         stopping = stopping or Shutdown(timeout)
-        if self.home is not None:
-            stopping.stop("workspace learner", lambda _left: self.home.stop(0))  # a read-only call at most
+        if (home := self.home) is not None:  # its learner makes a read-only call at most: not waited for
+            stopping.stop("workspace learner", lambda _left: home.stop(0))
         stopping.stop("scheduler", lambda _left: self.scheduler.shutdown(wait=True))
         stopping.stop("delivery", self.pipeline.shutdown)
         return stopping.finish() if own else not stopping.late
