@@ -10,11 +10,12 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
-from bot.errors import AlreadyActive, BreakglassError, NotAuthorized, ValidationFailed
+from bot.errors import AlreadyActive, AlreadySubmitted, BreakglassError, NotAuthorized, ValidationFailed
 from bot.service import InvokeRequest
 from bot.slack import invoke_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
+from bot.slack.lazy_decide import already_granted, deciding
 from store import BreakGlassEvent, StoreError
 
 log = logging.getLogger(__name__)
@@ -66,39 +67,61 @@ def parse_fast_path(user_id: str, words: list[str], request_id: str | None) -> I
 
 def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, context: BoltContext) -> None:
     ctx = ctx_of(context)
-    user_id = command["user_id"]
-    text = unescape_command_text(command.get("text") or "").strip()
-    words = text.split()
-    if not words:
-        ack()
-        ctx.call_after_ack(open_modal, ctx, command.get("trigger_id", ""), user_id, respond)
-        return
-    if len(words) == 2 and words[0].lower() == "close":  # no reason: the close form, which asks for it
-        ack()
-        ctx.call_after_ack(open_close_form, ctx, command.get("trigger_id", ""), user_id, words[1], respond)
-        return
-    chosen = (
-        ctx.policy.profile_name(words[0]) if len(words) == 1 and words[0].lower() not in SUBCOMMANDS else None
-    )
-    if chosen is not None:  # `/breakglass prod`: the form, with prod chosen
-        ack()
-        ctx.call_after_ack(open_modal, ctx, command.get("trigger_id", ""), user_id, respond, chosen)
-        return
-    if (
-        ctx.background is None  # Lambda: nothing runs after the response, so the answer is the ack
-        or words[0].lower() == "help"
-        or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS and ctx.policy.profile(words[0]) is None)
-    ):  # answered in the ack (from the policy alone, but for Lambda)
-        (text_out, body), event = answer(ctx, user_id, words, command)
+    work = after_ack(ctx, command, respond)
+    if work is None:  # answered in the ack (from the policy alone)
+        (text_out, body), event = answer(ctx, command["user_id"], command_words(command), command)
         ack(text=text_out, blocks=body)
         if event is not None:
             ctx.deliver_after_ack(event)
         return
-    # Everything else reads Slack (user groups, users.info), AWS or the incident tool: answered after the
-    # ack, through the command's response_url. An invocation's store write is then after the ack too (the
-    # ack promises nothing: it is empty); the audit record and its announcements are owed as always.
     ack()
-    ctx.call_after_ack(answer_later, ctx, user_id, words, command, respond)
+    if ctx.background is not None:  # Lambda: the lazy listener `redo_command` does it, from the same request
+        ctx.call_after_ack(*work)
+
+
+def command_words(command: dict[str, Any]) -> list[str]:
+    return unescape_command_text(command.get("text") or "").strip().split()
+
+
+def after_ack(ctx: SlackContext, command: dict[str, Any], respond: Any) -> tuple[Any, ...] | None:
+    """What `/breakglass` does after its empty ack, as (function, *args), decided from the command alone
+    (so Lambda's lazy listener decides the same from the same request); None: it is answered in the ack.
+
+    Everything that reads Slack (user groups, users.info), AWS or the incident tool is after the ack,
+    answered through the command's response_url. An invocation's store write is then after the ack too
+    (the ack promises nothing: it is empty); the audit record and its announcements are owed as always."""
+    user_id = command["user_id"]
+    trigger_id = command.get("trigger_id", "")
+    words = command_words(command)
+    if not words:
+        return (open_modal, ctx, trigger_id, user_id, respond)
+    if len(words) == 2 and words[0].lower() == "close":  # no reason: the close form, which asks for it
+        return (open_close_form, ctx, trigger_id, user_id, words[1], respond)
+    chosen = (
+        ctx.policy.profile_name(words[0]) if len(words) == 1 and words[0].lower() not in SUBCOMMANDS else None
+    )
+    if chosen is not None:  # `/breakglass prod`: the form, with prod chosen
+        return (open_modal, ctx, trigger_id, user_id, respond, chosen)
+    if (
+        words[0].lower() == "help"
+        or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS and ctx.policy.profile(words[0]) is None)
+        # Lambda: an extension is keyed by nothing a retried lazy invocation could recognise, so it stays
+        # decided (and stored) before the ack there
+        or (ctx.background is None and words[0].lower() == "extend")
+    ):
+        return None
+    return (answer_later, ctx, user_id, words, command, respond)
+
+
+def redo_command(context: BoltContext, body: dict[str, Any], respond: Any) -> None:
+    """Lambda's lazy listener (bot.slack.lazy_decide): the command's work after its ack, decided again from
+    the same request. A retry stores nothing twice: a fast-path invocation is keyed by its trigger id (the
+    store refuses a second create; the first one's answer is given again), a close of an ended event
+    changes nothing."""
+    ctx = ctx_of(context)
+    work = after_ack(ctx, body, respond)
+    if work is not None:
+        work[0](*work[1:])
 
 
 def answer(
@@ -263,7 +286,13 @@ def dispatch(
                 {ids.PROFILE: f"There is no profile called {words[0]!r}.", **exc.errors}
             ) from None
         raise
-    event = service.invoke(request)
+    try:
+        event = service.invoke(request)
+    except (AlreadySubmitted, AlreadyActive) as exc:  # a retried lazy invocation (Lambda): the first answer
+        granted = already_granted(ctx, exc, request)
+        if granted is None:
+            raise
+        event = granted
     broken = ctx.audit_channels.error(event.audit_channel)
     return blocks.message(blocks.granted(event, audit_broken=broken)), event
 
@@ -284,4 +313,4 @@ def unknown_command(ctx: SlackContext, word: str) -> str:
 
 
 def register(app: App, lazy: list[Callable[..., None]]) -> None:
-    app.command(ids.COMMAND)(ack=slash_command, lazy=lazy)
+    app.command(ids.COMMAND)(ack=slash_command, lazy=deciding(redo_command, lazy))

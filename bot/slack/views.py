@@ -11,11 +11,12 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
-from bot.invoker import Unresolved
+from bot.invoker import Unresolved, covers
 from bot.service import InvokeRequest
 from bot.slack import invoke_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of, parse_metadata
 from bot.slack.errors import modal_errors, user_message
+from bot.slack.lazy_decide import already_granted, deciding
 from store import BreakGlassEvent
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,19 @@ def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
     the store write is the only round trip before the ack. What the metadata does not cover is decided
     after the ack instead (`decide_after_ack`)."""
     ctx = ctx_of(context)
-    request = InvokeRequest(
+    request = submitted_request(ctx, body, view)
+    if request.known is None:
+        decide_after_ack(ctx, ack, view, request, "who you are")
+        return
+    try:
+        answer_in_ack(ctx, ack, request)
+    except Unresolved as exc:
+        decide_after_ack(ctx, ack, view, request, CHECKING.get(exc.what, exc.what))
+
+
+def submitted_request(ctx: SlackContext, body: dict[str, Any], view: dict[str, Any]) -> InvokeRequest:
+    """The invocation a submission asks for, from the signed request alone (the ack and Lambda's redo)."""
+    return InvokeRequest(
         user_id=body["user"]["id"],
         profile=state_value(view, ids.PROFILE),
         reason=state_value(view, ids.REASON),
@@ -49,13 +62,18 @@ def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
         request_id=view.get("id"),
         known=invoke_meta.known_for(ctx, body, view),
     )
-    if request.known is None:
-        decide_after_ack(ctx, ack, view, request, "who you are")
+
+
+def redo_invoke(context: BoltContext, body: dict[str, Any], _respond: Any) -> None:
+    """Lambda's lazy listener (bot.slack.lazy_decide): the same submission, decided again from its request.
+    What the ack decided from the form's metadata (`invoker.covers`) is left alone; the rest is decided now,
+    as `decide_after_ack` does on threaded runtimes. A retry stores nothing twice (the view id keys it)."""
+    ctx = ctx_of(context)
+    view = body.get("view") or {}
+    request = submitted_request(ctx, body, view)
+    if request.known is not None and covers(ctx.service, request):
         return
-    try:
-        answer_in_ack(ctx, ack, request)
-    except Unresolved as exc:
-        decide_after_ack(ctx, ack, view, request, CHECKING.get(exc.what, exc.what))
+    _decide(ctx, str(view.get("id") or ""), replace(request, known=None))
 
 
 def answer_in_ack(ctx: SlackContext, ack: Ack, request: InvokeRequest) -> None:
@@ -88,26 +106,30 @@ def decide_after_ack(
     """Answer at once ("Checking …" replaces the form), then decide with live lookups and show the outcome
     in the same modal (by `views.update`; a DM when the modal was closed meanwhile). Nothing was stored.
 
-    On Lambda nothing runs after the response (no lazy listener decides it yet), so there it is decided
-    in the listener and answered in the ack, as before: a round trip before that ack remains there."""
-    if ctx.background is None:
-        answer_in_ack(ctx, ack, replace(request, known=None))
-        return
+    On Lambda nothing runs after the response: the lazy listener `redo_invoke` decides it instead, from
+    the same request, in a second invocation."""
     ack(
         response_action="update",
         view=blocks.notice_modal(CHECKING_TITLE, f":hourglass_flowing_sand: Checking {checking}…"),
     )
+    if ctx.background is None:
+        return
     ctx.call_after_ack(_decide, ctx, str(view.get("id") or ""), replace(request, known=None))
 
 
 def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
     event: BreakGlassEvent | None = None
+    refusal: Exception | None = None
     try:
         event = ctx.service.invoke(request)
     except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+        event = already_granted(ctx, exc, request)  # a retried decision: the first one's answer
+        refusal = exc
+    if event is None:
+        assert refusal is not None
         text = (
             ":x: "
-            + blocks.escape(user_message(exc))
+            + blocks.escape(user_message(refusal))
             + "\nNothing was granted: run `/breakglass` to try again."
         )
         outcome = blocks.notice_modal("Not granted", text)
@@ -188,8 +210,8 @@ def review_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
 
 
 def register(app: App, lazy: list[Callable[..., None]]) -> None:
+    app.view(ids.CALLBACK_INVOKE)(ack=invoke_submitted, lazy=deciding(redo_invoke, lazy))
     for callback_id, listener in (
-        (ids.CALLBACK_INVOKE, invoke_submitted),
         (ids.CALLBACK_CLOSE, close_submitted),
         (ids.CALLBACK_REVIEW, review_submitted),
     ):
