@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -10,12 +11,12 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
-from bot.errors import AlreadyActive, AlreadySubmitted, BreakglassError, NotAuthorized, ValidationFailed
+from bot.errors import AlreadyActive, BreakglassError, NotAuthorized, ValidationFailed
 from bot.service import InvokeRequest
-from bot.slack import invoke_meta
+from bot.slack import invoke_meta, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
-from bot.slack.lazy_decide import already_granted, deciding
+from bot.slack.lazy_decide import deciding, invoke_once
 from store import BreakGlassEvent, StoreError
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,44 @@ def parse_fast_path(user_id: str, words: list[str], request_id: str | None) -> I
     )
 
 
+FormOpener = Callable[[SlackContext, str, str, Any], None]  # (ctx, trigger_id, user_id, respond)
+
+
+def form_to_open(ctx: SlackContext, command: dict[str, Any]) -> FormOpener | None:
+    """What opens the form a command only opens, or None: `/breakglass` (the invoke form),
+    `/breakglass <profile>` (with it chosen), `/breakglass close <id>` (no reason: the close form, which
+    asks for it). Opening a form stores nothing."""
+    words = unescape_command_text(command.get("text") or "").split()
+    if not words:
+        return open_modal
+    if len(words) == 2 and words[0].lower() == "close":
+        event_id = words[1]
+        return lambda ctx, trigger_id, user_id, respond: open_close_form(
+            ctx, trigger_id, user_id, event_id, respond
+        )
+    if len(words) == 1 and words[0].lower() not in SUBCOMMANDS:
+        chosen = ctx.policy.profile_name(words[0])
+        if chosen is not None:
+            return functools.partial(open_modal, selected=chosen)
+    return None
+
+
+def opens_a_form(command: dict[str, Any], context: BoltContext) -> bool:
+    """Bolt listener matcher: the command only opens a form (`form_to_open`)."""
+    return form_to_open(ctx_of(context), command) is not None
+
+
 def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, context: BoltContext) -> None:
     ctx = ctx_of(context)
+    user_id = command["user_id"]
+    opener = form_to_open(ctx, command)
+    if opener is not None:
+        ack()
+        ctx.call_after_ack(opener, ctx, command.get("trigger_id", ""), user_id, respond)
+        return
     work = after_ack(ctx, command, respond)
     if work is None:  # answered in the ack (from the policy alone)
-        (text_out, body), event = answer(ctx, command["user_id"], command_words(command), command)
+        (text_out, body), event = answer(ctx, user_id, command_words(command), command)
         ack(text=text_out, blocks=body)
         if event is not None:
             ctx.deliver_after_ack(event)
@@ -86,24 +120,16 @@ def command_words(command: dict[str, Any]) -> list[str]:
 def after_ack(ctx: SlackContext, command: dict[str, Any], respond: Any) -> tuple[Any, ...] | None:
     """What `/breakglass` does after its empty ack, as (function, *args), decided from the command alone
     (so Lambda's lazy listener decides the same from the same request); None: it is answered in the ack.
+    A command that only opens a form (`form_to_open`) is not asked here: it has its own listener.
 
     Everything that reads Slack (user groups, users.info), AWS or the incident tool is after the ack,
     answered through the command's response_url. An invocation's store write is then after the ack too
     (the ack promises nothing: it is empty); the audit record and its announcements are owed as always."""
     user_id = command["user_id"]
-    trigger_id = command.get("trigger_id", "")
     words = command_words(command)
-    if not words:
-        return (open_modal, ctx, trigger_id, user_id, respond)
-    if len(words) == 2 and words[0].lower() == "close":  # no reason: the close form, which asks for it
-        return (open_close_form, ctx, trigger_id, user_id, words[1], respond)
-    chosen = (
-        ctx.policy.profile_name(words[0]) if len(words) == 1 and words[0].lower() not in SUBCOMMANDS else None
-    )
-    if chosen is not None:  # `/breakglass prod`: the form, with prod chosen
-        return (open_modal, ctx, trigger_id, user_id, respond, chosen)
     if (
-        words[0].lower() == "help"
+        not words  # the form opener's (it has its own listener)
+        or words[0].lower() == "help"
         or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS and ctx.policy.profile(words[0]) is None)
         # Lambda: an extension is keyed by nothing a retried lazy invocation could recognise, so it stays
         # decided (and stored) before the ack there
@@ -188,8 +214,11 @@ def open_close_form(ctx: SlackContext, trigger_id: str, user_id: str, event_id: 
         if event.status.ended:
             answer = blocks.already_ended(event)
         else:
-            meta = EventMetadata(event_id=event.id).model_dump_json()
-            ctx.client.views_open(trigger_id=trigger_id, view=blocks.close_modal(event, meta))
+            who = roles_meta.opened(ctx, user_id)  # the submission decides from these (no round trip)
+            meta = EventMetadata(event_id=event.id, who=who).model_dump_json(exclude_none=True)
+            ctx.client.views_open(
+                trigger_id=trigger_id, view=roles_meta.bind(blocks.close_modal(event, meta), who)
+            )
             return
     except (BreakglassError, StoreError) as exc:
         answer = ":x: " + blocks.escape(user_message(exc))
@@ -286,13 +315,7 @@ def dispatch(
                 {ids.PROFILE: f"There is no profile called {words[0]!r}.", **exc.errors}
             ) from None
         raise
-    try:
-        event = service.invoke(request)
-    except (AlreadySubmitted, AlreadyActive) as exc:  # a retried lazy invocation (Lambda): the first answer
-        granted = already_granted(ctx, exc, request)
-        if granted is None:
-            raise
-        event = granted
+    event = invoke_once(ctx, request)  # a retried lazy invocation (Lambda): the first answer
     broken = ctx.audit_channels.error(event.audit_channel)
     return blocks.message(blocks.granted(event, audit_broken=broken)), event
 
@@ -313,4 +336,9 @@ def unknown_command(ctx: SlackContext, word: str) -> str:
 
 
 def register(app: App, lazy: list[Callable[..., None]]) -> None:
+    if lazy:
+        # A command that only opens a form stores nothing, so no lazy run follows it (on Lambda that run is
+        # a second invocation, started before the response: docs/benchmarks.md 7c). Bolt dispatches to the
+        # first listener that matches.
+        app.command(ids.COMMAND, matchers=[opens_a_form])(ack=slash_command, lazy=[])
     app.command(ids.COMMAND)(ack=slash_command, lazy=deciding(redo_command, lazy))

@@ -18,6 +18,7 @@ from typing import Any
 
 from slack_bolt import BoltContext
 
+from bot.errors import AlreadyActive, AlreadySubmitted
 from bot.service import InvokeRequest
 from bot.slack.context import SlackContext
 from store import BreakGlassEvent, DuplicateRequest, StackedAccess, StoreError
@@ -58,3 +59,15 @@ def already_granted(ctx: SlackContext, exc: Exception, request: InvokeRequest) -
         return None
     same = request.request_id is not None and event.request_id == request.request_id
     return event if same and event.slack_user_id == request.user_id else None
+
+
+def invoke_once(ctx: SlackContext, request: InvokeRequest) -> BreakGlassEvent:
+    """`service.invoke(request)`; when this very request was already granted (a retried lazy invocation, or
+    the ack did it), that grant instead of the refusal."""
+    try:
+        return ctx.service.invoke(request)
+    except (AlreadySubmitted, AlreadyActive) as exc:
+        granted = already_granted(ctx, exc, request)
+        if granted is None:
+            raise
+        return granted
