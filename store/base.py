@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from store.errors import ConcurrentModification, ExtendedMeanwhile, InvalidTransition, StoreError
+from store.errors import (
+    ConcurrentModification,
+    DuplicateRequest,
+    ExtendedMeanwhile,
+    InvalidTransition,
+    StoreError,
+)
 from store.limits import NO_LIMITS, Counting, Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
 from store.notices import DayLink, DigestOf, Notice
@@ -157,6 +163,7 @@ class Store(Protocol):
         escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
         outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
+        request_id: str | None = None,
     ) -> BreakGlassEvent:
         """A new expiry for an effective event (`BreakGlassEvent.extend`), adding `outbox` in the same
         write, conditional on its version; the stacking claim moves with it (atomically on every backend).
@@ -168,7 +175,11 @@ class Store(Protocol):
         user and profile), decided with `limits` in the same atomic write as for `create` (the cooldown
         aside): LimitReached if `per_user` or `per_profile` refuses it, nothing changed; when
         `escalate_after` says so, the stored event is `escalate(extended)` (default: the extension and the
-        event marked escalated)."""
+        event marked escalated).
+
+        `request_id` (the Slack request that asked): when an extension of the event already carries it,
+        DuplicateRequest is raised and nothing changed, decided in the same conditional write (so a retried
+        or replayed request never extends twice, whatever `seen` says)."""
         ...
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
@@ -338,8 +349,11 @@ class TransitionStore:
         escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
         outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
+        request_id: str | None = None,
     ) -> BreakGlassEvent:
         def apply(ev: BreakGlassEvent) -> BreakGlassEvent:
+            if request_id is not None and any(x.request_id == request_id for x in ev.extensions):
+                raise DuplicateRequest(request_id, ev.id)  # before `seen`: that request moved it on
             if len(ev.extensions) != seen:
                 raise ExtendedMeanwhile(ev)
             extended = ev.extend(
@@ -349,6 +363,7 @@ class TransitionStore:
                 now=now,
                 max_total=max_total,
                 max_extensions=max_extensions,
+                request_id=request_id,
             )
             return retimed(ev, extended.with_outbox(*outbox))
 

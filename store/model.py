@@ -291,6 +291,9 @@ class Extension(BaseModel):
     # The expiry warning of the stretch this extension ended (an extension owes the warning again, so the
     # event's `warned_at` is cleared): kept so the audit feed's record of that warning stays derivable.
     warned_at: UtcDatetime | None = None
+    # The request that asked for it (a slash command's trigger id, a form submission's view id): the same
+    # request never extends twice (a retried Lambda lazy run, a replay; `Store.extend`, DuplicateRequest).
+    request_id: str | None = None
 
     @field_validator("duration")
     @classmethod
@@ -526,6 +529,7 @@ class BreakGlassEvent(BaseModel):
         max_total: timedelta = MAX_TOTAL,
         max_extensions: int | None = None,
         escalated: bool = False,
+        request_id: str | None = None,
     ) -> BreakGlassEvent:
         """A new expiry `duration` later, the same event: only while it is effective, within `max_total`
         (never more than MAX_TOTAL) of its creation and `max_extensions`. The warning is owed again."""
@@ -553,7 +557,13 @@ class BreakGlassEvent(BaseModel):
                 else f"it already lasts the longest allowed ({_hours(cap)})",
             )
         extension = Extension(
-            at=now, by=by, duration=duration, reason=reason, escalated=escalated, warned_at=self.warned_at
+            at=now,
+            by=by,
+            duration=duration,
+            reason=reason,
+            escalated=escalated,
+            warned_at=self.warned_at,
+            request_id=request_id,
         )
         return self._with(
             extensions=(*self.extensions, extension),

@@ -29,9 +29,9 @@ USAGE = (
 )
 SUBCOMMANDS = ids.SUBCOMMANDS
 # Subcommands that live in their own module (e.g. bot.slack.extend), added by its `register`:
-# name -> handler(ctx, user_id, args) returning the reply and the changed event.
+# name -> handler(ctx, user_id, args, request_id: the command's trigger id) returning the reply and the changed event.
 SubcommandHandler = Callable[
-    ["SlackContext", str, list[str]], tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]
+    ["SlackContext", str, list[str], str | None], tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]
 ]
 SUBCOMMAND_HANDLERS: dict[str, SubcommandHandler] = {}
 
@@ -131,9 +131,6 @@ def after_ack(ctx: SlackContext, command: dict[str, Any], respond: Any) -> tuple
         not words  # the form opener's (it has its own listener)
         or words[0].lower() == "help"
         or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS and ctx.policy.profile(words[0]) is None)
-        # Lambda: an extension is keyed by nothing a retried lazy invocation could recognise, so it stays
-        # decided (and stored) before the ack there
-        or (ctx.background is None and words[0].lower() == "extend")
     ):
         return None
     return (answer_later, ctx, user_id, words, command, respond)
@@ -142,8 +139,8 @@ def after_ack(ctx: SlackContext, command: dict[str, Any], respond: Any) -> tuple
 def redo_command(context: BoltContext, body: dict[str, Any], respond: Any) -> None:
     """Lambda's lazy listener (bot.slack.lazy_decide): the command's work after its ack, decided again from
     the same request. A retry stores nothing twice: a fast-path invocation is keyed by its trigger id (the
-    store refuses a second create; the first one's answer is given again), a close of an ended event
-    changes nothing."""
+    store refuses a second create; the first one's answer is given again), an extension likewise (the store
+    refuses a second extension by the same request), a close of an ended event changes nothing."""
     ctx = ctx_of(context)
     work = after_ack(ctx, body, respond)
     if work is not None:
@@ -281,7 +278,7 @@ def dispatch(
             )
         return blocks.message(blocks.closed_now(result.event)), result.event
     if name in SUBCOMMAND_HANDLERS:
-        return SUBCOMMAND_HANDLERS[name](ctx, user_id, args)
+        return SUBCOMMAND_HANDLERS[name](ctx, user_id, args, command.get("trigger_id"))
     if name == "history":
         profile = (ctx.policy.profile_name(args[0]) or args[0]) if args else None
         events = service.history(user_id, profile)

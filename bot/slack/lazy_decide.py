@@ -9,7 +9,9 @@ the ack's closure survives), then delivers what is owed (as `lambda_lazy_deliver
 A lazy invocation may be retried by Lambda: a redo never stores twice. An invocation is keyed by its
 request (the modal's view id, the command's trigger id), so the store refuses a second create
 (`DuplicateRequest`), and `already_granted` turns that into the first attempt's answer; a close of an
-ended event changes nothing; refusal notices are keyed by the request too."""
+ended event changes nothing; refusal notices are keyed by the request too. The close, review and extend
+forms (`form_redo`) are redone the same way (bot.slack.roles_meta); an extension carries its request's id
+(the view id; a command's trigger id) and the store refuses a second one (DuplicateRequest)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,16 @@ def deciding(redo: Redo, delivery: list[Callable[..., None]]) -> list[Callable[.
             deliver()  # whatever the redo stored (or an earlier attempt did) is announced now
 
     return [lambda_lazy_decide]
+
+
+def form_redo(listener: Callable[[Any, dict[str, Any], dict[str, Any], BoltContext], None]) -> Redo:
+    """The redo of a close, review or extend form's submission: its listener run again on the same request
+    with no ack (bot.slack.roles_meta.submit then decides what the ack left "Checking …")."""
+
+    def redo(context: BoltContext, body: dict[str, Any], _respond: Any) -> None:
+        listener(None, body, body.get("view") or {}, context)
+
+    return redo
 
 
 def already_granted(ctx: SlackContext, exc: Exception, request: InvokeRequest) -> BreakGlassEvent | None:

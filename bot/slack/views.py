@@ -16,8 +16,8 @@ from bot.service import BreakGlassService, InvokeRequest
 from bot.slack import invoke_meta, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of, parse_metadata
 from bot.slack.errors import modal_errors, user_message
-from bot.slack.lazy_decide import deciding, invoke_once
-from store import BreakGlassEvent
+from bot.slack.lazy_decide import deciding, form_redo, invoke_once
+from store import BreakGlassEvent, InvalidTransition
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
 
 def submit_event_form(
     ctx: SlackContext,
-    ack: Ack,
+    ack: Ack | None,
     body: dict[str, Any],
     view: dict[str, Any],
     field: str,
@@ -158,9 +158,11 @@ def submit_event_form(
     event and, when nothing was changed (it had already ended), what to tell the user instead.
     `done` gives the (title, text) of the confirmation that replaces the modal after a change. Decided
     from the roles its opening resolved, or after the ack (bot.slack.roles_meta; `titles`: of the outcome
-    then, refused and done)."""
+    then, refused and done). `ack` None: Lambda's lazy run of the same request (roles_meta.submit)."""
     meta = parse_metadata(EventMetadata, view.get("private_metadata"))
     if not isinstance(meta, EventMetadata):
+        if ack is None:  # answered in the ack
+            return
         ack(response_action="errors", errors={field: "This form is damaged; close it and try again."})
         return
     event_id, text = meta.event_id, state_value(view, field) or ""
@@ -187,10 +189,17 @@ def close_event(
 def review_event(
     service: BreakGlassService, event_id: str, user_id: str, notes: str
 ) -> tuple[BreakGlassEvent, str | None]:
-    return service.review(event_id, by=user_id, notes=notes), None
+    try:
+        return service.review(event_id, by=user_id, notes=notes), None
+    except InvalidTransition as exc:  # this very review, made by a retried lazy run (Lambda): the same answer
+        if exc.event.reviewed_by == user_id and exc.event.review_notes == notes.strip():
+            return exc.event, None
+        raise
 
 
-def close_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+def close_submitted(
+    ack: Ack | None, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+) -> None:
     submit_event_form(
         ctx_of(context),
         ack,
@@ -203,7 +212,9 @@ def close_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], contex
     )
 
 
-def review_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+def review_submitted(
+    ack: Ack | None, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+) -> None:
     submit_event_form(
         ctx_of(context), ack, body, view, ids.REVIEW_NOTES, review_event, titles=("Not reviewed", "Reviewed")
     )
@@ -215,4 +226,4 @@ def register(app: App, lazy: list[Callable[..., None]]) -> None:
         (ids.CALLBACK_CLOSE, close_submitted),
         (ids.CALLBACK_REVIEW, review_submitted),
     ):
-        app.view(callback_id)(ack=listener, lazy=lazy)
+        app.view(callback_id)(ack=listener, lazy=deciding(form_redo(listener), lazy))
