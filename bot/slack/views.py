@@ -183,7 +183,9 @@ def close_event(
     service: BreakGlassService, event_id: str, user_id: str, reason: str
 ) -> tuple[BreakGlassEvent, str | None]:
     result = service.close(event_id, by=user_id, reason=reason)
-    return result.event, None if result.closed_now else blocks.already_ended(result.event)
+    event = result.event
+    again = event.closed_by == user_id and event.closed_reason == reason.strip()  # a retried lazy run (Lambda)
+    return event, None if result.closed_now or again else blocks.already_ended(event)
 
 
 def review_event(
