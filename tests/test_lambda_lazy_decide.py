@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from bot import lambda_handler
+from bot.app import BreakglassApp
 from bot.clock import ManualClock
 from bot.localslack.webapi import Call, FakeSlack
 from bot.policy import Policy
@@ -81,6 +82,7 @@ class OnLambda:
     fake: FakeSlack
     store: SQLiteStore
     clock: ManualClock
+    runtime: BreakglassApp
     lam: FakeLambdaClient = field(default_factory=FakeLambdaClient)
     n: int = 0
 
@@ -174,8 +176,8 @@ class OnLambda:
 
 @pytest.fixture
 def on_lambda(fake: FakeSlack, sqlite_store: SQLiteStore, policy: Policy, clock: ManualClock) -> OnLambda:
-    w = OnLambda(fake, sqlite_store, clock)
-    lambda_handler.install(build_runtime(fake, sqlite_store, policy, clock), lambda_client=w.lam)
+    w = OnLambda(fake, sqlite_store, clock, build_runtime(fake, sqlite_store, policy, clock))
+    lambda_handler.install(w.runtime, lambda_client=w.lam)
     return w
 
 
@@ -383,6 +385,19 @@ def test_no_slack_call_before_any_deciding_ack_on_lambda(on_lambda: OnLambda) ->
     w = on_lambda
     held = w.event("U0001")
     other = w.event("U0002")
+    deciding = {  # Bolt's own list of the app's listeners: those that decide in a lazy run
+        id(listener): listener
+        for listener in w.runtime.bolt._listeners
+        if [f.__name__ for f in listener.lazy_functions] == [LAZY_DECIDE_NAME]
+    }
+    driven: set[int] = set()
+    for key, listener in deciding.items():  # record which of them the requests below reach
+
+        def recorded(*args: Any, __fn: Any = listener.ack_function, __key: int = key, **kwargs: Any) -> Any:
+            driven.add(__key)
+            return __fn(*args, **kwargs)
+
+        listener.ack_function = recorded
 
     def check(case: str, sent: Sent) -> None:
         assert sent.before == [], f"{case}: Slack received {[c.method for c in sent.before]} before the ack"
@@ -419,3 +434,10 @@ def test_no_slack_call_before_any_deciding_ack_on_lambda(on_lambda: OnLambda) ->
     assert w.store.get(held.id).closed_by == "U0ONCALL"
     assert len(w.store.get(held.id).extensions) == 2
     assert {e.slack_user_id for e in w.store.list_active()} == {"U0SRE", "U0IC"}
+    ended_one = w.store.get(other.id)
+    review_form = w.click("review_event", ended_one.id, "U0SECA")
+    w.clock.advance(STALE_ROLES)
+    check("review form", w.submit(review_form, {"review_notes": "Checked CloudTrail: fine"}, "U0SECA"))
+    assert w.store.get(other.id).reviewed_by == "U0SECA"
+    undriven = [deciding[k].ack_function for k in deciding.keys() - driven]
+    assert len(deciding) == 5 and not undriven, f"deciding listeners not driven here: {undriven}"
