@@ -287,6 +287,23 @@ class Store(Protocol):
         ...
 
 
+EVENT_READS = frozenset(
+    {
+        "get",
+        "list_active",
+        "list_by_invoker",
+        "list_by_profile",
+        "list_by_status",
+        "list_owed",
+        "list_unreviewed",
+        "count_by_invoker_since",
+        "count_by_profile_since",
+        "last_by_invoker_and_profile",
+    }
+)
+"""The `Store` methods that only read events."""
+
+
 class TransitionStore:
     """close and expire for a backend, written once: each backend supplies `_transition`, its atomic
     conditional write of `apply(current)` (on `known`, the caller's copy, when given)."""

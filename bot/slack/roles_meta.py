@@ -34,6 +34,7 @@ from bot.service import BreakGlassService
 from bot.slack.context import SlackContext
 from bot.slack.errors import modal_errors, user_message
 from store import BreakGlassEvent, Store
+from store.base import EVENT_READS
 
 log = logging.getLogger(__name__)
 
@@ -127,27 +128,12 @@ class WouldWrite(Exception):
 class ReadOnlyStore:
     """A store's reads; every other method raises WouldWrite when called."""
 
-    READS = frozenset(
-        {
-            "get",
-            "list_active",
-            "list_by_invoker",
-            "list_by_profile",
-            "list_by_status",
-            "list_owed",
-            "list_unreviewed",
-            "count_by_invoker_since",
-            "count_by_profile_since",
-            "last_by_invoker_and_profile",
-        }
-    )
-
     def __init__(self, store: Store) -> None:
         self._store = store
 
     def __getattr__(self, name: str) -> Any:
         found = getattr(self._store, name)
-        if name in self.READS or not callable(found):
+        if name in EVENT_READS or not callable(found):
             return found
 
         def refused(*_args: Any, **_kwargs: Any) -> Any:

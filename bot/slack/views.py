@@ -184,7 +184,9 @@ def close_event(
 ) -> tuple[BreakGlassEvent, str | None]:
     result = service.close(event_id, by=user_id, reason=reason)
     event = result.event
-    again = event.closed_by == user_id and event.closed_reason == reason.strip()  # a retried lazy run (Lambda)
+    again = (
+        event.closed_by == user_id and event.closed_reason == reason.strip()
+    )  # a retried lazy run (Lambda)
     return event, None if result.closed_now or again else blocks.already_ended(event)
 
 
