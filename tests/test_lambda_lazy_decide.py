@@ -13,6 +13,7 @@ deciding request of every kind (`test_no_slack_call_before_any_deciding_ack_on_l
 from __future__ import annotations
 
 import json
+import logging
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -371,6 +372,32 @@ def test_a_retried_lazy_extend_command_extends_once(on_lambda: OnLambda) -> None
     assert thread_posts(w.fake, event.audit_ts) == replies
     *_, last = w.fake.calls_to("response_url")
     assert last.params["text"] == first.params["text"]  # the same answer
+
+
+def test_a_retried_lazy_close_command_closes_once(on_lambda: OnLambda) -> None:
+    w = on_lambda
+    event = w.event("U0002")
+
+    sent = w.command(f"close {event.id} replica promoted", "U0ONCALL")
+
+    assert sent.before == [] and sent.response["body"] == ""
+    (lazy,) = sent.lazy
+    w.run(lazy)
+    closed = w.store.get(event.id)
+    assert closed.closed_by == "U0ONCALL" and closed.outbox == ()
+    replies = thread_posts(w.fake, event.audit_ts)
+    w.run(lazy)  # retried: a close of an ended event changes nothing
+    assert w.store.get(event.id).version == closed.version
+    assert thread_posts(w.fake, event.audit_ts) == replies
+
+
+def test_a_lazy_run_logs_no_warning(on_lambda: OnLambda, caplog: pytest.LogCaptureFixture) -> None:
+    """Bolt copies a request's context for its lazy listeners: the bot's own context is shared, not
+    copied (Bolt warned "Skipped setting 'breakglass' to a copied request…" on every such request)."""
+    w = on_lambda
+    with caplog.at_level(logging.WARNING):
+        w.event("U0001")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # -- every deciding request: nothing asked of Slack before its response --------------------------------------
