@@ -13,6 +13,7 @@ from store.errors import ConcurrentModification, ExtendedMeanwhile, InvalidTrans
 from store.limits import NO_LIMITS, Counting, Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
 from store.notices import DayLink, DigestOf, Notice
+from store.refresh import warning_refreshed
 from store.tasks import OwedTask
 
 DEFAULT_PAGE_SIZE = 25
@@ -350,7 +351,7 @@ class TransitionStore:
                 max_total=max_total,
                 max_extensions=max_extensions,
             )
-            return retimed(ev, extended.with_outbox(*outbox))
+            return retimed(ev, warning_refreshed(ev, extended.with_outbox(*outbox)))
 
         counting = Counting(limits or NO_LIMITS, escalate or escalate_extension)
         return self._transition(event_id, apply, known, moves_claim=True, counting=counting)
