@@ -130,6 +130,9 @@ class BreakglassApp:
     settings: Settings
     checks: Health
     webhooks: IncidentWebhooks
+    # the audit feed's notices delivered as soon as they are stored (None: no feed); Lambda flushes it after
+    # its post-ack work (bot/delivery/prompt_notices.py)
+    notices: PromptNotices | None = None
 
     @property
     def service(self) -> BreakGlassService:
@@ -376,4 +379,5 @@ def create_app(
         settings=settings,
         checks=checks,
         webhooks=IncidentWebhooks(incident_links, webhook_secrets(settings)),
+        notices=prompt,
     )

@@ -29,10 +29,11 @@ from bot.delivery.prompt_notices import PromptNotices
 from bot.delivery.queue import DeliveryQueue
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy
+from store.model import OutboxKind
 from store.sqlite import SQLiteStore
 from tests.conftest import Bot, make_bot
 from tests.processes import race_workers
-from tests.store_fixtures import BACKENDS, T0, open_test_store
+from tests.store_fixtures import BACKENDS, T0, make_event, open_test_store
 from tests.test_audit_refusals import lines, refusals
 from tests.test_flows_close import invoke
 from tests.test_lambda import (
@@ -159,6 +160,29 @@ def test_on_lambda_a_notice_stored_by_the_lazy_run_itself_is_delivered_by_it(
     )
     lazy = json.loads(lam.invocations[-1]["Payload"])
     assert lambda_handler.handler(lazy, LambdaContext())["statusCode"] == 200
+    steps = [r["unmapped"]["breakglass"]["step"] for r in lines(tmp_path)]
+    assert "audit_channel_broken" in steps, steps
+    assert sqlite_store_lambda.list_notices() == []
+
+
+def test_on_lambda_a_notice_stored_by_the_minute_sweep_is_delivered_by_it(
+    fake: FakeSlack, sqlite_store_lambda: SQLiteStore, policy: Policy, clock: ManualClock, tmp_path: Path
+) -> None:
+    fake.add_channel("C0AUDIT", is_archived=True)
+    runtime = build_runtime(
+        fake, sqlite_store_lambda, policy, clock, breakglass_audit_feed=f"file:{tmp_path / 'audit.log'}"
+    )
+    lambda_handler.install(runtime, lambda_client=FakeLambdaClient())
+    sqlite_store_lambda.create(
+        make_event(
+            profile="sandbox",
+            now=clock.now(),
+            slack_user_id="U0001",
+            audit_channel="C0AUDIT",
+            outbox=(OutboxKind.AUDIT_POST,),
+        )
+    )
+    lambda_handler.sweep_handler({"source": "aws.events", "detail-type": "Scheduled Event"}, None)
     steps = [r["unmapped"]["breakglass"]["step"] for r in lines(tmp_path)]
     assert "audit_channel_broken" in steps, steps
     assert sqlite_store_lambda.list_notices() == []

@@ -181,6 +181,36 @@ def test_slack_failing_the_update_leaves_it_owed_and_the_retry_updates_it_once(b
     assert "not as this warning said" in bot.fake.message(warning["channel"], warning["ts"])["text"]
 
 
+def test_an_extension_while_the_warning_dm_is_being_sent_still_refreshes_it(bot: Bot) -> None:
+    """The race the store's rule is for: the warning DM is posted with the old expiry, the extension is
+    stored before that send is recorded (so no warning DM is recorded yet), then the send is recorded.
+    The refresh owed by the extension follows in the same delivery and updates it."""
+    event = invoke(bot)
+    registry = bot.runtime.pipeline.handlers
+    send = registry[OutboxKind.WARN_DM].send
+    extended_meanwhile: list[BreakGlassEvent] = []
+
+    def send_then_extended(deps: Any, ev: BreakGlassEvent) -> dict[str, Any]:
+        fields = send(deps, ev)  # posted, showing the expiry before the extension
+        if not extended_meanwhile:
+            extended_meanwhile.append(bot.service.extend(ev.id, by="U0001", duration="900", reason=REASON))
+        return fields
+
+    registry.replace(OutboxKind.WARN_DM, send_then_extended)
+    bot.clock.set(bot.service.warn_at(event) + timedelta(seconds=1))
+    bot.runtime.scheduler.sweep()
+    extended = settled(bot, event.id)
+    (ext,) = extended_meanwhile
+    assert ext.dms == () and ext.owes(OutboxKind.WARN_DM)  # the store could not know the DM was out
+    warning = next(m for m in bot.fake.channel_messages("U0001") if m["ts"] == extended.dms[0].ts)
+    assert extended.dms[0].kind == "warn_dm"
+    (posted,) = [c for c in bot.fake.calls_to("chat.postMessage") if "expires in" in c.params["text"]]
+    assert f"^{int(event.expires_at.timestamp())}^" in posted.params["text"]  # the old expiry, as posted
+    (update,) = _refreshes(bot, warning)
+    assert update.ok and f"<!date^{int(extended.expires_at.timestamp())}^" in warning["text"]
+    assert bot.fake.invalid_calls == []
+
+
 def test_two_extensions_before_the_delivery_both_show_the_last(bot: Bot) -> None:
     """Each send renders the event as stored now: no update shows the first extension's expiry."""
     warned, warning = _warned(bot)

@@ -7,8 +7,9 @@ request's answer goes first, and a clean shutdown waits for it); notices stored 
 it. The delivery is the sweep's own, `AuditFeed.deliver_notices`, for those uids: each notice under its
 claim, so the sweep, another replica and this never send one twice, and whatever fails here (a sink down,
 a lost process) stays owed for the sweep. On Lambda nothing may run after the response: the uids wait here
-until `flush` runs in the same invocation's post-ack work (`lambda_lazy_delivery`, bot/app.py), whose sweep
-of owed deliveries also picks up the notices another invocation stored (a refusal decided before the ack).
+until `flush` runs at the end of the same invocation's work (`lambda_lazy_delivery` in bot/app.py, and
+`sweep_handler` in bot/lambda_handler.py); the lazy run's sweep of owed deliveries also picks up the notices
+another invocation stored (a refusal decided before the ack, in the request's own invocation).
 """
 
 from __future__ import annotations
