@@ -31,10 +31,10 @@ from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy
 from store.model import OutboxKind
 from store.sqlite import SQLiteStore
-from tests.conftest import Bot, make_bot
+from tests.conftest import Bot
 from tests.processes import race_workers
 from tests.store_fixtures import BACKENDS, T0, make_event, open_test_store
-from tests.test_audit_refusals import lines, refusals
+from tests.test_audit_refusals import feed_bot, lines, refusals  # noqa: F401 - fixture: a bot with a file sink
 from tests.test_flows_close import invoke
 from tests.test_lambda import (
     FakeLambdaClient,
@@ -71,20 +71,10 @@ class CountingSweeps:
         pipeline.deliver_owed = counted  # type: ignore[method-assign]
 
 
-@pytest.fixture
-def feed_bot(
-    fake: FakeSlack, store: SQLiteStore, policy: Policy, clock: ManualClock, tmp_path: Path
-) -> Iterator[Bot]:
-    bot = make_bot(fake, store, policy, clock, breakglass_audit_feed=f"file:{tmp_path / 'audit.log'}")
-    yield bot
-    bot.runtime.scheduler.shutdown(wait=False)
-    bot.server.stop()
-
-
 # -- threaded runtimes: signed requests to the bot's HTTP endpoint --------------------------------------
 
 
-def test_a_refusal_reaches_the_feed_without_a_sweep(feed_bot: Bot, tmp_path: Path) -> None:
+def test_a_refusal_reaches_the_feed_without_a_sweep(feed_bot: Bot, tmp_path: Path) -> None:  # noqa: F811
     bot = feed_bot
     sweeps = CountingSweeps(bot)
     invoke(bot)
@@ -98,7 +88,10 @@ def test_a_refusal_reaches_the_feed_without_a_sweep(feed_bot: Bot, tmp_path: Pat
     assert len(refusals(tmp_path)) == 1
 
 
-def test_a_sink_failing_at_once_leaves_the_notice_to_the_sweep(feed_bot: Bot, tmp_path: Path) -> None:
+def test_a_sink_failing_at_once_leaves_the_notice_to_the_sweep(
+    feed_bot: Bot,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     bot = feed_bot
     invoke(bot)
     (sink,) = bot.runtime.pipeline.deps.audit_feed.sinks

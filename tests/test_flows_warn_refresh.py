@@ -16,15 +16,12 @@ from typing import Any
 
 import pytest
 
-from bot.clock import ManualClock
-from bot.localslack.webapi import FakeSlack
-from bot.policy import Policy
 from store import BreakGlassEvent, Status
 from store.model import OutboxKind, SentDM
-from tests.conftest import Bot, dynamodb_bot
+from tests.conftest import Bot
 from tests.store_fixtures import BACKENDS, HOUR, T0, make_event, open_test_store
 from tests.test_flows_close import action_ids, invoke, reply_text, settled
-from tests.test_flows_dm_ended import REASON, _warned_and_extended
+from tests.test_flows_dm_ended import REASON, _warned_and_extended, ddb_bot  # noqa: F401 - fixture
 
 pytest_plugins = ["tests.store_fixtures"]
 
@@ -36,14 +33,6 @@ EXTENSION = SentDM(kind="extend_dm", channel="D0ALICE", ts="1772366500.000200")
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     with open_test_store(request.param, request, tmp_path) as opened:
         yield opened
-
-
-@pytest.fixture
-def ddb_bot(
-    fake: FakeSlack, policy: Policy, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Bot]:
-    with dynamodb_bot(fake, policy, clock, monkeypatch, "warn-refresh") as bot:
-        yield bot
 
 
 # -- the store: owed in the extension's write, only when there is a warning DM ---------------------------
@@ -279,5 +268,5 @@ def test_warn_extend_the_warning_dm_is_updated(bot: Bot) -> None:
     _end_to_end(bot)
 
 
-def test_warn_extend_the_warning_dm_is_updated_on_dynamodb(ddb_bot: Bot) -> None:
+def test_warn_extend_the_warning_dm_is_updated_on_dynamodb(ddb_bot: Bot) -> None:  # noqa: F811
     _end_to_end(ddb_bot)

@@ -10,19 +10,12 @@ text again in the DMs already updated, never a second message."""
 
 from __future__ import annotations
 
-import logging
-
-from slack_sdk.errors import SlackApiError
-
 from bot import blocks
 from bot.delivery.deps import DeliveryDeps
-from bot.delivery.errors import slack_error
-from bot.delivery.handlers.announcements import GONE
+from bot.delivery.handlers.announcements import update_dms
 from bot.delivery.registry import Fields, Step
 from store import BreakGlassEvent
 from store.model import OutboxKind
-
-log = logging.getLogger(__name__)
 
 
 def refresh_warnings(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
@@ -31,20 +24,8 @@ def refresh_warnings(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
     warnings = [dm for dm in event.dms if dm.kind == OutboxKind.WARN_DM.value]
     if not warnings:  # the warning owed at the extension was not sent: when it is, it shows the new expiry
         return {}
-    text, body = blocks.dm_warning_extended(event)
-    for dm in warnings:
-        try:
-            deps.client.chat_update(channel=dm.channel, ts=dm.ts, text=text, blocks=body)
-        except SlackApiError as exc:
-            if slack_error(exc) not in GONE:
-                raise
-            log.warning(
-                "warning DM %s of event %s is gone, not refreshed (Slack: %s)",
-                dm.ts,
-                event.id,
-                slack_error(exc),
-                extra={"event_id": event.id, "action": "warn_dm_refresh", "outcome": "gone"},
-            )
+    located = [(dm.channel, dm.ts) for dm in warnings]
+    update_dms(deps, event, located, blocks.dm_warning_extended(event), action="warn_dm_refresh")
     return {}
 
 
