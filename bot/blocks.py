@@ -487,6 +487,26 @@ def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Block
     ]
 
 
+def dm_warning_extended(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    """An expiry warning DM once the event was extended (WARN_DM_REFRESH): the new expiry, who extended it,
+    its Extend and Close buttons kept (they act on the event as it is now)."""
+    ext = event.extensions[-1]
+    who = "you" if ext.by == event.slack_user_id else user(ext.by)
+    text = (
+        f":stopwatch: Your break-glass access to `{escape(event.profile)}` (event `{event.id}`) was extended by "
+        f"{human_duration(ext.duration)} by {who}: it now expires {date(event.expires_at)}, not as this warning "
+        "said. You will be warned again before then."
+    )
+    return text, [
+        _mrkdwn_section(text),
+        {
+            "type": "actions",
+            "block_id": ids.BLOCK_EVENT_ACTIONS,
+            "elements": [extend_button(event).to_dict(), close_button(event).to_dict()],
+        },
+    ]
+
+
 def thread_extended(event: BreakGlassEvent) -> tuple[str, Blocks]:
     ext = event.extensions[-1]
     text = (

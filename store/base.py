@@ -19,6 +19,7 @@ from store.errors import (
 from store.limits import NO_LIMITS, Counting, Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
 from store.notices import DayLink, DigestOf, Notice
+from store.refresh import warning_refreshed
 from store.tasks import OwedTask
 
 DEFAULT_PAGE_SIZE = 25
@@ -382,7 +383,7 @@ class TransitionStore:
                 max_extensions=max_extensions,
                 request_id=request_id,
             )
-            return retimed(ev, extended.with_outbox(*outbox))
+            return retimed(ev, warning_refreshed(ev, extended.with_outbox(*outbox)))
 
         counting = Counting(limits or NO_LIMITS, escalate or escalate_extension)
         return self._transition(event_id, apply, known, moves_claim=True, counting=counting)

@@ -77,6 +77,9 @@ class OutboxKind(StrEnum):
     # An extension (bot/delivery/handlers/extend.py): its thread reply and the invoker's DM (plus an AUDIT_UPDATE)
     EXTEND_THREAD = "extend_thread"
     EXTEND_DM = "extend_dm"
+    # An extension of an event whose expiry warning DM was sent (or is being sent): that DM updated to say
+    # it was extended and when it now expires (bot/delivery/handlers/warn_refresh.py; store/refresh.py)
+    WARN_DM_REFRESH = "warn_dm_refresh"
     # The end of an event (closed or expired, any way): the invoker's "access is active" DM is updated to
     # say so, without its buttons (bot/delivery/handlers/announcements.py)
     DM_ENDED = "dm_ended"
