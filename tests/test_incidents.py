@@ -115,15 +115,23 @@ def pd_webhook(
 
 
 def incident_field_error(response: Response) -> str:
-    """Why the incident was refused: the tool is asked after the ack (bot.invoker), so the refusal is the
-    "Not granted" notice that replaces the form, not an inline error."""
+    """Why the incident was refused: the tool is asked after the ack (bot.invoker), so the refusal comes back
+    in the same modal by `views.update`: the invoke form again, the error right below the incident field
+    (bot.slack.refused_form)."""
     assert response.status == 200
     body = response.json
     assert body["response_action"] == "update", body
     assert response.headers.get("X-Answered-By") == "views.update"
-    view = body["view"]
-    assert view["title"]["text"] == "Not granted", view
-    return str(json.dumps(view["blocks"]))
+    return field_error(body["view"], ids.INCIDENT)
+
+
+def field_error(view: dict[str, Any], field: str) -> str:
+    """The error shown right below `field` of the invoke form `view` (a context block)."""
+    assert view["callback_id"] == ids.CALLBACK_INVOKE and view.get("submit"), view
+    blocks = view["blocks"]
+    below = blocks[[b.get("block_id") for b in blocks].index(field) + 1]
+    assert below["type"] == "context" and below["block_id"] == ids.FIELD_ERRORS[field], view
+    return str(below["elements"][0]["text"])
 
 
 def audit_post(bot: Bot) -> dict[str, Any]:
