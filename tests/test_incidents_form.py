@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 
-from bot import ids
+from bot import ids, metrics
 from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
 from bot.slack.invoke_meta import InvokeMetadata
 from store.sqlite import SQLiteStore
-from tests.conftest import Bot
-from tests.fake_incidents import FakePagerDuty
+from tests.conftest import Bot, make_bot
+from tests.fake_incidents import PD_TOKEN, FakePagerDuty
 from tests.harness import Response
 from tests.test_flows_close import settled, wait_until
-from tests.test_incidents import AUDIT, field_error, incident_field_error, pd_bot
+from tests.test_incidents import AUDIT, PD_SECRET, field_error, incident_field_error, pd_bot, pd_policy
+from tests.test_metrics import METRICS_TOKEN, samples, scrape
 
 JUSTIFICATION = "Checkout is down; restarting the payment workers by hand"
 
@@ -227,3 +228,38 @@ def test_fast_path_refusal_is_a_clear_ephemeral_reply(pdbot: Bot) -> None:
     assert pdbot.slack.command(text.replace("PDONE01", "PINC001")).status == 200
     (event,) = wait_until(pdbot.store.list_active, "the fast-path event")
     assert event.incident_link is not None and event.incident_link.id == "PINC001"
+
+
+def test_each_refusal_is_counted_once(
+    fake: FakeSlack,
+    store: SQLiteStore,
+    clock: ManualClock,
+    pagerduty: FakePagerDuty,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`GET /metrics`: the form given back counts its refusal once, as the notice or DM it replaces did."""
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    bot = make_bot(
+        fake,
+        store,
+        pd_policy(),
+        clock,
+        pagerduty_api_token=PD_TOKEN,
+        pagerduty_webhook_secret=PD_SECRET,
+        pagerduty_api_url=pagerduty.url,
+        breakglass_metrics_token=METRICS_TOKEN,
+    )
+    endpoint = bot.server.server.get_app().metrics  # type: ignore[attr-defined]
+    try:
+        view_id, metadata = bot.slack.open_form("U0001")
+        incident_field_error(submit(bot, view_id, metadata, "PNOPE99"))  # the form back
+        view_id, metadata = bot.slack.open_form("U0001")
+        fake.fail("views.update", times=2, error="not_found")
+        submit(bot, view_id, metadata, "PDONE01")  # by DM: the modal was closed
+        fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "U0001")
+        values = samples(scrape(bot)[1])
+        assert values[("breakglass_refusals_total", (("reason", "incident_refused"),))] == 2
+    finally:
+        metrics.RECORDER.detach(endpoint.sink)
+        bot.runtime.scheduler.shutdown(wait=False)
+        bot.server.stop()
