@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -261,5 +262,35 @@ def test_each_refusal_is_counted_once(
         assert values[("breakglass_refusals_total", (("reason", "incident_refused"),))] == 2
     finally:
         metrics.RECORDER.detach(endpoint.sink)
+        bot.runtime.scheduler.shutdown(wait=False)
+        bot.server.stop()
+
+
+def test_each_refused_attempt_of_one_form_reaches_the_audit_feed(
+    fake: FakeSlack, store: SQLiteStore, clock: ManualClock, pagerduty: FakePagerDuty, tmp_path: Path
+) -> None:
+    """The form given back is submitted again with the same view id: a second refused attempt is its own
+    refusal in the feed (a retry of the same submission by Slack still records one)."""
+    bot = make_bot(
+        fake,
+        store,
+        pd_policy(),
+        clock,
+        pagerduty_api_token=PD_TOKEN,
+        pagerduty_webhook_secret=PD_SECRET,
+        pagerduty_api_url=pagerduty.url,
+        breakglass_audit_feed=f"file:{tmp_path / 'audit.log'}",
+    )
+    try:
+        view_id, metadata = bot.slack.open_form("U0001")
+        sent = time.monotonic()
+        assert "PNOPE99" in incident_field_error(submit(bot, view_id, metadata, "PNOPE99"))
+        again = metadata_put_in(bot, view_id, sent)
+        clock.advance(1)
+        assert "PNOPE98" in incident_field_error(submit(bot, view_id, again, "PNOPE98"))
+        messages = [json.loads(n.body)["message"] for n in store.list_notices()]
+        assert len(messages) == 2 and "PNOPE99" in messages[0] and "PNOPE98" in messages[1], messages
+        assert store.list_active() == []
+    finally:
         bot.runtime.scheduler.shutdown(wait=False)
         bot.server.stop()
