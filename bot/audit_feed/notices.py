@@ -12,8 +12,8 @@ owed to the feed's sinks until each has it:
 
 A refusal is an OCSF *User Access Management* record (3005), activity 1 Assign Privileges with `status_id`
 2 Failure and `status_detail` the refusal's kind; its `metadata.uid` is the notice's uid (`refused:<hex>`,
-from the Slack request's id and what it submitted when there is one, so a retried request is one notice). It is a chain of one
-(`seq` 1): there is no event to chain it to.
+from the Slack request's id and what it submitted when there is one, so a retried request is one notice).
+It is a chain of one (`seq` 1): there is no event to chain it to.
 """
 
 from __future__ import annotations
