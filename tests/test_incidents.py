@@ -22,7 +22,7 @@ from bot.policy import Policy, parse_policy
 from store import Status
 from store.sqlite import SQLiteStore
 from tests.conftest import Bot, make_bot
-from tests.fake_incidents import IIO_KEY, PD_TOKEN, FakeIncidentIo, FakePagerDuty
+from tests.fake_incidents import IIO_KEY, PD_TOKEN, FakeIncidentIo, FakePagerDuty, sample_pagerduty
 from tests.harness import Response, http
 from tests.test_flows_close import buttons, settled, wait_until
 
@@ -57,13 +57,18 @@ def pd_policy(on_unreachable: str = "allow", close_on_resolve: str = "true") -> 
 
 @pytest.fixture
 def pagerduty() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        fake.add_incident("PINC001", 1234, "Checkout is down")
-        fake.add_incident("PDONE01", 1200, "Old outage", status="resolved")
-        yield fake  # type: ignore[misc]
+    with sample_pagerduty() as fake:
+        yield fake
 
 
-def pd_bot(fake: FakeSlack, store: SQLiteStore, clock: ManualClock, pd: FakePagerDuty, **policy: str) -> Bot:
+def pd_bot(
+    fake: FakeSlack,
+    store: SQLiteStore,
+    clock: ManualClock,
+    pd: FakePagerDuty,
+    settings: dict[str, Any] | None = None,
+    **policy: str,
+) -> Bot:
     return make_bot(
         fake,
         store,
@@ -73,6 +78,7 @@ def pd_bot(fake: FakeSlack, store: SQLiteStore, clock: ManualClock, pd: FakePage
         pagerduty_webhook_secret=PD_SECRET,
         pagerduty_api_url=pd.url,
         pagerduty_from_email="breakglass@example.com",
+        **(settings or {}),
     )
 
 

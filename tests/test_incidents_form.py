@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,11 @@ from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
 from bot.slack.invoke_meta import InvokeMetadata
 from store.sqlite import SQLiteStore
-from tests.conftest import Bot, make_bot
-from tests.fake_incidents import PD_TOKEN, FakePagerDuty
+from tests.conftest import Bot
+from tests.fake_incidents import FakePagerDuty, sample_pagerduty
 from tests.harness import Response
 from tests.test_flows_close import settled, wait_until
-from tests.test_incidents import AUDIT, PD_SECRET, field_error, incident_field_error, pd_bot, pd_policy
+from tests.test_incidents import AUDIT, field_error, incident_field_error, pd_bot
 from tests.test_metrics import METRICS_TOKEN, samples, scrape
 
 JUSTIFICATION = "Checkout is down; restarting the payment workers by hand"
@@ -30,16 +31,20 @@ JUSTIFICATION = "Checkout is down; restarting the payment workers by hand"
 
 @pytest.fixture
 def pagerduty() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        fake.add_incident("PINC001", 1234, "Checkout is down")
-        fake.add_incident("PDONE01", 1200, "Old outage", status="resolved")
-        yield fake  # type: ignore[misc]
+    with sample_pagerduty() as fake:
+        yield fake
 
 
+@contextmanager
 def running(
-    fake: FakeSlack, store: SQLiteStore, clock: ManualClock, pagerduty: FakePagerDuty, **policy: str
+    fake: FakeSlack,
+    store: SQLiteStore,
+    clock: ManualClock,
+    pagerduty: FakePagerDuty,
+    settings: dict[str, Any] | None = None,
+    **policy: str,
 ) -> Iterator[Bot]:
-    bot = pd_bot(fake, store, clock, pagerduty, **policy)
+    bot = pd_bot(fake, store, clock, pagerduty, settings, **policy)
     try:
         yield bot
     finally:
@@ -49,7 +54,8 @@ def running(
 
 @pytest.fixture
 def pdbot(fake: FakeSlack, store: SQLiteStore, clock: ManualClock, pagerduty: FakePagerDuty) -> Iterator[Bot]:
-    yield from running(fake, store, clock, pagerduty)
+    with running(fake, store, clock, pagerduty) as bot:
+        yield bot
 
 
 @pytest.fixture
@@ -57,7 +63,8 @@ def refusing(
     fake: FakeSlack, store: SQLiteStore, clock: ManualClock, pagerduty: FakePagerDuty
 ) -> Iterator[Bot]:
     """A bot whose policy refuses unverified incidents (`on_unreachable: refuse`)."""
-    yield from running(fake, store, clock, pagerduty, on_unreachable="refuse")
+    with running(fake, store, clock, pagerduty, on_unreachable="refuse") as bot:
+        yield bot
 
 
 def submit(bot: Bot, view_id: str | None, metadata: str, incident: str | None, **values: Any) -> Response:
@@ -240,18 +247,8 @@ def test_each_refusal_is_counted_once(
 ) -> None:
     """`GET /metrics`: the form given back counts its refusal once, as the notice or DM it replaces did."""
     monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
-    bot = make_bot(
-        fake,
-        store,
-        pd_policy(),
-        clock,
-        pagerduty_api_token=PD_TOKEN,
-        pagerduty_webhook_secret=PD_SECRET,
-        pagerduty_api_url=pagerduty.url,
-        breakglass_metrics_token=METRICS_TOKEN,
-    )
-    endpoint = bot.server.server.get_app().metrics  # type: ignore[attr-defined]
-    try:
+    with running(fake, store, clock, pagerduty, {"breakglass_metrics_token": METRICS_TOKEN}) as bot:
+        endpoint = bot.server.server.get_app().metrics  # type: ignore[attr-defined]
         view_id, metadata = bot.slack.open_form("U0001")
         incident_field_error(submit(bot, view_id, metadata, "PNOPE99"))  # the form back
         view_id, metadata = bot.slack.open_form("U0001")
@@ -259,11 +256,8 @@ def test_each_refusal_is_counted_once(
         submit(bot, view_id, metadata, "PDONE01")  # by DM: the modal was closed
         fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == "U0001")
         values = samples(scrape(bot)[1])
-        assert values[("breakglass_refusals_total", (("reason", "incident_refused"),))] == 2
-    finally:
         metrics.RECORDER.detach(endpoint.sink)
-        bot.runtime.scheduler.shutdown(wait=False)
-        bot.server.stop()
+    assert values[("breakglass_refusals_total", (("reason", "incident_refused"),))] == 2
 
 
 def test_each_refused_attempt_of_one_form_reaches_the_audit_feed(
@@ -271,17 +265,8 @@ def test_each_refused_attempt_of_one_form_reaches_the_audit_feed(
 ) -> None:
     """The form given back is submitted again with the same view id: a second refused attempt is its own
     refusal in the feed (a retry of the same submission by Slack still records one)."""
-    bot = make_bot(
-        fake,
-        store,
-        pd_policy(),
-        clock,
-        pagerduty_api_token=PD_TOKEN,
-        pagerduty_webhook_secret=PD_SECRET,
-        pagerduty_api_url=pagerduty.url,
-        breakglass_audit_feed=f"file:{tmp_path / 'audit.log'}",
-    )
-    try:
+    feed = {"breakglass_audit_feed": f"file:{tmp_path / 'audit.log'}"}
+    with running(fake, store, clock, pagerduty, feed) as bot:
         view_id, metadata = bot.slack.open_form("U0001")
         sent = time.monotonic()
         assert "PNOPE99" in incident_field_error(submit(bot, view_id, metadata, "PNOPE99"))
@@ -291,6 +276,3 @@ def test_each_refused_attempt_of_one_form_reaches_the_audit_feed(
         messages = [json.loads(n.body)["message"] for n in store.list_notices()]
         assert len(messages) == 2 and "PNOPE99" in messages[0] and "PNOPE98" in messages[1], messages
         assert store.list_active() == []
-    finally:
-        bot.runtime.scheduler.shutdown(wait=False)
-        bot.server.stop()
