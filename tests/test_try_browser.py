@@ -181,6 +181,16 @@ def audit_message(driver: WebDriver, marker: str, also: str = "") -> WebElement:
     return wait(driver, found)
 
 
+def reason_and_duration(driver: WebDriver, reason: str, seconds: str) -> None:
+    """Choose them in the open invoke form (found again when the app redrew it)."""
+    on_form(
+        driver, "Break glass", lambda f: Select(f.find_element(By.ID, "in-reason")).select_by_value(reason)
+    )
+    on_form(
+        driver, "Break glass", lambda f: Select(f.find_element(By.ID, "in-duration")).select_by_value(seconds)
+    )
+
+
 def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
     """As the engineer, /breakglass, see the inline errors, fill the form, submit; returns the event id."""
     driver.get(workspace.url)
@@ -206,14 +216,7 @@ def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
         Select(form.find_element(By.ID, "in-profile")).first_selected_option.get_attribute("value")
         == "sandbox"
     )
-    on_form(
-        driver,
-        "Break glass",
-        lambda f: Select(f.find_element(By.ID, "in-reason")).select_by_value("incident"),
-    )
-    on_form(
-        driver, "Break glass", lambda f: Select(f.find_element(By.ID, "in-duration")).select_by_value("1800")
-    )
+    reason_and_duration(driver, "incident", "1800")
 
     def justify(form: WebElement) -> None:
         box = form.find_element(By.ID, "in-justification")
@@ -332,14 +335,7 @@ def test_a_resolved_incident_in_the_form_is_shown_under_the_field(
     be(browser, "U0ENG")
     open_pane(browser, "C0OPS")
     type_command(browser, "/breakglass sandbox")  # the form, sandbox chosen: its durations offered
-    on_form(
-        browser,
-        "Break glass",
-        lambda f: Select(f.find_element(By.ID, "in-reason")).select_by_value("incident"),
-    )
-    on_form(
-        browser, "Break glass", lambda f: Select(f.find_element(By.ID, "in-duration")).select_by_value("1800")
-    )
+    reason_and_duration(browser, "incident", "1800")
     on_form(
         browser, "Break glass", lambda f: f.find_element(By.ID, "in-justification").send_keys(JUSTIFICATION)
     )
