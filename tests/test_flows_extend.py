@@ -81,7 +81,10 @@ def test_extend_from_the_warning_dm_moves_the_expiry_and_announces_it(bot: Bot) 
 
 def test_two_extends_from_stale_modals_one_wins_the_other_is_told(bot: Bot) -> None:
     event = invoke(bot)
+    # both forms open before either is submitted; the second click waits for the first form, so
+    # views[0] is U0001's (the forms open after each click's ack, in either order otherwise)
     bot.slack.click("extend_event", event.id, user="U0001", channel="D0001")
+    bot.fake.wait_for("views.open", 1, where=not_the_invoke_form)
     bot.slack.click("extend_event", event.id, user="U0IC", channel="D0002")
     views = [c.params["view"] for c in bot.fake.wait_for("views.open", 2, where=not_the_invoke_form)]
     assert _submit_extend(bot, views[0], "U0001", "900").json["response_action"] == "update"
