@@ -797,6 +797,38 @@ def invoke_modal(
     return view.to_dict()
 
 
+def invoke_form_again(
+    form: dict[str, Any], entered: dict[str, str | None], errors: dict[str, str]
+) -> dict[str, Any]:
+    """The invoke form `form` (an `invoke_modal`, not changed) as its person submitted it: what they entered
+    as each field's initial value (a choice only while it is still offered), and each field's error in a
+    context block right below it (block id `ids.FIELD_ERRORS[field]`; a `views.update` cannot set an
+    input's error, only an ack's `response_action: errors` can). Errors are plain text, escaped here."""
+    shown: list[dict[str, Any]] = []
+    for block in form.get("blocks") or []:
+        field = block.get("block_id")
+        value = entered.get(field) if isinstance(field, str) else None
+        element = block.get("element") or {}
+        if value and block.get("type") == "input":
+            element = dict(element)
+            if element.get("type") == "static_select":
+                option = next((o for o in element.get("options") or [] if o.get("value") == value), None)
+                if option is not None:
+                    element["initial_option"] = option
+            elif element.get("type") == "plain_text_input":
+                element["initial_value"] = value[: element.get("max_length") or MAX_SECTION]
+            block = {**block, "element": element}
+        shown.append(block)
+        if isinstance(field, str) and field in errors and field in ids.FIELD_ERRORS:
+            text = ":warning: " + escape(_truncate(errors[field], 500))
+            shown.append(
+                ContextBlock(
+                    block_id=ids.FIELD_ERRORS[field], elements=[MarkdownTextObject(text=text)]
+                ).to_dict()
+            )
+    return {**form, "blocks": shown}
+
+
 def notice_modal(title: str, text: str) -> dict[str, Any]:
     """A read-only modal with one message (bot-authored mrkdwn; callers escape user text). Plain dicts:
     it answers a submission inside the ack (tests/test_blocks_plain.py checks it with slack_sdk)."""

@@ -261,10 +261,7 @@ class BreakGlassService:
         if incident is not None and not errors:  # looked up only once everything else is right
             if request.known is not None and self.incidents.enabled:
                 raise invoker.Unresolved("incident")  # the tool is asked after the ack
-            try:
-                link = self.incidents.link(incident)
-            except ValidationFailed as exc:
-                errors.update(exc.errors)
+            link = self.incidents.link(incident)  # IncidentRefused: unknown, resolved, unverifiable
         if errors:
             raise ValidationFailed(errors)
         assert profile is not None

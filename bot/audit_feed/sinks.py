@@ -476,6 +476,9 @@ class AuditFeed:
             reason_code=(request.reason or "").strip()[:64] or None,
             message=message,
             request_id=request.request_id,
+            attempt=json.dumps(
+                [request.profile, request.reason, request.justification, request.duration, request.incident]
+            ),
         )
         self.add_notices([notice])
 

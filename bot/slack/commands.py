@@ -11,7 +11,7 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
-from bot.errors import AlreadyActive, BreakglassError, NotAuthorized, ValidationFailed
+from bot.errors import AlreadyActive, BreakglassError, IncidentRefused, NotAuthorized, ValidationFailed
 from bot.service import InvokeRequest
 from bot.slack import invoke_meta, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
@@ -157,7 +157,7 @@ def answer(
         message = blocks.escape(user_message(exc))
         if (
             isinstance(exc, ValidationFailed)
-            and not isinstance(exc, AlreadyActive)  # a well-formed command: usage would not help
+            and not isinstance(exc, AlreadyActive | IncidentRefused)  # well formed: usage would not help
             and words[0].lower() not in SUBCOMMANDS
             and "usage" not in exc.errors
         ):

@@ -13,7 +13,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot import blocks, ids
 from bot.invoker import Unresolved, covers
 from bot.service import BreakGlassService, InvokeRequest
-from bot.slack import invoke_meta, roles_meta
+from bot.slack import invoke_meta, refused_form, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of, parse_metadata
 from bot.slack.errors import modal_errors, user_message
 from bot.slack.lazy_decide import deciding, form_redo, invoke_once
@@ -122,6 +122,8 @@ def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
     try:
         event = invoke_once(ctx, request)  # a retried decision (Lambda) gives the first one's answer
     except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+        if refused_form.show(ctx, view_id, request, exc):  # e.g. the incident: the form back, error under it
+            return
         text = (
             ":x: "
             + blocks.escape(user_message(exc))
