@@ -22,6 +22,7 @@ from store.sqlite import SQLiteStore
 from tests.conftest import Bot
 from tests.fake_incidents import FakePagerDuty, sample_pagerduty
 from tests.harness import Response
+from tests.test_audit_refusals import refusals
 from tests.test_flows_close import settled, wait_until
 from tests.test_incidents import AUDIT, field_error, incident_field_error, pd_bot
 from tests.test_metrics import METRICS_TOKEN, samples, scrape
@@ -273,6 +274,11 @@ def test_each_refused_attempt_of_one_form_reaches_the_audit_feed(
         again = metadata_put_in(bot, view_id, sent)
         clock.advance(1)
         assert "PNOPE98" in incident_field_error(submit(bot, view_id, again, "PNOPE98"))
-        messages = [json.loads(n.body)["message"] for n in store.list_notices()]
-        assert len(messages) == 2 and "PNOPE99" in messages[0] and "PNOPE98" in messages[1], messages
+        # each refusal's notice is sent to the feed as soon as it is stored (bot.delivery.prompt_notices)
+        sent_records = wait_until(lambda: len(refusals(tmp_path)) >= 2 and refusals(tmp_path), "two refusals")
+        texts = sorted(json.dumps(r) for r in sent_records)
+        assert len(texts) == 2 and any("PNOPE99" in t for t in texts) and any("PNOPE98" in t for t in texts)
+        wait_until(
+            lambda: store.list_notices() == [], "no notice left owed"
+        )  # marked sent after the sink took it
         assert store.list_active() == []
