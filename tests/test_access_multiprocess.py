@@ -107,8 +107,9 @@ def world(
 def test_the_grant_survives_a_sigkill_before_its_aws_call(world, aws: Aws) -> None:
     bot, fake, store = world
     first = bot()
-    # the audit message (owed first) fails, so this delivery stops before the grant
-    fake.fail("chat.postMessage", error="fatal_error")
+    # the audit message (owed first) fails, so this delivery stops before the grant; it keeps failing until
+    # the kill, so no sweep's retry (every second here) can grant before it, however late the kill comes
+    fake.fail("chat.postMessage", error="fatal_error", times=1000)
     response = SlackSender(first.url, fake).invoke(user="U0001", profile="sandbox", duration="3600")
     assert response.json["response_action"] == "update"
     (event,) = store.list_by_invoker("U0001").items
@@ -116,6 +117,7 @@ def test_the_grant_survives_a_sigkill_before_its_aws_call(world, aws: Aws) -> No
     first.kill()  # SIGKILL: the grant is stored as owed, and AWS has not been asked
     assert store.get(event.id).owes(OutboxKind.ACCESS_GRANT)
     assert aws.assigned() == []
+    fake.heal("chat.postMessage")
     bot()
     eventually(lambda: aws.assigned() == [aws.users["U0001"]], "the grant by the restarted process")
     eventually(lambda: not store.get(event.id).outbox, "every owed step")

@@ -698,6 +698,11 @@ class FakeSlack:
         with self._lock:
             self._failures.append(_Failure(method, times, status, error, retry_after, delay, channel))
 
+    def heal(self, method: str | None = None) -> None:
+        """Drop the failures still queued for ``method`` (None: every queued failure)."""
+        with self._lock:
+            self._failures = [f for f in self._failures if method is not None and f.method != method]
+
     def slow(self, method: str | None, delay: float, *, times: int = 1) -> None:
         """The next ``times`` calls to ``method`` are processed normally but answered after ``delay`` s."""
         self.fail(method, times=times, status=200, delay=delay)
