@@ -108,7 +108,7 @@ def run(rows: list[Row], *, rounds: int = 4, compare: str | None = None) -> None
             if extra:
                 env["BENCH_BARE_STORE"] = f"sqlite:///{tmp / 'bare-write.db'}"
             stack.enter_context(serve(gunicorn_cmd(port, "bench.bare_app:app"), env, port, str(ROOT)))
-            bares.append(Target(name, f"http://127.0.0.1:{port}", fake))
+            bares.append(Target(name, f"http://127.0.0.1:{port}", fake, opens_form=False))
         targets = [b[2] for b in bots] + bares
         for target in targets:  # warm-up: imports, user lookups, SQLite pages
             list(pool.map(target.one, _submissions(0)[:10]))
