@@ -241,3 +241,56 @@ def test_idle_channels_are_forgotten_and_paused_ones_kept(monkeypatch: pytest.Mo
         pass
     assert set(gate._channels) == {"C0AUDIT", "D3"}
     assert gate.paused_for("C0AUDIT") == 55.0
+
+
+# -- roots first across the post-ack queue (bot/delivery/queue.py, bot/delivery/precedence.py) ------------
+
+
+def test_a_reply_waits_for_a_root_still_in_the_queue_but_not_past_its_patience() -> None:
+    """A root owed to C1 but still in the post-ack queue holds back a thread reply (from the sweep, no
+    worker) however free the channel is; after `patience` seconds the reply goes anyway (never starved)."""
+    from bot.delivery.inflight import InFlight
+    from bot.delivery.queue import Delivery, DeliveryQueue
+
+    ticker = Ticker()
+    gate = ChannelGate(1.0, 5, now=ticker, patience=10.0)
+    ticker.gates.append(gate)
+    queue = DeliveryQueue(InFlight())
+    gate.attend(queue)
+    queue.put(Delivery("new", root="C1"))
+    posts = Poster(gate, ticker)
+    posts.post("reply-old", priority=THREAD)
+    posts.post("dm", channel="D1", priority=THREAD)  # another channel: not held back
+    settle(lambda: [n for n, _ in posts.got] == ["dm"] and posts.waiting() == 1)
+    ticker.advance(9.0)
+    time.sleep(0.05)
+    assert [n for n, _ in posts.got] == ["dm"], "held back while the root is owed"
+    ticker.advance(1.0)
+    settle(lambda: len(posts.got) == 2)
+    assert posts.got[1] == ("reply-old", 1010.0)
+    posts.join()
+    assert posts.errors == []
+    assert queue.roots_owed("C1") == 1 and queue.should_give_way("C1")  # no worker is there to take it
+
+
+def test_a_worker_gives_way_only_when_no_other_worker_is_free_for_the_root() -> None:
+    from bot.delivery.inflight import InFlight
+    from bot.delivery.precedence import GaveWay, WorkerTurn, may_give_way, working
+    from bot.delivery.queue import Delivery, DeliveryQueue
+
+    ticker = Ticker()
+    gate = ChannelGate(1.0, 5, now=ticker)
+    queue = DeliveryQueue(InFlight())
+    gate.attend(queue)
+    queue.put(Delivery("new", root="C1"))
+    with working(WorkerTurn(queue)) as turn, may_give_way(True), pytest.raises(GaveWay):
+        gate.acquire("C1", THREAD)
+    assert turn.gave_way and gate._channels["C1"].waiting == []
+    assert not queue.should_give_way("C1"), "the worker that gave way is counted as coming back"
+    work = queue.get(returning=True)
+    assert work == Delivery("new", root="C1")
+    assert queue.roots_owed("C1") == 1, "taken, not yet in the gate: replies still wait"
+    with working(WorkerTurn(queue, root="C1")), gate.turn("C1", ROOT):
+        assert queue.roots_owed("C1") == 0
+    with working(WorkerTurn(queue)), may_give_way(True), gate.turn("C1", THREAD):
+        assert not gate.paused_for("C1")  # nothing owed: the reply takes its turn
