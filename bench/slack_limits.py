@@ -6,7 +6,7 @@ that makes one SQLite store write before it acks (the floor of a submission's ac
 BENCH_COMPARE=DIR (another checkout), the bot as it was.
 
 * 8a, submission ack: `rounds` rounds of 30 modal submissions at concurrency 10 to each server in turn
-  (the first server rotates); ack p50/p99 of each, and the bot's p99 against bare Bolt + one store write
+  (the first server rotates); ack p50/p90/p99 of each, and the bot's p99 against bare Bolt + one store write
   (issue 21.1's target: 1.2x).
 * 8b, the 429 burst: `chat.postMessage` limited as Slack does, 1 per second per channel with bursts of 4
   (bot/localslack/ratelimit.py); 30 engineers submit within 3 s; each bot is driven alone, and the run ends
@@ -134,7 +134,10 @@ def run(rows: list[Row], *, rounds: int = 4, compare: str | None = None) -> None
 
         for target in targets:
             values = acks[target.name]
-            line = f"p50 {pct(values, 50) * 1000:.0f} / p99 {pct(values, 99) * 1000:.0f} ms (n={len(values)})"
+            line = (
+                f"p50 {pct(values, 50) * 1000:.0f} / p90 {pct(values, 90) * 1000:.0f} / "
+                f"p99 {pct(values, 99) * 1000:.0f} ms (n={len(values)})"
+            )
             if target.name.startswith("bot"):
                 ratio = pct(values, 99) / floor
                 add(SECTION_ACK, f"{target.name}: submission ack", line)
