@@ -59,6 +59,7 @@ lock: $(STAMP)
 # locked dependencies as manylinux aarch64 wheels (every hash checked), bot/ and store/, and the policy file
 # `POLICY` (optional) at the same relative path, which is the module's `policy_file`.
 LAMBDA_BUILD := build/lambda
+LAMBDA_PYTHON ?= python3.12
 lambda-package: $(APP)
 	rm -rf $(LAMBDA_BUILD) dist/breakglass-lambda.zip
 	mkdir -p $(LAMBDA_BUILD) dist
@@ -67,6 +68,13 @@ lambda-package: $(APP)
 	cp -R bot store $(LAMBDA_BUILD)/
 	$(if $(POLICY),mkdir -p $(LAMBDA_BUILD)/$(dir $(POLICY)) && cp $(POLICY) $(LAMBDA_BUILD)/$(POLICY))
 	find $(LAMBDA_BUILD) -name __pycache__ -prune -exec rm -rf {} +
+	@# Lambda's code is read-only, so Python cannot cache bytecode there: without .pyc files in the package
+	@# every cold start compiles each module from source (docs/benchmarks.md 7c). Compiled by the runtime's
+	@# Python (bytecode is per minor version, not per architecture); "unchecked-hash" because the zip does
+	@# not keep the exact mtimes a timestamp check compares.
+	@if command -v $(LAMBDA_PYTHON) >/dev/null 2>&1 && $(LAMBDA_PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12)'; then \
+	  $(LAMBDA_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash $(LAMBDA_BUILD) >/dev/null; \
+	else echo "warning: no Python 3.12 ($(LAMBDA_PYTHON)): the package has no .pyc files, so each cold start compiles every module"; fi
 	cd $(LAMBDA_BUILD) && $(abspath $(BIN))/python -m zipfile -c $(abspath dist)/breakglass-lambda.zip *
 	@echo "dist/breakglass-lambda.zip: the module's package_file"
 

@@ -4,7 +4,8 @@ Each sample is a fresh Python process (`python bench/coldstart.py child bot|bare
 handler module, as Lambda's init phase does (AWS_LAMBDA_FUNCTION_NAME is set, so bot/lambda_handler.py
 builds its runtime at import), then answers one signed `/breakglass` (a Function URL event, payload 2.0).
 DynamoDB and Lambda (Bolt's lazy-listener self-invocation) are a moto server in the parent process, Slack
-is the local fake Web API: nothing the child imports is loaded in the parent's favour. Reported separately:
+is the local fake Web API: nothing the child imports is loaded in the parent's favour. The code both apps
+import has bytecode (`precompile`), as a Lambda package built by `make lambda-package` has. Reported separately:
 interpreter start (spawn -> first line of the child), init (importing the handler), the first request,
 and the total (spawn -> response). The bot and bare Bolt alternate sample by sample, so both see the same
 machine load.
@@ -106,6 +107,20 @@ def _lambda_function(endpoint: str) -> str:
     return str(made["FunctionArn"])
 
 
+def precompile(root: Path) -> None:
+    """Bytecode for the code the children import from `root`, as the site-packages of both apps have it
+    (pip compiles at install) and as `make lambda-package` ships it (Lambda's code directory is read-only,
+    so nothing is cached there at run time). Without this, PYTHONDONTWRITEBYTECODE (set in some shells and
+    CI images) would have every child compile the bot's own modules from source, and the bare app's one
+    small module: a cost of where the bench runs, not of the bot. Timestamp-checked .pyc files, the
+    default, so an edited source is compiled again."""
+    import compileall
+
+    for package in ("bot", "store", "bench"):
+        if not compileall.compile_dir(root / package, quiet=1):
+            raise RuntimeError(f"could not compile {root / package}")
+
+
 def sample(kind: str, env: dict[str, str], event: dict[str, Any], root: Path = ROOT) -> dict[str, Any]:
     """One cold start of `kind` ("bot", "bare" or "bot before": the bot from the checkout `root`)."""
     env = {**env, "PYTHONPATH": str(root)}
@@ -158,7 +173,9 @@ def measure(samples: int = 7, compare: str | None = None) -> dict[str, list[dict
         }
         roots = {"bot": ROOT, "bare": ROOT, **({"bot before": Path(compare).resolve()} if compare else {})}
         results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in roots}
-        for kind, root in roots.items():  # warm-up: the page cache and .pyc files, not measured
+        for root in set(roots.values()):
+            precompile(root)
+        for kind, root in roots.items():  # warm-up: the page cache, not measured
             sample(kind, env, _signed_command(SIGNING_SECRET), root)
         kinds = list(roots)
         for i in range(samples):

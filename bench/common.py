@@ -84,6 +84,9 @@ def moto_server() -> Iterator[str]:
     """A moto server on 127.0.0.1 (free port); yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    from tests.moto_atomic import install
+
+    install()  # DynamoDB's atomic conditional writes, which moto lacks
     aws_env()
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -45,7 +45,7 @@ from store import (
     parse_store_url,
 )
 from store.base import Page
-from store.model import MAX_CLOSE_REASON, OutboxEntry, validate_free_text
+from store.model import MAX_CLOSE_REASON, OutboxEntry, OutboxKind, validate_free_text
 from store.timeutil import format_ts
 
 OK, REFUSED, USAGE = 0, 1, 2
@@ -634,7 +634,7 @@ def _operator_service(args: argparse.Namespace) -> Iterator[tuple[Any, Any, list
     try:
         if not slack_problems:
             try:
-                runtime = create_app(settings, store, policy=policy)
+                runtime = create_app(settings, store, policy=policy, operator=True)
             except ConfigError as exc:
                 slack_problems = exc.problems
         if runtime is not None:
@@ -706,8 +706,11 @@ def _deliver(runtime: Any, event_id: str, slack_problems: list[str]) -> None:
         )
         return
     delivered = runtime.pipeline.deliver(event_id)
-    if delivered is not None and not delivered.outbox:
+    left = {entry.kind for entry in delivered.outbox} if delivered is not None else None
+    if left is not None and left <= {OutboxKind.EXPIRY_SCHEDULES}:
         err("announced in the audit channel and to the invoker")
+        if left:  # the admin CLI changes no AWS access (docs/iam-policy-admin.json)
+            err("the event's EventBridge schedules are the bot's to move: its next sweep does it")
     else:
         err("some announcements could not be delivered now: they stay owed and the bot's sweep retries them")
 

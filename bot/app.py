@@ -48,7 +48,6 @@ from bot.slack_pacing import BURST, RATE, ChannelGate, PacedRateLimitRetryHandle
 from bot.slack_token import TokenWatch
 from store import Store
 from store.dynamodb import DynamoDBStore
-from store.model import OutboxKind
 
 if TYPE_CHECKING:
     from bot.audit_feed.sinks import AuditFeed
@@ -173,6 +172,7 @@ def create_app(
     access: AccessProvider | None = None,
     incidents: IncidentProvider | None = None,
     delivery_workers: int = 4,
+    operator: bool = False,
 ) -> BreakglassApp:
     policy = policy or resolve_policy(settings)
     channel = audit_channel(settings, policy)
@@ -224,6 +224,8 @@ def create_app(
         leases=LeaseKeeper(),  # renews every lease this process holds (deliveries, assignment locks)
         # Lambda: exact-time warnings and expiry from one-time schedules, when configured (bot/schedules.py)
         schedules=schedules.configured(settings) if lazy_delivery else None,
+        # `breakglass-admin` (`operator`) changes no AWS access: the schedules step it owes waits for the bot
+        defer_schedules=operator,
     )
     # After the ack: threaded runtimes queue the delivery for the engine's workers; Lambda cannot run
     # threads after returning, so there a Bolt lazy listener delivers (`lazy_listeners` below).
@@ -249,7 +251,7 @@ def create_app(
         prepare_new=new_leases.hold,
         access=access,
     )
-    service.retime = (OutboxKind.EXPIRY_SCHEDULES,) if deps.schedules else ()
+    service.timed_by = "schedules" if deps.schedules else None
     # Runs Bolt's lazy listeners (Lambda) and `SlackContext.call_after_ack` work; a large pool keeps slow
     # Slack calls after one ack from delaying the next (Bolt's default is cpu_count + 4).
     executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener")

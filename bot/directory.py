@@ -84,6 +84,11 @@ class Directory:
             retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)],
         )
 
+    @property
+    def ttl(self) -> float:
+        """How long a Slack answer is cached, in seconds."""
+        return self._ttl
+
     def _cached(
         self,
         cache: dict[str, tuple[float, Any]],

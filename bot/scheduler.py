@@ -252,7 +252,11 @@ class Scheduler:
 
     def _resync(self, event_id: str) -> None:
         """Owe the event's schedules step again (they missed a change) and deliver it."""
-        mutate(self.service.store, event_id, lambda ev: ev.with_outbox(OutboxKind.EXPIRY_SCHEDULES))
+        mutate(  # timed by schedules from now on (an event stored before `timed_by` existed)
+            self.service.store,
+            event_id,
+            lambda ev: ev.updated(timed_by="schedules").with_outbox(OutboxKind.EXPIRY_SCHEDULES),
+        )
         self.pipeline.deliver(event_id)
 
     def run_warning(self, event_id: str) -> None:

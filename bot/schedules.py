@@ -1,9 +1,10 @@
 """Exact-time warnings and expiry on Lambda: one-time EventBridge Scheduler schedules, kept by the outbox.
 
 Lambda runs no in-process scheduler, so without this an expiry waits for the minute sweep (up to 60 s late).
-With `BREAKGLASS_SCHEDULER_TARGET_ARN` and `BREAKGLASS_SCHEDULER_ROLE_ARN` set on Lambda (bot/app.py), every
-write that changes *when* an event's warning or expiry is due (invoke, extend) or ends it (close, expiry)
-also owes an `expiry_schedules` step (`OutboxKind.EXPIRY_SCHEDULES`). Its handler
+With `BREAKGLASS_SCHEDULER_TARGET_ARN` and `BREAKGLASS_SCHEDULER_ROLE_ARN` set on Lambda (bot/app.py), new
+events are stored `timed_by="schedules"`, and every write that changes *when* such an event's warning or
+expiry is due (invoke, extend) or ends it (close, expiry), whoever makes it, also owes an `expiry_schedules`
+step (`OutboxKind.EXPIRY_SCHEDULES`), added by the store itself (`store.base.retimed`). Its handler
 (bot/delivery/handlers/schedules.py, `ExpirySchedules.sync` here) renders
 the event as stored *now* onto two schedules named after the event (`breakglass-<event id>-warn`,
 `-expire`), so any number of such steps, retried in any order, converge:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bot import ids, invoker, metrics, schedules
 from bot.access import AccessProvider, NoneProvider, PermanentAccessError, TransientAccessError
@@ -62,8 +62,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # What an extension owes, in order, in the same store write as the new expiry (its handlers:
-# bot/delivery/handlers/extend.py). A runtime that keeps its own timers for the warning and the expiry
-# (e.g. one-time schedules on Lambda) adds its re-timing step here: an extension owes what a new expiry needs.
+# bot/delivery/handlers/extend.py). An event timed by one-time schedules (Lambda) also owes its re-timing
+# step, added by the store to every change of its end (store.base.retimed).
 EXTENSION_OUTBOX: tuple[OutboxKind, ...] = (OutboxKind.AUDIT_UPDATE, OutboxKind.EXTEND_THREAD)
 
 
@@ -161,9 +161,10 @@ class BreakGlassService:
         self.prepare_new = prepare_new
         # Told of each refused invocation (the audit feed stores it as a notice, bot/audit_feed/notices.py).
         self.on_refused: Callable[[InvokeRequest, RefusalKind, str], None] | None = None
-        # Owed by every write that re-times or ends an event, where a runtime keeps its timers outside this
-        # process (Lambda's one-time schedules, bot/schedules.py); none where the scheduler runs in-process.
-        self.retime: tuple[OutboxKind, ...] = ()
+        # How new events are timed where a runtime keeps their timers outside this process: "schedules"
+        # (Lambda's one-time schedules, bot/schedules.py); None where the scheduler runs in-process. The store
+        # then owes EXPIRY_SCHEDULES with every change to the event's end, whoever makes it (store.base.retimed).
+        self.timed_by: Literal["schedules"] | None = None
         self.admission = Admission(
             email_domains=policy.email_domains,
             allow_guests=policy.allow_guests,
@@ -336,7 +337,8 @@ class BreakGlassService:
         The announcements (audit message, DM, escalation) are owed in the outbox of the stored event.
         """
         profile, event = self.validate(request)
-        owed = [OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED, *incident_note(event), *self.retime]
+        owed = [OutboxKind.AUDIT_POST, OutboxKind.DM_INVOKED, *incident_note(event)]
+        event = event.updated(timed_by=self.timed_by)
         access = self._access_for(request.user_id, profile, request.known)
         if access is not None:
             # right after the audit message: the access itself comes before the other announcements
@@ -459,11 +461,11 @@ class BreakGlassService:
     def close(self, event_id: str, *, by: str, reason: str, operator: bool = False) -> CloseResult:
         """Close an active event. `operator`: `by` is an operator of `breakglass-admin` (`operator:NAME`),
         authorized by their access to the store, not by Slack roles; every other rule is the same."""
-        event = self.get(event_id) if operator else self.check_close(by, event_id)
-        try:
+        try:  # the form's own text first: a form decided after its ack (bot.slack.roles_meta) keeps it
             reason = validate_free_text(reason, what="close reason", max_length=MAX_CLOSE_REASON)
         except ValueError as exc:
             raise ValidationFailed({ids.CLOSE_REASON: _sentence(exc)}) from exc
+        event = self.get(event_id) if operator else self.check_close(by, event_id)
         if event.status.ended:
             return CloseResult(event, closed_now=False)
         now = self.clock.now()
@@ -557,7 +559,7 @@ class BreakGlassService:
                 # an extension counts toward the rate limits and escalation like an invocation
                 limits=self.limits(),
                 escalate=lambda ev: escalate_extension(ev).with_outbox(OutboxKind.ESCALATION),
-                outbox=extension_outbox(event) + incident_note(event) + list(self.retime),
+                outbox=extension_outbox(event) + incident_note(event),
                 known=event,
             )
         except InvalidTransition as exc:  # ended, ran out, or another extend won the race
@@ -679,8 +681,7 @@ class BreakGlassService:
         message yet: it owes one audit message showing how it ended. Every event of a profile with an
         activity role owes its activity digest, after CloudTrail's delay (bot.evidence)."""
         revoke: list[OutboxKind | Deferred] = [OutboxKind.ACCESS_REVOKE] if event.access is not None else []
-        ending = revoke + self._ending_announcements(event, thread, dm, now) + incident_note(event)
-        return ending + list(self.retime)
+        return revoke + self._ending_announcements(event, thread, dm, now) + incident_note(event)
 
     def _ending_announcements(
         self, event: BreakGlassEvent, thread: OutboxKind, dm: OutboxKind | None, now: datetime
@@ -725,11 +726,11 @@ class BreakGlassService:
         return event
 
     def review(self, event_id: str, *, by: str, notes: str) -> BreakGlassEvent:
-        event = self.check_review(by, event_id)
-        try:
+        try:  # the form's own text first (as for close)
             validate_free_text(notes, what="review notes", max_length=MAX_REVIEW_NOTES)
         except ValueError as exc:
             raise ValidationFailed({ids.REVIEW_NOTES: _sentence(exc)}) from exc
+        event = self.check_review(by, event_id)
         now = self.clock.now()
 
         from bot import evidence

@@ -64,6 +64,22 @@ def check_save(current: BreakGlassEvent, event: BreakGlassEvent) -> None:
         raise InvalidTransition(current, "save", f"{', '.join(changed)} never change after creation")
 
 
+def retimed(before: BreakGlassEvent | None, after: BreakGlassEvent) -> BreakGlassEvent:
+    """`after` as it is to be stored over `before` (None: created): an event timed by one-time schedules
+    (`timed_by`) whose end changes (created, extended, closed, expired) owes EXPIRY_SCHEDULES in the same
+    write, after the steps its writer owed (the AWS revoke and the announcements come first). Every backend
+    calls this in `create` and `TransitionStore` in `close`/`expire`/`extend`, and `save` can change neither
+    the status nor `expires_at` (`check_save`): so whoever changes an event's end (Slack, breakglass-admin,
+    an incident resolved, the sweep) owes its schedules step, and no caller can forget it."""
+    if after.timed_by is None:
+        return after
+    if before is not None and (before.status, before.expires_at) == (after.status, after.expires_at):
+        return after
+    return after.with_outbox(
+        OutboxKind.EXPIRY_SCHEDULES, version=after.version if before is None else before.version + 1
+    )
+
+
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
@@ -290,7 +306,9 @@ class TransitionStore:
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
         return self._transition(
-            event_id, lambda ev: ev.close(by=by, reason=reason, now=now).with_outbox(*outbox), known
+            event_id,
+            lambda ev: retimed(ev, ev.close(by=by, reason=reason, now=now).with_outbox(*outbox)),
+            known,
         )
 
     def expire(
@@ -301,7 +319,9 @@ class TransitionStore:
         outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
     ) -> BreakGlassEvent:
-        return self._transition(event_id, lambda ev: ev.expire(now=now).with_outbox(*outbox), known)
+        return self._transition(
+            event_id, lambda ev: retimed(ev, ev.expire(now=now).with_outbox(*outbox)), known
+        )
 
     def extend(
         self,
@@ -322,14 +342,15 @@ class TransitionStore:
         def apply(ev: BreakGlassEvent) -> BreakGlassEvent:
             if len(ev.extensions) != seen:
                 raise ExtendedMeanwhile(ev)
-            return ev.extend(
+            extended = ev.extend(
                 by=by,
                 duration=duration,
                 reason=reason,
                 now=now,
                 max_total=max_total,
                 max_extensions=max_extensions,
-            ).with_outbox(*outbox)
+            )
+            return retimed(ev, extended.with_outbox(*outbox))
 
         counting = Counting(limits or NO_LIMITS, escalate or escalate_extension)
         return self._transition(event_id, apply, known, moves_claim=True, counting=counting)

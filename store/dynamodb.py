@@ -64,6 +64,7 @@ from store.base import (
     check_save,
     decode_cursor,
     encode_cursor,
+    retimed,
 )
 from store.errors import (
     ConcurrentModification,
@@ -723,6 +724,7 @@ class DynamoDBStore(TransitionStore):
     ) -> BreakGlassEvent:
         if event.status is not Status.ACTIVE:
             raise InvalidTransition(event, "create", "only active events can be created")
+        event = retimed(None, event)
         limits = limits or NO_LIMITS
         now = event.created_at
         guards = _guard_ids(event)

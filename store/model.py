@@ -361,6 +361,9 @@ class BreakGlassEvent(BaseModel):
     audit_rendered: tuple[str, ...] = ()
 
     warned_at: UtcDatetime | None = None
+    # "schedules": its warning and expiry are timed outside the bot, by one-time schedules (Lambda,
+    # bot/schedules.py), so every stored change to when it ends owes EXPIRY_SCHEDULES (store.base.retimed)
+    timed_by: Literal["schedules"] | None = None
     escalated: bool = False
     reviewed_by: str | None = None
     reviewed_at: UtcDatetime | None = None

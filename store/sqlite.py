@@ -35,6 +35,7 @@ from store.base import (
     check_save,
     decode_cursor,
     encode_cursor,
+    retimed,
 )
 from store.errors import (
     ConcurrentModification,
@@ -437,6 +438,7 @@ class SQLiteStore(TransitionStore):
     ) -> BreakGlassEvent:
         if event.status is not Status.ACTIVE:
             raise InvalidTransition(event, "create", "only active events can be created")
+        event = retimed(None, event)
         limits = limits or NO_LIMITS
         if not (limits.cooldown or limits.counts_person or limits.counts_profile):
             return self._create_unlimited(event)

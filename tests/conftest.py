@@ -20,6 +20,7 @@ from bot.service import BreakGlassService
 from store.dynamodb import DynamoDBStore, create_table
 from store.sqlite import SQLiteStore
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, BotServer, SlackSender
+from tests.moto_atomic import install as make_moto_dynamodb_atomic
 
 TEST_POLICY = """
 audit_channel: C0AUDIT
@@ -46,6 +47,8 @@ USERS = {
     "U0ONCALL": {"email": "oncall@example.com", "name": "oncall"},
 }
 GROUPS = {"S0SRE": ["U0SRE"], "S0SEC": ["U0SECA"], "S0ONCALL": ["U0ONCALL"]}
+
+make_moto_dynamodb_atomic()  # DynamoDB's per-item atomicity, which moto lacks (tests/moto_atomic.py)
 
 
 def settings_for(fake: FakeSlack, **overrides: object) -> Settings:

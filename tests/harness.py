@@ -210,6 +210,8 @@ class SlackSender:
                 "blocks": [],
                 "private_metadata": private_metadata,
                 "callback_id": callback_id,
+                # the external_id the bot gave the view it opened (Slack returns it with the submission)
+                "external_id": str((self.fake.view(view_id) or {}).get("external_id") or ""),
                 "state": {"values": state},
                 "hash": "1700000010.AbCdEf12",
                 "title": {"type": "plain_text", "text": "Break glass"},
@@ -354,6 +356,19 @@ class SlackSender:
 def not_the_invoke_form(call: Any) -> bool:
     """A views.open call for any modal but the invoke form (which `SlackSender.invoke` opens first)."""
     return (call.params.get("view") or {}).get("callback_id") != "breakglass_invoke"
+
+
+def view_id_of(fake: FakeSlack, view: dict[str, Any]) -> str | None:
+    """The id Slack gave a view the bot opened (found by the external_id the bot gave it), to submit it."""
+    external_id = view.get("external_id")
+    return next(
+        (i for i, v in fake.views.items() if external_id and v.get("external_id") == external_id), None
+    )
+
+
+def without_who(metadata: str) -> dict[str, Any]:
+    """A close, review or extend form's private_metadata without who opened it (bot.slack.roles_meta)."""
+    return {k: v for k, v in json.loads(metadata).items() if k != "who"}
 
 
 def modals_opened(fake: FakeSlack) -> list[Any]:

@@ -28,7 +28,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from moto import mock_aws
-from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 
 from store.base import Page
@@ -125,29 +124,6 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
-_MOTO_LOCK = threading.RLock()
-
-
-@pytest.fixture
-def serialized_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make moto handle one DynamoDB request at a time.
-
-    Real DynamoDB executes each conditional write and each TransactWriteItems atomically and in
-    isolation. moto does not: a transaction mutates the live table item by item and "rolls back" by
-    restoring a copy taken when it started, which can also erase writes that other threads committed
-    meanwhile. Serialising requests gives the racing tests DynamoDB's guarantees; the store's own
-    code still runs fully concurrently.
-    """
-    original = DynamoHandler.call_action
-
-    @functools.wraps(original)
-    def call_action(self: DynamoHandler) -> Any:
-        with _MOTO_LOCK:
-            return original(self)
-
-    monkeypatch.setattr(DynamoHandler, "call_action", call_action)
-
-
 @functools.cache
 def _boto_session() -> boto3.session.Session:
     # One session for the whole run: a new session re-reads the service models (~0.2 s per client).
@@ -193,7 +169,7 @@ def _moto_in_process() -> Iterator[None]:
 
 
 @pytest.fixture
-def moto_dynamodb(_moto_in_process: None, aws_env: None, serialized_moto: None) -> Iterator[tuple[Any, str]]:
+def moto_dynamodb(_moto_in_process: None, aws_env: None) -> Iterator[tuple[Any, str]]:
     """(client, table) on moto's in-process DynamoDB."""
     client = dynamodb_client()
     table = unique_table_name()
@@ -205,7 +181,7 @@ def moto_dynamodb(_moto_in_process: None, aws_env: None, serialized_moto: None) 
 
 
 @pytest.fixture
-def server_dynamodb(aws_env: None, serialized_moto: None, moto_server_url: str) -> Iterator[tuple[Any, str]]:
+def server_dynamodb(aws_env: None, moto_server_url: str) -> Iterator[tuple[Any, str]]:
     """(client, table) on the session's moto server, reached over HTTP."""
     client = dynamodb_client(moto_server_url)
     table = unique_table_name()

@@ -32,6 +32,7 @@ from store.model import OutboxKind
 from store.sqlite import SQLiteStore
 from tests.conftest import Bot, make_bot
 from tests.fake_cloudtrail import FakeCloudTrail, session_records, sso_record
+from tests.harness import view_id_of
 from tests.test_flows_close import AUDIT, reply_text, wait_until
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -303,7 +304,8 @@ def test_access_denied_on_assume_role_is_said_once_and_never_blocks_the_review(
         "breakglass_review",
         {"review_notes": "Checked by hand: CloudTrail role missing"},
         user="U0SECA",
-        private_metadata=json.dumps({"event_id": event.id}),
+        private_metadata=view["private_metadata"],  # the opened form's: decided in the ack
+        view_id=view_id_of(abot.fake, view),
     )
     assert response.status == 200 and not response.body
     reviewed = settled(abot, event.id)

@@ -27,7 +27,6 @@ from store.model import OutboxKind
 from store.sqlite import SQLiteStore
 from tests.conftest import TEST_POLICY, Bot, dynamodb_bot, make_bot
 from tests.harness import SlackSender, http
-from tests.store_fixtures import serialized_moto  # noqa: F401 - fixture of `backend` (moto server)
 from tests.test_flows_close import AUDIT, header, settled, submit_close
 from tests.test_multiprocess import backend, bots_on, moto_url  # noqa: F401 - fixtures: real processes
 

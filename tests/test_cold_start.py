@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from bot import ids
+from bot.localslack.webapi import FakeSlack
+from tests.harness import SIGNING_SECRET
+
 ROOT = Path(__file__).resolve().parent.parent
 
 HEAVY = (
@@ -84,11 +88,25 @@ for name in json.loads(sys.argv[2]):
     module, _, model = name.partition(":")
     if getattr(sys.modules[module], model).__pydantic_complete__:
         built.append(name)
-print(json.dumps({"heavy": heavy, "built": built, "sessions": len(sessions), "clients": clients, "connects": connects}))
+found = {"heavy": heavy, "built": built, "sessions": len(sessions), "clients": clients, "connects": connects}
+if len(sys.argv) > 3:  # then the first request, a signed event read from stdin
+    class Context:
+        function_name = "breakglass"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:breakglass"
+        aws_request_id = "r-1"
+
+        @staticmethod
+        def get_remaining_time_in_millis():
+            return 30_000
+
+    del clients[:]
+    answer = handler.handler(json.loads(sys.stdin.read()), Context())
+    found |= {"status": answer["statusCode"], "request_clients": clients}
+print(json.dumps(found))
 """
 
 
-def test_lambda_init_loads_only_what_the_first_request_needs() -> None:
+def _lambda_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "BREAKGLASS_", "AWS_"))}
     env |= {
         "PYTHONPATH": str(ROOT),
@@ -107,16 +125,33 @@ def test_lambda_init_loads_only_what_the_first_request_needs() -> None:
         "BREAKGLASS_SCHEDULER": "off",
         "LOG_LEVEL": "ERROR",
     }
+    return env
+
+
+def _probe(env: dict[str, str], event: dict[str, object] | None = None) -> dict[str, object]:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(HEAVY), json.dumps(DEFERRED)],
+        [
+            sys.executable,
+            "-c",
+            PROBE,
+            json.dumps(HEAVY),
+            json.dumps(DEFERRED),
+            *(["request"] if event else []),
+        ],
         env=env,
+        input=json.dumps(event) if event else "",
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def test_lambda_init_loads_only_what_the_first_request_needs() -> None:
+    found = _probe(_lambda_env())
     assert found["heavy"] == []
     assert found["built"] == [], "models the first request does not validate are built on first use"
     assert found["sessions"] <= 1, "one boto3 session (boto3's default) for every AWS client"
@@ -124,6 +159,19 @@ def test_lambda_init_loads_only_what_the_first_request_needs() -> None:
         "the first /breakglass makes no store call: the DynamoDB client waits for one"
     )
     assert found["connects"] == [], "no network call at init"
+
+
+def test_lambda_first_breakglass_makes_no_aws_client(fake: FakeSlack) -> None:
+    """A cold start's first `/breakglass` only opens the form: no store call and no lazy delivery run, so no
+    boto3 client (not even the Lambda client of Bolt's self-invocation) is made in that request."""
+    from tests.test_lambda import command_body, function_url_event, signed_headers
+
+    env = _lambda_env() | {"SLACK_API_URL": fake.url, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    body = command_body("")
+    found = _probe(env, function_url_event(body, signed_headers(body, SIGNING_SECRET)))
+    assert found["request_clients"] == []
+    assert found["status"] == 200
+    assert [c.params["view"]["callback_id"] for c in fake.calls_to("views.open")] == [ids.CALLBACK_INVOKE]
 
 
 def test_lazy_dynamodb_client_is_made_once_on_first_use_with_its_hooks(

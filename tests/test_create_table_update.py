@@ -17,7 +17,7 @@ pytest_plugins = ["tests.store_fixtures"]
 
 
 @pytest.fixture
-def old_table(_moto_in_process: None, aws_env: None, serialized_moto: None) -> tuple[Any, str]:
+def old_table(_moto_in_process: None, aws_env: None) -> tuple[Any, str]:
     """A table as an older version made it: without gsi-outbox and gsi-review."""
     client = dynamodb_client()
     table = unique_table_name()
@@ -68,7 +68,7 @@ def test_update_adds_each_missing_index_one_at_a_time_and_keeps_the_items(old_ta
     assert calls == [] and "table " + table + " already exists" in again
 
 
-@pytest.mark.usefixtures("_moto_in_process", "aws_env", "serialized_moto")
+@pytest.mark.usefixtures("_moto_in_process", "aws_env")
 def test_update_never_touches_a_table_with_other_keys() -> None:
     client = dynamodb_client()
     table = unique_table_name()

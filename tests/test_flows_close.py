@@ -154,7 +154,11 @@ def test_invoker_clicking_close_opens_the_close_modal(bot: Bot) -> None:
     inputs = [b for b in view["blocks"] if b["type"] == "input"]
     assert [b["block_id"] for b in inputs] == ["close_reason"]
     assert inputs[0]["element"]["action_id"] == "close_reason"
-    assert json.loads(view["private_metadata"]) == {"event_id": event.id}
+    metadata = json.loads(view["private_metadata"])
+    assert (
+        metadata["event_id"] == event.id
+    )  # and who opened it, bound to the view (tests/test_ack_every_listener.py)
+    assert metadata["who"]["user_id"] == "U0001" and metadata["who"]["view"] == view["external_id"]
     assert event.id in json.dumps(view["blocks"])
     assert bot.store.get(event.id) == event  # opening the form changes nothing
     assert bot.fake.calls_to("chat.postEphemeral") == []
@@ -392,8 +396,9 @@ def test_private_metadata_naming_someone_elses_event_is_refused(bot: Bot) -> Non
     victim = invoke(bot, user="U0001")
     invoke(bot, user="U0002")
     body = submit_close(bot, victim.id, "closing alice's access", user="U0002").json
-    assert body["response_action"] == "errors"
-    assert "Only the invoker, an incident commander or security" in body["errors"]["close_reason"]
+    # no opener's roles in the metadata: decided after the ack with live lookups, refused in the modal
+    assert body["view"]["title"]["text"] == "Not closed"
+    assert "Only the invoker, an incident commander or security" in json.dumps(body["view"])
     for bad in ("../../etc", "0123456789abcdef"):
         body = submit_close(bot, bad, "whatever", user="U0002").json
         assert body["response_action"] == "errors" and "close_reason" in body["errors"]

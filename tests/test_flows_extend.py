@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from store import Status
 from tests.conftest import Bot
-from tests.harness import not_the_invoke_form
+from tests.harness import not_the_invoke_form, view_id_of, without_who
 from tests.test_flows_close import (
     buttons,
     dm_texts,
@@ -36,6 +36,7 @@ def _submit_extend(bot: Bot, view: dict, user: str, seconds: str, reason: str = 
         {"extend_duration": ("select", seconds), "extend_reason": reason},
         user=user,
         private_metadata=view["private_metadata"],
+        view_id=view_id_of(bot.fake, view),
     )
 
 
@@ -53,7 +54,7 @@ def test_extend_from_the_warning_dm_moves_the_expiry_and_announces_it(bot: Bot) 
         o["value"] for b in view["blocks"] if b["type"] == "input" for o in b["element"].get("options", [])
     ]
     assert offered == ["900", "1800", "3600"]  # within 2 h in all (twice the profile's longest, 1 h)
-    assert json.loads(view["private_metadata"]) == {"event_id": event.id, "seen": 0}
+    assert without_who(view["private_metadata"]) == {"event_id": event.id, "seen": 0}
 
     response = _submit_extend(bot, view, "U0001", "1800")
     assert response.json["response_action"] == "update", response.json

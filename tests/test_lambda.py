@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from bot import lambda_handler
+from bot import ids, lambda_handler
 from bot.app import BreakglassApp, create_app, make_slack_client
 from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
@@ -184,6 +184,32 @@ def test_slash_command_acks_then_lazy_invocation_announces(
     (audit,) = fake.channel_messages("C0AUDIT")
     assert event.id in json.dumps(audit)
     assert len(lam.invocations) == 1  # the lazy run does not start another one
+
+
+@pytest.mark.parametrize("text", ["", "sandbox", "close {event_id}"])
+def test_a_command_that_only_opens_a_form_starts_no_lazy_run(
+    text: str, fake: FakeSlack, sqlite_store: SQLiteStore, policy: Policy, clock: ManualClock
+) -> None:
+    """Opening a form stores nothing: no self-invocation (Bolt starts it before the response, and on a
+    cold start it also builds the Lambda client first: docs/benchmarks.md 7c)."""
+    held = sqlite_store.create(
+        make_event(invoker="u0001@example.com", profile="sandbox", now=clock.now(), slack_user_id="U0001")
+    )
+    lam = FakeLambdaClient()
+    lambda_handler.install(build_runtime(fake, sqlite_store, policy, clock), lambda_client=lam)
+    body = command_body(text.format(event_id=held.id))
+
+    response = lambda_handler.handler(function_url_event(body, signed_headers(body)), LambdaContext())
+
+    assert response["statusCode"] == 200, response
+    (opened,) = fake.calls_to("views.open")
+    expected = ids.CALLBACK_CLOSE if text.startswith("close") else ids.CALLBACK_INVOKE
+    assert opened.params["view"]["callback_id"] == expected
+    assert lam.invocations == []
+    # a command that may store a change still gets its lazy delivery run
+    body = command_body("help")
+    lambda_handler.handler(function_url_event(body, signed_headers(body)), LambdaContext())
+    assert len(lam.invocations) == 1
 
 
 def test_rest_api_event_and_subcommands_without_announcements(

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from store import open_store
 from tests.harness import SlackSender
-from tests.store_fixtures import serialized_moto  # noqa: F401 - fixture: moto applies one request at a time, like DynamoDB
 from tests.test_multiprocess import backend, bots_on, moto_url  # noqa: F401 - fixtures
 
 POLICY = (

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from store import open_store
 from tests.harness import SlackSender
-from tests.store_fixtures import serialized_moto  # noqa: F401 - fixture
 from tests.test_multiprocess import backend, bots_on, moto_url  # noqa: F401 - fixtures
 
 POLICY = "audit_channel: C0AUDIT\nprofiles:\n" + "".join(f"  p{i}:\n    durations: [1h]\n" for i in range(20))

@@ -243,10 +243,12 @@ def test_a_stale_or_forged_firing_changes_nothing(
     event_id = invoke(runtime)
     old_expiry = schedule(scheduler_api, event_id, "expire")
     assert old_expiry is not None
-    # Extended by a process that keeps no schedules (e.g. `breakglass-admin extend`): nothing moves them.
-    runtime.service.retime = ()
+    # Extended where the schedules step was not owed (an event stored before `timed_by`, by a bot that owed
+    # it only from Slack): nothing moved them.
+    plain = sqlite_store.save(sqlite_store.get(event_id).updated(timed_by=None))
+    assert plain.timed_by is None
     runtime.service.extend(event_id, by="U0001", duration="1h", reason=JUSTIFICATION)
-    runtime.service.retime = (OutboxKind.EXPIRY_SCHEDULES,)
+    assert not sqlite_store.get(event_id).owes(OutboxKind.EXPIRY_SCHEDULES)
     runtime.pipeline.deliver(event_id)
     assert at(schedule(scheduler_api, event_id, "expire")) == at(old_expiry)  # not moved
 
@@ -261,8 +263,10 @@ def test_a_stale_or_forged_firing_changes_nothing(
     assert schedules.parse_payload({"breakglass_schedule": {"event_id": event_id, "step": "close"}}) is None
     assert waits == []
     assert sqlite_store.get(event_id).status is Status.ACTIVE
-    # The stale firing owed the schedules step again: the expiry schedule is at the new time now.
+    # The stale firing owed the schedules step again: the expiry schedule is at the new time now, and the
+    # event is timed by schedules from now on.
     assert at(schedule(scheduler_api, event_id, "expire")) == datetime(2026, 12, 3, 13, 59, tzinfo=UTC)
+    assert sqlite_store.get(event_id).timed_by == "schedules"
 
     # A fired schedule may wait only the time the invocation has left (minus a margin for the revoke).
     t0_clock.set(sqlite_store.get(event_id).expires_at - timedelta(seconds=100))
@@ -275,7 +279,7 @@ def test_without_settings_or_outside_lambda_nothing_is_owed(
     scheduler_api: Any, fake: FakeSlack, sqlite_store: SQLiteStore, policy: Policy, t0_clock: ManualClock
 ) -> None:
     lambda_only = build_runtime(fake, sqlite_store, policy, t0_clock)  # Lambda, not configured
-    assert lambda_only.pipeline.deps.schedules is None and lambda_only.service.retime == ()
+    assert lambda_only.pipeline.deps.schedules is None and lambda_only.service.timed_by is None
     event_id = invoke(lambda_only)
     assert scheduler_api.list_schedules(GroupName=GROUP)["Schedules"] == []
     assert not sqlite_store.get(event_id).owes(OutboxKind.EXPIRY_SCHEDULES)
@@ -285,7 +289,7 @@ def test_without_settings_or_outside_lambda_nothing_is_owed(
 
     settings = settings_for(fake, **SCHEDULE_SETTINGS)  # gunicorn / Socket Mode: the in-process scheduler
     http = create_app(settings, sqlite_store, make_slack_client(settings), policy=policy, clock=t0_clock)
-    assert http.pipeline.deps.schedules is None and http.service.retime == ()
+    assert http.pipeline.deps.schedules is None and http.service.timed_by is None
 
 
 def test_settings_need_both_arns_well_formed(monkeypatch: pytest.MonkeyPatch) -> None:

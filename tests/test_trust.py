@@ -29,7 +29,7 @@ from tests.conftest import TEST_POLICY, Bot, make_bot
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, Response, SlackSender, http, modals_opened
 from tests.processes import BotProcess
 from tests.test_flows_close import ephemerals, invoke, reply_text, settled
-from tests.test_flows_review_home import submit_review
+from tests.test_flows_review_home import refused, submit_review
 
 VALID = "Database failover is stuck; promoting the replica by hand"
 
@@ -108,22 +108,22 @@ def test_a_security_member_cannot_review_their_own_event_and_is_told_who_can(bot
     assert "carol (U0SECB)" in text
     assert modals_opened(bot.fake) == []
 
-    body = submit_review(bot, event_id, "looks fine to me", user="U0SECA").json  # a hand-made submission
-    assert body["response_action"] == "errors"
-    assert "carol (U0SECB)" in body["errors"]["review_notes"]
+    # a hand-made submission (no opener's roles in it): decided after the ack, refused in the modal
+    body = submit_review(bot, event_id, "looks fine to me", user="U0SECA").json
+    assert refused(body, "carol (U0SECB)")
     assert bot.store.get(event_id) == before
     assert [e.id for e in bot.service.unreviewed()] == [event_id]
 
     # the other security member may
-    assert submit_review(bot, event_id, "checked the trail, fine", user="U0SECB").body == b""
+    reviewed = submit_review(bot, event_id, "checked the trail, fine", user="U0SECB").json
+    assert reviewed["view"]["title"]["text"] == "Reviewed"
     assert bot.store.get(event_id).reviewed_by == "U0SECB"
 
 
 def test_a_lone_security_member_is_told_to_add_a_second_one(bot: Bot) -> None:
     event_id = _ended_by_security_member(bot)
     body = submit_review(bot, event_id, "looks fine to me", user="U0SECA").json
-    assert "Nobody else is in security" in body["errors"]["review_notes"]
-    assert "S0SEC" in body["errors"]["review_notes"]
+    assert refused(body, "Nobody else is in security") and refused(body, "S0SEC")
     assert bot.store.get(event_id).reviewed_at is None
 
 

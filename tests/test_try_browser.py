@@ -34,6 +34,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 
 from selenium import webdriver  # noqa: E402 - only once a browser exists
 from selenium.common.exceptions import (  # noqa: E402
+    ElementNotInteractableException,
     NoSuchElementException,
     StaleElementReferenceException,
     WebDriverException,
@@ -102,7 +103,7 @@ def click(driver: WebDriver, find: Callable[[WebDriver], WebElement]) -> None:
     def clicked(d: WebDriver) -> bool:
         try:
             find(d).click()
-        except (StaleElementReferenceException, NoSuchElementException):
+        except (StaleElementReferenceException, NoSuchElementException, ElementNotInteractableException):
             return False
         return True
 
@@ -142,12 +143,16 @@ def modal(driver: WebDriver, title: str) -> WebElement:
 
 
 def on_form(driver: WebDriver, title: str, act: Callable[[WebElement], object]) -> None:
-    """`act` on the open modal `title`, found again if the page redrew it meanwhile (the app updated it)."""
+    """`act` on the open modal `title`, found again if the page redrew it meanwhile (the app updated it).
+
+    A redraw between the steps of one WebDriver command (found, then focused) shows as "not interactable"
+    (the element it found is detached by then) rather than as stale: both mean "find it again".
+    """
     for attempt in range(10):
         try:
             act(modal(driver, title))
             return
-        except StaleElementReferenceException:
+        except (StaleElementReferenceException, ElementNotInteractableException):
             if attempt == 9:
                 raise
             time.sleep(0.2)

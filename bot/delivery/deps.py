@@ -42,6 +42,9 @@ class DeliveryDeps:
     # Keyword arguments for bot.access.activity.gather (tests inject its sleep and rate limiters).
     activity_options: dict[str, Any] = field(default_factory=dict)
     schedules: ExpirySchedules | None = None  # Lambda's one-time expiry schedules (bot/schedules.py)
+    # Not the bot (`breakglass-admin`, which changes no AWS access): an event timed by schedules keeps its
+    # schedules step owed for the bot's sweep (a bot process without `schedules`: the minute sweep times it)
+    defer_schedules: bool = False
     # The OCSF audit feed (bot/audit_feed/sinks.py): set by bot.app when BREAKGLASS_AUDIT_FEED names sinks;
     # else `NoFeed`, so that bot.audit_feed is never imported (a Lambda cold start loads only what it needs)
     audit_feed: AuditFeed | NoFeed = field(default_factory=lambda: NoFeed())

@@ -791,6 +791,12 @@ class FakeSlack:
         with self._lock:
             return copy.deepcopy(self._views)
 
+    def view(self, view_id: str) -> dict | None:
+        """The latest state of one view (a copy), or None."""
+        with self._lock:
+            found = self._views.get(view_id)
+            return copy.deepcopy(found) if found is not None else None
+
     def home_view(self, user_id: str) -> dict | None:
         with self._lock:
             view_id = self._home_views.get(user_id)

@@ -21,7 +21,9 @@ import itertools
 import json
 import logging
 import secrets
+import select
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -720,6 +722,26 @@ class _PageHandler(BaseHTTPRequestHandler):
         self._json(200, {"ok": True, "result": result})
 
 
+def wait_for_signal(stop: threading.Event) -> None:
+    """Block the main thread until ``stop`` is set by a signal handler. Not ``stop.wait()``: the kernel may run
+    a process-directed signal's C handler on any thread, and then a main thread blocked in a lock (which
+    ``Event.wait()`` is) is never woken to run the Python handler, so SIGTERM is lost. The wakeup fd is
+    written by the C handler on whichever thread it runs, so the ``select`` here always returns."""
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        while not stop.is_set():
+            select.select([reader], [], [])  # the Python handlers run as soon as this returns
+            with contextlib.suppress(BlockingIOError):
+                reader.recv(4096)
+    finally:
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
+
+
 def serve(port: int, db_path: str | None = None, policy: Policy | None = None) -> None:
     """`breakglass-bot try`: run the local workspace until Ctrl-C or SIGTERM. Without ``db_path`` the store
     is a temporary directory, removed on either: the local Web API keeps its messages in memory, so each
@@ -743,7 +765,10 @@ def serve(port: int, db_path: str | None = None, policy: Policy | None = None) -
                 flush=True,
             )
             with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
+                if main:
+                    wait_for_signal(stop)
+                else:
+                    stop.wait()
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)

@@ -13,7 +13,8 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
-from bot.slack import commands
+from bot.known_roles import KnownRoles
+from bot.slack import commands, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
 from store import BreakGlassEvent, StoreError
@@ -42,10 +43,11 @@ def open_form(
     action: dict[str, Any],
     check: Callable[[str, str], BreakGlassEvent],
     done: Callable[[BreakGlassEvent], str | None],
-    modal: Callable[[BreakGlassEvent, str], dict[str, Any]],
+    modal: Callable[[BreakGlassEvent, KnownRoles], dict[str, Any]],
     fallback: str,
 ) -> BreakGlassEvent | None:
-    """A Close or Mark reviewed click: authorize the clicker, then open the form (or say why not).
+    """A Close or Mark reviewed click: authorize the clicker, then open the form (or say why not), carrying
+    the clicker's roles (`modal(event, who)` puts `who` in its metadata; bot.slack.roles_meta).
     Returns the event when its form was opened."""
     user_id = body["user"]["id"]
     try:
@@ -54,8 +56,8 @@ def open_form(
         if answer is not None:
             tell(ctx, body, answer)
             return None
-        meta = EventMetadata(event_id=event.id).model_dump_json()
-        ctx.client.views_open(trigger_id=body["trigger_id"], view=modal(event, meta))
+        who = roles_meta.opened(ctx, user_id)
+        ctx.client.views_open(trigger_id=body["trigger_id"], view=roles_meta.bind(modal(event, who), who))
         return event
     except (SlackApiError, SlackClientError, OSError) as exc:
         log.warning("could not open a form: %s", type(exc).__name__, extra={"slack_user": user_id})
@@ -65,10 +67,15 @@ def open_form(
     return None
 
 
+def form_metadata(event: BreakGlassEvent, who: KnownRoles) -> str:
+    """The close and review forms' private_metadata: the event, and who opened it."""
+    return EventMetadata(event_id=event.id, who=who).model_dump_json(exclude_none=True)
+
+
 def form_button(
     check: Callable[[SlackContext, str, str], BreakGlassEvent],
     done: Callable[[SlackContext, BreakGlassEvent], str | None],
-    modal: Callable[[SlackContext, BreakGlassEvent, str], dict[str, Any]],
+    modal: Callable[[SlackContext, BreakGlassEvent, KnownRoles], dict[str, Any]],
     fallback: str,
 ) -> Callable[..., None]:
     """The listener of a button that opens a form about one event (Close, Extend): ack, then `open_form`."""
@@ -83,7 +90,7 @@ def form_button(
             action,
             lambda user_id, event_id: check(ctx, user_id, event_id),
             lambda event: done(ctx, event),
-            lambda event, meta: modal(ctx, event, meta),
+            lambda event, who: modal(ctx, event, who),
             fallback,
         )
 
@@ -93,7 +100,7 @@ def form_button(
 close_clicked = form_button(
     lambda ctx, user_id, event_id: ctx.service.check_close(user_id, event_id),
     lambda _ctx, e: blocks.already_ended(e) if e.status.ended else None,
-    lambda _ctx, e, meta: blocks.close_modal(e, meta),
+    lambda _ctx, e, who: blocks.close_modal(e, form_metadata(e, who)),
     "Could not open the close form. Use `/breakglass close &lt;id&gt; &lt;reason&gt;` instead.",
 )
 
@@ -115,7 +122,7 @@ def open_review(ctx: SlackContext, body: dict[str, Any], action: dict[str, Any])
             if e.reviewed_at is not None
             else None
         ),
-        lambda e, meta: blocks.review_modal(e, meta, review_activity(ctx, e)),
+        lambda e, who: blocks.review_modal(e, form_metadata(e, who), review_activity(ctx, e)),
         "Could not open the review form; try again.",
     )
     if opened is None:

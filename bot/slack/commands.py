@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot import blocks, ids
 from bot.errors import AlreadyActive, BreakglassError, NotAuthorized, ValidationFailed
 from bot.service import InvokeRequest
-from bot.slack import invoke_meta
+from bot.slack import invoke_meta, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
 from store import BreakGlassEvent, StoreError
@@ -64,26 +65,43 @@ def parse_fast_path(user_id: str, words: list[str], request_id: str | None) -> I
     )
 
 
+FormOpener = Callable[[SlackContext, str, str, Any], None]  # (ctx, trigger_id, user_id, respond)
+
+
+def form_to_open(ctx: SlackContext, command: dict[str, Any]) -> FormOpener | None:
+    """What opens the form a command only opens, or None: `/breakglass` (the invoke form),
+    `/breakglass <profile>` (with it chosen), `/breakglass close <id>` (no reason: the close form, which
+    asks for it). Opening a form stores nothing."""
+    words = unescape_command_text(command.get("text") or "").split()
+    if not words:
+        return open_modal
+    if len(words) == 2 and words[0].lower() == "close":
+        event_id = words[1]
+        return lambda ctx, trigger_id, user_id, respond: open_close_form(
+            ctx, trigger_id, user_id, event_id, respond
+        )
+    if len(words) == 1 and words[0].lower() not in SUBCOMMANDS:
+        chosen = ctx.policy.profile_name(words[0])
+        if chosen is not None:
+            return functools.partial(open_modal, selected=chosen)
+    return None
+
+
+def opens_a_form(command: dict[str, Any], context: BoltContext) -> bool:
+    """Bolt listener matcher: the command only opens a form (`form_to_open`)."""
+    return form_to_open(ctx_of(context), command) is not None
+
+
 def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, context: BoltContext) -> None:
     ctx = ctx_of(context)
     user_id = command["user_id"]
+    opener = form_to_open(ctx, command)
+    if opener is not None:
+        ack()
+        ctx.call_after_ack(opener, ctx, command.get("trigger_id", ""), user_id, respond)
+        return
     text = unescape_command_text(command.get("text") or "").strip()
     words = text.split()
-    if not words:
-        ack()
-        ctx.call_after_ack(open_modal, ctx, command.get("trigger_id", ""), user_id, respond)
-        return
-    if len(words) == 2 and words[0].lower() == "close":  # no reason: the close form, which asks for it
-        ack()
-        ctx.call_after_ack(open_close_form, ctx, command.get("trigger_id", ""), user_id, words[1], respond)
-        return
-    chosen = (
-        ctx.policy.profile_name(words[0]) if len(words) == 1 and words[0].lower() not in SUBCOMMANDS else None
-    )
-    if chosen is not None:  # `/breakglass prod`: the form, with prod chosen
-        ack()
-        ctx.call_after_ack(open_modal, ctx, command.get("trigger_id", ""), user_id, respond, chosen)
-        return
     if (
         ctx.background is None  # Lambda: nothing runs after the response, so the answer is the ack
         or words[0].lower() == "help"
@@ -165,8 +183,11 @@ def open_close_form(ctx: SlackContext, trigger_id: str, user_id: str, event_id: 
         if event.status.ended:
             answer = blocks.already_ended(event)
         else:
-            meta = EventMetadata(event_id=event.id).model_dump_json()
-            ctx.client.views_open(trigger_id=trigger_id, view=blocks.close_modal(event, meta))
+            who = roles_meta.opened(ctx, user_id)  # the submission decides from these (no round trip)
+            meta = EventMetadata(event_id=event.id, who=who).model_dump_json(exclude_none=True)
+            ctx.client.views_open(
+                trigger_id=trigger_id, view=roles_meta.bind(blocks.close_modal(event, meta), who)
+            )
             return
     except (BreakglassError, StoreError) as exc:
         answer = ":x: " + blocks.escape(user_message(exc))
@@ -284,4 +305,9 @@ def unknown_command(ctx: SlackContext, word: str) -> str:
 
 
 def register(app: App, lazy: list[Callable[..., None]]) -> None:
+    if lazy:
+        # A command that only opens a form stores nothing, so no lazy delivery run follows it (on Lambda
+        # that run is a second invocation, started before the response: docs/benchmarks.md 7c). Bolt
+        # dispatches to the first listener that matches.
+        app.command(ids.COMMAND, matchers=[opens_a_form])(ack=slash_command, lazy=[])
     app.command(ids.COMMAND)(ack=slash_command, lazy=lazy)

@@ -14,6 +14,7 @@ from slack_sdk import WebClient
 from bot.clock import Clock
 from bot.delivery.audit_channels import AuditChannels
 from bot.delivery.queue import DeliveryQueue, root_owed
+from bot.known_roles import KnownRoles
 from bot.policy import Policy
 from bot.service import BreakGlassService
 from store import BreakGlassEvent
@@ -26,6 +27,7 @@ class EventMetadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
     event_id: str
+    who: KnownRoles | None = None  # the opener's roles, resolved as it opened (bot.slack.roles_meta)
 
     @model_validator(mode="before")
     @classmethod

@@ -12,10 +12,11 @@ from slack_bolt import Ack, App, BoltContext
 
 from bot import blocks, ids
 from bot.errors import ValidationFailed
-from bot.slack import commands
+from bot.known_roles import KnownRoles
+from bot.service import BreakGlassService
+from bot.slack import commands, roles_meta
 from bot.slack.actions import form_button
 from bot.slack.context import SlackContext, ctx_of, parse_metadata
-from bot.slack.errors import modal_errors
 from bot.slack.views import state_value
 from store import BreakGlassEvent
 
@@ -32,6 +33,7 @@ class ExtendMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
     event_id: str
     seen: int = Field(ge=0)
+    who: KnownRoles | None = None  # the opener's roles, resolved as it opened (bot.slack.roles_meta)
 
 
 def _not_extendable(ctx: SlackContext, event: BreakGlassEvent) -> str | None:
@@ -45,9 +47,9 @@ def _not_extendable(ctx: SlackContext, event: BreakGlassEvent) -> str | None:
 extend_clicked = form_button(
     lambda ctx, user_id, event_id: ctx.service.check_extend(user_id, event_id),
     _not_extendable,
-    lambda ctx, e, _meta: blocks.extend_modal(
+    lambda ctx, e, who: blocks.extend_modal(
         e,
-        ExtendMetadata(event_id=e.id, seen=len(e.extensions)).model_dump_json(),
+        ExtendMetadata(event_id=e.id, seen=len(e.extensions), who=who).model_dump_json(exclude_none=True),
         ctx.service.extend_durations(e),
     ),
     "Could not open the extend form. Use `/breakglass extend &lt;id&gt; &lt;duration&gt; &lt;reason&gt;` instead.",
@@ -63,19 +65,16 @@ def extend_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
             errors={ids.EXTEND_REASON: "This form is damaged; close it and try again."},
         )
         return
-    try:
-        event = ctx.service.extend(
-            meta.event_id,
-            by=body["user"]["id"],
-            duration=state_value(view, ids.EXTEND_DURATION) or "",
-            reason=state_value(view, ids.EXTEND_REASON) or "",
-            seen=meta.seen,
+    duration = state_value(view, ids.EXTEND_DURATION) or ""
+    reason = state_value(view, ids.EXTEND_REASON) or ""
+
+    def decide(service: BreakGlassService) -> tuple[BreakGlassEvent, dict[str, Any] | None, bool]:
+        event = service.extend(
+            meta.event_id, by=body["user"]["id"], duration=duration, reason=reason, seen=meta.seen
         )
-    except Exception as exc:  # noqa: BLE001 - shown to the user inline, logged with a reference
-        ack(response_action="errors", errors=modal_errors(exc, FIELDS))
-        return
-    ack(response_action="update", view=blocks.notice_modal("Access extended", blocks.extended_now(event)))
-    ctx.deliver_after_ack(event)
+        return event, blocks.notice_modal("Access extended", blocks.extended_now(event)), True
+
+    roles_meta.submit(ctx, ack, body, view, meta.who, FIELDS, decide, "Not extended", "Access extended")
 
 
 def command(

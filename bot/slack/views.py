@@ -12,8 +12,8 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
 from bot.invoker import Unresolved
-from bot.service import InvokeRequest
-from bot.slack import invoke_meta
+from bot.service import BreakGlassService, InvokeRequest
+from bot.slack import invoke_meta, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of, parse_metadata
 from bot.slack.errors import modal_errors, user_message
 from store import BreakGlassEvent
@@ -133,42 +133,44 @@ def submit_event_form(
     body: dict[str, Any],
     view: dict[str, Any],
     field: str,
-    apply: Callable[[SlackContext, str, str, str], tuple[BreakGlassEvent, str | None]],
+    apply: Callable[[BreakGlassService, str, str, str], tuple[BreakGlassEvent, str | None]],
     done: Callable[[BreakGlassEvent], tuple[str, str]] | None = None,
+    titles: tuple[str, str] = ("Not changed", "Done"),
 ) -> None:
     """A close or review modal: event id from private_metadata, one text field; `apply` returns the
     event and, when nothing was changed (it had already ended), what to tell the user instead.
-    `done` gives the (title, text) of the confirmation that replaces the modal after a change."""
+    `done` gives the (title, text) of the confirmation that replaces the modal after a change. Decided
+    from the roles its opening resolved, or after the ack (bot.slack.roles_meta; `titles`: of the outcome
+    then, refused and done)."""
     meta = parse_metadata(EventMetadata, view.get("private_metadata"))
     if not isinstance(meta, EventMetadata):
         ack(response_action="errors", errors={field: "This form is damaged; close it and try again."})
         return
-    try:
-        event, notice = apply(ctx, meta.event_id, body["user"]["id"], state_value(view, field) or "")
-    except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
-        ack(response_action="errors", errors=modal_errors(exc, (field,)))
-        return
-    if notice is None and done is not None:
-        ack(response_action="update", view=blocks.notice_modal(*done(event)))
-    elif notice is None:
-        ack()
-    else:
-        ack(response_action="update", view=blocks.notice_modal("Already ended", notice))
-    if notice is None or event.outbox:  # e.g. it was just recorded as expired: announce that now
-        ctx.deliver_after_ack(event)
+    event_id, text = meta.event_id, state_value(view, field) or ""
+
+    def decide(service: BreakGlassService) -> tuple[BreakGlassEvent, dict[str, Any] | None, bool]:
+        event, notice = apply(service, event_id, body["user"]["id"], text)
+        if notice is not None:
+            shown: dict[str, Any] | None = blocks.notice_modal("Already ended", notice)
+        else:
+            shown = blocks.notice_modal(*done(event)) if done is not None else None
+        # e.g. it was just recorded as expired: announce that now
+        return event, shown, notice is None or bool(event.outbox)
+
+    roles_meta.submit(ctx, ack, body, view, meta.who, (field,), decide, *titles)
 
 
 def close_event(
-    ctx: SlackContext, event_id: str, user_id: str, reason: str
+    service: BreakGlassService, event_id: str, user_id: str, reason: str
 ) -> tuple[BreakGlassEvent, str | None]:
-    result = ctx.service.close(event_id, by=user_id, reason=reason)
+    result = service.close(event_id, by=user_id, reason=reason)
     return result.event, None if result.closed_now else blocks.already_ended(result.event)
 
 
 def review_event(
-    ctx: SlackContext, event_id: str, user_id: str, notes: str
+    service: BreakGlassService, event_id: str, user_id: str, notes: str
 ) -> tuple[BreakGlassEvent, str | None]:
-    return ctx.service.review(event_id, by=user_id, notes=notes), None
+    return service.review(event_id, by=user_id, notes=notes), None
 
 
 def close_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
@@ -180,11 +182,14 @@ def close_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], contex
         ids.CLOSE_REASON,
         close_event,
         lambda event: ("Access closed", blocks.closed_now(event)),
+        ("Not closed", "Access closed"),
     )
 
 
 def review_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
-    submit_event_form(ctx_of(context), ack, body, view, ids.REVIEW_NOTES, review_event)
+    submit_event_form(
+        ctx_of(context), ack, body, view, ids.REVIEW_NOTES, review_event, titles=("Not reviewed", "Reviewed")
+    )
 
 
 def register(app: App, lazy: list[Callable[..., None]]) -> None:

@@ -20,6 +20,8 @@ log = logging.getLogger("bot.schedules")
 def sync_schedules(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
     """Raises DeliveryFailed (the step stays owed and is retried) after one ERROR line when Scheduler fails."""
     schedules = deps.schedules
+    if schedules is None and event.timed_by == "schedules" and deps.defer_schedules:
+        raise DeliveryFailed("EventBridge Scheduler is the bot's to change: left owed for its sweep")
     if schedules is None:
         return {}  # owed where schedules were configured, delivered by a process without them: the sweep times it
     try:
