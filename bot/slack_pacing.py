@@ -187,8 +187,7 @@ class ChannelGate:
                         wait = self._wait(state, ticket, now)
                     if wait == 0.0:
                         state.waiting.remove(ticket)
-                        state.busy = True
-                        state.tokens -= 1.0
+                        state.busy = True  # its token is taken when it is back (`release`)
                         if turn is not None:
                             turn.may_give_way = False  # this step has its turn: it never gives way now
                         return
@@ -243,8 +242,15 @@ class ChannelGate:
         return 0.0
 
     def release(self, channel: str) -> None:
+        """The post holding `channel`'s turn is back: it takes its token now, not when it was sent. Slack
+        counts a post when it *arrives*, some time between the send and the answer (later under CPU load:
+        the request is built, sent and parsed first), so counting each post at its answer, with one post in
+        flight, keeps the gate's bucket at or below Slack's whatever that delay was: spacing between
+        answers and sends is at least Slack's spacing between arrivals."""
         with self._cond:
-            self._channels[channel].busy = False
+            state = self._channel(channel, self.now())
+            state.busy = False
+            state.tokens -= 1.0
             self._cond.notify_all()
 
     def pause(self, channel: str, retry_after: float) -> None:
@@ -266,8 +272,7 @@ class ChannelGate:
                 state = self._channel(channel, now)
                 wait = state.paused_until - now
                 if wait <= 0:
-                    state.tokens -= 1.0  # the retry is that one post
-                    return
+                    return  # the retry is that one post: its token is taken when it is back (`release`)
                 if lease_lost():
                     raise LeaseLost("the delivery lease was lost during Slack's Retry-After wait")
                 if deadline is not None and now + wait > deadline:

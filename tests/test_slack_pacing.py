@@ -149,6 +149,32 @@ def test_one_post_in_flight_per_channel() -> None:
     posts.join()
 
 
+def test_a_post_counts_against_the_channel_when_its_answer_is_back_not_when_it_was_sent() -> None:
+    """Slack counts a post when it arrives, which may be well after the send began (under CPU load the
+    request is built, sent and parsed first): the first posts of a burst sent at once but slow to arrive,
+    then the next one sent on time, arrived too close together and got a 429 (the burst test under load).
+    Counted when its answer is back (no earlier than its arrival), the spacing Slack sees is never short."""
+    ticker = Ticker()
+    gate = gate_on(ticker, rate=1.0, burst=1)
+    posts = Poster(gate, ticker)
+    answer = threading.Event()
+    posts.post("slow", hold=answer)  # sent at 1000, its request reaches Slack late
+    settle(lambda: len(posts.got) == 1)
+    posts.post("next")
+    settle(lambda: posts.waiting() == 1)
+    ticker.advance(0.4)  # the answer comes back 0.4 s after the send (it arrived somewhere in between)
+    answer.set()
+    settle(lambda: not gate._channels["C1"].busy)
+    ticker.advance(0.6)  # one interval after the send, but not after the answer
+    time.sleep(0.05)
+    assert [n for n, _ in posts.got] == ["slow"], "the next post waits one interval from the answer"
+    ticker.advance(0.4)
+    settle(lambda: len(posts.got) == 2)
+    posts.join()
+    assert posts.got == [("slow", 1000.0), ("next", 1001.4)]
+    assert posts.errors == []
+
+
 def test_root_messages_take_their_turn_before_thread_replies() -> None:
     ticker = Ticker()
     gate = gate_on(ticker, rate=1.0, burst=1)
@@ -164,7 +190,8 @@ def test_root_messages_take_their_turn_before_thread_replies() -> None:
     settle(lambda: posts.waiting() == 3)
     posts.post("root-new-2", priority=ROOT)
     settle(lambda: posts.waiting() == 4)
-    release.set()
+    release.set()  # its answer is back at 1000: it counts against the channel from then
+    settle(lambda: not gate._channels["C1"].busy)
     for expected in range(2, 6):
         ticker.advance(1.0)
         settle(lambda n=expected: len(posts.got) == n)
