@@ -321,3 +321,26 @@ def test_a_worker_gives_way_only_when_no_other_worker_is_free_for_the_root() -> 
         assert queue.roots_owed("C1") == 0
     with working(WorkerTurn(queue)), may_give_way(True), gate.turn("C1", THREAD):
         assert not gate.paused_for("C1")  # nothing owed: the reply takes its turn
+
+
+def test_roots_go_first_in_the_queue_but_never_starve_the_rest() -> None:
+    """Deliveries owing a root are taken before other work, until the oldest other work has waited
+    `ROOTS_FIRST_FOR`: then it is taken next, however many roots are still queued (a stream of
+    invocations never holds back a close's DM or a delivery that gave way for good)."""
+    from bot.delivery.inflight import InFlight
+    from bot.delivery.queue import ROOTS_FIRST_FOR, Delivery, DeliveryQueue
+
+    ticker = Ticker()
+    queue = DeliveryQueue(InFlight(), now=ticker)
+    queue.put(Delivery("closed-old"))
+    for i in range(3):
+        queue.put(Delivery(f"new-{i}", root="C1"))
+    assert queue.get() == Delivery("new-0", root="C1")
+    ticker.advance(ROOTS_FIRST_FOR - 0.1)
+    assert queue.get() == Delivery("new-1", root="C1")
+    ticker.advance(0.1)
+    assert queue.get() == Delivery("closed-old"), "waited ROOTS_FIRST_FOR behind the roots: taken next"
+    assert queue.get() == Delivery("new-2", root="C1")
+    queue.close(workers=1)
+    queue.put(Delivery("after-close", root="C1"))  # refused
+    assert queue.get() is None

@@ -10,7 +10,10 @@ channel, the roots still *owed* (queued, or taken by a worker whose post has not
 pacing gate yet). The gate (bot/slack_pacing.py) holds back older events' thread replies to that channel
 while a root is owed there, and when every worker is already busy a worker waiting with such a reply
 gives way (`should_give_way`: its step stays owed and is queued again, bot/delivery/precedence.py) so
-that one of them takes the root.
+that one of them takes the root. Roots go first for at most `ROOTS_FIRST_FOR` seconds: work that has
+waited that long behind them (a close's DM, a delivery that gave way, an App Home refresh) is taken next,
+so a long stream of invocations never starves the rest (a thread reply it holds still waits in the gate
+for the owed roots, up to the gate's own patience).
 
 On Lambda (`enabled=False`) nothing may run after the response: `deliver_after_ack` does nothing and a Bolt
 lazy listener delivers instead (bot/app.py, `lambda_lazy_delivery`)."""
@@ -18,6 +21,7 @@ lazy listener delivers instead (bot/app.py, `lambda_lazy_delivery`)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +44,9 @@ class Delivery:
 
 Work = Delivery | tuple[Callable[..., None], tuple[Any, ...]]
 
+ROOTS_FIRST_FOR = 30.0
+"""Seconds other work may wait behind deliveries owing a root before it is taken first (never starved)."""
+
 
 def root_owed(event: BreakGlassEvent) -> str | None:
     """The audit channel `event` owes its root audit message to (None: it owes none)."""
@@ -49,11 +56,15 @@ def root_owed(event: BreakGlassEvent) -> str | None:
 
 
 class DeliveryQueue:
-    def __init__(self, inflight: InFlight, *, enabled: bool = True) -> None:
+    def __init__(
+        self, inflight: InFlight, *, enabled: bool = True, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self.inflight = inflight
         self.enabled = enabled
+        self.now = now
         self._roots: deque[Work] = deque()  # deliveries owing a root audit message: taken first
-        self._rest: deque[Work | None] = deque()  # the rest, first come first served (None: a worker stops)
+        # the rest, first come first served, with when each was queued (None: a worker stops)
+        self._rest: deque[tuple[float, Work | None]] = deque()
         self._queued: Counter[str] = Counter()  # per audit channel: roots queued
         self._owed: Counter[str] = Counter()  # per audit channel: roots queued or taken, not yet in the gate
         self._idle = 0  # workers waiting for work
@@ -80,7 +91,7 @@ class DeliveryQueue:
                 self._owed[root] += 1
                 self._roots.append(work)
             else:
-                self._rest.append(work)
+                self._rest.append((self.now(), work))
             self._cond.notify()
         if root is not None:  # a worker waiting in the gate with an older reply may have to give way
             for watcher in self._watchers:
@@ -97,20 +108,27 @@ class DeliveryQueue:
             while not self._roots and not self._rest:
                 self._cond.wait()
             self._idle -= 1
-            if self._roots:
+            if self._roots and not self._rest_overdue():
                 work = self._roots.popleft()
                 assert isinstance(work, Delivery) and work.root is not None
                 self._queued[work.root] -= 1
                 if self._queued[work.root] <= 0:
                     del self._queued[work.root]
                 return work
-            return self._rest.popleft()
+            return self._rest.popleft()[1]
+
+    def _rest_overdue(self) -> bool:
+        """The oldest other work has waited `ROOTS_FIRST_FOR` behind the roots (a stop never jumps ahead)."""
+        if not self._rest:
+            return False
+        queued, work = self._rest[0]
+        return work is not None and self.now() - queued >= ROOTS_FIRST_FOR
 
     def close(self, workers: int) -> None:
         """Take no more work; `workers` workers stop once they reach the end of what is queued."""
         with self._cond:
             self._closed = True
-            self._rest.extend([None] * workers)
+            self._rest.extend([(self.now(), None)] * workers)
             self._cond.notify_all()
 
     # -- what the pacing gate asks (roots first across the queue) ----------------------------------------
@@ -137,9 +155,10 @@ class DeliveryQueue:
     def should_give_way(self, channel: str) -> bool:
         """A worker waits with an older event's thread reply to `channel`: True if it must give way, because
         a root for `channel` is queued and no other worker is free (nor coming back) to take it. A True
-        answer counts that worker as coming back (`get(returning=True)`)."""
+        answer counts that worker as coming back (`get(returning=True)`). Never once shut down: the step
+        could not be queued again, and the queued roots are delivered before the workers stop anyway."""
         with self._cond:
-            if self._queued[channel] > self._idle + self._returning:
+            if not self._closed and self._queued[channel] > self._idle + self._returning:
                 self._returning += 1
                 return True
             return False
