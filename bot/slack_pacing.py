@@ -6,7 +6,8 @@ HTTP 429 with `Retry-After` and asks the app to leave *the whole channel* alone 
 to the audit channel kept hitting it while the others were told to wait. Here:
 
 * `ChannelGate` holds, per channel: a token bucket at Slack's published rate (`RATE`, `BURST`, a little
-  under what Slack allows, so a burst of invocations causes few 429s), the end of the last Retry-After
+  under what Slack allows, so a burst of invocations causes few 429s; a post takes its token when its
+  answer is back, no earlier than Slack counted it on arrival: `release`), the end of the last Retry-After
   Slack gave for it (`pause`), at most one post in flight (so no post leaves while a 429 is on its way
   back), and the posts waiting for it, in order: a root message (a post that is not a thread reply, i.e.
   a new invocation's audit message) before thread replies, then first come first served. Roots first holds
