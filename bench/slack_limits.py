@@ -48,7 +48,7 @@ TARGET_429 = 3
 TARGET_DRAIN = 1.2
 AUDIT = "C0AUDIT"
 BURSTERS = [f"U{2000 + i}" for i in range(BURST_USERS)]  # never used before the burst: nothing stacked
-ACK_PER_ROUND = 60
+ACK_PER_ROUND = 200
 ACK_USERS = [f"U{3000 + i}" for i in range(ACK_PER_ROUND * 8)]  # one submission each per server (<= 8 rounds)
 
 
