@@ -29,6 +29,7 @@ from bot.delivery.deps import DeliveryDeps, NoFeed
 from bot.delivery.engine import Pipeline
 from bot.delivery.inflight import InFlight
 from bot.delivery.lease import LeaseKeeper, NewLeases
+from bot.delivery.prompt_notices import PromptNotices
 from bot.delivery.queue import DeliveryQueue
 from bot.delivery.retry import DeliveryConnectionErrorRetryHandler
 from bot.directory import Directory
@@ -129,6 +130,9 @@ class BreakglassApp:
     settings: Settings
     checks: Health
     webhooks: IncidentWebhooks
+    # the audit feed's notices delivered as soon as they are stored (None: no feed); Lambda flushes it after
+    # its post-ack work (bot/delivery/prompt_notices.py)
+    notices: PromptNotices | None = None
 
     @property
     def service(self) -> BreakGlassService:
@@ -255,10 +259,14 @@ def create_app(
     # Runs Bolt's lazy listeners (Lambda) and `SlackContext.call_after_ack` work; a large pool keeps slow
     # Slack calls after one ack from delaying the next (Bolt's default is cpu_count + 4).
     executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener")
+    prompt: PromptNotices | None = None
     if not isinstance(feed, NoFeed):  # the feed also records refusals and the audit channel's episodes
         sinks = feed
         service.on_refused = lambda request, kind, message: sinks.refused(clock.now(), request, kind, message)
         deps.audit_channels.on_change = lambda *change: sinks.channel(*change)
+        # each notice delivered as soon as it is stored, not at the next sweep (bot/delivery/prompt_notices.py)
+        prompt = PromptNotices(sinks, clock, queue)
+        sinks.on_stored = prompt.stored
     context = SlackContext(
         service=service,
         queue=queue,
@@ -292,6 +300,8 @@ def create_app(
         # Bolt runs after the ack in a second invocation; it delivers whatever is due (this change included).
         def lambda_lazy_delivery() -> None:
             pipeline.deliver_owed()
+            if prompt is not None:  # notices stored by this run itself (e.g. an audit channel broken)
+                prompt.flush()
 
         lazy_listeners.append(lambda_lazy_delivery)
 
@@ -371,4 +381,5 @@ def create_app(
         settings=settings,
         checks=checks,
         webhooks=IncidentWebhooks(incident_links, webhook_secrets(settings)),
+        notices=prompt,
     )

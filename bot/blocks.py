@@ -487,6 +487,26 @@ def dm_warning(event: BreakGlassEvent, remaining: timedelta) -> tuple[str, Block
     ]
 
 
+def dm_warning_extended(event: BreakGlassEvent) -> tuple[str, Blocks]:
+    """An expiry warning DM once the event was extended (WARN_DM_REFRESH): the new expiry, who extended it,
+    its Extend and Close buttons kept (they act on the event as it is now)."""
+    ext = event.extensions[-1]
+    who = "you" if ext.by == event.slack_user_id else user(ext.by)
+    text = (
+        f":stopwatch: Your break-glass access to `{escape(event.profile)}` (event `{event.id}`) was extended by "
+        f"{human_duration(ext.duration)} by {who}: it now expires {date(event.expires_at)}, not as this warning "
+        "said. You will be warned again before then."
+    )
+    return text, [
+        _mrkdwn_section(text),
+        {
+            "type": "actions",
+            "block_id": ids.BLOCK_EVENT_ACTIONS,
+            "elements": [extend_button(event).to_dict(), close_button(event).to_dict()],
+        },
+    ]
+
+
 def thread_extended(event: BreakGlassEvent) -> tuple[str, Blocks]:
     ext = event.extensions[-1]
     text = (
@@ -775,6 +795,38 @@ def invoke_modal(
         blocks=blocks,
     )
     return view.to_dict()
+
+
+def invoke_form_again(
+    form: dict[str, Any], entered: dict[str, str | None], errors: dict[str, str]
+) -> dict[str, Any]:
+    """The invoke form `form` (an `invoke_modal`, not changed) as its person submitted it: what they entered
+    as each field's initial value (a choice only while it is still offered), and each field's error in a
+    context block right below it (block id `ids.FIELD_ERRORS[field]`; a `views.update` cannot set an
+    input's error, only an ack's `response_action: errors` can). Errors are plain text, escaped here."""
+    shown: list[dict[str, Any]] = []
+    for block in form.get("blocks") or []:
+        field = block.get("block_id")
+        value = entered.get(field) if isinstance(field, str) else None
+        element = block.get("element") or {}
+        if value and block.get("type") == "input":
+            element = dict(element)
+            if element.get("type") == "static_select":
+                option = next((o for o in element.get("options") or [] if o.get("value") == value), None)
+                if option is not None:
+                    element["initial_option"] = option
+            elif element.get("type") == "plain_text_input":
+                element["initial_value"] = value[: element.get("max_length") or MAX_SECTION]
+            block = {**block, "element": element}
+        shown.append(block)
+        if isinstance(field, str) and field in errors and field in ids.FIELD_ERRORS:
+            text = ":warning: " + escape(_truncate(errors[field], 500))
+            shown.append(
+                ContextBlock(
+                    block_id=ids.FIELD_ERRORS[field], elements=[MarkdownTextObject(text=text)]
+                ).to_dict()
+            )
+    return {**form, "blocks": shown}
 
 
 def notice_modal(title: str, text: str) -> dict[str, Any]:

@@ -27,6 +27,11 @@ class AlreadyActive(ValidationFailed):
     itself was well formed (no usage hint helps)."""
 
 
+class IncidentRefused(ValidationFailed):
+    """The incident tool refused the incident named: unknown, already resolved, or not verifiable while the
+    policy refuses unverified ones. The request itself was well formed (no usage hint helps)."""
+
+
 class AlreadySubmitted(ValidationFailed):
     """The same request (a modal's view id, a command's trigger id) already created an event: a replayed or
     repeated submission creates nothing and announces nothing."""

@@ -17,6 +17,15 @@ JUSTIFICATION = "justification"
 DURATION = "duration"
 INCIDENT = "incident"
 INVOKE_FIELDS = (PROFILE, REASON, JUSTIFICATION, DURATION, INCIDENT)
+# The invoke form given back after a refusal decided after its ack (bot.slack.refused_form): the error of
+# a field, in a context block right below it (views.update cannot set an input's error).
+FIELD_ERRORS = {
+    PROFILE: "profile_error",
+    REASON: "reason_error",
+    JUSTIFICATION: "justification_error",
+    DURATION: "duration_error",
+    INCIDENT: "incident_error",
+}
 
 # Close / review modals
 CLOSE_REASON = "close_reason"

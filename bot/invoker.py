@@ -27,7 +27,7 @@ from bot.incidents.base import IncidentUnreachable
 
 if TYPE_CHECKING:
     from bot.policy import ProfilePolicy
-    from bot.service import BreakGlassService
+    from bot.service import BreakGlassService, InvokeRequest
 
 IDENTITY_MAX_AGE = timedelta(minutes=15)
 """How long who someone is (admission, identity, email, identity-store user, groups) resolved at the form's
@@ -191,3 +191,18 @@ def oncall(
     if rule.require and status != "yes":
         raise links.not_on_call(profile_name)
     return status
+
+
+def covers(service: BreakGlassService, request: InvokeRequest) -> bool:
+    """Whether `request` (an InvokeRequest with `known`) is decided from what is known, as its ack decides it:
+    the same checks the use case makes before its store write, with nothing stored and nothing asked. Lambda's
+    lazy listener uses it to tell, from the request alone, whether the ack already decided it."""
+    assert request.known is not None
+    try:
+        profile, _ = service.validate(request)
+        service._access_for(request.user_id, profile, request.known)  # the same check, read-only
+    except Unresolved:
+        return False
+    except Exception:  # noqa: BLE001 - refused in the ack (inline errors): decided there
+        return True
+    return True

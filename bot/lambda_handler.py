@@ -202,7 +202,8 @@ def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """EventBridge's minute schedule: one sweep (due warnings and expiries, owed announcements). An event's
     one-time schedule (bot/schedules.py, its payload names the event and the step): that step, at its
     time, at once (waiting for it within the invocation's time left). Returns counts. Either ends by
-    writing its metrics (EMF); the minute sweep adds the state."""
+    delivering the audit-feed notices it stored (bot/delivery/prompt_notices.py) and writing its metrics
+    (EMF); the minute sweep adds the state."""
     fired = schedules.parse_payload(event)
     try:
         if fired is not None:
@@ -223,6 +224,8 @@ def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
         log.info("sweep", extra={"action": "sweep", "outcome": "ok", **counts})
         return counts
     finally:
+        if _runtime is not None and _runtime.notices is not None:  # notices this run stored (e.g. drift)
+            _runtime.notices.flush()
         _flush_metrics(with_state=fired is None)
 
 

@@ -261,10 +261,7 @@ class BreakGlassService:
         if incident is not None and not errors:  # looked up only once everything else is right
             if request.known is not None and self.incidents.enabled:
                 raise invoker.Unresolved("incident")  # the tool is asked after the ack
-            try:
-                link = self.incidents.link(incident)
-            except ValidationFailed as exc:
-                errors.update(exc.errors)
+            link = self.incidents.link(incident)  # IncidentRefused: unknown, resolved, unverifiable
         if errors:
             raise ValidationFailed(errors)
         assert profile is not None
@@ -521,11 +518,16 @@ class BreakGlassService:
         reason: str,
         seen: int | None = None,
         operator: bool = False,
+        request_id: str | None = None,
     ) -> BreakGlassEvent:
         """A new expiry for an effective event, atomically (the store's conditional write). `seen`: how
         many extensions the requester saw (a modal's), so two racing extends never both apply; default:
-        as read here. `operator` as for `close`. Raises ValidationFailed saying why, nothing changed."""
+        as read here. `operator` as for `close`. Raises ValidationFailed saying why, nothing changed.
+        `request_id` (the Slack request asking): when it already extended the event (a retried Lambda lazy
+        run), the event as stored is returned and nothing changes."""
         event = self.get(event_id) if operator else self.check_extend(by, event_id)
+        if request_id is not None and any(x.request_id == request_id for x in event.extensions):
+            return event  # this request's extension, already stored
         profile = self.policy.profile(event.profile)
         errors: dict[str, str] = {}
         raw = (duration or "").strip()
@@ -561,7 +563,10 @@ class BreakGlassService:
                 escalate=lambda ev: escalate_extension(ev).with_outbox(OutboxKind.ESCALATION),
                 outbox=extension_outbox(event) + incident_note(event),
                 known=event,
+                request_id=request_id,
             )
+        except DuplicateRequest:  # the same request's other attempt extended it meanwhile
+            return self.store.get(event.id)
         except InvalidTransition as exc:  # ended, ran out, or another extend won the race
             raise ValidationFailed(
                 {ids.EXTEND_DURATION: f"Cannot extend event {event.id}: {exc.reason}."}

@@ -9,10 +9,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from store.errors import ConcurrentModification, ExtendedMeanwhile, InvalidTransition, StoreError
+from store.errors import (
+    ConcurrentModification,
+    DuplicateRequest,
+    ExtendedMeanwhile,
+    InvalidTransition,
+    StoreError,
+)
 from store.limits import NO_LIMITS, Counting, Limits
 from store.model import BreakGlassEvent, Deferred, OutboxKind, Status
 from store.notices import DayLink, DigestOf, Notice
+from store.refresh import warning_refreshed
 from store.tasks import OwedTask
 
 DEFAULT_PAGE_SIZE = 25
@@ -157,6 +164,7 @@ class Store(Protocol):
         escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
         outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
+        request_id: str | None = None,
     ) -> BreakGlassEvent:
         """A new expiry for an effective event (`BreakGlassEvent.extend`), adding `outbox` in the same
         write, conditional on its version; the stacking claim moves with it (atomically on every backend).
@@ -168,7 +176,11 @@ class Store(Protocol):
         user and profile), decided with `limits` in the same atomic write as for `create` (the cooldown
         aside): LimitReached if `per_user` or `per_profile` refuses it, nothing changed; when
         `escalate_after` says so, the stored event is `escalate(extended)` (default: the extension and the
-        event marked escalated)."""
+        event marked escalated).
+
+        `request_id` (the Slack request that asked): when an extension of the event already carries it,
+        DuplicateRequest is raised and nothing changed, decided in the same conditional write (so a retried
+        or replayed request never extends twice, whatever `seen` says)."""
         ...
 
     def save(self, event: BreakGlassEvent) -> BreakGlassEvent:
@@ -276,6 +288,23 @@ class Store(Protocol):
         ...
 
 
+EVENT_READS = frozenset(
+    {
+        "get",
+        "list_active",
+        "list_by_invoker",
+        "list_by_profile",
+        "list_by_status",
+        "list_owed",
+        "list_unreviewed",
+        "count_by_invoker_since",
+        "count_by_profile_since",
+        "last_by_invoker_and_profile",
+    }
+)
+"""The `Store` methods that only read events."""
+
+
 class TransitionStore:
     """close and expire for a backend, written once: each backend supplies `_transition`, its atomic
     conditional write of `apply(current)` (on `known`, the caller's copy, when given)."""
@@ -338,8 +367,11 @@ class TransitionStore:
         escalate: Callable[[BreakGlassEvent], BreakGlassEvent] | None = None,
         outbox: Sequence[OutboxKind | str | Deferred] = (),
         known: BreakGlassEvent | None = None,
+        request_id: str | None = None,
     ) -> BreakGlassEvent:
         def apply(ev: BreakGlassEvent) -> BreakGlassEvent:
+            if request_id is not None and any(x.request_id == request_id for x in ev.extensions):
+                raise DuplicateRequest(request_id, ev.id)  # before `seen`: that request moved it on
             if len(ev.extensions) != seen:
                 raise ExtendedMeanwhile(ev)
             extended = ev.extend(
@@ -349,8 +381,9 @@ class TransitionStore:
                 now=now,
                 max_total=max_total,
                 max_extensions=max_extensions,
+                request_id=request_id,
             )
-            return retimed(ev, extended.with_outbox(*outbox))
+            return retimed(ev, warning_refreshed(ev, extended.with_outbox(*outbox)))
 
         counting = Counting(limits or NO_LIMITS, escalate or escalate_extension)
         return self._transition(event_id, apply, known, moves_claim=True, counting=counting)

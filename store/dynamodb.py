@@ -204,6 +204,7 @@ def to_item(event: BreakGlassEvent, *, retention: timedelta = DEFAULT_RETENTION)
                         "escalated": ext.escalated,
                     }
                     | ({"warned_at": format_ts(ext.warned_at)} if ext.warned_at else {})
+                    | ({"request_id": ext.request_id} if ext.request_id else {})
                     for ext in event.extensions
                 ]
         elif key == "dms":

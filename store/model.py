@@ -77,6 +77,9 @@ class OutboxKind(StrEnum):
     # An extension (bot/delivery/handlers/extend.py): its thread reply and the invoker's DM (plus an AUDIT_UPDATE)
     EXTEND_THREAD = "extend_thread"
     EXTEND_DM = "extend_dm"
+    # An extension of an event whose expiry warning DM was sent (or is being sent): that DM updated to say
+    # it was extended and when it now expires (bot/delivery/handlers/warn_refresh.py; store/refresh.py)
+    WARN_DM_REFRESH = "warn_dm_refresh"
     # The end of an event (closed or expired, any way): the invoker's "access is active" DM is updated to
     # say so, without its buttons (bot/delivery/handlers/announcements.py)
     DM_ENDED = "dm_ended"
@@ -291,6 +294,9 @@ class Extension(BaseModel):
     # The expiry warning of the stretch this extension ended (an extension owes the warning again, so the
     # event's `warned_at` is cleared): kept so the audit feed's record of that warning stays derivable.
     warned_at: UtcDatetime | None = None
+    # The request that asked for it (a slash command's trigger id, a form submission's view id): the same
+    # request never extends twice (a retried Lambda lazy run, a replay; `Store.extend`, DuplicateRequest).
+    request_id: str | None = None
 
     @field_validator("duration")
     @classmethod
@@ -526,6 +532,7 @@ class BreakGlassEvent(BaseModel):
         max_total: timedelta = MAX_TOTAL,
         max_extensions: int | None = None,
         escalated: bool = False,
+        request_id: str | None = None,
     ) -> BreakGlassEvent:
         """A new expiry `duration` later, the same event: only while it is effective, within `max_total`
         (never more than MAX_TOTAL) of its creation and `max_extensions`. The warning is owed again."""
@@ -553,7 +560,13 @@ class BreakGlassEvent(BaseModel):
                 else f"it already lasts the longest allowed ({_hours(cap)})",
             )
         extension = Extension(
-            at=now, by=by, duration=duration, reason=reason, escalated=escalated, warned_at=self.warned_at
+            at=now,
+            by=by,
+            duration=duration,
+            reason=reason,
+            escalated=escalated,
+            warned_at=self.warned_at,
+            request_id=request_id,
         )
         return self._with(
             extensions=(*self.extensions, extension),

@@ -9,6 +9,8 @@ import re
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -232,3 +234,12 @@ class FakeIncidentIo(_FakeApi):
             shifts = [{"user": {"id": f"U{n}", "email": e, "name": e}} for n, e in enumerate(emails)]
             return 200, {"schedule": {"id": m.group(1), "name": "Primary", "current_shifts": shifts}}
         return not_found
+
+
+@contextmanager
+def sample_pagerduty() -> Iterator[FakePagerDuty]:
+    """A local PagerDuty with an open incident (PINC001, #1234) and a resolved one (PDONE01, #1200)."""
+    with FakePagerDuty() as fake:
+        fake.add_incident("PINC001", 1234, "Checkout is down")
+        fake.add_incident("PDONE01", 1200, "Old outage", status="resolved")
+        yield fake

@@ -185,41 +185,15 @@ class SlackSender:
         the outcome it then shows in the same modal (views.update), returned as if it were the ack. `values`: block_id -> str (plain text), or ("select", value), or None.
         `view_id`: a fresh one by default (each modal Slack opens has its own); pass one to resubmit."""
         view_id = view_id or "V" + secrets.token_hex(5).upper()
-        state: dict[str, Any] = {}
-        for block_id, value in values.items():
-            if isinstance(value, tuple) and value[0] == "select":
-                option = (
-                    None
-                    if value[1] is None
-                    else {"text": {"type": "plain_text", "text": str(value[1])}, "value": value[1]}
-                )
-                state[block_id] = {block_id: {"type": "static_select", "selected_option": option}}
-            else:
-                state[block_id] = {block_id: {"type": "plain_text_input", "value": value}}
-        payload = {
-            "type": "view_submission",
-            "team": TEAM,
-            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM["id"]},
-            "api_app_id": "A0001",
-            "token": "deprecated",
-            "trigger_id": self._trigger(),
-            "view": {
-                "id": view_id,
-                "team_id": TEAM["id"],
-                "type": "modal",
-                "blocks": [],
-                "private_metadata": private_metadata,
-                "callback_id": callback_id,
-                # the external_id the bot gave the view it opened (Slack returns it with the submission)
-                "external_id": str((self.fake.view(view_id) or {}).get("external_id") or ""),
-                "state": {"values": state},
-                "hash": "1700000010.AbCdEf12",
-                "title": {"type": "plain_text", "text": "Break glass"},
-                "app_id": "A0001",
-                "bot_id": "B0001",
-            },
-            "response_urls": [],
-        }
+        payload = submission_payload(
+            callback_id,
+            values,
+            user=user,
+            private_metadata=private_metadata,
+            view_id=view_id,
+            external_id=str((self.fake.view(view_id) or {}).get("external_id") or ""),
+            trigger_id=self._trigger(),
+        )
         # Slack only sends submissions of views it holds (`view`: one copied, not every view as `views`)
         if self.fake.view(view_id) is None:
             self.fake.record_view(payload["view"], view_id=view_id)
@@ -311,33 +285,16 @@ class SlackSender:
         message_ts: str = "1700000000.000100",
         container_type: str = "message",
     ) -> Response:
-        container: dict[str, Any] = {"type": container_type}
-        if container_type == "message":
-            container.update(message_ts=message_ts, channel_id=channel, is_ephemeral=False)
-        else:
-            container.update(view_id="VHOME")
-        payload: dict[str, Any] = {
-            "type": "block_actions",
-            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM["id"]},
-            "api_app_id": "A0001",
-            "token": "deprecated",
-            "container": container,
-            "trigger_id": self._trigger(),
-            "team": TEAM,
-            "actions": [
-                {
-                    "action_id": action_id,
-                    "block_id": "event_actions",
-                    "type": "button",
-                    "value": value,
-                    "action_ts": str(time.time()),
-                }
-            ],
-        }
-        if container_type == "message":
-            payload["channel"] = {"id": channel, "name": "audit"}
-            payload["message"] = {"type": "message", "ts": message_ts, "text": "x"}
-            payload["response_url"] = self.fake.response_url(f"action-{user}")
+        payload = click_payload(
+            action_id,
+            value,
+            user=user,
+            channel=channel,
+            message_ts=message_ts,
+            container_type=container_type,
+            trigger_id=self._trigger(),
+            response_url=self.fake.response_url(f"action-{user}"),
+        )
         return self.interactive(payload)
 
     def event(self, event: dict[str, Any]) -> Response:
@@ -352,6 +309,96 @@ class SlackSender:
             "authorizations": [{"team_id": TEAM["id"], "user_id": "UBOT", "is_bot": True}],
         }
         return self.post(json.dumps(envelope).encode(), "application/json")
+
+
+def submission_payload(
+    callback_id: str,
+    values: dict[str, Any],
+    *,
+    user: str,
+    private_metadata: str,
+    view_id: str,
+    external_id: str,
+    trigger_id: str,
+) -> dict[str, Any]:
+    """A `view_submission` payload as Slack sends it (`SlackSender.submit` has the arguments' meaning)."""
+    state: dict[str, Any] = {}
+    for block_id, value in values.items():
+        if isinstance(value, tuple) and value[0] == "select":
+            option = (
+                None
+                if value[1] is None
+                else {"text": {"type": "plain_text", "text": str(value[1])}, "value": value[1]}
+            )
+            state[block_id] = {block_id: {"type": "static_select", "selected_option": option}}
+        else:
+            state[block_id] = {block_id: {"type": "plain_text_input", "value": value}}
+    return {
+        "type": "view_submission",
+        "team": TEAM,
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM["id"]},
+        "api_app_id": "A0001",
+        "token": "deprecated",
+        "trigger_id": trigger_id,
+        "view": {
+            "id": view_id,
+            "team_id": TEAM["id"],
+            "type": "modal",
+            "blocks": [],
+            "private_metadata": private_metadata,
+            "callback_id": callback_id,
+            # the external_id the bot gave the view it opened (Slack returns it with the submission)
+            "external_id": external_id,
+            "state": {"values": state},
+            "hash": "1700000010.AbCdEf12",
+            "title": {"type": "plain_text", "text": "Break glass"},
+            "app_id": "A0001",
+            "bot_id": "B0001",
+        },
+        "response_urls": [],
+    }
+
+
+def click_payload(
+    action_id: str,
+    value: str,
+    *,
+    user: str,
+    channel: str,
+    message_ts: str,
+    container_type: str,
+    trigger_id: str,
+    response_url: str,
+) -> dict[str, Any]:
+    """A button's `block_actions` payload as Slack sends it (`SlackSender.click`)."""
+    container: dict[str, Any] = {"type": container_type}
+    if container_type == "message":
+        container.update(message_ts=message_ts, channel_id=channel, is_ephemeral=False)
+    else:
+        container.update(view_id="VHOME")
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM["id"]},
+        "api_app_id": "A0001",
+        "token": "deprecated",
+        "container": container,
+        "trigger_id": trigger_id,
+        "team": TEAM,
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "event_actions",
+                "type": "button",
+                "value": value,
+                "action_ts": str(time.time()),
+            }
+        ],
+    }
+    if container_type == "message":
+        payload["channel"] = {"id": channel, "name": "audit"}
+        payload["message"] = {"type": "message", "ts": message_ts, "text": "x"}
+        payload["response_url"] = response_url
+    return payload
 
 
 def not_the_invoke_form(call: Any) -> bool:

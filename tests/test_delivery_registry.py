@@ -18,6 +18,7 @@ from bot.delivery.handlers import (
     extend,
     incidents,
     schedules,
+    warn_refresh,
 )
 from bot.delivery.registry import Registry, RegistryError, Step
 from store.model import OutboxKind
@@ -32,6 +33,7 @@ TABLES = [
     incidents.HANDLERS,
     schedules.HANDLERS,
     audit_feed.HANDLERS,
+    warn_refresh.HANDLERS,
 ]
 
 
@@ -73,6 +75,7 @@ def test_the_registry_knows_which_kinds_go_to_the_audit_channel() -> None:
         OutboxKind.AUDIT_UPDATE,
         OutboxKind.AUDIT_FALLBACK,
         OutboxKind.ACTIVITY_DIGEST,
+        OutboxKind.WARN_DM_REFRESH,
     }
 
 

@@ -156,11 +156,14 @@ def _warned_and_extended(bot: Bot) -> tuple[BreakGlassEvent, dict, dict]:
 
 
 def _dms_ended(bot: Bot, ended: BreakGlassEvent, *messages: dict, every: bool = True) -> None:
-    """Each DM was updated once (chat.update), says the event ended, and has no buttons; (`every`) no DM
-    to the invoker keeps a button; every Block Kit sent was valid."""
+    """Each DM was updated once (chat.update) to say the event ended (a warning DM was also refreshed once
+    by the extension, before: test_flows_warn_refresh.py), says it, and has no buttons; (`every`) no DM to
+    the invoker keeps a button; every Block Kit sent was valid."""
     for posted in messages:
         updates = [c for c in bot.fake.calls_to("chat.update") if c.params.get("ts") == posted["ts"]]
-        assert len(updates) == 1 and updates[0].ok, updates
+        ends = [c for c in updates if "It is no longer active" in c.params["text"]]
+        assert len(ends) == 1 and ends[0].ok and updates[-1] is ends[0], updates
+        assert len(updates) == (2 if "expires in" in posted["text"] else 1), updates
         message = bot.fake.message(posted["channel"], posted["ts"])
         assert ended.id in message["text"] and "It is no longer active" in message["text"]
         assert ("expired" if ended.status is Status.EXPIRED else "was closed by") in message["text"]

@@ -22,7 +22,7 @@ from bot.policy import Policy, parse_policy
 from store import Status
 from store.sqlite import SQLiteStore
 from tests.conftest import Bot, make_bot
-from tests.fake_incidents import IIO_KEY, PD_TOKEN, FakeIncidentIo, FakePagerDuty
+from tests.fake_incidents import IIO_KEY, PD_TOKEN, FakeIncidentIo, FakePagerDuty, sample_pagerduty
 from tests.harness import Response, http
 from tests.test_flows_close import buttons, settled, wait_until
 
@@ -57,13 +57,18 @@ def pd_policy(on_unreachable: str = "allow", close_on_resolve: str = "true") -> 
 
 @pytest.fixture
 def pagerduty() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        fake.add_incident("PINC001", 1234, "Checkout is down")
-        fake.add_incident("PDONE01", 1200, "Old outage", status="resolved")
-        yield fake  # type: ignore[misc]
+    with sample_pagerduty() as fake:
+        yield fake
 
 
-def pd_bot(fake: FakeSlack, store: SQLiteStore, clock: ManualClock, pd: FakePagerDuty, **policy: str) -> Bot:
+def pd_bot(
+    fake: FakeSlack,
+    store: SQLiteStore,
+    clock: ManualClock,
+    pd: FakePagerDuty,
+    settings: dict[str, Any] | None = None,
+    **policy: str,
+) -> Bot:
     return make_bot(
         fake,
         store,
@@ -73,6 +78,7 @@ def pd_bot(fake: FakeSlack, store: SQLiteStore, clock: ManualClock, pd: FakePage
         pagerduty_webhook_secret=PD_SECRET,
         pagerduty_api_url=pd.url,
         pagerduty_from_email="breakglass@example.com",
+        **(settings or {}),
     )
 
 
@@ -115,15 +121,23 @@ def pd_webhook(
 
 
 def incident_field_error(response: Response) -> str:
-    """Why the incident was refused: the tool is asked after the ack (bot.invoker), so the refusal is the
-    "Not granted" notice that replaces the form, not an inline error."""
+    """Why the incident was refused: the tool is asked after the ack (bot.invoker), so the refusal comes back
+    in the same modal by `views.update`: the invoke form again, the error right below the incident field
+    (bot.slack.refused_form)."""
     assert response.status == 200
     body = response.json
     assert body["response_action"] == "update", body
     assert response.headers.get("X-Answered-By") == "views.update"
-    view = body["view"]
-    assert view["title"]["text"] == "Not granted", view
-    return str(json.dumps(view["blocks"]))
+    return field_error(body["view"], ids.INCIDENT)
+
+
+def field_error(view: dict[str, Any], field: str) -> str:
+    """The error shown right below `field` of the invoke form `view` (a context block)."""
+    assert view["callback_id"] == ids.CALLBACK_INVOKE and view.get("submit"), view
+    blocks = view["blocks"]
+    below = blocks[[b.get("block_id") for b in blocks].index(field) + 1]
+    assert below["type"] == "context" and below["block_id"] == ids.FIELD_ERRORS[field], view
+    return str(below["elements"][0]["text"])
 
 
 def audit_post(bot: Bot) -> dict[str, Any]:

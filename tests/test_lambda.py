@@ -21,6 +21,7 @@ from bot.app import BreakglassApp, create_app, make_slack_client
 from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy
+from bot.slack.lazy_decide import LAZY_DECIDE_NAME
 from store import Status, Store
 from store.dynamodb import DynamoDBStore
 from store.model import OutboxKind
@@ -81,7 +82,9 @@ def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     store.disconnect()
 
 
-def command_body(text: str, user: str = "U0001") -> str:
+def command_body(
+    text: str, user: str = "U0001", response_url: str = "https://hooks.slack.com/commands/T0001/1/x"
+) -> str:
     return urllib.parse.urlencode(
         {
             "token": "deprecated",
@@ -95,7 +98,7 @@ def command_body(text: str, user: str = "U0001") -> str:
             "text": text,
             "api_app_id": "A0001",
             "is_enterprise_install": "false",
-            "response_url": "https://hooks.slack.com/commands/T0001/1/x",
+            "response_url": response_url,
             "trigger_id": f"{int(time.time())}.1.trigger",
         }
     )
@@ -155,35 +158,42 @@ def rest_api_event(body: str, headers: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def test_slash_command_acks_then_lazy_invocation_announces(
+def test_slash_command_acks_then_lazy_invocation_decides_and_announces(
     fake: FakeSlack, sqlite_store: SQLiteStore, policy: Policy, clock: ManualClock
 ) -> None:
+    """The fast path acks empty; the lazy listener decides it from the same request, answers through
+    response_url and delivers; Lambda retrying that invocation stores nothing twice."""
     lam = FakeLambdaClient()
     lambda_handler.install(build_runtime(fake, sqlite_store, policy, clock), lambda_client=lam)
-    body = command_body(f"sandbox 15m maintenance {JUSTIFICATION}")
+    body = command_body(f"sandbox 15m maintenance {JUSTIFICATION}", response_url=fake.response_url("fast"))
 
     response = lambda_handler.handler(function_url_event(body, signed_headers(body)), LambdaContext())
 
     assert response["statusCode"] == 200, response
-    assert "granted" in response["body"]
-    (event,) = sqlite_store.list_active()
-    assert event.outbox  # acked before any announcement: delivery is the lazy listener's job
-    assert fake.channel_messages("C0AUDIT") == []
+    assert response["body"] == ""  # an empty ack: decided after it
+    assert sqlite_store.list_active() == []
     (invocation,) = lam.invocations
     assert invocation["FunctionName"] == FUNCTION_ARN
     assert invocation["InvocationType"] == "Event"
 
-    # Lambda runs the asynchronous invocation: only the lazy listener runs, the command is not re-run.
+    # Lambda runs the asynchronous invocation: only the lazy listener runs, the command's ack is not re-run.
     lazy_event = json.loads(invocation["Payload"])
-    assert lazy_event["headers"]["x-slack-bolt-lazy-function-name"] == lambda_handler.LAZY_FUNCTION_NAME
-    lazy_response = lambda_handler.handler(lazy_event, LambdaContext())
-    assert lazy_response["statusCode"] == 200
-
-    assert len(sqlite_store.list_active()) == 1
+    assert lazy_event["headers"]["x-slack-bolt-lazy-function-name"] == LAZY_DECIDE_NAME
+    assert lambda_handler.handler(lazy_event, LambdaContext())["statusCode"] == 200
+    (event,) = sqlite_store.list_active()
     assert sqlite_store.get(event.id).outbox == ()
     (audit,) = fake.channel_messages("C0AUDIT")
     assert event.id in json.dumps(audit)
+    (reply,) = fake.calls_to("response_url")
+    assert event.id in json.dumps(reply.params) and "granted" in json.dumps(reply.params).lower()
     assert len(lam.invocations) == 1  # the lazy run does not start another one
+
+    # Lambda retries the asynchronous invocation: nothing stored or announced twice, the same answer
+    assert lambda_handler.handler(json.loads(invocation["Payload"]), LambdaContext())["statusCode"] == 200
+    assert [e.id for e in sqlite_store.list_active()] == [event.id]
+    assert len(fake.channel_messages("C0AUDIT")) == 1
+    first, again = fake.calls_to("response_url")
+    assert again.params["text"] == first.params["text"]
 
 
 @pytest.mark.parametrize("text", ["", "sandbox", "close {event_id}"])
@@ -255,9 +265,11 @@ def test_lazy_listener_on_every_announcing_listener(
         [f.__name__ for f in listener.lazy_functions]
         for listener in runtime.bolt._listeners  # Bolt keeps registered listeners here
     ]
-    # /breakglass, the invoke, close, review and extend modals, and message_changed in an audit channel
-    # (an edit the bot did not make); the buttons and App Home announce nothing
-    assert lazy.count([lambda_handler.LAZY_FUNCTION_NAME]) == 6
+    # message_changed in an audit channel (an edit the bot did not make) delivers; /breakglass and the
+    # invoke, close, review and extend modals decide what their ack did not, then deliver; the buttons,
+    # App Home and the commands that only open a form announce nothing
+    assert lazy.count([lambda_handler.LAZY_FUNCTION_NAME]) == 1
+    assert lazy.count([LAZY_DECIDE_NAME]) == 5
 
 
 def test_install_requires_lazy_delivery(
@@ -352,15 +364,15 @@ def test_lazy_self_invocation_through_moto_lambda(
             "provide-client-params.lambda.Invoke", lambda params, **_: sent.append(dict(params))
         )
         lambda_handler.install(build_runtime(fake, sqlite_store, policy, clock), lambda_client=lam)
-        body = command_body(f"sandbox 15m maintenance {JUSTIFICATION}")
+        body = command_body(f"sandbox 15m maintenance {JUSTIFICATION}", response_url=fake.response_url("m"))
         response = lambda_handler.handler(function_url_event(body, signed_headers(body)), LambdaContext())
         assert response["statusCode"] == 200
-        (event,) = sqlite_store.list_active()
-        assert event.outbox  # nothing announced inside the ack
+        assert sqlite_store.list_active() == []  # decided after the ack, in the lazy invocation
         (invocation,) = sent
         assert invocation["FunctionName"] == FUNCTION_ARN
         assert invocation["InvocationType"] == "Event"
         lazy_event = json.loads(invocation["Payload"])
         assert lambda_handler.handler(lazy_event, LambdaContext())["statusCode"] == 200
+        (event,) = sqlite_store.list_active()
         assert sqlite_store.get(event.id).outbox == ()
         assert [m for m in fake.channel_messages("C0AUDIT") if event.id in json.dumps(m)]

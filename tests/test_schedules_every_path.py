@@ -29,6 +29,7 @@ from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
 from bot.policy import Policy
 from store import BreakGlassEvent, InvalidTransition, Status, Store
+from store.base import EVENT_READS
 from store.base import Store as StoreProtocol
 from store.dynamodb import DynamoDBStore
 from store.model import IncidentLink, OutboxKind
@@ -58,16 +59,7 @@ scheduler_api = test_schedules.scheduler_api  # the fixture: moto's in-process S
 END_CHANGES = {"create", "extend", "close", "expire"}
 KEEPS_THE_END = {"save"}  # refuses a change of status or expires_at (check_save)
 READS = {
-    "get",
-    "list_active",
-    "list_by_invoker",
-    "list_by_profile",
-    "list_by_status",
-    "list_owed",
-    "list_unreviewed",
-    "count_by_invoker_since",
-    "count_by_profile_since",
-    "last_by_invoker_and_profile",
+    *EVENT_READS,
     "list_tasks",
     "list_notices",
     "get_notice",

@@ -181,6 +181,16 @@ def audit_message(driver: WebDriver, marker: str, also: str = "") -> WebElement:
     return wait(driver, found)
 
 
+def reason_and_duration(driver: WebDriver, reason: str, seconds: str) -> None:
+    """Choose them in the open invoke form (found again when the app redrew it)."""
+    on_form(
+        driver, "Break glass", lambda f: Select(f.find_element(By.ID, "in-reason")).select_by_value(reason)
+    )
+    on_form(
+        driver, "Break glass", lambda f: Select(f.find_element(By.ID, "in-duration")).select_by_value(seconds)
+    )
+
+
 def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
     """As the engineer, /breakglass, see the inline errors, fill the form, submit; returns the event id."""
     driver.get(workspace.url)
@@ -206,14 +216,7 @@ def invoke(driver: WebDriver, workspace: LocalWorkspace) -> str:
         Select(form.find_element(By.ID, "in-profile")).first_selected_option.get_attribute("value")
         == "sandbox"
     )
-    on_form(
-        driver,
-        "Break glass",
-        lambda f: Select(f.find_element(By.ID, "in-reason")).select_by_value("incident"),
-    )
-    on_form(
-        driver, "Break glass", lambda f: Select(f.find_element(By.ID, "in-duration")).select_by_value("1800")
-    )
+    reason_and_duration(driver, "incident", "1800")
 
     def justify(form: WebElement) -> None:
         box = form.find_element(By.ID, "in-justification")
@@ -317,6 +320,62 @@ def test_resolving_the_incident_on_the_page_closes_the_event(
     message = audit_message(browser, event.id, "CLOSED")
     assert "the simulated incident tool" in message.text
     assert workspace.runtime.store.list_active() == []  # type: ignore[union-attr]
+
+
+def test_a_resolved_incident_in_the_form_is_shown_under_the_field(
+    workspace: LocalWorkspace, browser: WebDriver
+) -> None:
+    """The incident is looked up after the submission's ack: refused, the form comes back as it was filled
+    in, the reason right below the incident field (a context block); corrected, it grants."""
+    browser.get(workspace.url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#who option"))
+    browser.find_element(By.ID, "incident-ref").send_keys("INC-9")
+    click(browser, lambda d: d.find_element(By.ID, "resolve-incident"))
+    wait(browser, lambda _d: "INC-9" in workspace.incidents.resolved)
+    be(browser, "U0ENG")
+    open_pane(browser, "C0OPS")
+    type_command(browser, "/breakglass sandbox")  # the form, sandbox chosen: its durations offered
+    reason_and_duration(browser, "incident", "1800")
+    on_form(
+        browser, "Break glass", lambda f: f.find_element(By.ID, "in-justification").send_keys(JUSTIFICATION)
+    )
+    on_form(browser, "Break glass", lambda f: f.find_element(By.ID, "in-incident").send_keys("INC-9"))
+    on_form(browser, "Break glass", lambda f: f.find_element(By.ID, "modal-submit").click())
+    error = wait(
+        browser,
+        lambda d: modal(d, "Break glass").find_elements(By.CSS_SELECTOR, '[data-block="incident_error"]'),
+    )[0]
+    shot(browser, "modal-incident-refused")
+    assert "INC-9 is already resolved" in error.text
+    form = modal(browser, "Break glass")
+    blocks = [b.get_attribute("data-block") for b in form.find_elements(By.CSS_SELECTOR, ".block")]
+    assert blocks.index("incident_error") == blocks.index("incident") + 1  # right below the field
+    assert (
+        Select(form.find_element(By.ID, "in-profile")).first_selected_option.get_attribute("value")
+        == "sandbox"
+    )
+    assert (
+        Select(form.find_element(By.ID, "in-reason")).first_selected_option.get_attribute("value")
+        == "incident"
+    )
+    assert (
+        Select(form.find_element(By.ID, "in-duration")).first_selected_option.get_attribute("value") == "1800"
+    )
+    assert form.find_element(By.ID, "in-justification").get_attribute("value") == JUSTIFICATION
+    assert form.find_element(By.ID, "in-incident").get_attribute("value") == "INC-9"
+    assert workspace.runtime.store.list_active() == []  # type: ignore[union-attr]
+
+    def correct(form: WebElement) -> None:
+        box = form.find_element(By.ID, "in-incident")
+        box.clear()
+        box.send_keys("INC-10")
+
+    on_form(browser, "Break glass", correct)
+    on_form(browser, "Break glass", lambda f: f.find_element(By.ID, "modal-submit").click())
+    wait(browser, lambda d: "sandbox" in modal(d, "Access granted").text)
+    (event,) = workspace.runtime.store.list_active()  # type: ignore[union-attr]
+    assert event.incident_link is not None and event.incident_link.id == "INC-10"
+    assert workspace.slack.invalid_calls == []
 
 
 def extend_in_modal(driver: WebDriver, seconds: str, reason: str) -> None:

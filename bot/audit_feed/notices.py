@@ -12,8 +12,8 @@ owed to the feed's sinks until each has it:
 
 A refusal is an OCSF *User Access Management* record (3005), activity 1 Assign Privileges with `status_id`
 2 Failure and `status_detail` the refusal's kind; its `metadata.uid` is the notice's uid (`refused:<hex>`,
-from the Slack request's id when there is one, so a retried request is one notice). It is a chain of one
-(`seq` 1): there is no event to chain it to.
+from the Slack request's id and what it submitted when there is one, so a retried request is one notice).
+It is a chain of one (`seq` 1): there is no event to chain it to.
 """
 
 from __future__ import annotations
@@ -62,8 +62,13 @@ def refusal_notice(
     reason_code: str | None,
     message: str,
     request_id: str | None = None,
+    attempt: str = "",
 ) -> Notice:
-    token = hashlib.sha256(request_id.encode()).hexdigest()[:32] if request_id else secrets.token_hex(16)
+    """`attempt`: what was submitted under `request_id`. A modal's view id is the request id, and a form given
+    back after a refusal (bot.slack.refused_form) is submitted again under it: each different attempt is
+    its own notice, a retry of the same one (by Slack) is the same notice."""
+    key = f"{request_id}\0{attempt}" if attempt else request_id
+    token = hashlib.sha256(str(key).encode()).hexdigest()[:32] if request_id else secrets.token_hex(16)
     body = {
         "notice": "refused",
         "refusal": kind,

@@ -430,6 +430,9 @@ class AuditFeed:
 
     store: Store
     sinks: Sequence[Sink] = ()
+    # Told the uids of the notices just stored (`add_notices`), so they are delivered now rather than at the
+    # next sweep (bot/delivery/prompt_notices.py, wired in bot.app); None: the sweep delivers them.
+    on_stored: Callable[[list[str]], None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -473,6 +476,9 @@ class AuditFeed:
             reason_code=(request.reason or "").strip()[:64] or None,
             message=message,
             request_id=request.request_id,
+            attempt=json.dumps(
+                [request.profile, request.reason, request.justification, request.duration, request.incident]
+            ),
         )
         self.add_notices([notice])
 
@@ -481,15 +487,24 @@ class AuditFeed:
         is logged: the fact itself is also in the log line of what happened)."""
         if not self.sinks:
             return
+        stored: list[str] = []
         for notice in notices:
             try:
-                self.store.add_notice(notice)
+                if self.store.add_notice(notice):
+                    stored.append(notice.uid)
             except StoreError as exc:
                 log.error(
                     "audit feed: could not store notice %s: %s",
                     notice.uid,
                     exc,
                     extra={"action": "audit_feed", "outcome": "lost"},
+                )
+        if stored and self.on_stored is not None:
+            try:  # stored, so owed: whatever happens to the prompt delivery, the sweep still delivers them
+                self.on_stored(stored)
+            except Exception:
+                log.exception(
+                    "audit feed: prompt delivery of notices not started; the sweep will deliver them"
                 )
 
     def repaired(self, report: ReconcileReport | None) -> None:
@@ -503,44 +518,54 @@ class AuditFeed:
         """The audit channel broke, or works again (bot.delivery.audit_channels.AuditChannels)."""
         self.add_notices([channel_notice(kind, channel, error, since, now)])
 
-    def deliver_notices(self, now: datetime, *, limit: int = 100) -> int:
-        """Send every owed notice to the sinks that lack it, each under a named claim (one replica at a
-        time), recording each sink as it accepts. Returns the notices delivered to every sink now."""
+    def deliver_notices(self, now: datetime, *, limit: int = 100, uids: Iterable[str] | None = None) -> int:
+        """Send owed notices to the sinks that lack them, each under a named claim (one replica, or one
+        thread, at a time: the sweep and a prompt delivery never send one twice), recording each sink as it
+        accepts. `uids`: only those notices (a prompt delivery of the ones just stored); default: every
+        owed notice, oldest first (the sweep). Returns the notices delivered to every sink now."""
         if not self.sinks:
             return 0
-        done = 0
-        for notice in self.store.list_notices(limit=limit):
-            claim = f"audit-notice:{notice.uid}"
-            if not self.store.claim(claim, now=now, hold=NOTICE_HOLD):
-                continue  # another replica is sending it
+        if uids is None:
+            notices = self.store.list_notices(limit=limit)
+        else:
+            notices = [n for uid in uids if (n := self.store.get_notice(uid)) is not None and n.owed]
+        return sum(self._deliver_notice(notice, now) for notice in notices)
+
+    def _deliver_notice(self, notice: Notice, now: datetime) -> bool:
+        """One notice to every sink that lacks it, under its claim. True: every sink has it now."""
+        claim = f"audit-notice:{notice.uid}"
+        if not self.store.claim(claim, now=now, hold=NOTICE_HOLD):
+            return False  # another replica (or thread) is sending it
+        try:
+            current = self.store.get_notice(notice.uid) or notice
+            if not current.owed:
+                return False  # delivered by whoever held the claim before
             try:
-                current = self.store.get_notice(notice.uid) or notice
-                try:
-                    record, sent = self.seal(notice_record(current)), list(current.sent)
-                except FeedFailed as exc:
-                    log.warning("%s (will retry)", exc, extra={"action": "audit_feed", "outcome": "retry"})
+                record, sent = self.seal(notice_record(current)), list(current.sent)
+            except FeedFailed as exc:
+                log.warning("%s (will retry)", exc, extra={"action": "audit_feed", "outcome": "retry"})
+                return False
+            for sink in self.sinks:
+                if sink.name in sent:
                     continue
-                for sink in self.sinks:
-                    if sink.name in sent:
-                        continue
-                    try:
-                        if uid_of(record) in sink.send([record], retry=True):
-                            sent.append(sink.name)
-                            self.store.update_notice(current.model_copy(update={"sent": tuple(sent)}))
-                    except SinkError as exc:
-                        log.warning(
-                            "audit feed: %s: %s (notice %s, will retry)",
-                            sink.name,
-                            exc,
-                            notice.uid,
-                            extra={"action": "audit_feed", "outcome": "retry"},
-                        )
-                if all(sink.name in sent for sink in self.sinks):
-                    self.store.update_notice(current.model_copy(update={"sent": tuple(sent), "owed": False}))
-                    done += 1
-            finally:
-                self.store.finish_claim(claim, until=now)  # released: the next sweep retries what is left
-        return done
+                try:
+                    if uid_of(record) in sink.send([record], retry=True):
+                        sent.append(sink.name)
+                        self.store.update_notice(current.model_copy(update={"sent": tuple(sent)}))
+                except SinkError as exc:
+                    log.warning(
+                        "audit feed: %s: %s (notice %s, will retry)",
+                        sink.name,
+                        exc,
+                        notice.uid,
+                        extra={"action": "audit_feed", "outcome": "retry"},
+                    )
+            if not all(sink.name in sent for sink in self.sinks):
+                return False
+            self.store.update_notice(current.model_copy(update={"sent": tuple(sent), "owed": False}))
+            return True
+        finally:
+            self.store.finish_claim(claim, until=now)  # released: the next sweep retries what is left
 
     def seal(self, record: Record) -> Record:
         """The record with its place in its day's chain (taken now, or the one it has)."""

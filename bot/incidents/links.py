@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from bot import ids
 from bot.clock import Clock
 from bot.directory import Directory
-from bot.errors import DirectoryUnavailable, NotAuthorized, ValidationFailed
+from bot.errors import DirectoryUnavailable, IncidentRefused, NotAuthorized
 from bot.incidents.base import IncidentNotFound, IncidentProvider, IncidentUnreachable, TtlCache
 from bot.incidents.policy import IncidentsPolicy, OncallRule
 from store import BreakGlassEvent, Store, mutate
@@ -64,7 +64,7 @@ class IncidentLinks:
     # -- invoke ---------------------------------------------------------------------------------
 
     def link(self, reference: str) -> IncidentLink | None:
-        """Look up what the person typed; ValidationFailed (nothing stored) for an unknown or resolved
+        """Look up what the person typed; IncidentRefused (nothing stored) for an unknown or resolved
         incident, or when the tool is unreachable and the policy says `on_unreachable: refuse`."""
         if not self.enabled:
             return None
@@ -72,18 +72,18 @@ class IncidentLinks:
         try:
             incident = self.provider.lookup(reference)
         except IncidentNotFound as exc:
-            raise ValidationFailed({ids.INCIDENT: f"{exc.message}. Check the incident in {label}."}) from exc
+            raise IncidentRefused({ids.INCIDENT: f"{exc.message}. Check the incident in {label}."}) from exc
         except IncidentUnreachable as exc:
             log.warning("incident lookup failed: %s", exc.message, extra={"action": "incident_lookup"})
             if self.policy.on_unreachable == "refuse":
-                raise ValidationFailed(
+                raise IncidentRefused(
                     {ids.INCIDENT: f"{exc.message}, and the policy refuses unverified incidents. Try again."}
                 ) from exc
             return IncidentLink(
                 provider=self.provider.name, id=reference, reference=reference, verified=False
             )
         if incident.resolved:
-            raise ValidationFailed(
+            raise IncidentRefused(
                 {
                     ids.INCIDENT: f"{label} incident {incident.reference} is already resolved: name an open one."
                 }

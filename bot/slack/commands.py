@@ -11,11 +11,12 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
-from bot.errors import AlreadyActive, BreakglassError, NotAuthorized, ValidationFailed
+from bot.errors import AlreadyActive, BreakglassError, IncidentRefused, NotAuthorized, ValidationFailed
 from bot.service import InvokeRequest
 from bot.slack import invoke_meta, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of
 from bot.slack.errors import user_message
+from bot.slack.lazy_decide import deciding, invoke_once
 from store import BreakGlassEvent, StoreError
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,9 @@ USAGE = (
 )
 SUBCOMMANDS = ids.SUBCOMMANDS
 # Subcommands that live in their own module (e.g. bot.slack.extend), added by its `register`:
-# name -> handler(ctx, user_id, args) returning the reply and the changed event.
+# name -> handler(ctx, user_id, args, request_id: the command's trigger id) returning the reply and the changed event.
 SubcommandHandler = Callable[
-    ["SlackContext", str, list[str]], tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]
+    ["SlackContext", str, list[str], str | None], tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]
 ]
 SUBCOMMAND_HANDLERS: dict[str, SubcommandHandler] = {}
 
@@ -100,23 +101,50 @@ def slash_command(ack: Ack, command: dict[str, Any], client: Any, respond: Any, 
         ack()
         ctx.call_after_ack(opener, ctx, command.get("trigger_id", ""), user_id, respond)
         return
-    text = unescape_command_text(command.get("text") or "").strip()
-    words = text.split()
-    if (
-        ctx.background is None  # Lambda: nothing runs after the response, so the answer is the ack
-        or words[0].lower() == "help"
-        or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS and ctx.policy.profile(words[0]) is None)
-    ):  # answered in the ack (from the policy alone, but for Lambda)
-        (text_out, body), event = answer(ctx, user_id, words, command)
+    work = after_ack(ctx, command, respond)
+    if work is None:  # answered in the ack (from the policy alone)
+        (text_out, body), event = answer(ctx, user_id, command_words(command), command)
         ack(text=text_out, blocks=body)
         if event is not None:
             ctx.deliver_after_ack(event)
         return
-    # Everything else reads Slack (user groups, users.info), AWS or the incident tool: answered after the
-    # ack, through the command's response_url. An invocation's store write is then after the ack too (the
-    # ack promises nothing: it is empty); the audit record and its announcements are owed as always.
     ack()
-    ctx.call_after_ack(answer_later, ctx, user_id, words, command, respond)
+    if ctx.background is not None:  # Lambda: the lazy listener `redo_command` does it, from the same request
+        ctx.call_after_ack(*work)
+
+
+def command_words(command: dict[str, Any]) -> list[str]:
+    return unescape_command_text(command.get("text") or "").strip().split()
+
+
+def after_ack(ctx: SlackContext, command: dict[str, Any], respond: Any) -> tuple[Any, ...] | None:
+    """What `/breakglass` does after its empty ack, as (function, *args), decided from the command alone
+    (so Lambda's lazy listener decides the same from the same request); None: it is answered in the ack.
+    A command that only opens a form (`form_to_open`) is not asked here: it has its own listener.
+
+    Everything that reads Slack (user groups, users.info), AWS or the incident tool is after the ack,
+    answered through the command's response_url. An invocation's store write is then after the ack too
+    (the ack promises nothing: it is empty); the audit record and its announcements are owed as always."""
+    user_id = command["user_id"]
+    words = command_words(command)
+    if (
+        not words  # the form opener's (it has its own listener)
+        or words[0].lower() == "help"
+        or (len(words) == 1 and words[0].lower() not in SUBCOMMANDS and ctx.policy.profile(words[0]) is None)
+    ):
+        return None
+    return (answer_later, ctx, user_id, words, command, respond)
+
+
+def redo_command(context: BoltContext, body: dict[str, Any], respond: Any) -> None:
+    """Lambda's lazy listener (bot.slack.lazy_decide): the command's work after its ack, decided again from
+    the same request. A retry stores nothing twice: a fast-path invocation is keyed by its trigger id (the
+    store refuses a second create; the first one's answer is given again), an extension likewise (the store
+    refuses a second extension by the same request), a close of an ended event changes nothing."""
+    ctx = ctx_of(context)
+    work = after_ack(ctx, body, respond)
+    if work is not None:
+        work[0](*work[1:])
 
 
 def answer(
@@ -129,7 +157,7 @@ def answer(
         message = blocks.escape(user_message(exc))
         if (
             isinstance(exc, ValidationFailed)
-            and not isinstance(exc, AlreadyActive)  # a well-formed command: usage would not help
+            and not isinstance(exc, AlreadyActive | IncidentRefused)  # well formed: usage would not help
             and words[0].lower() not in SUBCOMMANDS
             and "usage" not in exc.errors
         ):
@@ -250,7 +278,7 @@ def dispatch(
             )
         return blocks.message(blocks.closed_now(result.event)), result.event
     if name in SUBCOMMAND_HANDLERS:
-        return SUBCOMMAND_HANDLERS[name](ctx, user_id, args)
+        return SUBCOMMAND_HANDLERS[name](ctx, user_id, args, command.get("trigger_id"))
     if name == "history":
         profile = (ctx.policy.profile_name(args[0]) or args[0]) if args else None
         events = service.history(user_id, profile)
@@ -284,7 +312,7 @@ def dispatch(
                 {ids.PROFILE: f"There is no profile called {words[0]!r}.", **exc.errors}
             ) from None
         raise
-    event = service.invoke(request)
+    event = invoke_once(ctx, request)  # a retried lazy invocation (Lambda): the first answer
     broken = ctx.audit_channels.error(event.audit_channel)
     return blocks.message(blocks.granted(event, audit_broken=broken)), event
 
@@ -306,8 +334,8 @@ def unknown_command(ctx: SlackContext, word: str) -> str:
 
 def register(app: App, lazy: list[Callable[..., None]]) -> None:
     if lazy:
-        # A command that only opens a form stores nothing, so no lazy delivery run follows it (on Lambda
-        # that run is a second invocation, started before the response: docs/benchmarks.md 7c). Bolt
-        # dispatches to the first listener that matches.
+        # A command that only opens a form stores nothing, so no lazy run follows it (on Lambda that run is
+        # a second invocation, started before the response: docs/benchmarks.md 7c). Bolt dispatches to the
+        # first listener that matches.
         app.command(ids.COMMAND, matchers=[opens_a_form])(ack=slash_command, lazy=[])
-    app.command(ids.COMMAND)(ack=slash_command, lazy=lazy)
+    app.command(ids.COMMAND)(ack=slash_command, lazy=deciding(redo_command, lazy))

@@ -78,6 +78,11 @@ class SlackContext:
     # The invoke modal per set of profiles (bot.slack.commands.modal), built once per set.
     modals: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> SlackContext:
+        """The process's one context, shared, never copied: Bolt deep-copies a request's context for its
+        lazy listeners (on Lambda only the request itself travels), and warned on every such request."""
+        return self
+
     def deliver_after_ack(self, event: BreakGlassEvent) -> None:
         """A change to `event` was stored and Slack has its answer: queue its delivery (Lambda: the lazy
         listener delivers instead)."""

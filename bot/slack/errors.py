@@ -10,7 +10,7 @@ import logging
 import secrets
 
 from bot import metrics
-from bot.errors import BreakglassError, ValidationFailed
+from bot.errors import AlreadySubmitted, BreakglassError, ValidationFailed
 from store import EventNotFound, InvalidTransition, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,25 @@ def modal_errors(
     target = default_field or fields[0]
     if isinstance(exc, ValidationFailed):
         metrics.refused(exc)
-        errors: dict[str, str] = {}
-        for field, message in exc.errors.items():
-            key = field if field in fields else target
-            errors[key] = (errors[key] + " " + message) if key in errors else message
-        return errors
+        return _by_field(exc, fields, target)
     return {target: user_message(exc)}
+
+
+def field_errors(exc: BaseException, fields: tuple[str, ...]) -> dict[str, str] | None:
+    """What `modal_errors` would show for `exc`, when every part of it belongs to one of the form's
+    `fields`; None when it belongs to none: not bad input (on call, rate limits, the store, the identity
+    store), a repeated request (the form would not help), or an error about something the form does not
+    ask. Not counted as a refusal (`user_message` counts it when it is shown)."""
+    if not isinstance(exc, ValidationFailed) or isinstance(exc, AlreadySubmitted):
+        return None
+    if not exc.errors or any(field not in fields for field in exc.errors):
+        return None
+    return _by_field(exc, fields, fields[0])
+
+
+def _by_field(exc: ValidationFailed, fields: tuple[str, ...], target: str) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for field, message in exc.errors.items():
+        key = field if field in fields else target
+        errors[key] = (errors[key] + " " + message) if key in errors else message
+    return errors

@@ -17,6 +17,7 @@ from bot.service import BreakGlassService
 from bot.slack import commands, roles_meta
 from bot.slack.actions import form_button
 from bot.slack.context import SlackContext, ctx_of, parse_metadata
+from bot.slack.lazy_decide import deciding, form_redo
 from bot.slack.views import state_value
 from store import BreakGlassEvent
 
@@ -56,10 +57,14 @@ extend_clicked = form_button(
 )
 
 
-def extend_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+def extend_submitted(
+    ack: Ack | None, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+) -> None:
     ctx = ctx_of(context)
     meta = parse_metadata(ExtendMetadata, view.get("private_metadata"))
     if not isinstance(meta, ExtendMetadata):
+        if ack is None:  # Lambda's lazy run: answered in the ack
+            return
         ack(
             response_action="errors",
             errors={ids.EXTEND_REASON: "This form is damaged; close it and try again."},
@@ -70,7 +75,12 @@ def extend_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
 
     def decide(service: BreakGlassService) -> tuple[BreakGlassEvent, dict[str, Any] | None, bool]:
         event = service.extend(
-            meta.event_id, by=body["user"]["id"], duration=duration, reason=reason, seen=meta.seen
+            meta.event_id,
+            by=body["user"]["id"],
+            duration=duration,
+            reason=reason,
+            seen=meta.seen,
+            request_id=view.get("id") or None,  # a retried lazy run (Lambda) never extends twice
         )
         return event, blocks.notice_modal("Access extended", blocks.extended_now(event)), True
 
@@ -78,16 +88,19 @@ def extend_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
 
 
 def command(
-    ctx: SlackContext, user_id: str, args: list[str]
+    ctx: SlackContext, user_id: str, args: list[str], request_id: str | None
 ) -> tuple[tuple[str, blocks.Blocks], BreakGlassEvent | None]:
-    """`/breakglass extend EVENT_ID DURATION REASON…`"""
+    """`/breakglass extend EVENT_ID DURATION REASON…`; `request_id`: the command's trigger id (a retried
+    lazy run on Lambda gives the same answer and extends once)."""
     if len(args) < 3:
         raise ValidationFailed({"usage": USAGE})
-    event = ctx.service.extend(args[0], by=user_id, duration=args[1], reason=" ".join(args[2:]))
+    event = ctx.service.extend(
+        args[0], by=user_id, duration=args[1], reason=" ".join(args[2:]), request_id=request_id
+    )
     return blocks.message(blocks.extended_now(event)), event
 
 
 def register(app: App, lazy: list[Callable[..., None]]) -> None:
     commands.SUBCOMMAND_HANDLERS["extend"] = command
     app.action(ids.ACTION_EXTEND)(extend_clicked)
-    app.view(ids.CALLBACK_EXTEND)(ack=extend_submitted, lazy=lazy)
+    app.view(ids.CALLBACK_EXTEND)(ack=extend_submitted, lazy=deciding(form_redo(extend_submitted), lazy))

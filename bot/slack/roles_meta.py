@@ -9,8 +9,12 @@ lookup) nothing is stored, the ack shows "Checking …", and the decision is mad
 lookups and shown in the same modal (`views.update`; a DM when that fails). Every field still comes from
 the submitted form.
 
-On Lambda nothing runs after the response, so there an uncovered submission is decided live in the listener
-and answered in the ack, as before."""
+On Lambda nothing runs after the response, so there the ack of an uncovered submission is "Checking …" too
+and Bolt's lazy listener (bot.slack.lazy_decide) decides it in a second invocation, from the same signed
+request: `submit` with no `ack` tells, without writing (`covered`), whether the ack decided it, and if not
+decides live. A retry of that run changes nothing twice: a close of an ended event changes nothing, a
+review already made by the same person with the same notes is that review, an extension carries its
+request's id (the view id) and the store refuses a second one."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from slack_bolt import Ack
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -29,7 +33,8 @@ from bot.known_roles import KnownRoles
 from bot.service import BreakGlassService
 from bot.slack.context import SlackContext
 from bot.slack.errors import modal_errors, user_message
-from store import BreakGlassEvent
+from store import BreakGlassEvent, Store
+from store.base import EVENT_READS
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +73,7 @@ def known_for(
 
 def submit(
     ctx: SlackContext,
-    ack: Ack,
+    ack: Ack | None,
     body: dict[str, Any],
     view: dict[str, Any],
     who: KnownRoles | None,
@@ -79,24 +84,62 @@ def submit(
 ) -> None:
     """Decide a form's submission from what its opening resolved (`who`), answering in the ack; or, when
     that does not cover it, answer "Checking …" and decide after the ack. `refused_title`: the outcome's
-    title when it is refused after the ack; `done_title`: when it succeeded and `decide` closes the form."""
+    title when it is refused after the ack; `done_title`: when it succeeded and `decide` closes the form.
+    `ack` None: Lambda's lazy run of the same request, which decides what its ack left "Checking …"."""
     user_id = body["user"]["id"]
     known = known_for(ctx, body, view, who)
+    after = (decide_live, ctx, str(view.get("id") or ""), user_id, decide, refused_title, done_title)
+    if ack is None:
+        if not covered(ctx, user_id, known, decide):
+            after[0](*after[1:])
+        return
     try:
         answer_in_ack(ctx, ack, fields, decide, known_roles.known_service(ctx.service, user_id, known))
     except Unresolved as exc:
-        if ctx.background is None:  # Lambda: decided live, in the ack
-            answer_in_ack(ctx, ack, fields, decide, ctx.service)
-            return
         from bot.slack.views import CHECKING_TITLE  # the invoke form's (views imports this module)
 
         ack(
             response_action="update",
             view=blocks.notice_modal(CHECKING_TITLE, f":hourglass_flowing_sand: Checking {exc.what}…"),
         )
-        ctx.call_after_ack(
-            decide_live, ctx, str(view.get("id") or ""), user_id, decide, refused_title, done_title
-        )
+        if ctx.background is not None:  # Lambda: its lazy run decides it (`ack` None, above)
+            ctx.call_after_ack(*after)
+
+
+def covered(ctx: SlackContext, user_id: str, known: KnownRoles | None, decide: Decision) -> bool:
+    """Whether the ack decided the submission from `known` (as `submit` does), found out without writing:
+    `decide` runs against the known roles and a store that refuses every write (`ReadOnlyStore`); only
+    `Unresolved` (raised before anything is written) means it was left to decide after the ack."""
+    service = known_roles.known_service(ctx.service, user_id, known)
+    service.store = cast(Store, ReadOnlyStore(service.store))
+    try:
+        decide(service)
+    except Unresolved:
+        return False
+    except Exception:  # noqa: BLE001 - WouldWrite (the ack wrote), or refused in the ack: decided there
+        return True
+    return True
+
+
+class WouldWrite(Exception):
+    """`ReadOnlyStore` was asked to write."""
+
+
+class ReadOnlyStore:
+    """A store's reads; every other method raises WouldWrite when called."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if name in EVENT_READS or not callable(found):
+            return found
+
+        def refused(*_args: Any, **_kwargs: Any) -> Any:
+            raise WouldWrite(name)
+
+        return refused
 
 
 def answer_in_ack(

@@ -11,12 +11,13 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import blocks, ids
-from bot.invoker import Unresolved
+from bot.invoker import Unresolved, covers
 from bot.service import BreakGlassService, InvokeRequest
-from bot.slack import invoke_meta, roles_meta
+from bot.slack import invoke_meta, refused_form, roles_meta
 from bot.slack.context import EventMetadata, SlackContext, ctx_of, parse_metadata
 from bot.slack.errors import modal_errors, user_message
-from store import BreakGlassEvent
+from bot.slack.lazy_decide import deciding, form_redo, invoke_once
+from store import BreakGlassEvent, InvalidTransition
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,19 @@ def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
     the store write is the only round trip before the ack. What the metadata does not cover is decided
     after the ack instead (`decide_after_ack`)."""
     ctx = ctx_of(context)
-    request = InvokeRequest(
+    request = submitted_request(ctx, body, view)
+    if request.known is None:
+        decide_after_ack(ctx, ack, view, request, "who you are")
+        return
+    try:
+        answer_in_ack(ctx, ack, request)
+    except Unresolved as exc:
+        decide_after_ack(ctx, ack, view, request, CHECKING.get(exc.what, exc.what))
+
+
+def submitted_request(ctx: SlackContext, body: dict[str, Any], view: dict[str, Any]) -> InvokeRequest:
+    """The invocation a submission asks for, from the signed request alone (the ack and Lambda's redo)."""
+    return InvokeRequest(
         user_id=body["user"]["id"],
         profile=state_value(view, ids.PROFILE),
         reason=state_value(view, ids.REASON),
@@ -49,13 +62,18 @@ def invoke_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], conte
         request_id=view.get("id"),
         known=invoke_meta.known_for(ctx, body, view),
     )
-    if request.known is None:
-        decide_after_ack(ctx, ack, view, request, "who you are")
+
+
+def redo_invoke(context: BoltContext, body: dict[str, Any], _respond: Any) -> None:
+    """Lambda's lazy listener (bot.slack.lazy_decide): the same submission, decided again from its request.
+    What the ack decided from the form's metadata (`invoker.covers`) is left alone; the rest is decided now,
+    as `decide_after_ack` does on threaded runtimes. A retry stores nothing twice (the view id keys it)."""
+    ctx = ctx_of(context)
+    view = body.get("view") or {}
+    request = submitted_request(ctx, body, view)
+    if request.known is not None and covers(ctx.service, request):
         return
-    try:
-        answer_in_ack(ctx, ack, request)
-    except Unresolved as exc:
-        decide_after_ack(ctx, ack, view, request, CHECKING.get(exc.what, exc.what))
+    _decide(ctx, str(view.get("id") or ""), replace(request, known=None))
 
 
 def answer_in_ack(ctx: SlackContext, ack: Ack, request: InvokeRequest) -> None:
@@ -88,23 +106,24 @@ def decide_after_ack(
     """Answer at once ("Checking …" replaces the form), then decide with live lookups and show the outcome
     in the same modal (by `views.update`; a DM when the modal was closed meanwhile). Nothing was stored.
 
-    On Lambda nothing runs after the response (no lazy listener decides it yet), so there it is decided
-    in the listener and answered in the ack, as before: a round trip before that ack remains there."""
-    if ctx.background is None:
-        answer_in_ack(ctx, ack, replace(request, known=None))
-        return
+    On Lambda nothing runs after the response: the lazy listener `redo_invoke` decides it instead, from
+    the same request, in a second invocation."""
     ack(
         response_action="update",
         view=blocks.notice_modal(CHECKING_TITLE, f":hourglass_flowing_sand: Checking {checking}…"),
     )
+    if ctx.background is None:
+        return
     ctx.call_after_ack(_decide, ctx, str(view.get("id") or ""), replace(request, known=None))
 
 
 def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
     event: BreakGlassEvent | None = None
     try:
-        event = ctx.service.invoke(request)
+        event = invoke_once(ctx, request)  # a retried decision (Lambda) gives the first one's answer
     except Exception as exc:  # noqa: BLE001 - shown to the user, logged with a reference
+        if refused_form.show(ctx, view_id, request, exc):  # e.g. the incident: the form back, error under it
+            return
         text = (
             ":x: "
             + blocks.escape(user_message(exc))
@@ -129,7 +148,7 @@ def _decide(ctx: SlackContext, view_id: str, request: InvokeRequest) -> None:
 
 def submit_event_form(
     ctx: SlackContext,
-    ack: Ack,
+    ack: Ack | None,
     body: dict[str, Any],
     view: dict[str, Any],
     field: str,
@@ -141,9 +160,11 @@ def submit_event_form(
     event and, when nothing was changed (it had already ended), what to tell the user instead.
     `done` gives the (title, text) of the confirmation that replaces the modal after a change. Decided
     from the roles its opening resolved, or after the ack (bot.slack.roles_meta; `titles`: of the outcome
-    then, refused and done)."""
+    then, refused and done). `ack` None: Lambda's lazy run of the same request (roles_meta.submit)."""
     meta = parse_metadata(EventMetadata, view.get("private_metadata"))
     if not isinstance(meta, EventMetadata):
+        if ack is None:  # answered in the ack
+            return
         ack(response_action="errors", errors={field: "This form is damaged; close it and try again."})
         return
     event_id, text = meta.event_id, state_value(view, field) or ""
@@ -164,16 +185,27 @@ def close_event(
     service: BreakGlassService, event_id: str, user_id: str, reason: str
 ) -> tuple[BreakGlassEvent, str | None]:
     result = service.close(event_id, by=user_id, reason=reason)
-    return result.event, None if result.closed_now else blocks.already_ended(result.event)
+    event = result.event
+    again = (
+        event.closed_by == user_id and event.closed_reason == reason.strip()
+    )  # a retried lazy run (Lambda)
+    return event, None if result.closed_now or again else blocks.already_ended(event)
 
 
 def review_event(
     service: BreakGlassService, event_id: str, user_id: str, notes: str
 ) -> tuple[BreakGlassEvent, str | None]:
-    return service.review(event_id, by=user_id, notes=notes), None
+    try:
+        return service.review(event_id, by=user_id, notes=notes), None
+    except InvalidTransition as exc:  # this very review, made by a retried lazy run (Lambda): the same answer
+        if exc.event.reviewed_by == user_id and exc.event.review_notes == notes.strip():
+            return exc.event, None
+        raise
 
 
-def close_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+def close_submitted(
+    ack: Ack | None, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+) -> None:
     submit_event_form(
         ctx_of(context),
         ack,
@@ -186,16 +218,18 @@ def close_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], contex
     )
 
 
-def review_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+def review_submitted(
+    ack: Ack | None, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+) -> None:
     submit_event_form(
         ctx_of(context), ack, body, view, ids.REVIEW_NOTES, review_event, titles=("Not reviewed", "Reviewed")
     )
 
 
 def register(app: App, lazy: list[Callable[..., None]]) -> None:
+    app.view(ids.CALLBACK_INVOKE)(ack=invoke_submitted, lazy=deciding(redo_invoke, lazy))
     for callback_id, listener in (
-        (ids.CALLBACK_INVOKE, invoke_submitted),
         (ids.CALLBACK_CLOSE, close_submitted),
         (ids.CALLBACK_REVIEW, review_submitted),
     ):
-        app.view(callback_id)(ack=listener, lazy=lazy)
+        app.view(callback_id)(ack=listener, lazy=deciding(form_redo(listener), lazy))

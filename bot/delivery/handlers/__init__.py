@@ -4,6 +4,7 @@
 * `access`: the AWS grant and revoke, their receipts and failure alarms;
 * `evidence`: the activity digest;
 * `extend`: an extension's thread reply and DM;
+* `warn_refresh`: the expiry warning DM updated after an extension;
 * `incidents`: the incident tool's timeline note, the "incident resolved" DM;
 * `audit_feed`: the event's OCSF records to the audit feed's sinks;
 * `drift`: the announcement of what the drift check found (and the drift check itself);
@@ -24,6 +25,7 @@ from bot.delivery.handlers import (
     extend,
     incidents,
     schedules,
+    warn_refresh,
 )
 from bot.delivery.registry import Registry
 
@@ -35,6 +37,7 @@ def registry() -> Registry:
         access.HANDLERS,
         evidence.HANDLERS,
         extend.HANDLERS,
+        warn_refresh.HANDLERS,  # the warning DM refreshed after an extension
         incidents.HANDLERS,
         schedules.HANDLERS,  # Lambda's one-time expiry schedules
         audit_feed.HANDLERS,  # the OCSF audit feed's sinks (bot/audit_feed/sinks.py)

@@ -227,8 +227,23 @@ def dm_ended(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
         raise DeliveryFailed("the invoker's DM has not been sent yet")
     sent = [(event.dm_channel, event.dm_ts)] if event.dm_channel and event.dm_ts else []
     sent += [(dm.channel, dm.ts) for dm in event.dms]  # none recorded (e.g. older events): nothing to do
-    text, body = blocks.dm_ended(event)
-    for channel, ts in sent:
+    update_dms(deps, event, sent, blocks.dm_ended(event), action="dm_ended")
+    return {}
+
+
+def update_dms(
+    deps: DeliveryDeps,
+    event: BreakGlassEvent,
+    dms: list[tuple[str, str]],
+    message: tuple[str, blocks.Blocks],
+    *,
+    action: str,
+) -> None:
+    """chat.update each of the DMs (channel, ts) of `event` to `message`. One Slack can never update (GONE)
+    is logged and skipped; any other failure raises (the step stays owed; a retry updates the first ones
+    again, harmlessly: chat.update is idempotent)."""
+    text, body = message
+    for channel, ts in dms:
         try:
             deps.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)
         except SlackApiError as exc:
@@ -239,9 +254,8 @@ def dm_ended(deps: DeliveryDeps, event: BreakGlassEvent) -> Fields:
                 ts,
                 event.id,
                 slack_error(exc),
-                extra={"event_id": event.id, "action": "dm_ended", "outcome": "gone"},
+                extra={"event_id": event.id, "action": action, "outcome": "gone"},
             )
-    return {}
 
 
 HANDLERS: dict[OutboxKind, Step] = {
