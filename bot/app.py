@@ -35,6 +35,7 @@ from bot.delivery.retry import DeliveryConnectionErrorRetryHandler
 from bot.directory import Directory
 from bot.errors import DirectoryUnavailable
 from bot.health import CheckResult, Health, StoreProbe
+from bot.home_team import HomeTeam, start_up_client
 from bot.incidents import IncidentProvider, make_incident_provider, missing_settings, webhook_secrets
 from bot.incidents.links import IncidentLinks
 from bot.incidents.webhooks import IncidentWebhooks
@@ -42,6 +43,7 @@ from bot.policy import Policy, PolicyError, load_policy, unheld_roles
 from bot.revoke_deadline import RevocationCheck
 from bot.scheduler import Scheduler, Timers
 from bot.service import BreakGlassService
+from bot.shutdown import Shutdown
 from bot.skew import SKEW_BOUND, SkewMonitor
 from bot.slack import actions, audit_edits, commands, extend, home, invoke_form, views
 from bot.slack.context import CONTEXT_KEY, SlackContext
@@ -55,6 +57,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LAMBDA_NEEDS_TEAM = (
+    "SLACK_TEAM_ID is not set: on Lambda it is required (the installed workspace's id, T0123456; the SAM "
+    "template's SlackTeamId): a cold start cannot learn it from auth.test without delaying the first request"
+)
 # An AWS status poll gives up (the step is retried later) well inside a delivery's lease (bot/delivery/).
 ACCESS_POLL_TIMEOUT = timedelta(seconds=30)
 
@@ -133,16 +139,24 @@ class BreakglassApp:
     # the audit feed's notices delivered as soon as they are stored (None: no feed); Lambda flushes it after
     # its post-ack work (bot/delivery/prompt_notices.py)
     notices: PromptNotices | None = None
+    home: HomeTeam | None = None  # the installed workspace, maybe being learned (bot/home_team.py)
 
     @property
     def service(self) -> BreakGlassService:
         return self.context.service
 
-    def shutdown(self, timeout: float = 20.0) -> None:
-        """Clean stop: no new scheduled work, in-flight jobs and post-ack deliveries finish, the delivery
-        workers and the lease keeper stop."""
-        self.scheduler.shutdown(wait=True)
-        self.pipeline.shutdown(timeout)
+    def shutdown(self, timeout: float | None = None, *, stopping: Shutdown | None = None) -> bool:
+        """Clean stop within one deadline (`timeout`, default bot.shutdown.DEADLINE, or the caller's
+        `stopping`, shared with its own parts): no new scheduled work, in-flight jobs and post-ack
+        deliveries finish, the delivery workers and the lease keeper stop. False (logged) when a part did
+        not finish in time (bot/shutdown.py)."""
+        own = stopping is None
+        stopping = stopping or Shutdown(timeout)
+        if (home := self.home) is not None:  # its learner makes a read-only call at most: not waited for
+            stopping.stop("workspace learner", lambda _left: home.stop(0))
+        stopping.stop("scheduler", lambda _left: self.scheduler.shutdown(wait=True))
+        stopping.stop("delivery", self.pipeline.shutdown)
+        return stopping.finish() if own else not stopping.late
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """`/healthz`: the named checks of `self.checks` (see bot.health for what makes it non-200)."""
@@ -177,6 +191,7 @@ def create_app(
     incidents: IncidentProvider | None = None,
     delivery_workers: int = 4,
     operator: bool = False,
+    home_team: HomeTeam | None = None,
 ) -> BreakglassApp:
     policy = policy or resolve_policy(settings)
     channel = audit_channel(settings, policy)
@@ -192,12 +207,14 @@ def create_app(
     client.retry_handlers.insert(0, metrics.SlackRateLimits())  # GET /metrics, EMF: Slack's 429s by method
     if isinstance(store, DynamoDBStore):
         store.on_client(skew.watch_boto3)  # the client is made on first use
-    directory = directory or Directory(client, team_id=settings.slack_team_id)
-    if not settings.slack_team_id:
-        try:  # learn the installed workspace at start-up, while Slack answers (see authorize below)
-            directory.home_team()
-        except DirectoryUnavailable as exc:
-            log.warning("%s Will ask again on the first request; set SLACK_TEAM_ID to avoid it.", exc.message)
+    directory = directory or Directory(client, home=home_team or HomeTeam(settings.slack_team_id))
+    if directory.home.team_id is None:  # learned from auth.test, never in a request's path (bot/home_team.py)
+        if lazy_delivery:
+            raise ConfigError([LAMBDA_NEEDS_TEAM])
+        if not directory.home.asked:  # one auth.test at start-up (bot/runtime.py's token check may be it)
+            directory.home.ask(start_up_client(client.token, client.base_url).auth_test)
+        if not operator:
+            directory.home.learn_in_background(client.auth_test)
     # The composition of the delivery core, once, in dependency order (README, "Architecture"). AWS access
     # (policy `access:`): the provider asks the store which active events hold an assignment, polls within a
     # delivery's lease, and denies sessions up to the clock-skew bound after a revoke.
@@ -307,20 +324,27 @@ def create_app(
 
     token = client.token or ""
 
-    def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult | None:
+    def authorize(
+        enterprise_id: str | None, team_id: str | None, context: dict[str, Any], **_: Any
+    ) -> AuthorizeResult | None:
         # A single-workspace app with a static bot token. Requests from any other workspace (another
         # install of the same app, a Slack Connect org) are refused. The installed workspace is
-        # SLACK_TEAM_ID, or learned once from auth.test (then no round trip per request).
+        # SLACK_TEAM_ID, or learned from auth.test at start-up or in the background (bot/home_team.py):
+        # never asked here. While it is unknown every request is refused (its team cannot be checked).
         try:
             home = directory.home_team()
         except DirectoryUnavailable as exc:
             log.error("cannot authorize a request: %s", exc.message, extra={"outcome": "refused"})
-            return None
-        if team_id != home:
-            log.warning(
-                "refused a request from another Slack workspace",
-                extra={"action": "authorize", "outcome": "refused", "team": team_id},
-            )
+            home = None
+        if home is None or team_id != home:
+            if home is not None:
+                log.warning(
+                    "refused a request from another Slack workspace",
+                    extra={"action": "authorize", "outcome": "refused", "team": team_id},
+                )
+            # Refused in the ack itself: without a response_url Bolt answers with its message at once
+            # instead of first posting it to the response_url (a Slack round trip before the ack).
+            context.pop("response_url", None)
             return None
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
 
@@ -334,7 +358,8 @@ def create_app(
         ),
         authorize=authorize,  # type: ignore[arg-type]  # None refuses the request (Bolt's own contract)
         user_facing_authorize_error_message=(
-            ":no_entry: breakglass only serves the Slack workspace it is installed in."
+            ":no_entry: breakglass only serves the Slack workspace it is installed in, and could not confirm "
+            "this request came from it: nothing was done. If it did, try again in a minute."
         ),
         # Listeners run in the request's thread and Bolt answers when they return: no 10 ms polling
         # for the ack and no handoff to a listener thread first. What follows an ack goes to the
@@ -382,4 +407,5 @@ def create_app(
         checks=checks,
         webhooks=IncidentWebhooks(incident_links, webhook_secrets(settings)),
         notices=prompt,
+        home=directory.home,
     )

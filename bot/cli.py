@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,13 +25,27 @@ from typing import Any
 log = logging.getLogger("bot.cli")
 
 
-def _wait_for_sigterm(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`; the main thread waits for it with `wait_for_signal` (bot/signals.py),
+    never `stop.wait()`, which a signal taken by another thread does not wake. Installed before connecting,
+    so a signal meanwhile is not lost either."""
+
     def handler(signum: int, _frame: Any) -> None:
         log.info("signal %s received, shutting down", signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def _exit_if_late(in_time: bool) -> None:
+    """After a shutdown that overran its deadline (bot/shutdown.py, logged), exit now with status 1: the
+    interpreter would wait for the threads still stopping (a hung job's worker). What they left undone is
+    owed in the store, and taken over by the next process."""
+    if not in_time:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def _exit_cleanly(signum: int, _frame: Any) -> None:
@@ -79,6 +94,8 @@ def run_socket() -> None:
     from slack_sdk.errors import SlackApiError
 
     from bot.runtime import build, fail
+    from bot.shutdown import Shutdown
+    from bot.signals import wait_for_signal
 
     runtime = build()
     if runtime.settings.slack_app_token is None:
@@ -87,7 +104,7 @@ def run_socket() -> None:
         )
     handler = SocketModeHandler(runtime.bolt, runtime.settings.slack_app_token.get_secret_value())
     stop = threading.Event()
-    _wait_for_sigterm(stop)
+    _stop_on_signals(stop)
     try:
         handler.connect()
     except SlackApiError as exc:
@@ -100,14 +117,17 @@ def run_socket() -> None:
     if runtime.settings.breakglass_scheduler == "embedded":
         runtime.scheduler.start()
     log.info("connected to Slack in Socket Mode")
-    stop.wait()
-    handler.close()
-    runtime.shutdown()
+    wait_for_signal(stop)
+    stopping = Shutdown()  # one deadline for the connection and the bot
+    stopping.stop("Socket Mode", lambda _left: handler.close())
+    runtime.shutdown(stopping=stopping)
+    _exit_if_late(stopping.finish())
 
 
 def run_clock() -> None:
     from bot.config import ConfigError, load_settings
     from bot.runtime import build, fail
+    from bot.signals import wait_for_signal
 
     try:
         settings = load_settings()
@@ -115,16 +135,14 @@ def run_clock() -> None:
         fail(exc.render())
     runtime = build(settings)
     stop = threading.Event()
-    _wait_for_sigterm(stop)
+    _stop_on_signals(stop)
     runtime.scheduler.start()
     log.info("scheduler running (warnings, expiry, outbox)")
-    stop.wait()
-    runtime.shutdown()
+    wait_for_signal(stop)
+    _exit_if_late(runtime.shutdown())
 
 
 def run_try(port: int | None, db_path: str | None, policy_path: str | None = None) -> int:
-    import os
-
     from bot.localslack.workspace import serve
     from bot.logs import configure_logging
     from bot.policy import PolicyError, load_policy
@@ -136,10 +154,11 @@ def run_try(port: int | None, db_path: str | None, policy_path: str | None = Non
         print(str(exc), file=sys.stderr)
         return 2
     try:
-        serve(port if port is not None else int(os.environ.get("PORT") or 3000), db_path, policy)
+        in_time = serve(port if port is not None else int(os.environ.get("PORT") or 3000), db_path, policy)
     except OSError as exc:  # e.g. the port is taken (the message names PORT=)
         print(f"breakglass try: {exc}", file=sys.stderr)
         return 2
+    _exit_if_late(in_time)
     return 0
 
 

@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 
 from bot.errors import DirectoryUnavailable, NotAuthorized
+from bot.home_team import HomeTeam
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +67,15 @@ class Directory:
         ttl: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
         team_id: str | None = None,
+        home: HomeTeam | None = None,
     ) -> None:
         self._client = client
+        self.home = home or HomeTeam(team_id)  # the installed workspace (bot/home_team.py)
         self._ttl = ttl
         self._monotonic = monotonic
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        self._team_id = team_id
         # users.info is asked before an invocation is acknowledged: when Slack is down, fail fast (one
         # connection retry, no 5xx backoff) and fall back to the cache or the policy's rule, instead of
         # making Slack's 3-second acknowledgement window run out.
@@ -145,18 +147,16 @@ class Directory:
         return user
 
     def home_team(self) -> str:
-        """The workspace the bot is installed in: `team_id` if configured, else `auth.test` (once)."""
-        if self._team_id is None:
-            try:
-                team = self._client.auth_test().get("team_id")
-            except (SlackApiError, SlackClientError, OSError) as exc:
-                raise DirectoryUnavailable(
-                    "Could not confirm which Slack workspace breakglass is installed in. Try again shortly."
-                ) from exc
-            if not team:
-                raise DirectoryUnavailable("Slack's auth.test did not name the bot's workspace.")
-            self._team_id = str(team)
-        return self._team_id
+        """The workspace the bot is installed in (bot/home_team.py), without calling Slack: while it is not
+        known, DirectoryUnavailable (and the background learner is asked to try now)."""
+        team = self.home.team_id
+        if team is None:
+            self.home.nudge()
+            raise DirectoryUnavailable(
+                "breakglass has not yet confirmed which Slack workspace it is installed in (Slack did not "
+                "answer since it started). Try again shortly."
+            )
+        return team
 
     def identity(self, user_id: str, mode: str, admission: Admission | None = None) -> str:
         """The invoker identity for a Slack user: slack_id, email, or email_local_part (policy `identity`).

@@ -6,13 +6,11 @@ import logging
 import sys
 from typing import NoReturn
 
-from slack_sdk.errors import SlackApiError, SlackClientError
-
-from bot.app import BreakglassApp, audit_channel, create_app, make_slack_client, resolve_policy, unheld_roles
+from bot.app import BreakglassApp, audit_channel, create_app, resolve_policy, unheld_roles
 from bot.aws_secrets import load_into_environ as load_secrets_into_environ
 from bot.config import ConfigError, Settings, load_settings
+from bot.home_team import HomeTeam, start_up_client
 from bot.logs import aws_credentials, configure_logging
-from bot.slack_token import TOKEN_REFUSED
 from store import StoreError, open_store, parse_store_url
 
 log = logging.getLogger("bot.runtime")
@@ -69,39 +67,29 @@ def build(settings: Settings | None = None, *, lazy_delivery: bool = False) -> B
     try:
         settings = settings or load_settings()
         configure_logging(settings.log_level, settings.secrets() + aws_credentials())
-        if not lazy_delivery:  # Lambda: no extra Slack round trip on each cold start
-            settings = check_bot_token(settings)
+        # Lambda: no Slack round trip on a cold start (SLACK_TEAM_ID is required there)
+        home = None if lazy_delivery else check_bot_token(settings)
         policy = resolve_policy(settings)
         store = open_store(settings.breakglass_store, retention=policy.retention, lazy=lazy_delivery)
-        return create_app(settings, store, policy=policy, lazy_delivery=lazy_delivery)
+        return create_app(settings, store, policy=policy, lazy_delivery=lazy_delivery, home_team=home)
     except ConfigError as exc:
         fail(exc.render())
     except StoreError as exc:
         fail(f"breakglass cannot start:\n  - BREAKGLASS_STORE: {exc}")
 
 
-_TOKEN_REFUSED = TOKEN_REFUSED
-
-
-def check_bot_token(settings: Settings) -> Settings:
-    """auth.test once at start-up: a token Slack refuses is one clear line naming it; Slack being
-    unreachable is not fatal (invocations are recorded and announced when it answers again). The answer
-    names the installed workspace, so create_app need not ask again."""
-    try:
-        answer = make_slack_client(settings).auth_test()
-    except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else None
-        if error in _TOKEN_REFUSED:
-            fail(
-                f"breakglass cannot start:\n  - SLACK_BOT_TOKEN was refused by Slack (auth.test: {error}): "
-                "copy the Bot User OAuth Token (xoxb-...) again from OAuth & Permissions"
-            )
-        log.warning("auth.test failed at start-up: %s", error)
-        return settings
-    except (SlackClientError, OSError) as exc:
-        log.warning("Slack unreachable at start-up (auth.test): %s", type(exc).__name__)
-        return settings
-    team = answer.get("team_id")
-    if settings.slack_team_id is None and team:
-        return settings.model_copy(update={"slack_team_id": str(team)})
-    return settings
+def check_bot_token(settings: Settings) -> HomeTeam:
+    """The one auth.test at start-up (a single attempt, bot/home_team.py): a token Slack refuses is one
+    clear line naming it; Slack being unreachable is not fatal (invocations are recorded and announced
+    when it answers again). Its answer names the installed workspace: the HomeTeam returned is handed to
+    create_app, which then does not ask again (and, when Slack did not answer, learns it in the
+    background)."""
+    home = HomeTeam(settings.slack_team_id)
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    home.ask(start_up_client(token, settings.slack_api_url).auth_test)
+    if home.refused:
+        fail(
+            f"breakglass cannot start:\n  - SLACK_BOT_TOKEN was refused by Slack (auth.test: {home.refused}): "
+            "copy the Bot User OAuth Token (xoxb-...) again from OAuth & Permissions"
+        )
+    return home

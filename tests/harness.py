@@ -77,6 +77,8 @@ class BotServer:
         self.server.server_close()
         self.runtime.scheduler.shutdown(wait=False)
         self.runtime.pipeline.shutdown(5)
+        if self.runtime.home is not None:
+            self.runtime.home.stop()
 
 
 def http(

@@ -15,6 +15,40 @@ from tests.harness import BOT_TOKEN, SIGNING_SECRET, http
 
 BIN = Path(sys.executable).parent
 
+# Python source to begin a script run in a fresh interpreter with: `send_sigterm_when(blocked, ready)` starts
+# a thread that waits for `ready` (an Event, if given), then until `blocked(names)` holds for the main thread's
+# stack (its function names, innermost first; read from its frames, not guessed by sleeping), then sends
+# SIGTERM to itself, a non-main thread: the case where a main thread blocked in a lock never wakes.
+SIGTERM_FROM_ANOTHER_THREAD = """
+import signal, sys, threading, time
+
+
+def _main_stack():
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
+
+
+def send_sigterm_when(blocked, ready=None):
+    def send():
+        if ready is not None and not ready.wait(60):
+            print("never ready", flush=True)
+            return
+        deadline = time.monotonic() + 60
+        while not blocked(_main_stack()):
+            if time.monotonic() > deadline:
+                print("never blocked", flush=True)
+                return
+            time.sleep(0.01)
+        print("sending", flush=True)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=send, daemon=True).start()
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -14,37 +14,21 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.processes import clean_env, free_port
+from tests.processes import SIGTERM_FROM_ANOTHER_THREAD, clean_env, free_port
 
-# Run `serve` in the main thread of a fresh interpreter; a helper thread waits until the main thread is blocked
-# in serve's wait (read from its frame, not guessed by sleeping), then sends SIGTERM to itself, a non-main thread.
-SCRIPT = textwrap.dedent(
+# Run `serve` in the main thread of a fresh interpreter; SIGTERM is sent from a non-main thread once the main
+# thread is blocked in serve's wait.
+SCRIPT = SIGTERM_FROM_ANOTHER_THREAD + textwrap.dedent(
     """
-    import signal, sys, threading, time
     from bot.localslack import workspace
 
-    main = threading.main_thread()
 
-    def blocked_in_serve() -> bool:
-        frame = sys._current_frames().get(main.ident)
-        names = []
-        while frame is not None:
-            names.append(frame.f_code.co_name)
-            frame = frame.f_back
+    def blocked_in_serve(names):
         # innermost first: blocked in a wait called (directly or not) by serve, not yet returned
         return "serve" in names and names[0] in ("wait", "wait_for_signal", "select")
 
-    def send_from_this_thread() -> None:
-        deadline = time.monotonic() + 60
-        while not blocked_in_serve():
-            if time.monotonic() > deadline:
-                print("never blocked in serve", flush=True)
-                return
-            time.sleep(0.01)
-        print("sending", flush=True)
-        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
 
-    threading.Thread(target=send_from_this_thread, daemon=True).start()
+    send_sigterm_when(blocked_in_serve)
     workspace.serve(int(sys.argv[1]))
     print("stopped", flush=True)
     """

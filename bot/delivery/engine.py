@@ -255,7 +255,7 @@ class Pipeline:
         self.queue.close(len(self._workers))
         for thread in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self.deps.leases.stop()
+        self.deps.leases.stop(max(0.0, deadline - time.monotonic()))
 
     # -- the steps ----------------------------------------------------------------------------------
 

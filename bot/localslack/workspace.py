@@ -21,15 +21,15 @@ import itertools
 import json
 import logging
 import secrets
-import select
 import signal
-import socket
+import socketserver
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +50,8 @@ from bot.incidents.local import LocalIncidents
 from bot.localslack.pageguard import SECURITY_HEADERS, TOKEN_PLACEHOLDER, PageGuard
 from bot.localslack.webapi import APP_ID, TEAM_ID, FakeSlack, validate_view
 from bot.policy import AccessPolicy, Policy, parse_policy
+from bot.shutdown import Shutdown
+from bot.signals import wait_for_signal
 from bot.wsgi import EVENTS_PATH, WSGIApp
 from store import open_store
 
@@ -210,6 +212,7 @@ class LocalWorkspace:
         self._users: dict[str, _UserState] = {uid: _UserState() for uid in USERS}
         self._ephemerals: list[Ephemeral] = []
         self._problems: list[str] = []
+        self.stopped_in_time = True  # False when `stop` overran its deadline
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -248,16 +251,19 @@ class LocalWorkspace:
             self._threads.append(thread)
         return self
 
-    def stop(self) -> None:
-        for server in (self._page_server, self._bot_server):
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop everything within one deadline (bot/shutdown.py); False (logged) if a part overran it."""
+        stopping = Shutdown(timeout)
+        for name, server in (("page", self._page_server), ("bot endpoint", self._bot_server)):
             if server is not None:
-                server.shutdown()
-                server.server_close()
+                stopping.stop(name, _closer(server))
         for thread in self._threads:
-            thread.join(timeout=5)
+            stopping.stop(thread.name, thread.join)
         if self.runtime is not None:
-            self.runtime.shutdown(timeout=5)
-        self.slack.stop()
+            self.runtime.shutdown(stopping=stopping)
+        stopping.stop("local Slack", lambda _left: self.slack.stop())
+        self.stopped_in_time = stopping.finish()
+        return self.stopped_in_time
 
     def __enter__(self) -> LocalWorkspace:
         return self.start()
@@ -626,6 +632,14 @@ class LocalWorkspace:
 # ------------------------------------------------------------------ the page's HTTP server
 
 
+def _closer(server: socketserver.BaseServer) -> Callable[[float], None]:
+    def close(_left: float) -> None:
+        server.shutdown()
+        server.server_close()
+
+    return close
+
+
 class _PageServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -722,30 +736,11 @@ class _PageHandler(BaseHTTPRequestHandler):
         self._json(200, {"ok": True, "result": result})
 
 
-def wait_for_signal(stop: threading.Event) -> None:
-    """Block the main thread until ``stop`` is set by a signal handler. Not ``stop.wait()``: the kernel may run
-    a process-directed signal's C handler on any thread, and then a main thread blocked in a lock (which
-    ``Event.wait()`` is) is never woken to run the Python handler, so SIGTERM is lost. The wakeup fd is
-    written by the C handler on whichever thread it runs, so the ``select`` here always returns."""
-    reader, writer = socket.socketpair()
-    reader.setblocking(False)
-    writer.setblocking(False)
-    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    try:
-        while not stop.is_set():
-            select.select([reader], [], [])  # the Python handlers run as soon as this returns
-            with contextlib.suppress(BlockingIOError):
-                reader.recv(4096)
-    finally:
-        signal.set_wakeup_fd(previous)
-        reader.close()
-        writer.close()
-
-
-def serve(port: int, db_path: str | None = None, policy: Policy | None = None) -> None:
+def serve(port: int, db_path: str | None = None, policy: Policy | None = None) -> bool:
     """`breakglass-bot try`: run the local workspace until Ctrl-C or SIGTERM. Without ``db_path`` the store
     is a temporary directory, removed on either: the local Web API keeps its messages in memory, so each
-    run starts afresh. ``policy``: a team's own policy to preview (adapted by `try_policy`)."""
+    run starts afresh. ``policy``: a team's own policy to preview (adapted by `try_policy`). False when the
+    stop overran its deadline (threads may still be running: the caller exits at once)."""
     stop = threading.Event()
     notes: list[str] = []
     if policy is not None:
@@ -772,3 +767,4 @@ def serve(port: int, db_path: str | None = None, policy: Policy | None = None) -
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+    return workspace.stopped_in_time
