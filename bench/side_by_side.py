@@ -147,8 +147,11 @@ def _tasks(round_no: int) -> list[tuple[str, str, str]]:
 class Target:
     """One server under test and the results it gave."""
 
-    def __init__(self, name: str, base_url: str, fake: FakeSlack) -> None:
+    def __init__(self, name: str, base_url: str, fake: FakeSlack, *, opens_form: bool = True) -> None:
         self.name = name
+        # A bot opens the invoke form on `/breakglass`; the form is opened (untimed) before each timed
+        # submission, as a person does. Bare Bolt opens none: its submissions go bare.
+        self.opens_form = opens_form
         self.base_url = base_url
         self.fake = fake
         self.results: list[Result] = []
@@ -164,11 +167,26 @@ class Target:
 
     def one(self, task: tuple[str, str, str]) -> Result:
         kind, user, profile = task
-        sent = time.monotonic()
         if kind == "invoke":
             incident = "INC-4242" if profile == "prod" else None
-            r = self._sender().invoke(user=user, profile=profile, duration="900", incident=incident)
+            sender = self._sender()
+            view_id, metadata = sender.open_form(user) if self.opens_form else (None, "")
+            sent = time.monotonic()  # the submission's ack alone
+            r = sender.submit(
+                "breakglass_invoke",
+                {
+                    "profile": ("select", profile),
+                    "reason": ("select", "incident"),
+                    "justification": "Database failover is stuck; promoting the replica by hand",
+                    "duration": ("select", "900"),
+                    "incident": incident,
+                },
+                user=user,
+                private_metadata=metadata,
+                view_id=view_id,
+            )
         else:
+            sent = time.monotonic()
             r = self._sender().command("", user=user)
         return Result(kind, user, sent, time.monotonic(), r.status, r.body)
 
@@ -245,7 +263,7 @@ def run(rows: list[Row], *, repeats: int = 3, rounds: int = 5, compare: str | No
         procs["bare"] = stack.enter_context(
             serve(bare_cmd, _bot_env(fake, tmp / "bare.db"), bare_port, str(ROOT))
         )
-        bare = Target("bare", f"http://127.0.0.1:{bare_port}", fake)
+        bare = Target("bare", f"http://127.0.0.1:{bare_port}", fake, opens_form=False)
         targets = [b.target for b in bots if b.target] + [bare]
         pids = {name: [p.pid, *_children(p.pid)] for name, p in procs.items()}
         # warm-up (imports, first user lookups, SQLite pages), not measured

@@ -251,6 +251,8 @@ def create_app(
     # After the ack: threaded runtimes queue the delivery for the engine's workers; Lambda cannot run
     # threads after returning, so there a Bolt lazy listener delivers (`lazy_listeners` below).
     queue = DeliveryQueue(InFlight(), enabled=not lazy_delivery)
+    if isinstance(client, PacedWebClient):  # new invocations' root messages before older thread replies
+        client.gate.attend(queue)
     new_leases = NewLeases(store, clock, deps.leases, enabled=not lazy_delivery)
     incident_links = IncidentLinks(
         provider=incidents,

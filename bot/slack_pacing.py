@@ -6,10 +6,15 @@ HTTP 429 with `Retry-After` and asks the app to leave *the whole channel* alone 
 to the audit channel kept hitting it while the others were told to wait. Here:
 
 * `ChannelGate` holds, per channel: a token bucket at Slack's published rate (`RATE`, `BURST`, a little
-  under what Slack allows, so a burst of invocations causes few 429s), the end of the last Retry-After
+  under what Slack allows, so a burst of invocations causes few 429s; a post takes its token when its
+  answer is back, no earlier than Slack counted it on arrival: `release`), the end of the last Retry-After
   Slack gave for it (`pause`), at most one post in flight (so no post leaves while a 429 is on its way
   back), and the posts waiting for it, in order: a root message (a post that is not a thread reply, i.e.
-  a new invocation's audit message) before thread replies, then first come first served. A wait inside a
+  a new invocation's audit message) before thread replies, then first come first served. Roots first holds
+  across the delivery queue too (`attend`, bot/delivery/precedence.py): while a root is owed to a channel
+  but still in the post-ack queue (or on its way from it), thread replies to that channel wait for it, and
+  a delivery worker waiting with one gives way (`GaveWay`) when no other worker is free to take the root.
+  A reply that has waited `patience` seconds goes in its turn like a root (never starved). A wait inside a
   delivery is bounded by the time its lease may still be held (`bot.delivery.lease`, renewed meanwhile
   by the `LeaseKeeper`); a wait that would outlast it raises `PacingTimeout` (the step stays owed and is
   retried after a backoff), and a lease lost during the wait raises `LeaseLost` before anything is sent.
@@ -25,14 +30,13 @@ Across replicas the gate is per process: each replica honours every 429 it is gi
 from __future__ import annotations
 
 import contextvars
-import heapq
 import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry.request import HttpRequest
@@ -43,6 +47,8 @@ from slack_sdk.web.slack_response import SlackResponse
 from bot.clock import Clock
 from bot.delivery.errors import DeliveryFailed, LeaseLost
 from bot.delivery.lease import SEND_MARGIN, lease_lost, lease_time_left
+from bot.delivery.precedence import GaveWay, WorkerTurn, current_turn
+from bot.delivery.queue import DeliveryQueue
 from bot.delivery.retry import LeaseBoundedRateLimitRetryHandler, retry_after
 
 RATE = 0.95
@@ -53,10 +59,18 @@ PACED_METHODS = frozenset({"chat.postMessage"})
 ROOT, THREAD = 0, 1  # the order waiting posts take their turn in
 MAX_CHANNELS = 5_000  # channels remembered (the audit channels and every invoker's DM) before idle ones go
 POLL = 1.0  # seconds: how often a waiting post looks again (its lease, the injectable clock)
+PATIENCE = 30.0
+"""Seconds a thread reply holds back for new invocations' root messages; then it goes in turn like a root."""
 
 
 class PacingTimeout(DeliveryFailed):
     """The channel's turn would come after the delivery's lease may be held: the step stays owed."""
+
+
+class _Ticket(NamedTuple):
+    priority: int  # ROOT or THREAD
+    since: float  # when it (a reply: across give-ways) first waited
+    number: int  # arrival order
 
 
 @dataclass
@@ -65,7 +79,7 @@ class _Channel:
     updated: float
     paused_until: float = 0.0
     busy: bool = False  # a post to it is in flight
-    waiting: list[tuple[int, int]] = field(default_factory=list)  # heap of (priority, ticket)
+    waiting: list[_Ticket] = field(default_factory=list)
 
 
 class PacingClock:
@@ -92,11 +106,18 @@ class ChannelGate:
     at once on `wake()`."""
 
     def __init__(
-        self, rate: float = RATE, burst: int = BURST, *, now: Callable[[], float] = time.monotonic
+        self,
+        rate: float = RATE,
+        burst: int = BURST,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        patience: float = PATIENCE,
     ) -> None:
         self.rate = rate
         self.burst = burst
         self.now = now
+        self.patience = patience
+        self.backlog: DeliveryQueue | None = None
         self._channels: dict[str, _Channel] = {}
         self._cond = threading.Condition()
         self._tickets = itertools.count()
@@ -107,6 +128,11 @@ class ChannelGate:
     def follow(self, clock: Clock) -> None:
         """Measure pauses and pacing on `clock` too (create_app passes the bot's injectable clock)."""
         self.now = PacingClock(clock)
+
+    def attend(self, backlog: DeliveryQueue) -> None:
+        """Hold thread replies back for the root messages `backlog` (the post-ack queue) still owes."""
+        self.backlog = backlog
+        backlog.watch(self.wake)
 
     def wake(self) -> None:
         with self._cond:
@@ -141,40 +167,74 @@ class ChannelGate:
 
     def acquire(self, channel: str, priority: int = ROOT) -> None:
         deadline = self._deadline()
+        turn = current_turn()
         with self._cond:
-            ticket = (priority, next(self._tickets))
-            heapq.heappush(self._channel(channel, self.now()).waiting, ticket)
+            now = self.now()
+            since = turn.since if priority == THREAD and turn and turn.since is not None else now
+            ticket = _Ticket(priority, since, next(self._tickets))
+            self._channel(channel, now).waiting.append(ticket)
+            if turn is not None and priority == ROOT:
+                turn.root_in_gate(channel)  # from here on the gate orders it before the replies
+                self._cond.notify_all()
             try:
                 while True:
                     now = self.now()
                     state = self._channel(channel, now)
-                    wait = self._wait(state, ticket, now)
+                    if self._holds_back(ticket, channel, now):
+                        if turn is not None and turn.may_give_way and self._gives_way(channel, turn):
+                            raise GaveWay(channel, ticket.since)
+                        wait = None  # until the owed root is in the gate (woken), or POLL
+                    else:
+                        wait = self._wait(state, ticket, now)
                     if wait == 0.0:
-                        heapq.heappop(state.waiting)
-                        state.busy = True
-                        state.tokens -= 1.0
+                        state.waiting.remove(ticket)
+                        state.busy = True  # its token is taken when it is back (`release`)
+                        if turn is not None:
+                            turn.may_give_way = False  # this step has its turn: it never gives way now
                         return
                     if lease_lost():
                         raise LeaseLost("the delivery lease was lost while waiting for the channel's turn")
-                    if deadline is not None and wait is not None and now + wait > deadline:
+                    if deadline is not None and now + (wait or 0.0) > deadline:
                         raise PacingTimeout(f"channel {channel} is paced past what the delivery may hold")
                     self._cond.wait(min(wait, POLL) if wait else POLL)
             except BaseException:
                 state = self._channels[channel]
                 if ticket in state.waiting:
                     state.waiting.remove(ticket)
-                    heapq.heapify(state.waiting)
                     self._cond.notify_all()
                 raise
+
+    def _holds_back(self, ticket: _Ticket, channel: str, now: float) -> bool:
+        """A thread reply that has not run out of patience waits while a root is owed to its channel but
+        not yet in this gate (still in the post-ack queue, or on a worker on its way here)."""
+        return (
+            ticket.priority == THREAD
+            and now - ticket.since < self.patience
+            and self.backlog is not None
+            and self.backlog.roots_owed(channel) > 0
+        )
+
+    def _gives_way(self, channel: str, turn: WorkerTurn) -> bool:
+        assert self.backlog is not None
+        if self.backlog.should_give_way(channel):
+            turn.gave_way = True
+            return True
+        return False
+
+    def _order(self, ticket: _Ticket, now: float) -> tuple[int, float, int]:
+        """Roots first (and replies out of patience, by when they first waited), then replies, FIFO."""
+        if ticket.priority == ROOT or now - ticket.since >= self.patience:
+            return (ROOT, ticket.since, ticket.number)
+        return (THREAD, ticket.since, ticket.number)
 
     def _deadline(self) -> float | None:
         """Inside a delivery: the latest time (gate seconds) a post may start, by the delivery's lease."""
         left = lease_time_left()
         return None if left is None else self.now() + left - SEND_MARGIN.total_seconds()
 
-    def _wait(self, state: _Channel, ticket: tuple[int, int], now: float) -> float | None:
+    def _wait(self, state: _Channel, ticket: _Ticket, now: float) -> float | None:
         """0: `ticket` may post now; else seconds until it may (None: until another post finishes)."""
-        if state.busy or state.waiting[0] != ticket:
+        if state.busy or min(state.waiting, key=lambda t: self._order(t, now)) != ticket:
             return None
         if now < state.paused_until:
             return state.paused_until - now
@@ -183,8 +243,15 @@ class ChannelGate:
         return 0.0
 
     def release(self, channel: str) -> None:
+        """The post holding `channel`'s turn is back: it takes its token now, not when it was sent. Slack
+        counts a post when it *arrives*, some time between the send and the answer (later under CPU load:
+        the request is built, sent and parsed first), so counting each post at its answer, with one post in
+        flight, keeps the gate's bucket at or below Slack's whatever that delay was: spacing between
+        answers and sends is at least Slack's spacing between arrivals."""
         with self._cond:
-            self._channels[channel].busy = False
+            state = self._channel(channel, self.now())
+            state.busy = False
+            state.tokens -= 1.0
             self._cond.notify_all()
 
     def pause(self, channel: str, retry_after: float) -> None:
@@ -206,8 +273,7 @@ class ChannelGate:
                 state = self._channel(channel, now)
                 wait = state.paused_until - now
                 if wait <= 0:
-                    state.tokens -= 1.0  # the retry is that one post
-                    return
+                    return  # the retry is that one post: its token is taken when it is back (`release`)
                 if lease_lost():
                     raise LeaseLost("the delivery lease was lost during Slack's Retry-After wait")
                 if deadline is not None and now + wait > deadline:

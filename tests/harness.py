@@ -196,7 +196,8 @@ class SlackSender:
             external_id=str((self.fake.view(view_id) or {}).get("external_id") or ""),
             trigger_id=self._trigger(),
         )
-        if view_id not in self.fake.views:  # Slack only sends submissions of views it holds
+        # Slack only sends submissions of views it holds (`view`: one copied, not every view as `views`)
+        if self.fake.view(view_id) is None:
             self.fake.record_view(payload["view"], view_id=view_id)
         sent = time.monotonic()
         response = self.interactive(payload)
@@ -246,7 +247,7 @@ class SlackSender:
             )
         except AssertionError:
             return view_id, ""
-        return view_id, str(self.fake.views[view_id].get("private_metadata") or "")
+        return view_id, str((self.fake.view(view_id) or {}).get("private_metadata") or "")
 
     def invoke(
         self,

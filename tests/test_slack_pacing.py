@@ -149,6 +149,32 @@ def test_one_post_in_flight_per_channel() -> None:
     posts.join()
 
 
+def test_a_post_counts_against_the_channel_when_its_answer_is_back_not_when_it_was_sent() -> None:
+    """Slack counts a post when it arrives, which may be well after the send began (under CPU load the
+    request is built, sent and parsed first): the first posts of a burst sent at once but slow to arrive,
+    then the next one sent on time, arrived too close together and got a 429 (the burst test under load).
+    Counted when its answer is back (no earlier than its arrival), the spacing Slack sees is never short."""
+    ticker = Ticker()
+    gate = gate_on(ticker, rate=1.0, burst=1)
+    posts = Poster(gate, ticker)
+    answer = threading.Event()
+    posts.post("slow", hold=answer)  # sent at 1000, its request reaches Slack late
+    settle(lambda: len(posts.got) == 1)
+    posts.post("next")
+    settle(lambda: posts.waiting() == 1)
+    ticker.advance(0.4)  # the answer comes back 0.4 s after the send (it arrived somewhere in between)
+    answer.set()
+    settle(lambda: not gate._channels["C1"].busy)
+    ticker.advance(0.6)  # one interval after the send, but not after the answer
+    time.sleep(0.05)
+    assert [n for n, _ in posts.got] == ["slow"], "the next post waits one interval from the answer"
+    ticker.advance(0.4)
+    settle(lambda: len(posts.got) == 2)
+    posts.join()
+    assert posts.got == [("slow", 1000.0), ("next", 1001.4)]
+    assert posts.errors == []
+
+
 def test_root_messages_take_their_turn_before_thread_replies() -> None:
     ticker = Ticker()
     gate = gate_on(ticker, rate=1.0, burst=1)
@@ -164,7 +190,8 @@ def test_root_messages_take_their_turn_before_thread_replies() -> None:
     settle(lambda: posts.waiting() == 3)
     posts.post("root-new-2", priority=ROOT)
     settle(lambda: posts.waiting() == 4)
-    release.set()
+    release.set()  # its answer is back at 1000: it counts against the channel from then
+    settle(lambda: not gate._channels["C1"].busy)
     for expected in range(2, 6):
         ticker.advance(1.0)
         settle(lambda n=expected: len(posts.got) == n)
@@ -241,3 +268,79 @@ def test_idle_channels_are_forgotten_and_paused_ones_kept(monkeypatch: pytest.Mo
         pass
     assert set(gate._channels) == {"C0AUDIT", "D3"}
     assert gate.paused_for("C0AUDIT") == 55.0
+
+
+# -- roots first across the post-ack queue (bot/delivery/queue.py, bot/delivery/precedence.py) ------------
+
+
+def test_a_reply_waits_for_a_root_still_in_the_queue_but_not_past_its_patience() -> None:
+    """A root owed to C1 but still in the post-ack queue holds back a thread reply (from the sweep, no
+    worker) however free the channel is; after `patience` seconds the reply goes anyway (never starved)."""
+    from bot.delivery.inflight import InFlight
+    from bot.delivery.queue import Delivery, DeliveryQueue
+
+    ticker = Ticker()
+    gate = ChannelGate(1.0, 5, now=ticker, patience=10.0)
+    ticker.gates.append(gate)
+    queue = DeliveryQueue(InFlight())
+    gate.attend(queue)
+    queue.put(Delivery("new", root="C1"))
+    posts = Poster(gate, ticker)
+    posts.post("reply-old", priority=THREAD)
+    posts.post("dm", channel="D1", priority=THREAD)  # another channel: not held back
+    settle(lambda: [n for n, _ in posts.got] == ["dm"] and posts.waiting() == 1)
+    ticker.advance(9.0)
+    time.sleep(0.05)
+    assert [n for n, _ in posts.got] == ["dm"], "held back while the root is owed"
+    ticker.advance(1.0)
+    settle(lambda: len(posts.got) == 2)
+    assert posts.got[1] == ("reply-old", 1010.0)
+    posts.join()
+    assert posts.errors == []
+    assert queue.roots_owed("C1") == 1 and queue.should_give_way("C1")  # no worker is there to take it
+
+
+def test_a_worker_gives_way_only_when_no_other_worker_is_free_for_the_root() -> None:
+    from bot.delivery.inflight import InFlight
+    from bot.delivery.precedence import GaveWay, WorkerTurn, may_give_way, working
+    from bot.delivery.queue import Delivery, DeliveryQueue
+
+    ticker = Ticker()
+    gate = ChannelGate(1.0, 5, now=ticker)
+    queue = DeliveryQueue(InFlight())
+    gate.attend(queue)
+    queue.put(Delivery("new", root="C1"))
+    with working(WorkerTurn(queue)) as turn, may_give_way(True), pytest.raises(GaveWay):
+        gate.acquire("C1", THREAD)
+    assert turn.gave_way and gate._channels["C1"].waiting == []
+    assert not queue.should_give_way("C1"), "the worker that gave way is counted as coming back"
+    work = queue.get(returning=True)
+    assert work == Delivery("new", root="C1")
+    assert queue.roots_owed("C1") == 1, "taken, not yet in the gate: replies still wait"
+    with working(WorkerTurn(queue, root="C1")), gate.turn("C1", ROOT):
+        assert queue.roots_owed("C1") == 0
+    with working(WorkerTurn(queue)), may_give_way(True), gate.turn("C1", THREAD):
+        assert not gate.paused_for("C1")  # nothing owed: the reply takes its turn
+
+
+def test_roots_go_first_in_the_queue_but_never_starve_the_rest() -> None:
+    """Deliveries owing a root are taken before other work, until the oldest other work has waited
+    `ROOTS_FIRST_FOR`: then it is taken next, however many roots are still queued (a stream of
+    invocations never holds back a close's DM or a delivery that gave way for good)."""
+    from bot.delivery.inflight import InFlight
+    from bot.delivery.queue import ROOTS_FIRST_FOR, Delivery, DeliveryQueue
+
+    ticker = Ticker()
+    queue = DeliveryQueue(InFlight(), now=ticker)
+    queue.put(Delivery("closed-old"))
+    for i in range(3):
+        queue.put(Delivery(f"new-{i}", root="C1"))
+    assert queue.get() == Delivery("new-0", root="C1")
+    ticker.advance(ROOTS_FIRST_FOR - 0.1)
+    assert queue.get() == Delivery("new-1", root="C1")
+    ticker.advance(0.1)
+    assert queue.get() == Delivery("closed-old"), "waited ROOTS_FIRST_FOR behind the roots: taken next"
+    assert queue.get() == Delivery("new-2", root="C1")
+    queue.close(workers=1)
+    queue.put(Delivery("after-close", root="C1"))  # refused
+    assert queue.get() is None

@@ -77,7 +77,8 @@ from bot.delivery.lease import (
     claim_renewal,
     event_renewal,
 )
-from bot.delivery.queue import DeliveryQueue
+from bot.delivery.precedence import GaveWay, WorkerTurn, may_give_way, working
+from bot.delivery.queue import Delivery, DeliveryQueue
 from bot.delivery.registry import Fields, Registry, TaskStep
 from bot.errors import DirectoryUnavailable
 from bot.policy import Policy
@@ -175,8 +176,10 @@ class Pipeline:
             lease = lease or self._claim(event_id)
             if lease is None:
                 break  # nothing owed now, or another process holds the lease
-            event, done = self._send_owed(event_id, lease)
+            event, done, gave_way = self._send_owed(event_id, lease)
             lease = None
+            if gave_way is not None and self.queue.put(Delivery(event_id, since=gave_way.since)):
+                return event  # queued again behind the root it gave way to (its follow-ups come then)
             if done:
                 break
         if event is None:  # nothing was delivered here: follow-ups still see the change as stored
@@ -257,17 +260,21 @@ class Pipeline:
     # -- the steps ----------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        """A delivery worker: deliver what the post-ack queue holds, in order."""
-        while (work := self.queue.get()) is not None:
+        """A delivery worker: deliver what the post-ack queue holds (roots first, bot/delivery/queue.py)."""
+        returning = False  # the last delivery gave way to a queued root: back for it
+        while (work := self.queue.get(returning=returning)) is not None:
+            returning = False
             try:
-                if isinstance(work[0], str):
-                    event_id = str(work[1])
-                    try:
-                        self.deliver(event_id, queue_follow_ups=True)
-                    except Exception:
-                        log.exception(
-                            "post-ack delivery failed; the sweep will retry", extra={"event_id": event_id}
-                        )
+                if isinstance(work, Delivery):
+                    with working(WorkerTurn(self.queue, root=work.root, since=work.since)) as turn:
+                        try:
+                            self.deliver(work.event_id, queue_follow_ups=True)
+                        except Exception:
+                            log.exception(
+                                "post-ack delivery failed; the sweep will retry",
+                                extra={"event_id": work.event_id},
+                            )
+                    returning = turn.gave_way
                 else:
                     func, args = work
                     func(*args)
@@ -301,9 +308,11 @@ class Pipeline:
             return None
         return taken[0] if taken else None
 
-    def _send_owed(self, event_id: str, lease: Lease) -> tuple[BreakGlassEvent | None, bool]:
+    def _send_owed(self, event_id: str, lease: Lease) -> tuple[BreakGlassEvent | None, bool, GaveWay | None]:
         """Send owed entries one by one, re-reading before each, while the lease is ours; then record.
-        Returns (event, done): done is False when more became owed meanwhile and is due now."""
+        Returns (event, done, gave_way): done is False when more became owed meanwhile and is due now;
+        gave_way: a thread reply gave way to a queued root message (bot/delivery/precedence.py), so the
+        delivery stopped there, recorded what it sent and left the rest due now, unleased."""
         sent: list[tuple[OutboxEntry, int]] = []  # (entry, version of the event it rendered)
         failed: list[OutboxEntry] = []  # skipped for the rest of this delivery, retried after the backoff
         learned: list[Fields] = []  # what each send returned, recorded with it (BreakGlassEvent.recorded)
@@ -311,6 +320,7 @@ class Pipeline:
         transient = False  # a failure other than a broken audit channel: exponential backoff
         broken = False  # the audit channel refused a send for good: its other steps are not tried now
         lost = False
+        gave_way: GaveWay | None = None
         with (
             bounded_by(lease, self.deps.clock),
             self.deps.leases.keeping(lease, event_renewal(self.deps.store, self.deps.clock, event_id, lease)),
@@ -319,7 +329,7 @@ class Pipeline:
                 try:
                     event = self.deps.store.get(event_id)
                 except EventNotFound:
-                    return None, True
+                    return None, True, None
                 left = lease.expires_in(self.deps.clock.now())
                 if not lease.held_in(event) or left < SEND_MARGIN.total_seconds():
                     lost = True  # someone else took over (or we ran out of time): stop sending
@@ -335,7 +345,11 @@ class Pipeline:
                 if entry is None:
                     break
                 try:
-                    learned.append(self._send(entry, event))
+                    with may_give_way(entry.kind in self.handlers.needs_audit_root):
+                        learned.append(self._send(entry, event))
+                except GaveWay as exc:  # nothing of this step was sent: it stays owed, queued again
+                    gave_way = exc
+                    break
                 except AuditChannelBroken as exc:
                     failure, broken = failure or exc, True
                     failed.append(entry)
@@ -347,7 +361,7 @@ class Pipeline:
                     sent.append((entry, event.version))
         if lost and not sent:  # nothing sent: a fresh claim decides (it fails while someone else holds it)
             log.info("delivery lease lost, stopping", extra={"event_id": event_id, "action": "deliver"})
-            return None, False
+            return None, False, None
         now = self.deps.clock.now()
 
         def record(ev: BreakGlassEvent) -> BreakGlassEvent:
@@ -358,6 +372,8 @@ class Pipeline:
                 return ev  # done, or another process holds the lease now: leave it alone
             if transient or lost:
                 return ev.updated(outbox_next_at=now + backoff(ev.outbox_attempts), outbox_leased=False)
+            if gave_way is not None:  # due now, for whoever claims it next (this worker queued it again)
+                return ev.updated(outbox_next_at=now, outbox_attempts=0, outbox_leased=False)
             if broken:  # only the broken audit channel is left: look again every AUDIT_RECHECK
                 recheck = now + AUDIT_RECHECK * random.uniform(0.8, 1.2)
                 return ev.updated(outbox_next_at=recheck, outbox_leased=False)
@@ -381,7 +397,7 @@ class Pipeline:
                 },
             )
         due_now = any(entry.due(self.deps.clock.now()) for entry in result.outbox)
-        return result, failure is not None or lost or not due_now
+        return result, failure is not None or lost or not due_now, gave_way
 
     def _send(self, entry: OutboxEntry, event: BreakGlassEvent) -> Fields:
         """Send one entry through its handler. A send to the audit channel that Slack refuses for good

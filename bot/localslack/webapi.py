@@ -835,13 +835,18 @@ class FakeSlack:
         Raises AssertionError listing the calls received when the timeout expires.
         """
         deadline = time.monotonic() + timeout
+        matched: list[Call] = []
+        seen, source = 0, self._calls  # calls looked at: each poll reads only the new ones (long runs)
         while True:
             with self._lock:
-                matched = [
-                    c
-                    for c in self._calls
-                    if c.ok and (method is None or c.method == method) and (where is None or where(c))
-                ]
+                if self._calls is not source:  # reset() meanwhile: start again on the new record
+                    matched, seen, source = [], 0, self._calls
+                calls, seen = self._calls[seen:], len(self._calls)
+            matched += [
+                c
+                for c in calls
+                if c.ok and (method is None or c.method == method) and (where is None or where(c))
+            ]
             if len(matched) >= count:
                 return matched
             if time.monotonic() >= deadline:

@@ -13,7 +13,7 @@ from slack_sdk import WebClient
 
 from bot.clock import Clock
 from bot.delivery.audit_channels import AuditChannels
-from bot.delivery.queue import DeliveryQueue
+from bot.delivery.queue import DeliveryQueue, root_owed
 from bot.known_roles import KnownRoles
 from bot.policy import Policy
 from bot.service import BreakGlassService
@@ -86,7 +86,7 @@ class SlackContext:
     def deliver_after_ack(self, event: BreakGlassEvent) -> None:
         """A change to `event` was stored and Slack has its answer: queue its delivery (Lambda: the lazy
         listener delivers instead)."""
-        self.queue.deliver_after_ack(event.id)
+        self.queue.deliver_after_ack(event.id, root=root_owed(event))
 
     def call_after_ack(self, work: Callable[..., object], *args: Any) -> None:
         """Run `work(*args)` after the listener returns, so Bolt sends the ack first.
