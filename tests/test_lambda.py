@@ -4,6 +4,7 @@ an asynchronous self-invocation) and the scheduled sweep, on SQLite and on moto'
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import time
 import urllib.parse
@@ -82,6 +83,9 @@ def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     store.disconnect()
 
 
+_TRIGGERS = itertools.count(1)
+
+
 def command_body(
     text: str, user: str = "U0001", response_url: str = "https://hooks.slack.com/commands/T0001/1/x"
 ) -> str:
@@ -99,7 +103,9 @@ def command_body(
             "api_app_id": "A0001",
             "is_enterprise_install": "false",
             "response_url": response_url,
-            "trigger_id": f"{int(time.time())}.1.trigger",
+            # unique per command: the fast path takes the trigger id as the request's idempotency key, so two
+            # commands in one second with one id would be one request (the second a retry of the first)
+            "trigger_id": f"{int(time.time())}.{next(_TRIGGERS)}.trigger",
         }
     )
 
