@@ -87,23 +87,26 @@ class BotProcess:
             **env,
         )
         self.process: subprocess.Popen[str] | None = None
+        # Its log goes to a file, never to a pipe nobody reads while it runs: a full pipe (64 KiB) would
+        # block the bot's next log line, and with it whatever thread logged (a stalled delivery, a late
+        # expiry). A restart appends to the same file.
+        self.log_path = cwd / f"bot-{self.port}.log"
 
     def start(self, timeout: float = 30) -> BotProcess:
-        self.process = subprocess.Popen(
-            self.command,
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its own process group: `kill_all` reaches gunicorn's workers too
-        )
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                text=True,
+                start_new_session=True,  # its own process group: `kill_all` reaches gunicorn's workers too
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    "bot exited: " + (self.process.stderr.read() if self.process.stderr else "")
-                )
+                raise RuntimeError("bot exited: " + self.stderr())
             try:
                 if http("GET", self.url + "/healthz", timeout=1).status == 200:
                     return self
@@ -131,8 +134,8 @@ class BotProcess:
             self.process.wait(timeout=10)
 
     def stderr(self) -> str:
-        assert self.process is not None and self.process.stderr is not None
-        return self.process.stderr.read()
+        """Everything the bot logged so far (every start of it)."""
+        return self.log_path.read_text() if self.log_path.exists() else ""
 
 
 def race_workers(script: str, argvs: Sequence[Sequence[str]], *, timeout: float = 180) -> list[str]:

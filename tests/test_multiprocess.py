@@ -92,6 +92,8 @@ def bots_on(
         finally:
             for b in bots:
                 b.kill()
+                # shown only when the test fails: what each process did, for a failure seen once under load
+                print(f"--- bot on port {b.port} ---\n{b.stderr()}")
 
 
 @pytest.fixture
