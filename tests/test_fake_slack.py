@@ -333,6 +333,22 @@ def test_views_open_push_update_publish(fake: FakeSlack, client: WebClient) -> N
     assert error.response["error"] == "invalid_arguments"
 
 
+def test_an_ack_update_never_overwrites_a_later_views_update(fake: FakeSlack, client: WebClient) -> None:
+    """The local workspace records a submission's `response_action: update` after the app's answer; when the
+    app's own `views.update` came first (after its ack, before its answer reached us), that update stands.
+    Checked and stored as one step: checked apart from the store, an update landing in between was
+    overwritten by the older answer (a browser test saw the refused form replaced by "Checking...")."""
+    opened = client.views_open(trigger_id="t", view=modal("Form"))["view"]
+    client.views_update(view_id=opened["id"], view=modal("Form again"))
+    assert (
+        fake.record_view(modal("Checking"), view_id=opened["id"], unless_changed_from=opened["hash"]) is None
+    )
+    assert fake.view(opened["id"])["title"]["text"] == "Form again"
+    current = fake.view(opened["id"])["hash"]
+    stored = fake.record_view(modal("Checking"), view_id=opened["id"], unless_changed_from=current)
+    assert stored is not None and fake.view(opened["id"])["title"]["text"] == "Checking"
+
+
 def test_views_open_trigger_errors(fake: FakeSlack, client: WebClient) -> None:
     missing = api_error(client.api_call, "views.open", json={"view": modal()})
     assert missing.response["error"] == "invalid_arguments"

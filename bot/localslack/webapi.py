@@ -807,11 +807,20 @@ class FakeSlack:
             view_id = self._home_views.get(user_id)
             return copy.deepcopy(self._views[view_id]) if view_id else None
 
-    def record_view(self, view: dict, *, view_id: str | None = None) -> dict:
+    def record_view(
+        self, view: dict, *, view_id: str | None = None, unless_changed_from: str | None = None
+    ) -> dict | None:
         """Store a view that Slack got from an HTTP response (``response_action: update`` or ``push``), as
-        Slack would: a new view, or the new state of ``view_id``. Returns the stored view (a copy)."""
+        Slack would: a new view, or the new state of ``view_id``. Returns the stored view (a copy).
+
+        ``unless_changed_from``: the hash of ``view_id`` as it was submitted. When the app has updated the
+        view since (``views.update`` after its ack, which may come before its answer), that update stands and
+        nothing is stored (None). Checked and stored under one lock: checked first and stored after, an
+        update landing in between would be overwritten by the older answer."""
         with self._lock:
             previous = self._views.get(view_id) if view_id else None
+            if unless_changed_from is not None and previous and previous.get("hash") != unless_changed_from:
+                return None
             return copy.deepcopy(self._new_view(view, view_id=view_id, previous=previous))
 
     @staticmethod

@@ -390,7 +390,7 @@ class LocalWorkspace:
             "actions": [{**action, "action_ts": f"{time.time():.6f}"}],
         }
         if view_id is not None:
-            view = self.slack.views.get(view_id)
+            view = self.slack.view(view_id)
             if view is None:
                 raise LookupError(f"unknown view {view_id!r}")
             payload["container"] = {"type": "view", "view_id": view_id}
@@ -414,7 +414,7 @@ class LocalWorkspace:
 
     def submit(self, user: str, view_id: str, values: dict[str, Any]) -> dict[str, Any]:
         """Submit the modal ``view_id`` with ``values`` (block id -> action id -> element state)."""
-        view = self.slack.views.get(view_id)
+        view = self.slack.view(view_id)
         if view is None or view_id not in self._state(user).modals:
             raise LookupError(f"no open modal {view_id!r} for {user}")
         view["state"] = {"values": values}
@@ -441,13 +441,13 @@ class LocalWorkspace:
             elif action in ("update", "push"):
                 new = answer.get("view") or {}
                 self._check_view(new)
-                current = self.slack.views.get(view_id) or {}
-                if action == "update" and current.get("hash") != view.get("hash"):
-                    pass  # the app already updated the view after its ack (views.update): that one stands
+                if action == "update":
+                    # unless the app already updated the view after its ack (views.update): that one stands
+                    self.slack.record_view(new, view_id=view_id, unless_changed_from=view.get("hash"))
                 else:
-                    stored = self.slack.record_view(new, view_id=view_id if action == "update" else None)
-                    if action == "push":
-                        state.modals.append(stored["id"])
+                    stored = self.slack.record_view(new)
+                    assert stored is not None
+                    state.modals.append(stored["id"])
             elif action == "clear":
                 state.modals.clear()
             else:
@@ -456,7 +456,7 @@ class LocalWorkspace:
 
     def close(self, user: str, view_id: str) -> None:
         """The user pressed the modal's close button: `view_closed` if it asked for it, and it is gone."""
-        view = self.slack.views.get(view_id)
+        view = self.slack.view(view_id)
         with self._lock:
             self._pop(self._state(user), view_id)
         if view is not None and view.get("notify_on_close"):
