@@ -173,8 +173,12 @@ class ChannelGate:
             since = turn.since if priority == THREAD and turn and turn.since is not None else now
             ticket = _Ticket(priority, since, next(self._tickets))
             self._channel(channel, now).waiting.append(ticket)
-            if turn is not None and priority == ROOT:
-                turn.root_in_gate(channel)  # from here on the gate orders it before the replies
+            if turn is not None and turn.root == channel:
+                # a root: from here on the gate orders it before the replies. A thread reply: its delivery
+                # owes that channel no root any more (a reply follows its event's root, which was posted,
+                # here or by another process that delivered the event first), and a root it still counted
+                # as owed would hold back its own reply until the gate ran out of patience
+                turn.root_in_gate(channel)
                 self._cond.notify_all()
             try:
                 while True:

@@ -323,6 +323,36 @@ def test_a_worker_gives_way_only_when_no_other_worker_is_free_for_the_root() -> 
         assert not gate.paused_for("C1")  # nothing owed: the reply takes its turn
 
 
+def test_a_delivery_queued_for_a_root_another_process_posted_is_not_held_back_by_it() -> None:
+    """A delivery queued owing C1's root (the event as this process saw it) finds the root posted by another
+    process that delivered the event first, so it sends a thread reply: that root no longer counts as owed.
+    It used to: the reply was held back by its own delivery's root, in the gate until its patience ran out
+    (30 s; two bots on one DynamoDB store missed a close's thread reply under CPU load)."""
+    from bot.delivery.inflight import InFlight
+    from bot.delivery.precedence import WorkerTurn, may_give_way, working
+    from bot.delivery.queue import Delivery, DeliveryQueue
+
+    ticker = Ticker()
+    gate = ChannelGate(1.0, 5, now=ticker, patience=30.0)
+    ticker.gates.append(gate)
+    queue = DeliveryQueue(InFlight())
+    gate.attend(queue)
+    queue.put(Delivery("ev", root="C1"))
+    work = queue.get()
+    assert isinstance(work, Delivery) and work.root == "C1" and queue.roots_owed("C1") == 1
+    got: list[float] = []
+
+    def deliver() -> None:
+        with working(WorkerTurn(queue, root=work.root)), may_give_way(True), gate.turn("C1", THREAD):
+            got.append(ticker())
+
+    worker = threading.Thread(target=deliver, daemon=True)
+    worker.start()
+    worker.join(3)
+    assert got == [1000.0], "the reply took its turn at once, not after the gate's patience"
+    assert queue.roots_owed("C1") == 0
+
+
 def test_roots_go_first_in_the_queue_but_never_starve_the_rest() -> None:
     """Deliveries owing a root are taken before other work, until the oldest other work has waited
     `ROOTS_FIRST_FOR`: then it is taken next, however many roots are still queued (a stream of

@@ -46,7 +46,8 @@ class WorkerTurn:
     gave_way: bool = False  # it did: the worker comes back to the queue for the root (`get(returning=)`)
 
     def root_in_gate(self, channel: str) -> None:
-        """The post `channel`'s gate just queued is this delivery's root (or the delivery ended without)."""
+        """The post `channel`'s gate just queued is this delivery's root, or a thread reply to `channel` (so
+        the root was posted already, maybe by another process), or the delivery ended without one."""
         if self.root is not None and self.root == channel:
             self.root = None
             self.queue.root_reached_gate(channel, wake=False)  # the gate notifies its own waiters
