@@ -418,6 +418,38 @@ def test_extend_from_the_warning_dm_and_from_app_home(workspace: LocalWorkspace,
     assert workspace.slack.invalid_calls == []
 
 
+def test_an_update_of_only_the_metadata_keeps_the_form_on_screen(
+    workspace: LocalWorkspace, browser: WebDriver
+) -> None:
+    """Slack leaves a modal as it is when an update changes only its private_metadata (the app noting who you
+    are, bot.slack.invoke_meta): the page must not redraw it, whatever order the update's keys come in. It
+    compared the whole view as JSON, key order included, so the refused form given back and then its
+    metadata (the same form, `private_metadata` moved) was drawn twice: what the person had focused, and
+    every element a test had found, was detached (a browser test failed on a stale element)."""
+    from slack_sdk import WebClient
+
+    browser.get(workspace.url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#who option"))
+    be(browser, "U0ENG")
+    open_pane(browser, "C0OPS")
+    type_command(browser, "/breakglass sandbox")
+    view_id = str(modal(browser, "Break glass").get_attribute("data-view"))
+    wait(browser, lambda _d: (workspace.slack.view(view_id) or {}).get("private_metadata"))  # noted who
+    view = workspace.slack.view(view_id)
+    assert view is not None
+    browser.execute_async_script("refresh().then(arguments[arguments.length - 1])")
+    browser.execute_script("window.shownForm = document.querySelector('.modal[data-view]')")
+    shown = {k: view[k] for k in ("type", "callback_id", "title", "submit", "close", "blocks") if k in view}
+    client = WebClient(token=workspace.slack.token, base_url=workspace.slack.url)
+    client.views_update(view_id=view_id, view={"private_metadata": "noted again", **shown})
+    browser.execute_async_script("refresh().then(arguments[arguments.length - 1])")
+    assert browser.execute_script("return document.querySelector('.modal[data-view]') === window.shownForm")
+    client.views_update(view_id=view_id, view={**shown, "title": {"type": "plain_text", "text": "Changed"}})
+    browser.execute_async_script("refresh().then(arguments[arguments.length - 1])")
+    assert browser.execute_script("return document.querySelector('.modal[data-view]') !== window.shownForm")
+    assert "Changed" in modal(browser, "Changed").text  # a real change is drawn
+
+
 def test_unknown_block_kit_is_shown_raw(workspace: LocalWorkspace, browser: WebDriver) -> None:
     """A block or element the page does not know is shown as a labelled raw box, not dropped."""
     from slack_sdk import WebClient
