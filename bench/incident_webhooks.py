@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import tests.conftest as cf
+from bench.common import pct
 from bot.clock import ManualClock
 from bot.localslack.webapi import FakeSlack
 from store import Status
 from store.sqlite import SQLiteStore
-from tests.fake_incidents import PD_TOKEN, FakePagerDuty
+from tests.fake_incidents import FakePagerDuty
 from tests.test_flows_close import settled, wait_until
-from tests.test_incidents import AUDIT, PD_SECRET, pd_policy, pd_webhook
+from tests.test_incidents import AUDIT, pd_bot, pd_webhook
 
 LAT = 0.08
 
@@ -38,16 +39,7 @@ def run(n: int) -> dict[str, list[float]]:
     with FakeSlack(token=cf.BOT_TOKEN, users=cf.USERS, usergroups=cf.GROUPS) as fake, FakePagerDuty() as pd:
         store = SQLiteStore(Path(tempfile.mkdtemp()) / "b.db")
         clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-        bot = cf.make_bot(
-            fake,
-            store,
-            pd_policy(),
-            clock,
-            pagerduty_api_token=PD_TOKEN,
-            pagerduty_webhook_secret=PD_SECRET,
-            pagerduty_api_url=pd.url,
-            pagerduty_from_email="breakglass@example.com",
-        )
+        bot = pd_bot(fake, store, clock, pd)
         try:
             for i in range(n):
                 incident = f"PBENCH{i:03d}"
@@ -108,17 +100,12 @@ def run(n: int) -> dict[str, list[float]]:
     return out
 
 
-def q(v: list[float], p: float) -> float:
-    v = sorted(v)
-    return v[min(len(v) - 1, round(p * (len(v) - 1)))]
-
-
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 40
     for what, v in run(n).items():
         ms = [x * 1000 for x in v]
         print(
-            f"{what:16} n={len(ms)} p50={statistics.median(ms):7.1f} p90={q(ms, 0.9):7.1f} max={max(ms):7.1f} ms"
+            f"{what:16} n={len(ms)} p50={statistics.median(ms):7.1f} p90={pct(ms, 90):7.1f} max={max(ms):7.1f} ms"
         )
 
 

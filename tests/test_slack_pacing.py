@@ -14,7 +14,9 @@ import pytest
 
 from bot.clock import ManualClock
 from bot.delivery.errors import LeaseLost
+from bot.delivery.inflight import InFlight
 from bot.delivery.lease import LEASE, Lease, bounded_by
+from bot.delivery.queue import ROOTS_FIRST_FOR, Delivery, DeliveryQueue
 from bot.slack_pacing import ROOT, THREAD, ChannelGate, PacingTimeout
 
 
@@ -273,17 +275,20 @@ def test_idle_channels_are_forgotten_and_paused_ones_kept(monkeypatch: pytest.Mo
 # -- roots first across the post-ack queue (bot/delivery/queue.py, bot/delivery/precedence.py) ------------
 
 
-def test_a_reply_waits_for_a_root_still_in_the_queue_but_not_past_its_patience() -> None:
-    """A root owed to C1 but still in the post-ack queue holds back a thread reply (from the sweep, no
-    worker) however free the channel is; after `patience` seconds the reply goes anyway (never starved)."""
-    from bot.delivery.inflight import InFlight
-    from bot.delivery.queue import Delivery, DeliveryQueue
-
+def attended_gate(patience: float) -> tuple[Ticker, ChannelGate, DeliveryQueue]:
+    """A gate on a ticker that holds thread replies back for the roots a post-ack queue owes."""
     ticker = Ticker()
-    gate = ChannelGate(1.0, 5, now=ticker, patience=10.0)
+    gate = ChannelGate(1.0, 5, now=ticker, patience=patience)
     ticker.gates.append(gate)
     queue = DeliveryQueue(InFlight())
     gate.attend(queue)
+    return ticker, gate, queue
+
+
+def test_a_reply_waits_for_a_root_still_in_the_queue_but_not_past_its_patience() -> None:
+    """A root owed to C1 but still in the post-ack queue holds back a thread reply (from the sweep, no
+    worker) however free the channel is; after `patience` seconds the reply goes anyway (never starved)."""
+    ticker, gate, queue = attended_gate(patience=10.0)
     queue.put(Delivery("new", root="C1"))
     posts = Poster(gate, ticker)
     posts.post("reply-old", priority=THREAD)
@@ -301,9 +306,7 @@ def test_a_reply_waits_for_a_root_still_in_the_queue_but_not_past_its_patience()
 
 
 def test_a_worker_gives_way_only_when_no_other_worker_is_free_for_the_root() -> None:
-    from bot.delivery.inflight import InFlight
     from bot.delivery.precedence import GaveWay, WorkerTurn, may_give_way, working
-    from bot.delivery.queue import Delivery, DeliveryQueue
 
     ticker = Ticker()
     gate = ChannelGate(1.0, 5, now=ticker)
@@ -328,15 +331,9 @@ def test_a_delivery_queued_for_a_root_another_process_posted_is_not_held_back_by
     process that delivered the event first, so it sends a thread reply: that root no longer counts as owed.
     It used to: the reply was held back by its own delivery's root, in the gate until its patience ran out
     (30 s; two bots on one DynamoDB store missed a close's thread reply under CPU load)."""
-    from bot.delivery.inflight import InFlight
     from bot.delivery.precedence import WorkerTurn, may_give_way, working
-    from bot.delivery.queue import Delivery, DeliveryQueue
 
-    ticker = Ticker()
-    gate = ChannelGate(1.0, 5, now=ticker, patience=30.0)
-    ticker.gates.append(gate)
-    queue = DeliveryQueue(InFlight())
-    gate.attend(queue)
+    ticker, gate, queue = attended_gate(patience=30.0)
     queue.put(Delivery("ev", root="C1"))
     work = queue.get()
     assert isinstance(work, Delivery) and work.root == "C1" and queue.roots_owed("C1") == 1
@@ -357,8 +354,6 @@ def test_roots_go_first_in_the_queue_but_never_starve_the_rest() -> None:
     """Deliveries owing a root are taken before other work, until the oldest other work has waited
     `ROOTS_FIRST_FOR`: then it is taken next, however many roots are still queued (a stream of
     invocations never holds back a close's DM or a delivery that gave way for good)."""
-    from bot.delivery.inflight import InFlight
-    from bot.delivery.queue import ROOTS_FIRST_FOR, Delivery, DeliveryQueue
 
     ticker = Ticker()
     queue = DeliveryQueue(InFlight(), now=ticker)
