@@ -4,11 +4,11 @@ change was stored and before its AWS step was done leaves the step owed; the nex
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import time
-import urllib.parse
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,12 +68,12 @@ def denying_aws() -> Iterator[str]:
 
 
 class HoldingSsoAdmin:
-    """sso-admin in front of moto: every call is passed on, except `CreateAccountAssignment`, which is held
-    unanswered (and never passed on) until the test ends, so a process is killed inside its grant, with
-    AWS not having done it, however loaded the machine is. `reached` is set when the first one arrives."""
+    """sso-admin in front of moto: every call is passed on, except `operation` (e.g.
+    `CreateAccountAssignment`), which is held unanswered (and never passed on) until the test ends, so a
+    process is killed or stuck inside that AWS call, with AWS not having done it, however loaded the machine
+    is. `reached` is set when the first one arrives."""
 
-    def __init__(self, upstream: str) -> None:
-        self.moto = urllib.parse.urlsplit(upstream)
+    def __init__(self, upstream: str, operation: str) -> None:
         self.reached = threading.Event()
         self.release = threading.Event()
         holder = self
@@ -81,21 +81,34 @@ class HoldingSsoAdmin:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("X-Amz-Target", "").endswith(".CreateAccountAssignment"):
+                if self.headers.get("X-Amz-Target", "").endswith(f".{operation}"):
                     holder.reached.set()
                     holder.release.wait(120)
                     return  # no answer: the connection is closed
-                upstream = http.client.HTTPConnection(holder.moto.hostname, holder.moto.port, timeout=30)
-                upstream.request("POST", self.path, body, dict(self.headers.items()))
-                answer = upstream.getresponse()
-                data = answer.read()
-                self.send_response(answer.status)
-                for name, value in answer.getheaders():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}
+                }
+                request = urllib.request.Request(
+                    upstream + self.path, data=body, headers=headers, method="POST"
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        status, payload, reply = response.status, response.read(), dict(response.headers)
+                except urllib.error.HTTPError as exc:
+                    status, payload, reply = exc.code, exc.read(), dict(exc.headers)
+                self.send_response(status)
+                for key, value in reply.items():
+                    if key.lower() not in {
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "server",
+                        "date",
+                    }:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(payload)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -159,7 +172,7 @@ def test_the_grant_survives_a_sigkill_before_aws_did_it(world, aws: Aws) -> None
     (It used to make the audit post fail and kill after the first delivery began, hoping to be before the
     grant: but the grant does not wait for Slack, so a kill that came late under load found it done.)"""
     bot, fake, store = world
-    with HoldingSsoAdmin(aws.url) as holding:
+    with HoldingSsoAdmin(aws.url, "CreateAccountAssignment") as holding:
         first = bot(sso_admin=holding.url)
         response = SlackSender(first.url, fake).invoke(user="U0001", profile="sandbox", duration="3600")
         assert response.json["response_action"] == "update"

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from store import BreakGlassEvent, Status
 from tests.access_world import Aws
 from tests.harness import SlackSender
 from tests.processes import BotProcess
-from tests.test_access_multiprocess import eventually, processes_on
+from tests.test_access_multiprocess import HoldingSsoAdmin, eventually, processes_on
 from tests.test_multiprocess import backend, moto_url  # noqa: F401 - fixtures: both stores
 
 pytest_plugins = ["tests.store_fixtures", "tests.access_world"]
@@ -39,39 +37,8 @@ TAKEOVER_BOUND = 30.0  # seconds from due to done (issue 19)
 def hanging_delete(aws: Aws) -> Iterator[tuple[str, threading.Event]]:
     """An sso-admin endpoint in front of moto that forwards every call except DeleteAccountAssignment,
     which it holds (unanswered) until the test ends: the revoke hangs in the middle of its AWS call."""
-    reached = threading.Event()
-    release = threading.Event()
-
-    class Proxy(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if "DeleteAccountAssignment" in (self.headers.get("X-Amz-Target") or ""):
-                reached.set()
-                release.wait(120)
-                return
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}}
-            request = urllib.request.Request(aws.url + self.path, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    status, payload, reply = response.status, response.read(), dict(response.headers)
-            except urllib.error.HTTPError as exc:
-                status, payload, reply = exc.code, exc.read(), dict(exc.headers)
-            self.send_response(status)
-            for key, value in reply.items():
-                if key.lower() not in {"content-length", "transfer-encoding", "connection", "server", "date"}:
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", reached
-    release.set()
-    server.shutdown()
+    with HoldingSsoAdmin(aws.url, "DeleteAccountAssignment") as holding:
+        yield holding.url, holding.reached
 
 
 @pytest.fixture
