@@ -17,7 +17,7 @@ from bot.delivery.errors import LeaseLost
 from bot.delivery.inflight import InFlight
 from bot.delivery.lease import LEASE, Lease, bounded_by
 from bot.delivery.queue import ROOTS_FIRST_FOR, Delivery, DeliveryQueue
-from bot.slack_pacing import ROOT, THREAD, ChannelGate, PacingTimeout
+from bot.slack_pacing import PATIENCE, ROOT, THREAD, ChannelGate, PacingTimeout
 
 
 class Ticker:
@@ -308,10 +308,7 @@ def test_a_reply_waits_for_a_root_still_in_the_queue_but_not_past_its_patience()
 def test_a_worker_gives_way_only_when_no_other_worker_is_free_for_the_root() -> None:
     from bot.delivery.precedence import GaveWay, WorkerTurn, may_give_way, working
 
-    ticker = Ticker()
-    gate = ChannelGate(1.0, 5, now=ticker)
-    queue = DeliveryQueue(InFlight())
-    gate.attend(queue)
+    _, gate, queue = attended_gate(patience=PATIENCE)
     queue.put(Delivery("new", root="C1"))
     with working(WorkerTurn(queue)) as turn, may_give_way(True), pytest.raises(GaveWay):
         gate.acquire("C1", THREAD)
